@@ -1,0 +1,123 @@
+"""The Python API a deployment script calls; the CLI is a thin layer over these functions.
+
+No pluggy, no subprocess: ``onnxopt.optimize(...)`` returns the report, ``onnxopt.validate(...)`` the
+validation result, and every user mistake raises an :class:`onnxopt.errors.OnnxoptError` whose
+``exit_code`` is what the CLI would exit with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from onnxopt.errors import UsageError
+from onnxopt.recipe import PassArg, Recipe, load_recipe, pass_steps
+from onnxopt.report import Report
+from onnxopt.summary import ModelSummary
+from onnxopt.gates import Gates
+from onnxopt.validate import ValidationResult
+
+
+def _gates(gates: Gates | Mapping[str, Any] | None) -> Gates | None:
+    if gates is None or isinstance(gates, Gates):
+        return gates
+    return Gates.from_mapping(dict(gates))
+
+
+def build_recipe(
+    recipe: Recipe | str | Path | None = None,
+    *,
+    passes: Sequence[PassArg] = (),
+    data: str | Path | None = None,
+    gates: Gates | Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    **settings: Any,
+) -> Recipe:
+    """A recipe file or object, with explicit arguments taking precedence (passes are appended)."""
+    if isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe)
+    recipe = dataclasses.replace(recipe) if recipe is not None else Recipe()
+    recipe.passes = [*recipe.passes, *pass_steps(passes)]
+    if data is not None:
+        recipe.data = str(data)
+    if (extra := _gates(gates)) is not None:
+        recipe.gates = recipe.gates.merged(extra)
+    if shapes:
+        recipe.shapes = {**recipe.shapes, **{k: tuple(int(d) for d in v) for k, v in shapes.items()}}
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(recipe, **{k: v for k, v in settings.items() if v is not None})
+
+
+def optimize(
+    source: str | Path,
+    output: str | Path | None,
+    *,
+    passes: Sequence[PassArg] = (),
+    recipe: Recipe | str | Path | None = None,
+    data: str | Path | None = None,
+    gates: Gates | Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    plugins: Sequence[str] = (),
+    in_place: bool = False,
+    quiet: bool = True,
+    **settings: Any,
+) -> Report:
+    """Optimize ``source`` into ``output``, e.g. ``optimize("in.onnx", "out.onnx", passes=["fold"])``.
+
+    ``settings`` are further recipe fields (``on_failure="stop"``, ``seed=1``, ...). The returned
+    report's ``exit_code`` is 0, 1 (a gate failed) or 3 (a plugin failed); bad input raises.
+    """
+    from onnxopt.pipeline import optimize as run
+
+    full = build_recipe(recipe, passes=passes, data=data, gates=gates, shapes=shapes, **settings)
+    return run(source, output, full, plugins=plugins, quiet=quiet, in_place=in_place)
+
+
+def validate(
+    reference: str | Path,
+    candidate: str | Path,
+    *,
+    data: str | Path | None = None,
+    gates: Gates | Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    latency_runs: int = 20,
+    threads: int = 0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    plugins: Sequence[str] = (),
+    quiet: bool = True,
+) -> ValidationResult:
+    """Compare two model files in onnxruntime on ``data`` (default: random inputs) against ``gates``."""
+    import tempfile
+
+    from onnxopt import model_io, pipeline
+    from onnxopt.context import RunContext
+    from onnxopt.passes import PassRegistry
+    from onnxopt.plugins import get_plugin_manager
+    from onnxopt.validate import compare
+
+    recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size)
+    pm = get_plugin_manager(plugins)
+    for path in (reference, candidate):
+        model_io.read_proto(path)  # a missing or broken file is a one-line error before any work
+    model = model_io.load(reference, check=False)
+    source = recipe.data if recipe.data is not None else f"synthetic:{pipeline.FALLBACK_SYNTHETIC_SAMPLES}"
+    dataset = pipeline.open_dataset(pm, source, model, recipe)
+    with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
+        context = RunContext(pm, PassRegistry.from_plugins(pm), Path(workdir), Path(reference), dataset, seed, quiet)
+        return compare(
+            reference, candidate, dataset, _gates(gates), latency_runs=latency_runs, threads=threads, context=context
+        )
+
+
+def inspect(path: str | Path, *, tensors: bool = True) -> ModelSummary:
+    """Op histogram, counts, sizes, and per-initializer sparsity / unique values of a model file."""
+    from onnxopt import model_io
+    from onnxopt.summary import summarize
+
+    return summarize(model_io.load(path, check=False), path, tensors=tensors)

@@ -1,0 +1,254 @@
+"""The ``onnxopt`` command: a thin layer over :mod:`onnxopt.api`.
+
+Only argparse is imported at start-up, so ``onnxopt --help`` answers at once; each command imports what
+it needs. Exit codes: 0 ok, 1 a validation gate failed, 2 bad input or usage, 3 a plugin failed. Errors
+are one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from onnxopt.gates import Gates
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
+                        help="load a plugin (entry-point name or module); -p no:NAME blocks one")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the machine-readable report on stdout")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="dataset: file.npz, a folder of .npy/.npz, or synthetic:N")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=DxD",
+                        help="fix an input's shape for synthetic data, e.g. input=1x3x224x224")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default 32)")
+    parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
+    parser.add_argument("--latency-runs", type=int, help="interleaved latency rounds (0 skips; default 20)")
+    for gate in dataclasses.fields(Gates):
+        flag = "--" + gate.name.replace("_", "-")
+        parser.add_argument(flag, type=float, dest="gate_" + gate.name, help="gate: " + gate.metadata["help"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnxopt",
+        description="Make ONNX models smaller and faster for onnxruntime, and prove they still agree.",
+        epilog="exit codes: 0 ok, 1 validation gate failed, 2 bad input or usage, 3 a plugin failed",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    opt = commands.add_parser("optimize", help="run passes on a model, validate, write the result")
+    opt.add_argument("model", help="input model (.onnx, or any format a loader plugin reads)")
+    opt.add_argument("-o", "--output", help="where to write the optimized model")
+    opt.add_argument("--pass", dest="passes", action="append", default=[], metavar="NAME[:k=v,...]",
+                     help="a pass to run, in order; list values use ';' (exclude=a;b)")  # fmt: skip
+    opt.add_argument("--recipe", help="TOML recipe: passes, data, gates (flags add to it)")
+    opt.add_argument("--in-place", action="store_true", help="allow -o to name the input file")
+    opt.add_argument("--on-failure", choices=["rollback", "stop"], help="a failing pass is rolled back (default) or stops the run")
+    opt.add_argument("--no-validate-each-pass", action="store_true", help="validate only the written model")
+    ext = opt.add_mutually_exclusive_group()
+    ext.add_argument("--external-data", dest="external_data", action="store_true", default=None,
+                     help="always write weights to <output>.data")  # fmt: skip
+    ext.add_argument("--no-external-data", dest="external_data", action="store_false", help="never use external data")
+    _data_options(opt)
+    _common(opt)
+
+    val = commands.add_parser("validate", help="compare a candidate with a reference model in onnxruntime")
+    val.add_argument("reference")
+    val.add_argument("candidate")
+    _data_options(val)
+    _common(val)
+
+    ins = commands.add_parser("inspect", help="ops, parameters, sizes, sparsity and unique values of a model")
+    ins.add_argument("model")
+    ins.add_argument("--no-tensors", action="store_true", help="skip the per-initializer table")
+    _common(ins)
+
+    lst = commands.add_parser("passes", help="list installed passes and their options")
+    _common(lst)
+    plg = commands.add_parser("plugins", help="list loaded plugins, their versions and hooks")
+    _common(plg)
+    return parser
+
+
+def _gates(args: argparse.Namespace) -> dict[str, float]:
+    values = {gate.name: getattr(args, "gate_" + gate.name) for gate in dataclasses.fields(Gates)}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    from onnxopt.data import parse_shape
+
+    return dict(parse_shape(text) for text in args.shape)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from onnxopt import api
+    from onnxopt.errors import UsageError
+    from onnxopt.report import render_report, to_json
+
+    if args.output is None:
+        if not args.in_place:
+            raise UsageError("optimize needs -o OUTPUT (or --in-place to replace the input)")
+        args.output = args.model
+    if not args.passes and not args.recipe:
+        raise UsageError("no passes to run: give --pass NAME or --recipe FILE (see 'onnxopt passes')")
+    report = api.optimize(
+        args.model,
+        args.output,
+        passes=args.passes,
+        recipe=args.recipe,
+        data=args.data,
+        gates=_gates(args),
+        shapes=_shapes(args),
+        plugins=args.plugins,
+        in_place=args.in_place,
+        quiet=args.quiet,
+        on_failure=args.on_failure,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        latency_runs=args.latency_runs,
+        external_data=args.external_data,
+        validate_each_pass=False if args.no_validate_each_pass else None,
+    )
+    _print(to_json(report) if args.json else render_report(report))
+    if not report.ok:
+        sys.stderr.write(f"onnxopt: {report.message}\n")
+    return report.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from onnxopt import api
+    from onnxopt.report import render_validation, to_json
+
+    result = api.validate(
+        args.reference,
+        args.candidate,
+        data=args.data,
+        gates=_gates(args),
+        shapes=_shapes(args),
+        latency_runs=20 if args.latency_runs is None else args.latency_runs,
+        threads=args.threads or 0,
+        seed=args.seed or 0,
+        batch_size=args.batch_size,
+        plugins=args.plugins,
+        quiet=args.quiet,
+    )
+    _print(to_json(result) if args.json else render_validation(result))
+    if not result.passed:
+        sys.stderr.write(f"onnxopt: validation failed: {result.failure_reason()}\n")
+        return 1
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from onnxopt import api
+    from onnxopt.report import render_summary, to_json
+
+    summary = api.inspect(args.model, tensors=not args.no_tensors)
+    _print(to_json(summary) if args.json else render_summary(summary, args.model))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from onnxopt.passes import PassRegistry
+    from onnxopt.plugins import get_plugin_manager
+    from onnxopt.report import to_json
+
+    registry = PassRegistry.from_plugins(get_plugin_manager(args.plugins))
+    if args.json:
+        rows = [
+            {
+                "name": spec.name,
+                "plugin": spec.plugin,
+                "summary": spec.summary,
+                "needs_data": spec.needs_data,
+                "handles_subgraphs": spec.handles_subgraphs,
+                "options": [{"name": o.name, "type": o.type_name, "default": o.default, "help": o.help} for o in spec.option_fields()],
+            }
+            for spec in registry
+        ]
+        _print(to_json(rows))
+        return 0
+    for spec in registry:
+        flags = [flag for flag, on in (("needs data", spec.needs_data), ("subgraphs", spec.handles_subgraphs)) if on]
+        _print(f"{spec.name}  ({spec.plugin}{'; ' + ', '.join(flags) if flags else ''})")
+        _print(f"    {spec.summary}")
+        for o in spec.option_fields():
+            _print(f"    {o.name}: {o.type_name} = {o.default!r}  — {o.help}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from onnxopt.plugins import get_plugin_manager, plugin_infos
+    from onnxopt.report import table, to_json
+
+    infos = plugin_infos(get_plugin_manager(args.plugins))
+    if args.json:
+        _print(to_json(infos))
+    else:
+        rows = [[i.name, i.distribution or "-", i.version or "-", ", ".join(i.hooks)] for i in infos]
+        _print(table(["plugin", "distribution", "version", "hooks"], rows))
+    return 0
+
+
+COMMANDS = {
+    "optimize": cmd_optimize,
+    "validate": cmd_validate,
+    "inspect": cmd_inspect,
+    "passes": cmd_passes,
+    "plugins": cmd_plugins,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from onnxopt import __version__
+
+        _print(f"onnxopt {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command, turning known errors into one line and an exit code."""
+    from onnxopt.errors import EXIT_BAD_INPUT, OnnxoptError
+
+    try:
+        return COMMANDS[args.command](args)
+    except OnnxoptError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"onnxopt: error: {_one_line(exc)}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("onnxopt: interrupted\n")
+        return 130
+    except MemoryError:
+        sys.stderr.write("onnxopt: error: out of memory\n")
+        return EXIT_BAD_INPUT
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

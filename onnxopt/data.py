@@ -1,0 +1,344 @@
+"""Datasets that feed a model: ``.npz`` files, folders of ``.npy`` / ``.npz`` files, and synthetic inputs.
+
+Layout (what a user puts in ``calib.npz``): one array per model input, keyed by the input's name, plus an
+optional ``labels`` array of class ids. Samples are stacked on the model input's leading (batch) axis:
+
+- an input ``[batch, 3, 32, 32]`` takes an array ``[N, 3, 32, 32]``, fed ``batch_size`` rows at a time
+  (or, when the model fixes the batch dimension to ``d``, ``d`` rows at a time);
+- an array with one axis more than the input (``[F, 1, 3, 32, 32]`` for an input ``[1, 3, 32, 32]``) holds
+  ``F`` whole feeds, fed one after another;
+- an array exactly the shape of an input with a fixed leading dimension (a state ``[2, 1, 128]``, a
+  scalar sample rate) is the same in every feed.
+
+Everything loads with ``allow_pickle=False``; a wrong name, dtype or shape is a :class:`DataError` naming
+the input. Written here: no library knows ONNX input specs and this layout.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxopt.errors import DataError, UsageError
+
+LABELS_KEY = "labels"
+DEFAULT_BATCH_SIZE = 32
+SYNTHETIC_PREFIX = "synthetic:"
+
+Dims = tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input as the data layer sees it: name, numpy dtype and dims (int, or a name / None if symbolic)."""
+
+    name: str
+    dtype: np.dtype
+    dims: Dims | None  # None: rank unknown
+
+    @property
+    def shape_text(self) -> str:
+        if self.dims is None:
+            return "unknown shape"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
+
+
+def input_specs(model: ir.Model) -> list[InputSpec]:
+    """The inputs a caller must feed (graph inputs that are not also initializers)."""
+    specs = []
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        if not isinstance(value.type, ir.TensorType):
+            raise DataError(f"input {value.name!r} is a {value.type}, only tensor inputs can be fed")
+        dims = None
+        if value.shape is not None:
+            dims = tuple(d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None) for d in value.shape)
+        specs.append(InputSpec(value.name, np.dtype(value.type.dtype.numpy()), dims))
+    return specs
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME=1x3x224x224`` (``NAME=`` alone for a scalar)."""
+    name, sep, dims = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"--shape {text!r}: expected NAME=DxDxD, e.g. input=1x3x224x224")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+    except ValueError:
+        raise UsageError(f"--shape {text!r}: dimensions must be integers separated by 'x'") from None
+    if any(d <= 0 for d in shape):
+        raise UsageError(f"--shape {text!r}: dimensions must be positive")
+    return name, shape
+
+
+def _fits(shape: tuple[int, ...], dims: Dims) -> bool:
+    return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    kind: str  # "rows": split on axis 0; "feeds": one feed per item on axis 0; "constant": same every feed
+    chunk: int | None = None  # rows per feed fixed by the model
+
+
+def _layout(spec: InputSpec, array: np.ndarray) -> _Layout:
+    if spec.dims is None:
+        return _Layout("rows") if array.ndim else _Layout("constant")
+    dims = spec.dims
+    if array.ndim == len(dims) + 1 and _fits(array.shape[1:], dims):
+        return _Layout("feeds")
+    if array.ndim == len(dims) and dims and _fits(array.shape[1:], dims[1:]):
+        lead = dims[0]
+        if not isinstance(lead, int):
+            return _Layout("rows")
+        if array.shape[0] == lead:
+            return _Layout("constant") if lead != 1 else _Layout("rows", chunk=1)
+        if array.shape[0] % lead == 0:
+            return _Layout("rows", chunk=lead)
+        raise DataError(
+            f"input {spec.name!r}: {array.shape[0]} samples cannot be fed {lead} at a time (the model fixes the batch to {lead})"
+        )
+    if array.ndim == len(dims) == 0:
+        return _Layout("constant")
+    raise DataError(
+        f"input {spec.name!r}: array of shape {list(array.shape)} does not fit the model input {spec.shape_text} "
+        f"(stack samples on the leading axis)"
+    )
+
+
+class Dataset:
+    """Inputs for a model (and optional labels), fed in batches the model accepts."""
+
+    def __init__(
+        self,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        specs: list[InputSpec],
+        *,
+        labels: np.ndarray | None = None,
+        synthetic: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.name = name
+        self.synthetic = synthetic
+        self.labels = labels
+        self.specs = specs
+        self._arrays = dict(arrays)
+        self._check_names(specs)
+        self._layouts = {spec.name: _layout(spec, self._checked_dtype(spec)) for spec in specs}
+        self._feed_count, self._rows_per_feed = self._plan(batch_size)
+        if labels is not None and len(labels) != self.num_samples:
+            raise DataError(f"{name}: {len(labels)} labels for {self.num_samples} samples")
+
+    def _check_names(self, specs: list[InputSpec]) -> None:
+        wanted = {spec.name for spec in specs}
+        missing = sorted(wanted - self._arrays.keys())
+        extra = sorted(self._arrays.keys() - wanted)
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"unknown key(s) {', '.join(map(repr, extra))}")
+            raise DataError(f"{self.name}: {'; '.join(parts)} (model inputs: {', '.join(sorted(wanted))})")
+
+    def _checked_dtype(self, spec: InputSpec) -> np.ndarray:
+        array = self._arrays[spec.name]
+        if array.dtype != spec.dtype:
+            raise DataError(f"input {spec.name!r}: dtype {array.dtype}, the model expects {spec.dtype}")
+        return array
+
+    def _plan(self, batch_size: int) -> tuple[int, int]:
+        kinds = {layout.kind for layout in self._layouts.values()} - {"constant"}
+        if kinds == {"rows", "feeds"}:
+            raise DataError(f"{self.name}: mixes stacked rows and whole feeds; stack every input the same way")
+        counts = {name: len(self._arrays[name]) for name, layout in self._layouts.items() if layout.kind != "constant"}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{name}: {count}" for name, count in counts.items())
+            raise DataError(f"{self.name}: inputs hold different numbers of samples ({detail})")
+        total = next(iter(counts.values()), 1)
+        if kinds == {"feeds"} or not kinds:
+            return total, 1
+        chunks = {layout.chunk for layout in self._layouts.values() if layout.chunk}
+        if len(chunks) > 1:
+            raise DataError(f"{self.name}: the model fixes different batch sizes on its inputs")
+        rows = chunks.pop() if chunks else max(1, batch_size)
+        return math.ceil(total / rows), rows
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the dataset: rows on the batch axis, or whole feeds."""
+        counts = [len(self._arrays[n]) for n, layout in self._layouts.items() if layout.kind != "constant"]
+        return counts[0] if counts else 1
+
+    @property
+    def num_feeds(self) -> int:
+        return self._feed_count
+
+    def feeds(self) -> Iterator[dict[str, np.ndarray]]:
+        """One input dict per onnxruntime run."""
+        for index in range(self._feed_count):
+            feed = {}
+            for name, layout in self._layouts.items():
+                array = self._arrays[name]
+                if layout.kind == "constant":
+                    feed[name] = array
+                elif layout.kind == "feeds":
+                    feed[name] = array[index]
+                else:
+                    feed[name] = array[index * self._rows_per_feed : (index + 1) * self._rows_per_feed]
+            yield feed
+
+    def first_feed(self) -> dict[str, np.ndarray]:
+        return next(self.feeds())
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: not an .npz archive")
+            return {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+
+
+def _load_folder(path: Path) -> dict[str, np.ndarray]:
+    npy = sorted(path.glob("*.npy"))
+    npz = sorted(path.glob("*.npz"))
+    if npy and npz:
+        raise DataError(f"{path}: holds both .npy and .npz files; use one kind")
+    if npy:
+        return {file.stem: _load_npy(file) for file in npy}
+    if not npz:
+        raise DataError(f"{path}: no .npy or .npz files in the folder")
+    parts = [_load_npz(file) for file in npz]
+    keys = set(parts[0])
+    for file, part in zip(npz, parts):
+        if set(part) != keys:
+            raise DataError(f"{file}: keys {sorted(part)} differ from {npz[0].name}'s {sorted(keys)}")
+    try:
+        return {key: np.concatenate([part[key] for part in parts]) for key in keys}
+    except ValueError as exc:
+        raise DataError(f"{path}: the .npz files cannot be stacked ({exc})") from exc
+
+
+def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
+    """Read the arrays of an ``.npz`` file or a folder of ``.npy`` / ``.npz`` files."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such data file or folder")
+    if path.is_dir():
+        arrays = _load_folder(path)
+    else:
+        arrays = _load_npz(path)
+    for key, array in arrays.items():
+        if array.dtype.hasobject:
+            raise DataError(f"{path}: array {key!r} holds Python objects; save plain numeric arrays")
+    return arrays
+
+
+def from_arrays(
+    name: str, arrays: Mapping[str, np.ndarray], model: ir.Model, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Dataset:
+    """A dataset from in-memory arrays (the layout of an ``.npz``, ``labels`` optional)."""
+    arrays = dict(arrays)
+    labels = arrays.pop(LABELS_KEY, None)
+    if labels is not None:
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{name}: 'labels' must be a 1-D array of integer class ids, got {labels.dtype} {list(labels.shape)}")
+    return Dataset(name, arrays, input_specs(model), labels=labels, batch_size=batch_size)
+
+
+def synthetic(
+    count: int,
+    model: ir.Model,
+    *,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Dataset:
+    """``count`` random samples shaped by the model's input specs; ``shapes`` fixes symbolic dims.
+
+    Floats are standard normal, integers uniform in [0, 10), booleans fair coins. Random data finds broken
+    graphs but says little about accuracy: calibrate on real data.
+    """
+    shapes = dict(shapes or {})
+    specs = input_specs(model)
+    unknown = sorted(set(shapes) - {spec.name for spec in specs})
+    if unknown:
+        raise UsageError(f"--shape names unknown input(s) {', '.join(unknown)} (inputs: {', '.join(s.name for s in specs)})")
+    for spec in specs:
+        if spec.dims is None and spec.name not in shapes:
+            raise UsageError(f"input {spec.name!r} has an unknown shape: give --shape {spec.name}=DxD...")
+        if spec.name in shapes and spec.dims is not None and not _fits(shapes[spec.name], spec.dims):
+            shape_text = "x".join(map(str, shapes[spec.name]))
+            raise UsageError(f"--shape {spec.name}={shape_text} does not fit the model input {spec.shape_text}")
+    # Inputs symbolic only in the batch axis get ``count`` rows; the others are whole feeds, or constants
+    # beside batched inputs.
+    batched = {
+        spec.name
+        for spec in specs
+        if spec.name not in shapes and spec.dims and not isinstance(spec.dims[0], int)
+        and all(isinstance(d, int) for d in spec.dims[1:])
+    }
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in specs:
+        if spec.name in batched:
+            arrays[spec.name] = _random((count, *spec.dims[1:]), spec.dtype, rng)
+            continue
+        shape = shapes.get(spec.name, spec.dims)
+        if any(not isinstance(d, int) for d in shape):
+            raise UsageError(f"input {spec.name!r} {spec.shape_text} has symbolic dimensions: give --shape {spec.name}=DxD...")
+        arrays[spec.name] = _random(tuple(shape) if batched else (count, *shape), spec.dtype, rng)
+    return Dataset(f"{SYNTHETIC_PREFIX}{count}", arrays, specs, synthetic=True, batch_size=batch_size)
+
+
+def _random(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(0, 10, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    raise UsageError(f"cannot make synthetic data of dtype {dtype}")
+
+
+def open_source(
+    source: str,
+    model: ir.Model,
+    *,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Dataset:
+    """Open ``synthetic:N``, an ``.npz`` file, or a folder — the formats the host reads itself."""
+    if source.startswith(SYNTHETIC_PREFIX):
+        count_text = source[len(SYNTHETIC_PREFIX) :]
+        if not count_text.isdigit() or int(count_text) <= 0:
+            raise UsageError(f"{source!r}: expected synthetic:N with N a positive integer")
+        return synthetic(int(count_text), model, shapes=shapes, seed=seed, batch_size=batch_size)
+    return from_arrays(str(source), load_arrays(source), model, batch_size=batch_size)

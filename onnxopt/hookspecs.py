@@ -1,0 +1,78 @@
+"""The whole plugin contract of onnxopt: every hook a plugin may implement.
+
+A plugin is a module (or object) with functions decorated by :data:`hookimpl`, registered through the
+``onnxopt`` entry-point group (as the built-in plugins are) or loaded with ``-p MODULE``. The host calls
+these hooks; it knows no optimization itself. Argument names matter: pluggy passes arguments by name,
+and a plugin may accept any subset of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxopt.context import RunContext
+    from onnxopt.data import Dataset
+    from onnxopt.passes import PassSpec
+    from onnxopt.report import Report
+    from onnxopt.validate import Check
+
+PROJECT = "onnxopt"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
+    """Call ``register(PassSpec(...))`` once for every pass this plugin provides.
+
+    The host records which plugin registered each pass, so errors and reports can name it.
+    Two plugins registering the same pass name is an error.
+    """
+
+
+@hookspec(firstresult=True)
+def onnxopt_load_model(path: str, options: dict[str, Any]) -> ir.Model | None:
+    """Load the model at ``path`` into an ``onnx_ir.Model``, or return None if this plugin can't.
+
+    ONNX files are loaded by the host itself (it tries last); a plugin claims other formats, e.g. a Keras
+    file converted with tf2onnx. ``options`` carries loader settings such as ``{"opset": 17}``.
+    Raise :class:`onnxopt.errors.ModelError` for a file the plugin recognises but cannot load.
+    """
+
+
+@hookspec(firstresult=True)
+def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) -> Dataset | None:
+    """Open the dataset named by ``source`` for ``model``, or return None to let another plugin try.
+
+    The host handles ``.npz`` files, folders of ``.npy`` / ``.npz`` files and ``synthetic:N``.
+    ``options`` carries ``shapes`` (input name -> shape for symbolic dims), ``seed`` and ``batch_size``;
+    :func:`onnxopt.data.from_arrays` builds a Dataset from arrays a plugin has read.
+    """
+
+
+@hookspec(firstresult=True)
+def onnxopt_run_pass(spec: PassSpec, options: Any, model: ir.Model, context: RunContext) -> Any:
+    """Run one pass on ``model`` and return its ``onnx_ir.passes.PassResult``.
+
+    The host's own implementation runs the pass; plugins add ``wrapper=True`` implementations around it
+    to time, log, trace or veto passes.
+    """
+
+
+@hookspec
+def onnxopt_validate(reference: str, candidate: str, data: Dataset, context: RunContext) -> list[Check] | None:
+    """Return extra validation checks comparing the candidate model file with the reference file.
+
+    Each returned :class:`onnxopt.validate.Check` is gated like the built-in ones: a failing check fails
+    the validation.
+    """
+
+
+@hookspec
+def onnxopt_report(report: Report, context: RunContext) -> None:
+    """Receive the finished report, e.g. to write it to another format or send it somewhere."""

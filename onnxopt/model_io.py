@@ -1,0 +1,260 @@
+"""Loading and saving models safely.
+
+Written here rather than taken whole from ``onnx_ir.load`` / ``onnx_ir.save`` because a release pipeline
+needs more than they promise: every way a file can be wrong becomes a one-line :class:`ModelError`, external
+data may never point outside the model's folder, and a save is atomic — the new model and its external
+data are written into a temporary folder beside the destination and renamed into place, under a lock on
+the destination folder so two processes writing the same path leave one complete model, never a mix.
+Tensors stay lazy (memory-mapped by onnx_ir) on load, so a multi-GB model is not copied into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxopt.errors import ModelError
+
+#: Above this many bytes of tensor data a model is saved with external data (protobuf's hard limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+#: Tensors smaller than this stay inside the .onnx file even when external data is used.
+EXTERNAL_TENSOR_MIN_BYTES = 1024
+
+
+def _iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _iter_graph_tensors(sub)
+
+
+def _external_location(tensor: onnx.TensorProto) -> dict[str, str] | None:
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def external_data_files(proto: onnx.ModelProto, model_dir: Path) -> set[Path]:
+    """Every external data file the model refers to, checked to lie inside ``model_dir``."""
+    files: set[Path] = set()
+    root = model_dir.resolve()
+    for tensor in _iter_graph_tensors(proto.graph):
+        info = _external_location(tensor)
+        if info is None:
+            continue
+        location = info.get("location", "")
+        if not location or os.path.isabs(location) or Path(location).drive:
+            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} must be a relative path")
+        target = (root / location).resolve()
+        if not target.is_relative_to(root):
+            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is outside the model's folder")
+        files.add(target)
+    return files
+
+
+def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
+    files = external_data_files(proto, model_dir)
+    sizes = {}
+    for path in files:
+        if not path.is_file():
+            raise ModelError(f"external data file {path.name!r} is missing (expected in {model_dir})")
+        sizes[path] = path.stat().st_size
+    root = model_dir.resolve()
+    for tensor in _iter_graph_tensors(proto.graph):
+        info = _external_location(tensor)
+        if info is None:
+            continue
+        offset = int(info.get("offset", 0) or 0)
+        expected = _tensor_nbytes(tensor)
+        length = int(info.get("length", expected) or 0)
+        if expected is not None and length < expected:
+            raise ModelError(f"tensor {tensor.name!r}: external data length {length} is shorter than its shape needs ({expected} bytes)")
+        path = (root / info["location"]).resolve()
+        if offset + length > sizes[path]:
+            raise ModelError(
+                f"tensor {tensor.name!r}: external data file {path.name!r} is shorter than declared "
+                f"({sizes[path]} bytes, tensor needs bytes {offset}..{offset + length})"
+            )
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """The byte size the tensor's shape and dtype imply, or None for dtypes without a fixed size."""
+    try:
+        dtype = ir.DataType(tensor.data_type)
+    except ValueError:
+        return None
+    if dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
+        return None
+    return math.ceil(math.prod(tensor.dims) * dtype.bitwidth / 8)
+
+
+def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read a model file's protobuf without its external data, turning every failure into a ModelError."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ModelError(f"{path}: not an ONNX model, or truncated (protobuf: {exc})") from exc
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # onnx raises a variety of errors for malformed files
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
+        raise ModelError(f"{path}: a protobuf message but not an ONNX model (no graph, opset or IR version)")
+    return proto
+
+
+def check_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Run onnx's checker on a model whose external data stays on disk; a rejection is a ModelError."""
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: rejected by the ONNX checker: {first}") from exc
+    except ValueError as exc:  # e.g. "Message onnx.ModelProto exceeds maximum protobuf size of 2GB"
+        raise ModelError(f"{path}: rejected by the ONNX checker: {exc}") from exc
+
+
+def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
+    """Load an ONNX file into onnx_ir, its external tensors left lazy on disk.
+
+    Raises :class:`ModelError` with one line for a missing, empty, truncated or non-ONNX file, external data
+    that is missing, short or outside the model's folder, and (with ``check``) a model the checker rejects.
+    """
+    path = Path(path)
+    proto = read_proto(path)
+    _check_external_data(proto, path.parent)
+    if check:
+        check_proto(proto, path)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot be read into onnx_ir ({type(exc).__name__}: {exc})") from exc
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    """Bytes of all initializer data in the model, subgraphs included, without loading external data."""
+    total = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None:
+                total += tensor.nbytes
+    return total
+
+
+def _has_external_tensors(model: ir.Model) -> bool:
+    return any(
+        isinstance(value.const_value, ir.ExternalTensor)
+        for graph in model.graphs()
+        for value in graph.initializers.values()
+    )
+
+
+def data_file_name(path: str | os.PathLike) -> str:
+    """The name of the external data file saved beside ``path``."""
+    return Path(path).name + ".data"
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of a model file plus every external data file it refers to."""
+    path = Path(path)
+    proto = read_proto(path)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(proto, path.parent))
+
+
+@contextlib.contextmanager
+def _locked_folder(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _writable_folder(path: Path) -> Path:
+    folder = path.parent
+    if not folder.is_dir():
+        raise ModelError(f"{path}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelError(f"{path}: output folder {folder} is not writable")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not a file name")
+    return folder
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early, before any work, if ``path`` cannot be written."""
+    _writable_folder(Path(path).absolute())
+
+
+def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically and return the path.
+
+    ``external_data=None`` chooses: external data (``<name>.data`` beside the file) when the model already
+    had external tensors or holds more than :data:`EXTERNAL_DATA_THRESHOLD` bytes, else one self-contained
+    file. Nothing at ``path`` changes unless the whole write succeeded.
+    """
+    path = Path(path).absolute()
+    folder = _writable_folder(path)
+    if external_data is None:
+        external_data = _has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_name = data_file_name(path)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot write to {folder} ({exc.strerror or exc})") from exc
+    try:
+        staged_model = staging / path.name
+        if external_data:
+            ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
+        else:
+            ir.external_data.load_to_model(model)
+            ir.save(model, staged_model)
+        staged_files = [staging / data_name] if (staging / data_name).exists() else []
+        for staged in [*staged_files, staged_model]:
+            _fsync(staged)
+        with _locked_folder(folder):
+            for staged in [*staged_files, staged_model]:  # data first: the model never points at missing data
+                os.replace(staged, folder / staged.name)
+    except OSError as exc:
+        raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
+    except ValueError as exc:  # onnx refuses a proto over 2 GB
+        raise ModelError(f"{path}: cannot serialize the model ({exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,233 @@
+"""Pass descriptors, typed pass options, and the registry the plugins fill.
+
+A plugin describes each pass with a :class:`PassSpec`: a name, a one-line summary, an options dataclass
+whose fields carry defaults and help (``option(default, "help")``), and a factory that builds an
+``onnx_ir.passes.PassBase`` from the parsed options and the run context. Options arrive as strings from
+the CLI (``--pass prune:sparsity=0.5``) or typed from a TOML recipe; both are parsed against the field
+types here, so a wrong name or value is a clear error before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxopt.errors import OnnxoptError, PluginError, UsageError
+
+if typing.TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxopt.context import RunContext
+    from onnxopt.plugins import PluginManager
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call site
+    """A pass option: a dataclass field with a default and a one-line help text."""
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a pass that takes none."""
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """Everything the host needs to know about one pass."""
+
+    name: str
+    summary: str
+    create: Callable[[Any, RunContext], ir.passes.PassBase]
+    options: type = NoOptions
+    needs_data: bool = False
+    handles_subgraphs: bool = True
+    plugin: str = ""
+
+    def option_fields(self) -> list[OptionInfo]:
+        """The pass's options with their resolved types, defaults and help."""
+        hints = typing.get_type_hints(self.options)
+        infos = []
+        for f in dataclasses.fields(self.options):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            infos.append(OptionInfo(f.name, hints[f.name], default, f.metadata.get("help", "")))
+        return infos
+
+    def parse_options(self, raw: Mapping[str, Any]) -> Any:
+        """Build the options object from CLI strings or recipe values; unknown names and bad values raise."""
+        fields = {info.name: info for info in self.option_fields()}
+        values = {}
+        for key, value in raw.items():
+            info = fields.get(key)
+            if info is None:
+                valid = ", ".join(fields) or "none"
+                raise UsageError(f"pass {self.name!r} has no option {key!r} (valid options: {valid})")
+            try:
+                values[key] = coerce(value, info.type)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"pass {self.name!r}: option {key}={value!r}: {exc}") from exc
+        try:
+            return self.options(**values)
+        except (TypeError, ValueError) as exc:  # an options class may validate in __post_init__
+            raise UsageError(f"pass {self.name!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+def type_name(tp: Any) -> str:
+    """A short, readable spelling of an option type for help output."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list of {type_name(args[0])}" if args else "list"
+    return getattr(tp, "__name__", str(tp))
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """Convert ``value`` (a CLI string or a TOML value) to the option type ``tp``, or raise ValueError."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin in (list, tuple):
+        (item_type, *_) = typing.get_args(tp) or (str,)
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(";") if v]
+        return origin(coerce(item, item_type) for item in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError("expected true or false")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected an integer")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    raise TypeError(f"unsupported option type {tp!r}")
+
+
+def parse_pass_argument(text: str) -> tuple[str, dict[str, str]]:
+    """Split the CLI short form ``NAME[:key=value,...]`` into the name and its raw options.
+
+    List values are written with ``;`` between items: ``exclude=conv1;conv2``.
+    """
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--pass {text!r}: missing pass name")
+    options: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--pass {text!r}: expected key=value, got {item!r}")
+        options[key.strip()] = value.strip()
+    return name, options
+
+
+@dataclass(frozen=True)
+class ConfiguredPass:
+    """A pass with its parsed options: one step of a run."""
+
+    spec: PassSpec
+    options: Any
+
+    @property
+    def label(self) -> str:
+        changed = {
+            info.name: getattr(self.options, info.name)
+            for info in self.spec.option_fields()
+            if getattr(self.options, info.name) != info.default
+        }
+        return self.spec.name + (":" + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
+
+
+class PassRegistry:
+    """Every pass the loaded plugins registered, by name."""
+
+    def __init__(self, specs: Mapping[str, PassSpec]) -> None:
+        self._specs = dict(specs)
+
+    @classmethod
+    def from_plugins(cls, pm: PluginManager) -> PassRegistry:
+        """Ask every plugin to register its passes, remembering which plugin registered which."""
+        specs: dict[str, PassSpec] = {}
+        for impl in pm.hook.onnxopt_register_passes.get_hookimpls():
+
+            def register(spec: PassSpec, _plugin: str = impl.plugin_name) -> None:
+                if not isinstance(spec, PassSpec):
+                    raise UsageError(f"plugin {_plugin!r} registered {spec!r}, which is not a PassSpec")
+                if spec.name in specs:
+                    raise UsageError(
+                        f"pass {spec.name!r} is registered twice: by {specs[spec.name].plugin!r} and {_plugin!r}"
+                    )
+                specs[spec.name] = dataclasses.replace(spec, plugin=_plugin)
+
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except OnnxoptError:
+                raise
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"registering passes failed: {type(exc).__name__}: {exc}") from exc
+        return cls(specs)
+
+    def __iter__(self) -> Iterator[PassSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def get(self, name: str) -> PassSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._specs)) or "none installed"
+            raise UsageError(f"unknown pass {name!r} (installed passes: {valid})") from None
+
+    def configure(self, name: str, raw_options: Mapping[str, Any] | None = None) -> ConfiguredPass:
+        spec = self.get(name)
+        return ConfiguredPass(spec, spec.parse_options(raw_options or {}))

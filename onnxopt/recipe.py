@@ -1,0 +1,135 @@
+"""Recipes: the passes of a run with their options, the data, and the validation gates.
+
+One format serves the CLI, a TOML file and the Python API, so a run a person tried on the command line is
+the same run a pipeline repeats from its recipe::
+
+    data = "calib.npz"            # or a folder, or "synthetic:32"
+    on_failure = "rollback"       # or "stop"
+    seed = 0
+    [shapes]                      # fixes symbolic input dims for synthetic data
+    input = "1x3x224x224"
+    [gates]
+    min_cosine = 0.999
+    [[passes]]
+    name = "fold"
+    [[passes]]
+    name = "quantize"
+    mode = "static"               # every other key is an option of the pass
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from onnxopt.data import DEFAULT_BATCH_SIZE, parse_shape
+from onnxopt.errors import UsageError
+from onnxopt.gates import Gates
+
+#: Gates of an ``optimize`` run unless the recipe says otherwise: no output may drift in direction.
+DEFAULT_GATES = Gates(min_cosine=0.99)
+OnFailure = Literal["rollback", "stop"]
+
+
+@dataclass
+class PassStep:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """A whole run's settings; see the module docstring for the TOML spelling."""
+
+    passes: list[PassStep] = field(default_factory=list)
+    data: str | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    gates: Gates = DEFAULT_GATES
+    on_failure: OnFailure = "rollback"
+    seed: int = 0
+    validate_each_pass: bool = True
+    latency_runs: int = 20
+    threads: int = 0
+    external_data: bool | None = None
+
+
+PassArg = str | tuple[str, Mapping[str, Any]] | PassStep
+
+
+def pass_steps(passes: Sequence[PassArg]) -> list[PassStep]:
+    """Normalise the Python API's pass list: names, ``(name, options)`` pairs, or PassSteps."""
+    steps = []
+    for item in passes:
+        if isinstance(item, PassStep):
+            steps.append(item)
+        elif isinstance(item, str):
+            from onnxopt.passes import parse_pass_argument
+
+            name, options = parse_pass_argument(item)
+            steps.append(PassStep(name, dict(options)))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], Mapping):
+            steps.append(PassStep(item[0], dict(item[1])))
+        else:
+            raise UsageError(f"a pass is a name, a (name, options) pair or a PassStep, not {item!r}")
+    return steps
+
+
+def _shapes(value: Any) -> dict[str, tuple[int, ...]]:
+    if not isinstance(value, Mapping):
+        raise UsageError("recipe: [shapes] must map input names to shapes like \"1x3x224x224\"")
+    return dict(parse_shape(f"{name}={shape}") for name, shape in value.items())
+
+
+_TOP_LEVEL = {
+    "passes", "data", "shapes", "batch_size", "gates", "on_failure", "seed",
+    "validate_each_pass", "latency_runs", "threads", "external_data",
+}  # fmt: skip
+
+
+def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") -> Recipe:
+    """Build a recipe from parsed TOML (or any mapping of the same shape)."""
+    unknown = sorted(set(values) - _TOP_LEVEL)
+    if unknown:
+        raise UsageError(f"{origin}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(_TOP_LEVEL))})")
+    recipe = Recipe()
+    steps = []
+    for index, entry in enumerate(values.get("passes", [])):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise UsageError(f"{origin}: passes[{index}] needs a name, e.g. [[passes]] name = \"fold\"")
+        options = {k: v for k, v in entry.items() if k != "name"}
+        steps.append(PassStep(entry["name"], options))
+    recipe.passes = steps
+    if "gates" in values:
+        if not isinstance(values["gates"], Mapping):
+            raise UsageError(f"{origin}: [gates] must be a table")
+        recipe.gates = DEFAULT_GATES.merged(Gates.from_mapping(dict(values["gates"])))
+    if "shapes" in values:
+        recipe.shapes = _shapes(values["shapes"])
+    simple = {k: values[k] for k in _TOP_LEVEL - {"passes", "gates", "shapes"} if k in values}
+    expected = {"data": str, "batch_size": int, "on_failure": str, "seed": int, "validate_each_pass": bool,
+                "latency_runs": int, "threads": int, "external_data": bool}  # fmt: skip
+    for key, value in simple.items():
+        if not isinstance(value, expected[key]) or (expected[key] is int and isinstance(value, bool)):
+            raise UsageError(f"{origin}: {key} must be a {expected[key].__name__}, got {value!r}")
+    if simple.get("on_failure", "rollback") not in ("rollback", "stop"):
+        raise UsageError(f"{origin}: on_failure must be \"rollback\" or \"stop\", got {simple['on_failure']!r}")
+    return dataclasses.replace(recipe, **simple)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a TOML recipe; a missing file or bad TOML is a one-line UsageError."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read recipe ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    return recipe_from_mapping(values, origin=str(path))

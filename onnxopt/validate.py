@@ -1,0 +1,427 @@
+"""Does the candidate still compute what the reference computes? Asked of onnxruntime, for real.
+
+Both models run in onnxruntime's CPU provider at ``ORT_ENABLE_ALL`` (the deployment setting: some broken
+graphs only fail once onnxruntime's own fusions apply) on the same inputs. Per output the comparison is
+streamed over the dataset's feeds, so memory stays flat however large the dataset: max abs / rel error,
+cosine similarity, the worst per-channel cosine along the channel axis (a whole-output cosine can read
+0.9999 while the small-valued class scores beside box coordinates are all zero), non-finite values, top-1
+agreement for class scores, and accuracy when the data has labels. Latency is the median ratio of
+interleaved runs with intra-op spinning disabled (otherwise the idle session steals a core); size counts
+external data. Gates turn these figures into pass / fail with a one-line reason.
+
+Written here: onnxruntime runs the models, numpy does the arithmetic; no library does the comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxopt import model_io
+from onnxopt.errors import DataError, ModelError
+from onnxopt.gates import Gates
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from onnxopt.context import RunContext
+    from onnxopt.data import Dataset
+
+
+@dataclass
+class Check:
+    """One gated figure: what was measured, the threshold, and whether it passed."""
+
+    name: str
+    passed: bool
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class OutputComparison:
+    """How one output of the candidate compares with the reference's."""
+
+    name: str
+    shape: list[int] | None = None
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    cosine: float = 1.0
+    worst_channel_cosine: float | None = None
+    worst_channel: int | None = None
+    nonfinite_reference: int = 0
+    nonfinite_candidate: int = 0
+    within_tolerance: bool = True
+    top1_agreement: float | None = None
+
+
+@dataclass
+class ValidationResult:
+    """Everything one validation measured, and the gates' verdict."""
+
+    reference: str
+    candidate: str
+    data: str
+    synthetic_data: bool
+    samples: int
+    outputs: list[OutputComparison] = field(default_factory=list)
+    accuracy_reference: float | None = None
+    accuracy_candidate: float | None = None
+    latency_ratio: float | None = None
+    latency_reference_ms: float | None = None
+    latency_candidate_ms: float | None = None
+    size_reference: int | None = None
+    size_candidate: int | None = None
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def size_ratio(self) -> float | None:
+        if self.size_reference and self.size_candidate is not None:
+            return self.size_candidate / self.size_reference
+        return None
+
+    @property
+    def worst_cosine(self) -> float | None:
+        return min((o.cosine for o in self.outputs), default=None)
+
+    def failure_reason(self) -> str | None:
+        """The first failed check's message, for a one-line error."""
+        failed = [check.message for check in self.checks if not check.passed]
+        if not failed:
+            return None
+        return failed[0] + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """CPU session options for validation: ORT_ENABLE_ALL, no spinning, optional thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def open_session(path: str | Path, *, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``path``; a model onnxruntime refuses is a one-line ModelError."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise ModelError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray], path: str | Path) -> list[np.ndarray]:
+    try:
+        return session.run(None, feed)
+    except Exception as exc:
+        raise DataError(f"{path}: onnxruntime failed on the data: {_first_line(exc)}") from exc
+
+
+class _OutputAccumulator:
+    """Streams one output's comparison over feeds."""
+
+    def __init__(self, name: str, channel_axis: int) -> None:
+        self.result = OutputComparison(name)
+        self.channel_axis = channel_axis
+        self.dot = self.ref_sq = self.cand_sq = 0.0
+        self.channel_stats: np.ndarray | None = None  # [3, C]: dot, ref², cand²
+        self.channel_len = 0
+        self.top1_agree = self.top1_total = 0
+        self.tolerance: tuple[float, float] | None = None
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r = self.result
+        if ref.shape != cand.shape or ref.dtype != cand.dtype:
+            raise _Mismatch(
+                f"output {r.name!r}: candidate gives {cand.dtype} {list(cand.shape)}, reference {ref.dtype} {list(ref.shape)}"
+            )
+        if r.shape is None:
+            r.shape = list(ref.shape)
+        if ref.dtype.kind not in "fiub":  # strings and the like: exact equality only
+            if not np.array_equal(ref, cand):
+                r.max_abs = float("inf")
+                r.cosine = 0.0
+            return
+        ref64 = ref.astype(np.float64)
+        cand64 = cand.astype(np.float64)
+        finite_ref, finite_cand = np.isfinite(ref64), np.isfinite(cand64)
+        r.nonfinite_reference += int((~finite_ref).sum())
+        r.nonfinite_candidate += int((~finite_cand).sum())
+        both = finite_ref & finite_cand
+        diff = np.where(both, np.abs(ref64 - cand64), 0.0)
+        if diff.size:
+            r.max_abs = max(r.max_abs, float(diff.max()))
+            rel = diff / np.maximum(np.abs(np.where(both, ref64, 0.0)), 1e-12)
+            r.max_rel = max(r.max_rel, float(np.where(diff > 0, rel, 0.0).max()))
+            if self.tolerance is not None:
+                atol, rtol = self.tolerance
+                if np.any(diff > atol + rtol * np.abs(np.where(both, ref64, 0.0))):
+                    r.within_tolerance = False
+        ref0, cand0 = np.where(both, ref64, 0.0), np.where(both, cand64, 0.0)
+        self.dot += float(np.vdot(ref0, cand0))
+        self.ref_sq += float(np.vdot(ref0, ref0))
+        self.cand_sq += float(np.vdot(cand0, cand0))
+        self._add_channels(ref0, cand0)
+        if ref.ndim == 2 and ref.shape[1] > 1 and ref.dtype.kind == "f":
+            self.top1_agree += int((ref.argmax(axis=1) == cand.argmax(axis=1)).sum())
+            self.top1_total += ref.shape[0]
+
+    def _add_channels(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        axis = self.channel_axis if self.channel_axis >= 0 else ref.ndim + self.channel_axis
+        if ref.ndim < 2 or not 0 <= axis < ref.ndim:
+            return
+        r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
+        c = np.moveaxis(cand, axis, 0).reshape(ref.shape[axis], -1)
+        stats = np.stack([(r * c).sum(axis=1), (r * r).sum(axis=1), (c * c).sum(axis=1)])
+        self.channel_stats = stats if self.channel_stats is None else self.channel_stats + stats
+        self.channel_len += r.shape[1]
+
+    def finish(self) -> OutputComparison:
+        r = self.result
+        r.cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
+        if self.channel_stats is not None and self.channel_len >= 2:
+            cosines = [_cosine(*self.channel_stats[:, i]) for i in range(self.channel_stats.shape[1])]
+            r.worst_channel = int(np.argmin(cosines))
+            r.worst_channel_cosine = float(cosines[r.worst_channel])
+        if self.top1_total:
+            r.top1_agreement = self.top1_agree / self.top1_total
+        return r
+
+
+class _Mismatch(Exception):
+    """The candidate's outputs differ in name, shape or dtype: not comparable at all."""
+
+
+def _cosine(dot: float, a: float, b: float) -> float:
+    if a == 0.0 and b == 0.0:
+        return 1.0
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    return float(dot / (np.sqrt(a) * np.sqrt(b)))
+
+
+def _accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float | None:
+    if not outputs:
+        return None
+    scores = np.concatenate(outputs)
+    if scores.ndim != 2 or len(scores) != len(labels):
+        return None
+    return float((scores.argmax(axis=1) == labels).mean())
+
+
+def _class_score_index(session: ort.InferenceSession) -> int | None:
+    """The first output that looks like class scores ([batch, classes]); accuracy is measured on it."""
+    for index, out in enumerate(session.get_outputs()):
+        if len(out.shape) == 2 and out.type == "tensor(float)":
+            return index
+    return None
+
+
+def measure_latency(
+    reference: ort.InferenceSession,
+    candidate: ort.InferenceSession,
+    feed: dict[str, np.ndarray],
+    *,
+    runs: int = 20,
+    warmup: int = 3,
+) -> tuple[float, float, float]:
+    """Median ms of each session and the median per-round ratio, runs interleaved so noise hits both."""
+    for _ in range(warmup):
+        reference.run(None, feed)
+        candidate.run(None, feed)
+    ref_times, cand_times, ratios = [], [], []
+    for round_index in range(runs):
+        order = (reference, candidate) if round_index % 2 == 0 else (candidate, reference)
+        elapsed = {}
+        for session in order:
+            start = time.perf_counter()
+            session.run(None, feed)
+            elapsed[id(session)] = time.perf_counter() - start
+        ref_times.append(elapsed[id(reference)])
+        cand_times.append(elapsed[id(candidate)])
+        ratios.append(elapsed[id(candidate)] / max(elapsed[id(reference)], 1e-9))
+    return statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios)
+
+
+def compare(
+    reference: str | Path,
+    candidate: str | Path,
+    data: Dataset | None,
+    gates: Gates | None = None,
+    *,
+    latency_runs: int = 20,
+    threads: int = 0,
+    channel_axis: int = 1,
+    context: RunContext | None = None,
+    reference_session: ort.InferenceSession | None = None,
+) -> ValidationResult:
+    """Run both model files in onnxruntime on ``data`` and judge the candidate against ``gates``.
+
+    A reference onnxruntime cannot load or run is the user's problem (ModelError / DataError); a candidate
+    it cannot load, run, or that gives differently-shaped outputs, fails validation with a reason.
+    Without data (``None``) only loading, the signature and size are checked.
+    ``reference_session`` lets a caller validating many candidates open the reference once.
+    """
+    gates = gates or Gates()
+    name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
+    result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
+    ref_session = reference_session or open_session(reference, threads=threads)
+    try:
+        cand_session = open_session(candidate, threads=threads)
+    except ModelError as exc:
+        result.checks.append(Check("loads", False, f"candidate: {exc}"))
+        return result
+    result.checks.append(Check("loads", True, "candidate loads in onnxruntime (ORT_ENABLE_ALL)"))
+    if not _same_signature(ref_session, cand_session, result):
+        return result
+    if data is None:
+        result.notes.append("no data: outputs were not compared")
+    else:
+        if not _compare_outputs(result, ref_session, cand_session, data, gates, channel_axis, context):
+            return result
+        if latency_runs > 0:
+            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio) = measure_latency(
+                ref_session, cand_session, data.first_feed(), runs=latency_runs
+            )
+        if data.synthetic:
+            result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
+    result.size_reference = model_io.file_size(reference)
+    result.size_candidate = model_io.file_size(candidate)
+    result.checks.extend(_gate_checks(result, gates))
+    if context is not None:
+        for checks in context.plugin_manager.hook.onnxopt_validate(
+            reference=str(reference), candidate=str(candidate), data=data, context=context
+        ):
+            result.checks.extend(checks or [])
+    return result
+
+
+def _compare_outputs(
+    result: ValidationResult,
+    ref_session: ort.InferenceSession,
+    cand_session: ort.InferenceSession,
+    data: Dataset,
+    gates: Gates,
+    channel_axis: int,
+    context: RunContext | None,
+) -> bool:
+    """Stream every feed through both sessions into ``result``; False if the candidate failed outright."""
+    accumulators = [_OutputAccumulator(o.name, channel_axis) for o in ref_session.get_outputs()]
+    if gates.atol is not None or gates.rtol is not None:
+        for acc in accumulators:
+            acc.tolerance = (gates.atol or 0.0, gates.rtol or 0.0)
+    score_index = _class_score_index(ref_session) if data.labels is not None else None
+    ref_scores: list[np.ndarray] = []
+    cand_scores: list[np.ndarray] = []
+    feeds = data.feeds()
+    if context is not None:
+        feeds = context.progress(feeds, total=data.num_feeds, desc="validate")
+    try:
+        for feed in feeds:
+            ref_out = _run(ref_session, feed, result.reference)
+            try:
+                cand_out = cand_session.run(None, feed)
+            except Exception as exc:
+                result.checks.append(Check("runs", False, f"candidate fails on the data: {_first_line(exc)}"))
+                return False
+            for acc, r, c in zip(accumulators, ref_out, cand_out):
+                acc.add(r, c)
+            if score_index is not None:
+                ref_scores.append(ref_out[score_index])
+                cand_scores.append(cand_out[score_index])
+    except _Mismatch as exc:
+        result.checks.append(Check("outputs", False, str(exc)))
+        return False
+    result.outputs = [acc.finish() for acc in accumulators]
+    if score_index is not None:
+        result.accuracy_reference = _accuracy(ref_scores, data.labels)
+        result.accuracy_candidate = _accuracy(cand_scores, data.labels)
+        if result.accuracy_reference is None:
+            result.notes.append("labels given but no [batch, classes] output matches them; accuracy not measured")
+    return True
+
+
+def _same_signature(ref: ort.InferenceSession, cand: ort.InferenceSession, result: ValidationResult) -> bool:
+    ref_inputs = {i.name: i.type for i in ref.get_inputs()}
+    cand_inputs = {i.name: i.type for i in cand.get_inputs()}
+    ref_outputs = [o.name for o in ref.get_outputs()]
+    cand_outputs = [o.name for o in cand.get_outputs()]
+    if ref_inputs != cand_inputs:
+        result.checks.append(Check("signature", False, f"inputs differ: reference {ref_inputs}, candidate {cand_inputs}"))
+        return False
+    if ref_outputs != cand_outputs:
+        result.checks.append(Check("signature", False, f"outputs differ: reference {ref_outputs}, candidate {cand_outputs}"))
+        return False
+    return True
+
+
+def _gate_checks(result: ValidationResult, gates: Gates) -> list[Check]:
+    checks = []
+
+    def at_least(name: str, what: str, value: float | None, threshold: float | None) -> None:
+        if threshold is None or value is None:
+            return
+        ok = value >= threshold
+        checks.append(Check(name, ok, f"{what} {value:.6g} {'>=' if ok else '<'} {threshold:g}", value, threshold))
+
+    def at_most(name: str, what: str, value: float | None, threshold: float | None) -> None:
+        if threshold is None or value is None:
+            return
+        ok = value <= threshold
+        checks.append(Check(name, ok, f"{what} {value:.6g} {'<=' if ok else '>'} {threshold:g}", value, threshold))
+
+    for out in result.outputs:
+        label = f"output {out.name!r}:"
+        if out.nonfinite_candidate > out.nonfinite_reference:
+            checks.append(
+                Check("finite", False, f"{label} {out.nonfinite_candidate} NaN/Inf values (reference has {out.nonfinite_reference})")
+            )
+        if gates.atol is not None or gates.rtol is not None:
+            tol = f"atol {gates.atol or 0:g}, rtol {gates.rtol or 0:g}"
+            checks.append(
+                Check(
+                    "tolerance",
+                    out.within_tolerance,
+                    f"{label} max abs error {out.max_abs:.3g}, max rel {out.max_rel:.3g} "
+                    f"{'within' if out.within_tolerance else 'beyond'} {tol}",
+                    out.max_abs,
+                    gates.atol,
+                )
+            )
+        at_least("cosine", f"{label} cosine", out.cosine, gates.min_cosine)
+        at_least(
+            "channel_cosine", f"{label} worst channel ({out.worst_channel}) cosine", out.worst_channel_cosine, gates.min_channel_cosine
+        )
+        at_least("top1", f"{label} top-1 agreement", out.top1_agreement, gates.min_top1)
+    if result.accuracy_reference is not None and result.accuracy_candidate is not None:
+        drop = result.accuracy_reference - result.accuracy_candidate
+        at_most("accuracy", f"accuracy drop ({result.accuracy_reference:.4f} -> {result.accuracy_candidate:.4f})", drop, gates.max_accuracy_drop)
+    elif gates.max_accuracy_drop is not None:
+        result.notes.append("max_accuracy_drop not checked: the data has no usable labels")
+    at_most("latency", "latency ratio", result.latency_ratio, gates.max_latency_ratio)
+    at_most("size", "size ratio", result.size_ratio, gates.max_size_ratio)
+    return checks
