@@ -17,7 +17,7 @@ from onnxopt.recipe import PassArg, Recipe, load_recipe, pass_steps
 from onnxopt.report import Report
 from onnxopt.summary import ModelSummary
 from onnxopt.gates import Gates
-from onnxopt.validate import ValidationResult
+from onnxopt.validation import ValidationResult
 
 
 def _gates(gates: Gates | Mapping[str, Any] | None) -> Gates | None:
@@ -99,7 +99,7 @@ def validate(
     from onnxopt.context import RunContext
     from onnxopt.passes import PassRegistry
     from onnxopt.plugins import get_plugin_manager
-    from onnxopt.validate import compare
+    from onnxopt.validation import compare
 
     recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size)
     pm = get_plugin_manager(plugins)

@@ -1,6 +1,6 @@
 """Validation gates: the thresholds a candidate model must meet against its reference.
 
-Kept apart from :mod:`onnxopt.validate` (which needs numpy and onnxruntime) so the CLI can build its
+Kept apart from :mod:`onnxopt.validation` (which needs numpy and onnxruntime) so the CLI can build its
 ``--atol`` / ``--min-cosine`` / ... flags from these fields without importing anything heavy.
 """
 

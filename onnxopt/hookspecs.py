@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from onnxopt.data import Dataset
     from onnxopt.passes import PassSpec
     from onnxopt.report import Report
-    from onnxopt.validate import Check
+    from onnxopt.validation import Check
 
 PROJECT = "onnxopt"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -68,7 +68,7 @@ def onnxopt_run_pass(spec: PassSpec, options: Any, model: ir.Model, context: Run
 def onnxopt_validate(reference: str, candidate: str, data: Dataset, context: RunContext) -> list[Check] | None:
     """Return extra validation checks comparing the candidate model file with the reference file.
 
-    Each returned :class:`onnxopt.validate.Check` is gated like the built-in ones: a failing check fails
+    Each returned :class:`onnxopt.validation.Check` is gated like the built-in ones: a failing check fails
     the validation.
     """
 

@@ -129,10 +129,29 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return proto
 
 
+def _for_checker(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The proto with its external tensors emptied, for onnx's checker.
+
+    Given a proto, the checker looks for external data files relative to the current directory, not the
+    model's folder, so a valid model loaded from elsewhere would be rejected; :func:`_check_external_data`
+    checks the files against the model's folder instead.
+    """
+    if not any(_external_location(tensor) is not None for tensor in _iter_graph_tensors(proto.graph)):
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for tensor in _iter_graph_tensors(copy.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.dims[:] = [0]
+    return copy
+
+
 def check_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Run onnx's checker on a model whose external data stays on disk; a rejection is a ModelError."""
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_for_checker(proto))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: rejected by the ONNX checker: {first}") from exc

@@ -27,7 +27,7 @@ from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
-from onnxopt.validate import ValidationResult, compare
+from onnxopt.validation import ValidationResult, compare
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16

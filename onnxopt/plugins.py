@@ -124,7 +124,7 @@ def get_plugin_manager(requests: Sequence[str] = (), *, autoload: bool | None = 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise UsageError(f"plugin {exc.plugin_name!r}: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     return pm
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnxopt.summary import ModelSummary
-from onnxopt.validate import ValidationResult
+from onnxopt.validation import ValidationResult
 
 KEPT = "kept"
 UNCHANGED = "unchanged"

@@ -22,7 +22,7 @@ from onnxopt import PassSpec, RunContext, count_nodes, hookimpl, option
 class FoldOptions:
     constant_folding: bool = option(True, "fold nodes whose inputs are all constant (onnxscript's optimizer)")
     fuse_batchnorm: bool = option(True, "fuse BatchNormalization into the Conv / ConvTranspose / Gemm before it")
-    eliminate_identity: bool = option(True, "remove Identity nodes and inference-mode Dropout")
+    eliminate_identity: bool = option(True, "remove Identity, inference-mode Dropout, x*1, x+0, x-0, x/1")
     remove_unused: bool = option(True, "remove dead nodes, unused initializers, functions and opsets")
     deduplicate: bool = option(True, "share initializers holding the same bytes")
 
@@ -34,7 +34,7 @@ def _rules(names: tuple[str, ...]) -> list:
 
 
 _BATCHNORM_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_transpose_rule", "fuse_batchnorm_into_gemm_rule")
-_DROPOUT_RULES = ("dropout_inference_rule", "dropout_zero_rule")
+_NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule")
 
 
 def _apply_rules(model: ir.Model, names: tuple[str, ...]) -> int:
@@ -50,6 +50,34 @@ def _run_ir_pass(model: ir.Model, ir_pass: ir.passes.PassBase) -> int:
     return max(before - count_nodes(model), int(result.modified))
 
 
+def _inference_dropout_to_identity(model: ir.Model) -> int:
+    """Dropout outside training is the identity; onnxscript's rules miss the common form without optional inputs."""
+    count = 0
+    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
+        if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
+            continue
+        training = node.inputs[2] if len(node.inputs) > 2 else None
+        if training is not None:
+            flag = ir.convenience.get_const_tensor(training)
+            if flag is None or bool(flag.numpy()):
+                continue
+        mask = node.outputs[1] if len(node.outputs) > 1 else None
+        if mask is not None and (mask.uses() or mask.is_graph_output()):
+            continue
+        identity = ir.node("Identity", inputs=[node.inputs[0]])
+        ir.convenience.replace_nodes_and_values(
+            node.graph, node, [node], [identity], [node.outputs[0]], [identity.outputs[0]]
+        )
+        count += 1
+    return count
+
+
+def _remove_no_ops(model: ir.Model) -> int:
+    """Rewrite inference Dropout, x*1, x+0, x-0, x/1 to Identity, then remove every Identity that can go."""
+    rewritten = _inference_dropout_to_identity(model) + _apply_rules(model, _NO_OP_RULES)
+    return max(rewritten, _run_ir_pass(model, common.IdentityEliminationPass()))
+
+
 class FoldPass(ir.passes.InPlacePass):
     """The fold steps, in an order where each one feeds the next."""
 
@@ -62,10 +90,11 @@ class FoldPass(ir.passes.InPlacePass):
         o = self.options
         steps: list[tuple[str, Callable[[ir.Model], int]]] = []
         if o.eliminate_identity:
-            steps.append(("dropout_removed", lambda m: _apply_rules(m, _DROPOUT_RULES)))
-            steps.append(("identity_removed", lambda m: _run_ir_pass(m, common.IdentityEliminationPass())))
+            steps.append(("no_ops_removed", _remove_no_ops))
         if o.constant_folding:
             steps.append(("constants_folded", self._fold_constants))
+            if o.eliminate_identity:  # folding turns Constant operands into initializers: x * 1 shows only now
+                steps.append(("no_ops_removed", _remove_no_ops))
         if o.fuse_batchnorm:
             steps.append(("batchnorm_fused", lambda m: _apply_rules(m, _BATCHNORM_RULES)))
         if o.remove_unused:

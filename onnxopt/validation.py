@@ -221,7 +221,7 @@ def _cosine(dot: float, a: float, b: float) -> float:
         return 1.0
     if a == 0.0 or b == 0.0:
         return 0.0
-    return float(dot / (np.sqrt(a) * np.sqrt(b)))
+    return float(np.clip(dot / np.sqrt(a * b), -1.0, 1.0))
 
 
 def _accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float | None:

@@ -1,0 +1,151 @@
+"""The pipeline through the Python API: faulty passes are caught, named, rolled back or stop the run."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnxopt
+from onnxopt.errors import UsageError
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))  # makes -p faulty_plugins importable in this process
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _predict(path: Path, data: Path) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": np.load(data)["input"]})[0]
+
+
+@pytest.fixture
+def digits(fixtures_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    return {
+        "model": fixtures_dir / "digits_cnn.onnx",
+        "data": fixtures_dir / "digits_cnn_val.npz",
+        "out": tmp_path / "out.onnx",
+    }
+
+
+@pytest.mark.parametrize(
+    ("fault", "exit_code", "words"),
+    [
+        ("fault-raise", 3, "raised RuntimeError: deliberate failure"),
+        ("fault-result", 3, "PassResult"),
+        ("fault-checker", 3, "invalid model"),
+        ("fault-ort", 3, "onnxruntime cannot load"),
+        ("fault-negate", 1, "cosine"),
+    ],
+)
+def test_faulty_pass_is_rolled_back_and_named(digits, fault, exit_code, words):
+    before = _digest(digits["model"])
+    report = onnxopt.optimize(
+        digits["model"], digits["out"], passes=[fault, "fold"], data=digits["data"], plugins=["faulty_plugins"]
+    )
+    assert report.exit_code == exit_code
+    assert fault in report.message and "faulty_plugins" in report.message and words in report.message
+    failed, fold = report.steps
+    assert failed.status == "rolled back" and words in failed.message
+    assert fold.status == "kept"  # the run went on from the previous model
+    assert _digest(digits["model"]) == before
+    # the best model so far was written, and it is the folded original, not the broken one
+    np.testing.assert_allclose(_predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]), atol=1e-4)
+    assert report.final is not None and report.final.passed
+
+
+def test_on_failure_stop_skips_later_passes(digits):
+    report = onnxopt.optimize(
+        digits["model"], digits["out"], passes=["fault-negate", "fold"], data=digits["data"],
+        plugins=["faulty_plugins"], on_failure="stop",
+    )  # fmt: skip
+    assert report.exit_code == 1
+    assert [s.status for s in report.steps] == ["failed", "not run"]
+    assert digits["out"].exists()  # the best model so far (the original) is never lost
+    np.testing.assert_array_equal(_predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]))
+
+
+def test_lowered_gate_accepts_what_the_default_refuses(digits):
+    report = onnxopt.optimize(
+        digits["model"], digits["out"], passes=["fault-negate"], data=digits["data"],
+        plugins=["faulty_plugins"], gates={"min_cosine": -1.0},
+    )  # fmt: skip
+    assert report.steps[0].status == "kept"
+    assert report.exit_code == 0
+    np.testing.assert_allclose(_predict(digits["out"], digits["data"]), -_predict(digits["model"], digits["data"]), atol=1e-5)
+
+
+def test_wrapper_hook_sees_every_pass_and_can_annotate(digits):
+    import faulty_plugins
+
+    faulty_plugins.RUNS.clear()
+    report = onnxopt.optimize(digits["model"], digits["out"], passes=["fold"], data=digits["data"], plugins=["faulty_plugins"])
+    assert faulty_plugins.RUNS == ["fold"]
+    assert report.steps[0].stats["wrapped"] is True
+
+
+def test_unknown_pass_and_option_fail_before_any_work(digits):
+    with pytest.raises(UsageError, match="unknown pass 'nope'.*installed passes: .*fold"):
+        onnxopt.optimize(digits["model"], digits["out"], passes=["fold", "nope"])
+    with pytest.raises(UsageError, match="no option 'colour'"):
+        onnxopt.optimize(digits["model"], digits["out"], passes=[("fold", {"colour": "red"})])
+    assert not digits["out"].exists()
+
+
+def test_recipe_file_gives_the_same_run_as_arguments(digits, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'data = "{digits["data"]}"\n'
+        "[gates]\nmax_accuracy_drop = 0.0\n"
+        '[[passes]]\nname = "fold"\nfuse_batchnorm = false\n'
+    )
+    from_recipe = onnxopt.optimize(digits["model"], tmp_path / "a.onnx", recipe=recipe)
+    from_args = onnxopt.optimize(
+        digits["model"], tmp_path / "b.onnx", passes=[("fold", {"fuse_batchnorm": False})],
+        data=digits["data"], gates={"max_accuracy_drop": 0.0},
+    )  # fmt: skip
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    for report in (from_recipe, from_args):
+        assert report.exit_code == 0
+        assert report.steps[0].name == "fold:fuse_batchnorm=False"
+        assert "batchnorm_fused" not in report.steps[0].stats
+        assert any(check.name == "accuracy" and check.passed for check in report.final.checks)
+
+
+def test_report_records_per_pass_figures(digits):
+    report = onnxopt.optimize(digits["model"], digits["out"], passes=["fold"], data=digits["data"])
+    step = report.steps[0]
+    assert step.modified and step.seconds > 0
+    assert step.figures.nodes < report.original.nodes
+    assert step.figures.bytes <= report.original.bytes
+    assert step.figures.parameters < report.original.parameters  # BatchNorm parameters folded away
+    assert step.validation.passed and step.validation.outputs[0].max_abs < 1e-4
+    assert report.final.accuracy_candidate == report.final.accuracy_reference
+    assert report.final.latency_ratio is not None and report.final.size_ratio < 1.0
+    as_dict = report.to_dict()
+    assert as_dict["ok"] is True and as_dict["steps"][0]["stats"]["batchnorm_fused"] == 2
+
+
+def test_needs_data_pass_without_data_is_a_usage_error(digits):
+    from onnxopt.passes import PassSpec
+    from onnxopt.pipeline import Run
+    from onnxopt.plugins import get_plugin_manager
+    from onnxopt.recipe import PassStep, Recipe
+
+    pm = get_plugin_manager()
+
+    class NeedsData:
+        @onnxopt.hookimpl
+        def onnxopt_register_passes(self, register):
+            register(PassSpec(name="calibrated", summary="needs data", create=lambda o, c: None, needs_data=True))
+
+    pm.register(NeedsData(), name="needs-data")
+    with pytest.raises(UsageError, match="needs data"):
+        Run(Recipe(passes=[PassStep("calibrated")]), pm)

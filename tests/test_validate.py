@@ -1,0 +1,89 @@
+"""Validation in onnxruntime: the figures are right, and every gate can fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt.errors import ModelError
+
+
+def _scaled_model(path: Path, scale: list[float]) -> Path:
+    """y = x * scale: four 'channels', the last one small like class scores beside box coordinates."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "scaled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    reference = _scaled_model(tmp_path / "ref.onnx", [100, 100, 100, 0.01])
+    candidate = _scaled_model(tmp_path / "cand.onnx", [100, 100, 100, 0.0])
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.abs(np.random.default_rng(0).standard_normal((64, 4))).astype(np.float32))
+    return reference, candidate, data
+
+
+def test_whole_output_cosine_hides_a_zeroed_channel_but_the_channel_gate_catches_it(pair):
+    reference, candidate, data = pair
+    result = onnxopt.validate(reference, candidate, data=data, gates={"min_cosine": 0.999, "min_channel_cosine": 0.9})
+    out = result.outputs[0]
+    assert out.cosine > 0.9999
+    assert out.worst_channel == 3 and out.worst_channel_cosine == 0.0
+    assert not result.passed
+    assert "worst channel (3) cosine 0 < 0.9" in result.failure_reason()
+
+
+def test_identical_models_pass_every_gate(pair):
+    reference, _, data = pair
+    gates = {"atol": 0.0, "min_cosine": 1.0, "min_channel_cosine": 1.0, "min_top1": 1.0, "max_size_ratio": 1.0}
+    result = onnxopt.validate(reference, reference, data=data, gates=gates, latency_runs=10)
+    assert result.passed, result.failure_reason()
+    assert result.outputs[0].max_abs == 0.0 and result.outputs[0].top1_agreement == 1.0
+    assert 0.5 < result.latency_ratio < 2.0 and result.size_ratio == 1.0
+
+
+def test_tolerance_and_size_gates_fail_with_the_measured_figure(pair):
+    reference, candidate, data = pair
+    result = onnxopt.validate(reference, candidate, data=data, gates={"atol": 1e-6, "max_size_ratio": 0.5}, latency_runs=0)
+    failed = {c.name: c for c in result.checks if not c.passed}
+    assert set(failed) == {"tolerance", "size"}
+    assert "beyond atol 1e-06" in failed["tolerance"].message
+    assert result.latency_ratio is None
+
+
+def test_accuracy_against_labels(fixtures_dir):
+    model = fixtures_dir / "digits_cnn.onnx"
+    result = onnxopt.validate(model, model, data=fixtures_dir / "digits_cnn_val.npz", gates={"max_accuracy_drop": 0.0}, latency_runs=0)
+    assert result.accuracy_reference == result.accuracy_candidate >= 0.9
+    assert any(c.name == "accuracy" and c.passed for c in result.checks)
+    assert result.samples == 400
+
+
+def test_new_nan_fails_even_without_gates(tmp_path, pair):
+    reference, _, data = pair
+    nan_model = _scaled_model(tmp_path / "nan.onnx", [100, 100, 100, float("nan")])
+    result = onnxopt.validate(reference, nan_model, data=data, latency_runs=0)
+    assert not result.passed and "NaN/Inf" in result.failure_reason()
+
+
+def test_candidate_with_other_outputs_fails_and_unloadable_reference_is_bad_input(tmp_path, pair, fixtures_dir):
+    reference, _, data = pair
+    result = onnxopt.validate(reference, fixtures_dir / "iris_mlp.onnx", data=None, latency_runs=0)
+    assert not result.passed and "differ" in result.failure_reason()
+    model = onnx.load(reference)
+    model.opset_import[0].version = 99
+    onnx.save(model, tmp_path / "future.onnx")
+    with pytest.raises(ModelError, match="onnxruntime cannot load it"):
+        onnxopt.validate(tmp_path / "future.onnx", reference, data=data)
