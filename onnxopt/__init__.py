@@ -15,6 +15,7 @@ _EXPORTS = {
     "optimize": "onnxopt.api",
     "validate": "onnxopt.api",
     "inspect": "onnxopt.api",
+    "apply_passes": "onnxopt.api",
     "load": "onnxopt.model_io",
     "save": "onnxopt.model_io",
     "hookimpl": "onnxopt.hookspecs",

@@ -103,13 +103,15 @@ def validate(
 
     recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size)
     pm = get_plugin_manager(plugins)
-    for path in (reference, candidate):
-        model_io.read_proto(path)  # a missing or broken file is a one-line error before any work
     model = model_io.load(reference, check=False)
+    model_io.read_proto(candidate)  # a missing or broken candidate file is bad input, not a failed gate
     source = recipe.data if recipe.data is not None else f"synthetic:{pipeline.FALLBACK_SYNTHETIC_SAMPLES}"
     dataset = pipeline.open_dataset(pm, source, model, recipe)
     with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
-        context = RunContext(pm, PassRegistry.from_plugins(pm), Path(workdir), Path(reference), dataset, seed, quiet)
+        context = RunContext(
+            pm, PassRegistry.from_plugins(pm), Path(workdir), reference_path=Path(reference), dataset=dataset,
+            seed=seed, quiet=quiet,
+        )  # fmt: skip
         return compare(
             reference, candidate, dataset, _gates(gates), latency_runs=latency_runs, threads=threads, context=context
         )
@@ -121,3 +123,29 @@ def inspect(path: str | Path, *, tensors: bool = True) -> ModelSummary:
     from onnxopt.summary import summarize
 
     return summarize(model_io.load(path, check=False), path, tensors=tensors)
+
+
+def apply_passes(model: Any, passes: Sequence[PassArg], *, plugins: Sequence[str] = (), seed: int = 0) -> Any:
+    """Run passes on an in-memory ``onnx_ir.Model`` and return the result, without validation or files.
+
+    For tools and tests that validate in their own way; passes that need data are refused.
+    ``optimize`` is the safe path for a model that will be shipped.
+    """
+    import tempfile
+
+    from onnxopt.context import RunContext
+    from onnxopt.passes import PassRegistry
+    from onnxopt.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(plugins)
+    registry = PassRegistry.from_plugins(pm)
+    steps = [registry.configure(step.name, step.options) for step in pass_steps(passes)]
+    for step in steps:
+        if step.spec.needs_data:
+            raise UsageError(f"pass {step.spec.name!r} needs data: use onnxopt.optimize(..., data=...)")
+    with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
+        context = RunContext(pm, registry, Path(workdir), seed=seed)
+        for step in steps:
+            context.stats = {}
+            model = pm.hook.onnxopt_run_pass(spec=step.spec, options=step.options, model=model, context=context).model
+    return model

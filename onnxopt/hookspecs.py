@@ -65,9 +65,10 @@ def onnxopt_run_pass(spec: PassSpec, options: Any, model: ir.Model, context: Run
 
 
 @hookspec
-def onnxopt_validate(reference: str, candidate: str, data: Dataset, context: RunContext) -> list[Check] | None:
+def onnxopt_validate(reference: str, candidate: str, data: Dataset | None, context: RunContext) -> list[Check] | None:
     """Return extra validation checks comparing the candidate model file with the reference file.
 
+    ``data`` is None when the run has no data to feed (only loading and the signature were compared).
     Each returned :class:`onnxopt.validation.Check` is gated like the built-in ones: a failing check fails
     the validation.
     """

@@ -241,6 +241,35 @@ def check_writable(path: str | os.PathLike) -> None:
     _writable_folder(Path(path).absolute())
 
 
+def _replace_all(staged: list[Path], folder: Path, backups: Path) -> None:
+    """Rename each staged file into ``folder`` in order; if a rename fails, put back the files already replaced.
+
+    The files a save writes are replaced one by one, so a failure after the first (the model's rename, once
+    its data is in place) would otherwise leave the old model beside the new data.
+    """
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for file in staged:
+            target = folder / file.name
+            backup = None
+            if target.exists():
+                backup = backups / (file.name + ".old")
+                try:
+                    os.link(target, backup)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(target, backup)
+            os.replace(file, target)
+            done.append((target, backup))
+    except OSError:
+        for target, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    target.unlink()
+                else:
+                    os.replace(backup, target)
+        raise
+
+
 def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write ``model`` to ``path`` atomically and return the path.
 
@@ -268,8 +297,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         for staged in [*staged_files, staged_model]:
             _fsync(staged)
         with _locked_folder(folder):
-            for staged in [*staged_files, staged_model]:  # data first: the model never points at missing data
-                os.replace(staged, folder / staged.name)
+            _replace_all([*staged_files, staged_model], folder, staging)  # data first: never missing data
     except OSError as exc:
         raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
     except ValueError as exc:  # onnx refuses a proto over 2 GB

@@ -27,7 +27,7 @@ from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
-from onnxopt.validation import ValidationResult, compare
+from onnxopt.validation import ValidationResult, compare, open_session
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
@@ -92,6 +92,8 @@ class Run:
         with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
             context = RunContext(self.pm, self.registry, Path(workdir), seed=self.recipe.seed, quiet=self.quiet)
             context.reference_path = self._reference_file(model, source, context)
+            # Opened once for every comparison; an input onnxruntime cannot load fails here, before any pass.
+            self.reference_session = open_session(context.reference_path, threads=self.recipe.threads)
             report = Report(str(source), None, _figures(model, context.reference_path))
             context.dataset = self._dataset(model, report)
             best = model
@@ -181,14 +183,14 @@ class Run:
         if not self.recipe.validate_each_pass:
             return None
         return compare(
-            context.reference_path, staged, context.dataset, self.recipe.gates,
-            latency_runs=0, threads=self.recipe.threads, context=context,
+            context.reference_path, staged, context.dataset, self.recipe.gates, latency_runs=0,
+            threads=self.recipe.threads, context=context, reference_session=self.reference_session,
         )  # fmt: skip
 
     def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
         report.final = compare(
-            context.reference_path, output, context.dataset, self.recipe.gates,
-            latency_runs=self.recipe.latency_runs, threads=self.recipe.threads, context=context,
+            context.reference_path, output, context.dataset, self.recipe.gates, latency_runs=self.recipe.latency_runs,
+            threads=self.recipe.threads, context=context, reference_session=self.reference_session,
         )  # fmt: skip
         if not report.final.passed and not report.exit_code:
             report.exit_code = EXIT_GATE_FAILED

@@ -109,6 +109,10 @@ def get_plugin_manager(requests: Sequence[str] = (), *, autoload: bool | None = 
     for name in blocked:
         pm.set_blocked(name)
     pm.register(host_plugin, name=HOST_PLUGIN_NAME)
+    try:
+        pm.distributions[HOST_PLUGIN_NAME] = importlib.metadata.distribution("onnxopt")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        pass
 
     entry_points = _entry_points()
     if autoload is None:
