@@ -125,7 +125,14 @@ def inspect(path: str | Path, *, tensors: bool = True) -> ModelSummary:
     return summarize(model_io.load(path, check=False), path, tensors=tensors)
 
 
-def apply_passes(model: Any, passes: Sequence[PassArg], *, plugins: Sequence[str] = (), seed: int = 0) -> Any:
+def apply_passes(
+    model: Any,
+    passes: Sequence[PassArg],
+    *,
+    plugins: Sequence[str] = (),
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+) -> Any:
     """Run passes on an in-memory ``onnx_ir.Model`` and return the result, without validation or files.
 
     For tools and tests that validate in their own way; passes that need data are refused.
@@ -144,7 +151,8 @@ def apply_passes(model: Any, passes: Sequence[PassArg], *, plugins: Sequence[str
         if step.spec.needs_data:
             raise UsageError(f"pass {step.spec.name!r} needs data: use onnxopt.optimize(..., data=...)")
     with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
-        context = RunContext(pm, registry, Path(workdir), seed=seed)
+        fixed = {name: tuple(int(d) for d in dims) for name, dims in (shapes or {}).items()}
+        context = RunContext(pm, registry, Path(workdir), shapes=fixed, seed=seed)
         for step in steps:
             context.stats = {}
             model = pm.hook.onnxopt_run_pass(spec=step.spec, options=step.options, model=model, context=context).model

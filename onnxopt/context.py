@@ -1,7 +1,8 @@
 """What a pass, validator or reporter gets besides the model: the run's shared facilities.
 
 One :class:`RunContext` lives for a whole run. Passes read the dataset, the original (reference / teacher)
-model, a private temporary folder, a seeded RNG, a logger and a progress-bar factory from it, and record
+model, the input shapes the user fixed (``--shape``), a private temporary folder, a seeded RNG, a logger and
+a progress-bar factory from it, and record
 counters for the report in ``stats`` (the host gives each pass a fresh dict).
 """
 
@@ -36,6 +37,7 @@ class RunContext:
     workdir: Path
     reference_path: Path | None = None
     dataset: Dataset | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     seed: int = 0
     quiet: bool = False
     stats: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +314,8 @@ def synthetic(
         if any(not isinstance(d, int) for d in shape):
             raise UsageError(f"input {spec.name!r} {spec.shape_text} has symbolic dimensions: give --shape {spec.name}=DxD...")
         arrays[spec.name] = _random(tuple(shape) if batched else (count, *shape), spec.dtype, rng)
+    # An input of unknown rank takes its --shape as its dims, so each feed is that shape, not rows of it.
+    specs = [replace(spec, dims=tuple(shapes[spec.name])) if spec.dims is None else spec for spec in specs]
     return Dataset(f"{SYNTHETIC_PREFIX}{count}", arrays, specs, synthetic=True, batch_size=batch_size)
 
 

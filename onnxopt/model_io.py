@@ -270,6 +270,26 @@ def _replace_all(staged: list[Path], folder: Path, backups: Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _initializer_annotations_hidden(model: ir.Model) -> Iterator[None]:
+    """onnx_ir writes a value_info entry for every initializer, repeating what the tensor already says.
+
+    Hidden for the write (a few percent of a small model's file), restored afterwards for later passes.
+    """
+    saved = []
+    for graph in model.graphs():
+        inputs = {value.name for value in graph.inputs}
+        for value in graph.initializers.values():
+            if value.name not in inputs and value.const_value is not None:
+                saved.append((value, value.type, value.shape))
+                value.type = value.shape = None
+    try:
+        yield
+    finally:
+        for value, type_, shape in saved:
+            value.type, value.shape = type_, shape
+
+
 def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
     """Write ``model`` to ``path`` atomically and return the path.
 
@@ -288,11 +308,12 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         raise ModelError(f"{path}: cannot write to {folder} ({exc.strerror or exc})") from exc
     try:
         staged_model = staging / path.name
-        if external_data:
-            ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
-        else:
-            ir.external_data.load_to_model(model)
-            ir.save(model, staged_model)
+        with _initializer_annotations_hidden(model):
+            if external_data:
+                ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
+            else:
+                ir.external_data.load_to_model(model)
+                ir.save(model, staged_model)
         staged_files = [staging / data_name] if (staging / data_name).exists() else []
         for staged in [*staged_files, staged_model]:
             _fsync(staged)

@@ -1,0 +1,123 @@
+"""fold: graph simplification that keeps what the model computes, subgraphs included.
+
+Constant folding (shape arithmetic too), Constant nodes lifted to initializers, duplicate initializers
+shared, dead nodes / unused initializers / functions / opsets removed, Identity / inference Dropout /
+no-op Cast / Expand / Transpose / x*1 / x+0 removed, Reshape / Transpose / Cast chains merged, common
+subexpressions shared, BatchNorm / Mul / Add / Pad fused into Conv or Gemm, MatMul + Add into Gemm —
+in If / Loop / Scan bodies as well. With ``--shape`` the named inputs' symbolic dims are made static
+first, so shape computations fold away. The steps themselves live in :mod:`.steps`; this module orders
+them, repeats them until nothing changes, and counts what each did for the report.
+
+It never grows the model by more than ``max_growth_mib`` through folding, never emits a node or an
+attribute outside the model's opset, and leaves ops of unknown domains in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from onnxopt import PassSpec, RunContext, hookimpl, option
+
+from . import steps
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    constant_folding: bool = option(True, "fold nodes whose inputs are all constant, shape arithmetic included")
+    lift_constants: bool = option(True, "turn Constant nodes into initializers")
+    eliminate_no_ops: bool = option(True, "remove Identity, inference Dropout, x*1, x+0, no-op Cast/Expand/Transpose")
+    merge_chains: bool = option(True, "merge consecutive Reshape / Transpose / Cast / Unsqueeze, drop no-op Slices")
+    fuse_batchnorm: bool = option(True, "fuse BatchNormalization into the Conv / ConvTranspose / Gemm before it")
+    fuse_affine: bool = option(True, "fuse Mul/Add by constants and Pad into Conv, MatMul + Add into Gemm")
+    cse: bool = option(True, "share identical computations (common-subexpression elimination)")
+    remove_unused: bool = option(True, "remove dead nodes, unused initializers, functions and opsets")
+    deduplicate: bool = option(True, "share initializers holding the same bytes")
+    initializers_out_of_inputs: bool = option(True, "take initializers out of the graph inputs (IR 3 raised to 4)")
+    specialize_shapes: bool = option(True, "with --shape, make those inputs' symbolic dims static")
+    keep_value_info: bool = option(False, "keep the inferred shapes of intermediate values in the file")
+    max_growth_mib: float = option(1.0, "never let folding add more than this many MiB of constants")
+    max_rounds: int = option(4, "repeat the steps until nothing changes, at most this many times")
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 1:
+            raise ValueError("max_rounds must be at least 1")
+        if self.max_growth_mib < 0:
+            raise ValueError("max_growth_mib must not be negative")
+
+
+Step = tuple[str, Callable[[ir.Model], int]]
+
+
+class FoldPass(ir.passes.InPlacePass):
+    """Runs the enabled steps in rounds until a round changes nothing."""
+
+    def __init__(self, options: FoldOptions, context: RunContext) -> None:
+        super().__init__()
+        self.options = options
+        self.context = context
+
+    def _once(self) -> list[Step]:
+        """Steps that change the model's interface or IR: run once, first."""
+        o, found = self.options, []
+        if o.specialize_shapes and self.context.shapes:
+            found.append(("shapes_specialized", lambda m: steps.specialize_shapes(m, self.context.shapes)))
+        if o.initializers_out_of_inputs:
+            found.append(("initializers_taken_out_of_inputs", steps.take_initializers_out_of_inputs))
+        if o.lift_constants:
+            found.append(("constants_lifted", steps.lift_constants))
+        return found
+
+    def _rounds(self) -> list[Step]:
+        """Steps repeated until nothing changes; each one's output feeds the next."""
+        o = self.options
+        growth = int(o.max_growth_mib * 2**20)
+        candidates: list[tuple[bool, str, Callable[[ir.Model], int]]] = [
+            (o.eliminate_no_ops, "no_ops_removed", steps.remove_no_ops),
+            (o.constant_folding, "constants_folded",
+             lambda m: steps.fold_constants(m, max_growth_bytes=growth, stats=self.context.stats)),
+            (o.lift_constants, "constants_lifted", steps.lift_constants),
+            (o.merge_chains, "chains_merged", steps.merge_chains),
+            (o.fuse_batchnorm, "batchnorm_fused", steps.fuse_batchnorm),
+            (o.fuse_affine, "affine_fused", steps.fuse_into_producers),
+            (o.cse, "subexpressions_shared", steps.eliminate_common_subexpressions),
+            (o.remove_unused, "unused_removed", steps.remove_unused),
+            (o.deduplicate, "initializers_shared", steps.deduplicate_initializers),
+        ]  # fmt: skip
+        return [(name, step) for enabled, name, step in candidates if enabled]
+
+    def _record(self, name: str, changed: int) -> bool:
+        if changed:
+            self.context.stats[name] = self.context.stats.get(name, 0) + changed
+        return bool(changed)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for name, step in self._once():
+            modified |= self._record(name, step(model))
+        for round_number in range(1, self.options.max_rounds + 1):
+            changed = False
+            for name, step in self._rounds():
+                changed |= self._record(name, step(model))
+            modified |= changed
+            if not changed:
+                break
+        self.context.stats["rounds"] = round_number
+        modified |= self._record("attributes_repaired", steps.check_opset_conformance(model))
+        if modified and not self.options.keep_value_info:
+            steps.drop_intermediate_shapes(model)
+        return ir.passes.PassResult(model, modified)
+
+
+@hookimpl
+def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
+    register(
+        PassSpec(
+            name="fold",
+            summary="constant folding, fusion into Conv/Gemm, no-op and dead-code removal, sharing — subgraphs too",
+            create=FoldPass,
+            options=FoldOptions,
+        )
+    )

@@ -1,0 +1,311 @@
+"""The individual fold steps. Each takes the model, changes it in place, and returns how much it changed.
+
+Taken from well-kept libraries where they do the job: onnxscript's constant folder and rewrite rules
+(BatchNorm / affine / Pad fusion into Conv, MatMul + Add into Gemm, Cast / Reshape / Transpose / Expand
+no-ops and merges) and ``onnx_ir.passes.common`` (identity elimination, CSE, unused-node removal,
+initializer deduplication, constant lifting). Written here, because no library does them the way a
+deployed model needs: inference-Dropout removal in its common form, input-shape specialization, the IR-3
+upgrade that takes initializers out of the inputs, a size guard on folding, forgetting declared shapes so
+folding follows what the graph computes, and the opset conformance check that keeps every emitted node
+and attribute inside the model's opset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from onnxopt import count_nodes
+
+#: Ops whose output can be far larger than their inputs: the first ones the size guard stops folding.
+GROWING_OPS = frozenset(
+    {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "OneHot", "EyeLike", "Pad", "Gather"}
+)
+
+
+class FoldError(RuntimeError):
+    """Fold produced something the model's opset cannot express; the host rolls the pass back."""
+
+
+def _rules(*names: str) -> list:
+    from onnxscript.rewriter.rules import common as rules
+
+    return [getattr(rules, name) for name in names]
+
+
+def apply_rules(model: ir.Model, rules: list) -> int:
+    """Apply onnxscript rewrite rules everywhere, subgraphs included; return how many fired."""
+    from onnxscript.rewriter import RewriteRuleSet
+
+    return RewriteRuleSet(rules).apply_to_model(model) if rules else 0
+
+
+def run_ir_pass(model: ir.Model, ir_pass: ir.passes.PassBase) -> int:
+    """Run an onnx_ir pass; return the nodes it removed (at least 1 if it changed anything)."""
+    before = count_nodes(model)
+    result = ir_pass(model)
+    return max(before - count_nodes(model), int(result.modified))
+
+
+def default_opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+# --- interface and IR ----------------------------------------------------------------------------------
+
+
+def specialize_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Make the named inputs' symbolic dims static so shape arithmetic can fold away."""
+    count = 0
+    for value in model.graph.inputs:
+        shape = shapes.get(value.name)
+        if shape is None:
+            continue
+        if value.shape is not None and len(value.shape) != len(shape):
+            raise FoldError(f"--shape {value.name}: rank {len(shape)} does not match the input's rank {len(value.shape)}")
+        if value.shape is None or any(not isinstance(d, int) for d in value.shape):
+            value.shape = ir.Shape(shape)
+            count += 1
+    return count
+
+
+def take_initializers_out_of_inputs(model: ir.Model) -> int:
+    """IR >= 4: initializers listed as graph inputs become overridable, and onnxruntime stops folding them.
+
+    An IR-3 model is raised to IR 4 at the same time (it must be, for folding to create initializers that
+    are not inputs), which is what onnxoptimizer did without taking them out of the inputs: 1.27x slower.
+    """
+    moved = 0
+    for graph in model.graphs():
+        keep = [v for v in graph.inputs if v.name not in graph.initializers]
+        moved += len(graph.inputs) - len(keep)
+        if len(keep) != len(graph.inputs):
+            graph.inputs.clear()
+            graph.inputs.extend(keep)
+    if model.ir_version < 4:
+        model.ir_version = 4
+        moved = max(moved, 1)
+    return moved
+
+
+# --- clean-up --------------------------------------------------------------------------------------------
+
+
+def _inference_dropout_to_identity(model: ir.Model) -> int:
+    """Dropout outside training is the identity; onnxscript's rules miss the common form without optional inputs."""
+    count = 0
+    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
+        if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
+            continue
+        training = node.inputs[2] if len(node.inputs) > 2 else None
+        if training is not None:
+            flag = ir.convenience.get_const_tensor(training)
+            if flag is None or bool(flag.numpy()):
+                continue
+        mask = node.outputs[1] if len(node.outputs) > 1 else None
+        if mask is not None and (mask.uses() or mask.is_graph_output()):
+            continue
+        identity = ir.node("Identity", inputs=[node.inputs[0]])
+        ir.convenience.replace_nodes_and_values(node.graph, node, [node], [identity], [node.outputs[0]], [identity.outputs[0]])
+        count += 1
+    return count
+
+
+NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dropout_zero_rule", "dropout_inference_rule",
+               "no_op_cast_rule", "no_op_expand_rule", "no_op_transpose_rule")  # fmt: skip
+
+
+def remove_no_ops(model: ir.Model) -> int:
+    """Rewrite inference Dropout, x*1, x+0, x-0, x/1, no-op Cast / Expand / Transpose to Identity; drop Identities."""
+    rewritten = _inference_dropout_to_identity(model) + apply_rules(model, _rules(*NO_OP_RULES))
+    return max(rewritten, run_ir_pass(model, common.IdentityEliminationPass()))
+
+
+MERGE_RULES = ("cast_cast_rule", "reshape_reshape_rule", "transpose_transpose_rule", "unsqueeze_unsqueeze_rule",
+               "squeeze_reshape_1d_rule", "collapse_slice_rule", "collapse_slice2_rule")  # fmt: skip
+
+
+def merge_chains(model: ir.Model) -> int:
+    """Merge consecutive Reshapes / Transposes / Unsqueezes / Casts, cancel Transpose pairs, drop no-op Slices."""
+    return apply_rules(model, _rules(*MERGE_RULES))
+
+
+def lift_constants(model: ir.Model) -> int:
+    """Constant nodes become initializers (deduplicated and visible to onnxruntime's own folding)."""
+    before = count_nodes(model)
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    return before - count_nodes(model)
+
+
+def remove_unused(model: ir.Model) -> int:
+    removed = run_ir_pass(model, common.RemoveUnusedNodesPass())
+    removed += run_ir_pass(model, common.RemoveUnusedFunctionsPass())
+    removed += int(common.RemoveUnusedOpsetsPass()(model).modified)
+    return removed
+
+
+def eliminate_common_subexpressions(model: ir.Model) -> int:
+    return run_ir_pass(model, common.CommonSubexpressionEliminationPass())
+
+
+def deduplicate_initializers(model: ir.Model) -> int:
+    before = sum(len(g.initializers) for g in model.graphs())
+    common.DeduplicateInitializersPass()(model)
+    return before - sum(len(g.initializers) for g in model.graphs())
+
+
+# --- fusion ----------------------------------------------------------------------------------------------
+
+
+def _matmul_add_to_gemm_rules() -> list:
+    """onnxscript's MatMul + Add -> Gemm, restricted to where Gemm computes the same thing."""
+    from onnxscript.rewriter import _ir_utils
+    from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
+
+    class MatMulAddToGemm2D(MatMulAddToGemm):
+        """Only 2-D float operands, and a bias that broadcasts to the [M, N] result without raising its rank."""
+
+        def check(self, context, input_a, input_b, input_c=None, **kwargs):  # type: ignore[override]
+            result = super().check(context, input_a, input_b, **kwargs)
+            if not result:
+                return result
+            if input_c is None or input_c.shape is None or len(input_c.shape) > 2:
+                return result.fail("the bias must have rank <= 2 for Gemm")
+            dtype = input_a.dtype
+            if dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+                return result.fail("Gemm is only used for floating-point MatMul")
+            if not _ir_utils.has_rank(input_b, 2):
+                return result.fail("rank of input_b must be 2")
+            return result
+
+    return [MatMulAddToGemm2D.rule()]
+
+
+FUSION_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_transpose_rule",
+                "fuse_batchnorm_into_gemm_rule", "conv_affine_fusion_rule", "affine_conv_fusion_rule",
+                "normalize_pad_format_conv_rule", "fuse_pad_into_conv_rule")  # fmt: skip
+
+
+def fuse_batchnorm(model: ir.Model) -> int:
+    return apply_rules(model, _rules(*FUSION_RULES[:3]))
+
+
+def fuse_into_producers(model: ir.Model) -> int:
+    """Mul / Add by constants into Conv, Pad into Conv, MatMul + Add into Gemm."""
+    return apply_rules(model, _rules(*FUSION_RULES[3:])) + apply_rules(model, _matmul_add_to_gemm_rules())
+
+
+# --- constant folding with a size guard ------------------------------------------------------------------
+
+
+def constant_bytes(model: ir.Model) -> int:
+    """Bytes held by initializers and Constant nodes, in every graph."""
+    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type == "Constant" and (attr := node.attributes.get("value")) is not None:
+            total += attr.as_tensor().nbytes
+    return total
+
+
+def forget_inferred_shapes(model: ir.Model) -> dict[ir.Value, ir.Shape | None]:
+    """Drop the shapes of intermediate values so folding uses what the graph computes, not what it declares.
+
+    A wrong declared shape (in value_info or on a graph output) once let onnxslim fold a final Reshape to the
+    wrong shape. Returns the graph outputs' declared shapes so the caller can restore the interface.
+    """
+    declared = {value: value.shape for value in model.graph.outputs}
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for value in node.outputs:
+            value.shape = None
+    return declared
+
+
+def drop_intermediate_shapes(model: ir.Model) -> int:
+    """Forget the types and shapes of values inside the graph: onnxruntime infers them again at load, and
+    kept they fill the file with value_info. Graph inputs and outputs keep their declared types."""
+    dropped = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for value in node.outputs:
+            if not value.is_graph_output() and (value.type is not None or value.shape is not None):
+                value.type = value.shape = None
+                dropped += 1
+    return dropped
+
+
+def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> int:
+    """onnxscript's constant folding (shape arithmetic included), never growing the model past the budget.
+
+    Folds on a clone first: if the constants grew by more than ``max_growth_bytes`` (a 9 KB model whose
+    weights come from ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's offline
+    optimizer), it folds again leaving the ops that generate large tensors alone, and if that still
+    grows too much, it does not fold at all. What happened is recorded in ``stats``.
+    """
+    before_bytes = constant_bytes(model)
+    for should_fold in (lambda node: None, lambda node: False if node.op_type in GROWING_OPS else None):
+        trial = model.clone()
+        declared = forget_inferred_shapes(trial)
+        changed = _fold_once(trial, should_fold)
+        for value, shape in declared.items():
+            value.shape = shape if shape is not None else value.shape
+        growth = constant_bytes(trial) - before_bytes
+        if growth <= max_growth_bytes:
+            _adopt(model, trial)
+            return changed
+        stats["size_guard"] = f"folding would add {growth / 2**20:.1f} MiB; kept large generators unfolded"
+    stats["size_guard"] = "folding would grow the model past the limit; nothing folded"
+    return 0
+
+
+def _fold_once(model: ir.Model, should_fold) -> int:
+    from onnxscript.optimizer._constant_folding import FoldConstantsPass
+
+    before = count_nodes(model)
+    result = FoldConstantsPass(shape_inference=True, input_size_limit=1 << 20, output_size_limit=1 << 20,
+                               should_fold=should_fold)(model)  # fmt: skip
+    common.RemoveUnusedNodesPass()(model)
+    return max(before - count_nodes(model), int(result.modified))
+
+
+def _adopt(model: ir.Model, trial: ir.Model) -> None:
+    """Make ``model`` (the object the pipeline holds) carry ``trial``'s graph."""
+    model.graph = trial.graph
+    model.functions.clear()
+    model.functions.update(trial.functions)
+
+
+# --- conformance -----------------------------------------------------------------------------------------
+
+
+def check_opset_conformance(model: ir.Model) -> int:
+    """Every default-domain node and attribute must exist in the model's opset.
+
+    onnxscript's rules can emit Reshape's ``allowzero`` (opset 14) into an opset-12 model, which then will
+    not load. Where that attribute changes nothing (no zero in the constant target shape) it is dropped;
+    anything else raises FoldError, and the host rolls the pass back rather than write such a model.
+    """
+    opset = default_opset(model)
+    repaired = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            raise FoldError(f"fold emitted {node.op_type}, which opset {opset} does not have") from None
+        for name in list(node.attributes):
+            if name in schema.attributes:
+                continue
+            if node.op_type == "Reshape" and name == "allowzero" and _no_zero_in_shape(node):
+                del node.attributes[name]
+                repaired += 1
+                continue
+            raise FoldError(f"fold emitted {node.op_type} attribute {name!r}, which opset {opset} does not have")
+    return repaired
+
+
+def _no_zero_in_shape(node: ir.Node) -> bool:
+    target = ir.convenience.get_const_tensor(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+    return target is not None and 0 not in target.numpy().tolist()
