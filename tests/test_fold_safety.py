@@ -1,0 +1,228 @@
+"""What the peers got wrong on real models, each as a test of fold (issue 3), on small models built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=17, ir_version=None, domains=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    if ir_version is not None:
+        model.ir_version = ir_version
+    return model
+
+
+def _run(path: Path, feed: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def _fold(tmp_path: Path, model: onnx.ModelProto, feed: dict, **kwargs) -> tuple[Path, onnxopt.Report]:
+    source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(model, source)
+    data = tmp_path / "data.npz"
+    np.savez(data, **feed)
+    report = onnxopt.optimize(source, out, passes=["fold"], data=data, gates={"atol": 1e-5, "rtol": 1e-5}, **kwargs)
+    assert report.exit_code == 0, report.message
+    assert report.steps[0].status in ("kept", "unchanged")
+    for got, want in zip(_run(out, feed), _run(source, feed)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    return out, report
+
+
+def _ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(path).graph.node]
+
+
+def _flatten_by_shape_arithmetic(declared_out: list) -> onnx.ModelProto:
+    """y = Reshape(x, [Shape(x)[0], -1]) spelled with Shape / Gather / Unsqueeze / Concat, as exporters do."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "axes0"], ["batch1"]),
+        helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes0"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, declared_out)],
+        inits,
+    )
+    # a wrong intermediate annotation as well: folding must not believe it either
+    model.graph.value_info.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [2]))
+    return model
+
+
+def test_wrong_declared_output_shape_is_not_trusted(tmp_path):
+    feed = {"x": np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)}
+    out, _ = _fold(tmp_path, _flatten_by_shape_arithmetic(["batch", 10]), feed)  # truly [batch, 20]
+    assert _run(out, feed)[0].shape == (3, 20)
+
+
+def test_shape_specialization_folds_shape_arithmetic(tmp_path):
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)}
+    model = _flatten_by_shape_arithmetic(["batch", 20])
+    (tmp_path / "generic").mkdir()
+    (tmp_path / "special").mkdir()
+    generic, _ = _fold(tmp_path / "generic", model, feed)
+    special, report = _fold(tmp_path / "special", model, feed, shapes={"x": (2, 4, 5)})
+    assert _ops(special) == ["Reshape"]
+    assert len(_ops(special)) < len(_ops(generic))
+    assert report.steps[0].stats["shapes_specialized"] == 1
+    assert [d.dim_value for d in onnx.load(special).graph.input[0].type.tensor_type.shape.dim] == [2, 4, 5]
+
+
+def test_nothing_outside_an_opset_12_model_is_emitted(tmp_path):
+    """onnxscript's reshape rules write allowzero (opset 14); an opset-12 result must still load."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "s1"], ["a"]),
+        helper.make_node("Reshape", ["a", "s2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([6, 4], np.int64), "s1"), numpy_helper.from_array(np.array([4, 6], np.int64), "s2")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])], inits, opset=12)  # fmt: skip
+    out, _ = _fold(tmp_path, model, {"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4)})
+    folded = onnx.load(out)
+    onnx.checker.check_model(folded, full_check=True)
+    assert [n.op_type for n in folded.graph.node] == ["Reshape"]
+    assert all(a.name != "allowzero" for n in folded.graph.node for a in n.attribute)
+    assert folded.opset_import[0].version == 12
+
+
+def test_if_model_with_fixed_shapes_keeps_both_branches_working(tmp_path, fixtures_dir):
+    out = tmp_path / "if.onnx"
+    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold"], shapes={"input": (1, 4)},
+                              data=fixtures_dir / "if_model_val.npz", batch_size=1)  # fmt: skip
+    assert report.exit_code == 0, report.message
+    rows = np.load(fixtures_dir / "if_model_val.npz")["input"]
+    for row in rows:  # one row at a time: each branch is taken by some rows
+        np.testing.assert_allclose(_run(out, {"input": row[None]})[0], _run(fixtures_dir / "if_model.onnx", {"input": row[None]})[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("ir_version", [3, 7])
+def test_initializers_leave_the_inputs(tmp_path, ir_version):
+    """onnxoptimizer raised IR 3 to 4 but left initializers as inputs: onnxruntime could not fold them."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
+    nodes = [helper.make_node("Identity", ["w"], ["w2"]), helper.make_node("MatMul", ["x", "w2"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w], opset=9, ir_version=ir_version)
+    out, report = _fold(tmp_path, model, {"x": np.ones((1, 4), np.float32)})
+    folded = onnx.load(out)
+    assert folded.ir_version >= 4
+    assert [i.name for i in folded.graph.input] == ["x"]
+    assert report.steps[0].stats["initializers_taken_out_of_inputs"] >= 1
+
+
+def test_fused_ops_are_never_undone(tmp_path):
+    """onnxsim turned Gelu back into Div/Erf/Mul and a 3-D MatMul into Reshape-Gemm-Reshape."""
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((8, 8)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(8, np.float32) + 0.5, "b")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Gelu", ["a"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 8])], [w, b], opset=20)  # fmt: skip
+    out, _ = _fold(tmp_path, model, {"x": np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)})
+    assert _ops(out) == ["MatMul", "Add", "Gelu"]
+
+
+@pytest.mark.parametrize("generator", ["ConstantOfShape", "Expand"])
+def test_generated_weights_do_not_blow_up_the_file(tmp_path, generator):
+    """A 9 KB model with weights from ConstantOfShape grew to 513-575 MB in onnxslim, onnxsim and ORT."""
+    shape = numpy_helper.from_array(np.array([512, 1024], np.int64), "shape")
+    half = numpy_helper.from_array(np.array([0.5], np.float32), "half")
+    make = (helper.make_node("ConstantOfShape", ["shape"], ["ones"], value=half) if generator == "ConstantOfShape"
+            else helper.make_node("Expand", ["half", "shape"], ["ones"]))  # fmt: skip
+    nodes = [
+        make,
+        helper.make_node("Add", ["ones", "ones"], ["weights"]),  # 2 MiB of constants if the generator folds
+        helper.make_node("Mul", ["x", "weights"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [512, 1024])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 1024])], [shape, half])  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": np.ones((512, 1024), np.float32)})
+    assert out.stat().st_size < (tmp_path / "in.onnx").stat().st_size + 2**20
+    assert generator in _ops(out)
+    if generator == "Expand":  # onnxscript never folds ConstantOfShape; Expand is stopped by the size guard
+        assert "size_guard" in report.steps[0].stats
+
+
+def test_unknown_domains_are_folded_around(tmp_path):
+    """A contrib op onnxruntime knows stays; the constant work around it folds."""
+    nodes = [
+        helper.make_node("Add", ["two", "three"], ["five"]),
+        helper.make_node("Mul", ["x", "five"], ["scaled"]),
+        helper.make_node("Gelu", ["scaled"], ["g"], domain="com.microsoft"),
+        helper.make_node("Identity", ["g"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(2, np.float32), "two"), numpy_helper.from_array(np.array(3, np.float32), "three")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits, domains=["com.microsoft"])  # fmt: skip
+    out, _ = _fold(tmp_path, model, {"x": np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)})
+    assert _ops(out) == ["Mul", "Gelu"]
+
+
+def test_an_op_nobody_knows_never_fails_fold(tmp_path):
+    nodes = [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Mystery", ["a"], ["y"], domain="com.example")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], domains=["com.example"])  # fmt: skip
+    onnx.save(model, tmp_path / "m.onnx")
+    folded = onnxopt.apply_passes(onnxopt.load(tmp_path / "m.onnx", check=False), ["fold"])
+    assert [n.op_type for n in folded.graph] == ["Mystery"]
+
+
+def test_common_subexpressions_and_duplicate_initializers_are_shared(tmp_path):
+    inits = [numpy_helper.from_array(np.full(4, 2.0, np.float32), name) for name in ("two_a", "two_b")]
+    nodes = [
+        helper.make_node("Mul", ["x", "two_a"], ["a"]),
+        helper.make_node("Mul", ["x", "two_b"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": np.ones((3, 4), np.float32)})
+    assert _ops(out) == ["Mul", "Add"] and len(onnx.load(out).graph.initializer) == 1
+    assert report.steps[0].stats["initializers_shared"] == 1 and report.steps[0].stats["subexpressions_shared"] >= 1
+
+
+def test_loop_body_is_simplified(tmp_path):
+    """Identity and constant arithmetic inside a Loop body fold; the loop still computes the same."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["c1", "c1"], ["two"]),
+            helper.make_node("Identity", ["acc_in"], ["acc_id"]),
+            helper.make_node("Mul", ["acc_id", "two"], ["acc_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [None, 3])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "c1")],
+    )  # fmt: skip
+    inits = [numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")]
+    model = _model([helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)  # fmt: skip
+    out, _ = _fold(tmp_path, model, {"x": np.ones((2, 3), np.float32)})
+    (loop,) = onnx.load(out).graph.node
+    body_ops = [n.op_type for n in loop.attribute[0].g.node]
+    assert "Add" not in body_ops and "Identity" not in body_ops[:-1] and body_ops.count("Mul") == 1
