@@ -57,13 +57,22 @@ def count_nodes(model: ir.Model) -> int:
 
 
 def count_parameters(model: ir.Model) -> int:
-    """Elements in every initializer, subgraph initializers included."""
-    return sum(
+    """Elements in every initializer and Constant node, subgraphs included.
+
+    Constant nodes count too, so lifting them to initializers does not look like growth.
+    """
+    initializers = sum(
         value.const_value.size
         for graph in model.graphs()
         for value in graph.initializers.values()
         if value.const_value is not None
     )
+    constants = sum(
+        attr.as_tensor().size
+        for node in ir.traversal.RecursiveGraphIterator(model.graph)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and (attr := node.attributes.get("value")) is not None
+    )
+    return initializers + constants
 
 
 def _value_text(value: ir.Value) -> str:

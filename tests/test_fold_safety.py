@@ -226,3 +226,24 @@ def test_loop_body_is_simplified(tmp_path):
     (loop,) = onnx.load(out).graph.node
     body_ops = [n.op_type for n in loop.attribute[0].g.node]
     assert "Add" not in body_ops and "Identity" not in body_ops[:-1] and body_ops.count("Mul") == 1
+
+
+def test_scale_and_shift_after_gemm_fold_into_it_keeping_the_output_name(tmp_path):
+    rng = np.random.default_rng(2)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "w"),  # transB: [N, K]
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "scale"),
+        numpy_helper.from_array(np.array(0.25, np.float32), "shift"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Mul", ["scale", "g"], ["m"]),
+        helper.make_node("Sub", ["m", "shift"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits)  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": rng.standard_normal((6, 4)).astype(np.float32)})
+    folded = onnx.load(out)
+    assert [n.op_type for n in folded.graph.node] == ["Gemm"] and folded.graph.output[0].name == "y"
+    assert report.steps[0].stats["affine_fused"] >= 1

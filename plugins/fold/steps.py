@@ -140,8 +140,20 @@ def lift_constants(model: ir.Model) -> int:
     return before - count_nodes(model)
 
 
+def _remove_unused_subgraph_initializers(model: ir.Model) -> int:
+    """onnx_ir's RemoveUnusedNodesPass leaves unused initializers in If / Loop / Scan bodies."""
+    removed = 0
+    for graph in list(model.graphs())[1:]:
+        for name, value in list(graph.initializers.items()):
+            if not value.uses() and not value.is_graph_output() and value not in graph.inputs:
+                del graph.initializers[name]
+                removed += 1
+    return removed
+
+
 def remove_unused(model: ir.Model) -> int:
     removed = run_ir_pass(model, common.RemoveUnusedNodesPass())
+    removed += _remove_unused_subgraph_initializers(model)
     removed += run_ir_pass(model, common.RemoveUnusedFunctionsPass())
     removed += int(common.RemoveUnusedOpsetsPass()(model).modified)
     return removed
@@ -194,8 +206,11 @@ def fuse_batchnorm(model: ir.Model) -> int:
 
 
 def fuse_into_producers(model: ir.Model) -> int:
-    """Mul / Add by constants into Conv, Pad into Conv, MatMul + Add into Gemm."""
-    return apply_rules(model, _rules(*FUSION_RULES[3:])) + apply_rules(model, _matmul_add_to_gemm_rules())
+    """Mul / Add by constants into Conv and Gemm, Pad into Conv, MatMul + Add into Gemm."""
+    from .gemm_affine import fold_affine_into_gemm
+
+    fused = apply_rules(model, _rules(*FUSION_RULES[3:])) + apply_rules(model, _matmul_add_to_gemm_rules())
+    return fused + fold_affine_into_gemm(model)
 
 
 # --- constant folding with a size guard ------------------------------------------------------------------
