@@ -14,7 +14,9 @@ attribute outside the model's opset, and leaves ops of unknown domains in place.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -58,6 +60,7 @@ class FoldPass(ir.passes.InPlacePass):
         super().__init__()
         self.options = options
         self.context = context
+        self.fired: Counter[str] = Counter()  # rewrite rule name -> times it fired
 
     def _once(self) -> list[Step]:
         """Steps that change the model's interface or IR: run once, first."""
@@ -74,14 +77,15 @@ class FoldPass(ir.passes.InPlacePass):
         """Steps repeated until nothing changes; each one's output feeds the next."""
         o = self.options
         growth = int(o.max_growth_mib * 2**20)
+        fired = self.fired
         candidates: list[tuple[bool, str, Callable[[ir.Model], int]]] = [
-            (o.eliminate_no_ops, "no_ops_removed", steps.remove_no_ops),
+            (o.eliminate_no_ops, "no_ops_removed", partial(steps.remove_no_ops, fired=fired)),
             (o.constant_folding, "constants_folded",
              lambda m: steps.fold_constants(m, max_growth_bytes=growth, stats=self.context.stats)),
             (o.lift_constants, "constants_lifted", steps.lift_constants),
-            (o.merge_chains, "chains_merged", steps.merge_chains),
-            (o.fuse_batchnorm, "batchnorm_fused", steps.fuse_batchnorm),
-            (o.fuse_affine, "affine_fused", steps.fuse_into_producers),
+            (o.merge_chains, "chains_merged", partial(steps.merge_chains, fired=fired)),
+            (o.fuse_batchnorm, "batchnorm_fused", partial(steps.fuse_batchnorm, fired=fired)),
+            (o.fuse_affine, "affine_fused", partial(steps.fuse_into_producers, fired=fired)),
             (o.cse, "subexpressions_shared", steps.eliminate_common_subexpressions),
             (o.remove_unused, "unused_removed", steps.remove_unused),
             (o.deduplicate, "initializers_shared", steps.deduplicate_initializers),
@@ -105,6 +109,8 @@ class FoldPass(ir.passes.InPlacePass):
             if not changed:
                 break
         self.context.stats["rounds"] = round_number
+        if self.fired:
+            self.context.stats["rules"] = dict(self.fired.most_common())
         modified |= self._record("attributes_repaired", steps.check_opset_conformance(model))
         if modified and not self.options.keep_value_info:
             steps.drop_intermediate_shapes(model)

@@ -12,6 +12,7 @@ and attribute inside the model's opset.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 import onnx
@@ -36,11 +37,17 @@ def _rules(*names: str) -> list:
     return [getattr(rules, name) for name in names]
 
 
-def apply_rules(model: ir.Model, rules: list) -> int:
-    """Apply onnxscript rewrite rules everywhere, subgraphs included; return how many fired."""
+def apply_rules(model: ir.Model, rules: list, fired: Counter[str] | None = None) -> int:
+    """Apply onnxscript rewrite rules everywhere, subgraphs included; count each rule's firings in ``fired``."""
     from onnxscript.rewriter import RewriteRuleSet
 
-    return RewriteRuleSet(rules).apply_to_model(model) if rules else 0
+    total = 0
+    for rule in rules:
+        count = RewriteRuleSet([rule], commute=True).apply_to_model(model)
+        if count and fired is not None:
+            fired[rule.name or type(rule).__name__] += count
+        total += count
+    return total
 
 
 def run_ir_pass(model: ir.Model, ir_pass: ir.passes.PassBase) -> int:
@@ -118,9 +125,9 @@ NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dr
                "no_op_cast_rule", "no_op_expand_rule", "no_op_transpose_rule")  # fmt: skip
 
 
-def remove_no_ops(model: ir.Model) -> int:
+def remove_no_ops(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Rewrite inference Dropout, x*1, x+0, x-0, x/1, no-op Cast / Expand / Transpose to Identity; drop Identities."""
-    rewritten = _inference_dropout_to_identity(model) + apply_rules(model, _rules(*NO_OP_RULES))
+    rewritten = _inference_dropout_to_identity(model) + apply_rules(model, _rules(*NO_OP_RULES), fired)
     return max(rewritten, run_ir_pass(model, common.IdentityEliminationPass()))
 
 
@@ -128,9 +135,9 @@ MERGE_RULES = ("cast_cast_rule", "reshape_reshape_rule", "transpose_transpose_ru
                "squeeze_reshape_1d_rule", "collapse_slice_rule", "collapse_slice2_rule")  # fmt: skip
 
 
-def merge_chains(model: ir.Model) -> int:
+def merge_chains(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Merge consecutive Reshapes / Transposes / Unsqueezes / Casts, cancel Transpose pairs, drop no-op Slices."""
-    return apply_rules(model, _rules(*MERGE_RULES))
+    return apply_rules(model, _rules(*MERGE_RULES), fired)
 
 
 def lift_constants(model: ir.Model) -> int:
@@ -201,16 +208,19 @@ FUSION_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_trans
                 "normalize_pad_format_conv_rule", "fuse_pad_into_conv_rule")  # fmt: skip
 
 
-def fuse_batchnorm(model: ir.Model) -> int:
-    return apply_rules(model, _rules(*FUSION_RULES[:3]))
+def fuse_batchnorm(model: ir.Model, fired: Counter[str] | None = None) -> int:
+    return apply_rules(model, _rules(*FUSION_RULES[:3]), fired)
 
 
-def fuse_into_producers(model: ir.Model) -> int:
+def fuse_into_producers(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Mul / Add by constants into Conv and Gemm, Pad into Conv, MatMul + Add into Gemm."""
     from .gemm_affine import fold_affine_into_gemm
 
-    fused = apply_rules(model, _rules(*FUSION_RULES[3:])) + apply_rules(model, _matmul_add_to_gemm_rules())
-    return fused + fold_affine_into_gemm(model)
+    fused = apply_rules(model, _rules(*FUSION_RULES[3:]) + _matmul_add_to_gemm_rules(), fired)
+    gemm = fold_affine_into_gemm(model)
+    if gemm and fired is not None:
+        fired["affine_into_gemm"] += gemm
+    return fused + gemm
 
 
 # --- constant folding with a size guard ------------------------------------------------------------------
