@@ -1,0 +1,454 @@
+"""The bad-input corpus, through the CLI in a subprocess.
+
+Every case builds its inputs in a folder of its own (small real models, data and recipes; no mocks) and runs
+one command. Each must: exit 2; print exactly one non-empty line on stderr, ``onnxopt: error: ...``, naming
+the problem; print no traceback; leave every file in its folder byte-identical; and create nothing there —
+no output file, no temporary file or folder. The commands' start-up time dominates, so the module fixture
+``corpus`` builds every case and runs them all once, in parallel; each case's test checks its own outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@dataclass
+class Case:
+    args: list[str]
+    expect: tuple[str, ...]  # substrings the error line must contain
+
+
+# --- builders -------------------------------------------------------------------------------------------------
+
+
+def _dirs(tmp: Path) -> tuple[Path, Path]:
+    """``in/`` for inputs, ``out/`` (existing, empty) for the output."""
+    (tmp / "in").mkdir()
+    (tmp / "out").mkdir()
+    return tmp / "in", tmp / "out"
+
+
+def _optimize(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["optimize", str(model), "-o", str(out), "--pass", "fold", *extra]
+
+
+def _iris(folder: Path) -> Path:
+    return Path(shutil.copy2(FIXTURES / "iris_mlp.onnx", folder / "iris_mlp.onnx"))
+
+
+def _iris_val(folder: Path) -> Path:
+    return Path(shutil.copy2(FIXTURES / "iris_mlp_val.npz", folder / "val.npz"))
+
+
+def _small_model(nodes: list[onnx.NodeProto], *, opset: int = 13) -> onnx.ModelProto:
+    """A graph ``input`` float[batch, 4] -> ``y`` float[batch, 4] around ``nodes``."""
+    graph = helper.make_graph(
+        nodes,
+        "bad",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _bad_model_case(tmp: Path, model: onnx.ModelProto | bytes, *expect: str) -> Case:
+    src, out = _dirs(tmp)
+    path = src / "model.onnx"
+    path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    return Case(_optimize(path, out / "model.onnx"), expect)
+
+
+def _external_model(folder: Path) -> tuple[Path, onnx.ModelProto]:
+    """The iris MLP saved with every initializer in ``model.onnx.data``; returns the path and its proto."""
+    path = folder / "model.onnx"
+    onnx.save_model(
+        onnx.load(FIXTURES / "iris_mlp.onnx"),
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    assert (folder / "model.onnx.data").stat().st_size > 0
+    return path, onnx.load(path, load_external_data=False)
+
+
+def _set_location(proto: onnx.ModelProto, location: str) -> None:
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+
+
+def missing_file(tmp: Path) -> Case:
+    _, out = _dirs(tmp)
+    return Case(_optimize(tmp / "in" / "nope.onnx", out / "model.onnx"), ("nope.onnx", "no such file"))
+
+
+def empty_file(tmp: Path) -> Case:
+    return _bad_model_case(tmp, b"", "empty file")
+
+
+def random_bytes(tmp: Path) -> Case:
+    return _bad_model_case(tmp, np.random.default_rng(0).bytes(2000), "not an ONNX model")
+
+
+def truncated_model(tmp: Path) -> Case:
+    data = (FIXTURES / "digits_cnn.onnx").read_bytes()
+    return _bad_model_case(tmp, data[: len(data) // 2], "truncated")
+
+
+def tensor_proto(tmp: Path) -> Case:
+    tensor = helper.make_tensor("t", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])
+    return _bad_model_case(tmp, tensor.SerializeToString(), "not an ONNX model")
+
+
+def graph_proto(tmp: Path) -> Case:
+    graph = _small_model([helper.make_node("Relu", ["input"], ["y"])]).graph
+    return _bad_model_case(tmp, graph.SerializeToString(), "not an ONNX model")
+
+
+def cycle(tmp: Path) -> Case:
+    nodes = [
+        helper.make_node("Relu", ["b"], ["a"]),
+        helper.make_node("Add", ["input", "a"], ["b"]),
+        helper.make_node("Identity", ["a"], ["y"]),
+    ]
+    return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "topologically sorted")
+
+
+def undefined_value(tmp: Path) -> Case:
+    nodes = [helper.make_node("Add", ["input", "nowhere"], ["y"])]
+    return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "'nowhere'")
+
+
+def duplicate_names(tmp: Path) -> Case:
+    nodes = [helper.make_node("Relu", ["input"], ["y"]), helper.make_node("Neg", ["input"], ["y"])]
+    return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "'y'", "single static assignment")
+
+
+def unknown_op(tmp: Path) -> Case:
+    nodes = [helper.make_node("FrobnicateXYZ", ["input"], ["y"])]
+    return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "FrobnicateXYZ")
+
+
+def opset_99_optimize(tmp: Path) -> Case:
+    # onnx's checker accepts opset 99 (Relu exists at every later version); onnxruntime refuses to load it.
+    nodes = [helper.make_node("Relu", ["input"], ["y"])]
+    return _bad_model_case(tmp, _small_model(nodes, opset=99), "onnxruntime cannot load it", "Opset 99")
+
+
+def opset_99_validate(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    path = src / "model.onnx"
+    path.write_bytes(_small_model([helper.make_node("Relu", ["input"], ["y"])], opset=99).SerializeToString())
+    return Case(["validate", str(path), str(path), "--data", str(_iris_val(src))], ("onnxruntime cannot load it", "Opset 99"))
+
+
+def external_data_missing(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    path, _ = _external_model(src)
+    (src / "model.onnx.data").unlink()
+    return Case(_optimize(path, out / "model.onnx"), ("'model.onnx.data'", "missing"))
+
+
+def external_data_short(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    path, _ = _external_model(src)
+    data = src / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:-8])
+    return Case(_optimize(path, out / "model.onnx"), ("'model.onnx.data'", "shorter than declared"))
+
+
+def external_data_absolute(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    path, proto = _external_model(src)
+    _set_location(proto, str((src / "model.onnx.data").resolve()))  # the file exists: only the form is wrong
+    path.write_bytes(proto.SerializeToString())
+    return Case(_optimize(path, out / "model.onnx"), ("external data location", "must be a relative path"))
+
+
+def external_data_dotdot(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    path, proto = _external_model(src)
+    inner = src / "sub"
+    inner.mkdir()
+    _set_location(proto, "../model.onnx.data")  # the file exists one folder up: only escaping is wrong
+    (inner / "model.onnx").write_bytes(proto.SerializeToString())
+    return Case(_optimize(inner / "model.onnx", out / "model.onnx"), ("'../model.onnx.data'", "outside the model's folder"))
+
+
+class _Tripwire:
+    """Unpickling this would create a file next to the data: proof that the pickle was never loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickled_data(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    data = src / "evil.npz"
+    np.savez(data, input=np.array([_Tripwire(src / "PWNED")], dtype=object))
+    return Case(_optimize(_iris(src), out / "model.onnx", "--data", str(data)), ("evil.npz", "pickled objects"))
+
+
+def _data_case(tmp: Path, arrays: dict[str, np.ndarray], *expect: str) -> Case:
+    src, out = _dirs(tmp)
+    data = src / "data.npz"
+    np.savez(data, **arrays)
+    return Case(_optimize(_iris(src), out / "model.onnx", "--data", str(data)), expect)
+
+
+def data_wrong_input_name(tmp: Path) -> Case:
+    return _data_case(tmp, {"inputs": np.zeros((8, 4), np.float32)}, "missing input(s) 'input'", "unknown key(s) 'inputs'")
+
+
+def data_wrong_dtype(tmp: Path) -> Case:
+    return _data_case(tmp, {"input": np.zeros((8, 4), np.float64)}, "input 'input'", "dtype float64")
+
+
+def data_wrong_shape(tmp: Path) -> Case:
+    return _data_case(tmp, {"input": np.zeros((8, 5), np.float32)}, "input 'input'", "does not fit the model input")
+
+
+def unknown_pass(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    return Case(["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "nosuchpass"], ("unknown pass 'nosuchpass'",))
+
+
+def unknown_pass_option(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    args = ["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "fold:colour=red"]
+    return Case(args, ("pass 'fold' has no option 'colour'",))
+
+
+def option_wrong_type(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    args = ["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "fold:deduplicate=maybe"]
+    return Case(args, ("deduplicate='maybe'", "expected true or false"))
+
+
+def output_is_input(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    model = _iris(src)
+    return Case(_optimize(model, model), ("would overwrite the input", "--in-place"))
+
+
+def output_folder_missing(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    return Case(_optimize(_iris(src), tmp / "out" / "nope" / "m.onnx"), ("output folder", "does not exist"))
+
+
+def output_parent_is_file(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    (out / "afile").write_text("not a folder\n")
+    return Case(_optimize(_iris(src), out / "afile" / "m.onnx"), ("output folder", "afile"))
+
+
+def output_folder_not_writable(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    out.chmod(0o500)
+    if os.access(out, os.W_OK):  # root ignores the mode bits; output_parent_is_file covers root
+        out.chmod(0o700)
+        pytest.skip("running as root: a read-only mode does not stop writes")
+    return Case(_optimize(_iris(src), out / "m.onnx"), ("output folder", "is not writable"))
+
+
+def _recipe_case(tmp: Path, text: str, *expect: str) -> Case:
+    src, out = _dirs(tmp)
+    recipe = src / "recipe.toml"
+    recipe.write_text(text)
+    return Case(["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--recipe", str(recipe)], expect)
+
+
+def recipe_bad_toml(tmp: Path) -> Case:
+    return _recipe_case(tmp, '[[passes]]\nname = "fold\n', "recipe.toml", "not valid TOML")
+
+
+def recipe_unknown_key(tmp: Path) -> Case:
+    return _recipe_case(tmp, 'colour = "red"\n[[passes]]\nname = "fold"\n', "recipe.toml", "unknown key(s) colour")
+
+
+def plugin_missing(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    args = _optimize(_iris(src), out / "m.onnx", "-p", "no_such_onnxopt_plugin_xyz")
+    return Case(args, ("-p no_such_onnxopt_plugin_xyz", "no such plugin or module"))
+
+
+def malformed_shape(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    args = _optimize(_iris(src), out / "m.onnx", "--data", "synthetic:4", "--shape", "input=1xfour")
+    return Case(args, ("--shape 'input=1xfour'", "integers"))
+
+
+def validate_missing_candidate(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    args = ["validate", str(_iris(src)), str(src / "nope.onnx"), "--data", str(_iris_val(src))]
+    return Case(args, ("nope.onnx", "no such file"))
+
+
+def validate_truncated_reference(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    data = (FIXTURES / "digits_cnn.onnx").read_bytes()
+    (src / "ref.onnx").write_bytes(data[: len(data) // 2])
+    args = ["validate", str(src / "ref.onnx"), str(_iris(src)), "--data", str(_iris_val(src))]
+    return Case(args, ("ref.onnx", "truncated"))
+
+
+def validate_wrong_dtype(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    model = _iris(src)
+    np.savez(src / "data.npz", input=np.zeros((8, 4), np.float64))
+    return Case(["validate", str(model), str(model), "--data", str(src / "data.npz")], ("dtype float64",))
+
+
+def inspect_random_bytes(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    (src / "model.onnx").write_bytes(np.random.default_rng(1).bytes(500))
+    return Case(["inspect", str(src / "model.onnx")], ("not an ONNX model",))
+
+
+
+CASES: list[Callable[[Path], Case]] = [
+    missing_file,
+    empty_file,
+    random_bytes,
+    truncated_model,
+    tensor_proto,
+    graph_proto,
+    cycle,
+    undefined_value,
+    duplicate_names,
+    unknown_op,
+    opset_99_optimize,
+    opset_99_validate,
+    external_data_missing,
+    external_data_short,
+    external_data_absolute,
+    external_data_dotdot,
+    pickled_data,
+    data_wrong_input_name,
+    data_wrong_dtype,
+    data_wrong_shape,
+    unknown_pass,
+    unknown_pass_option,
+    option_wrong_type,
+    output_is_input,
+    output_folder_missing,
+    output_parent_is_file,
+    output_folder_not_writable,
+    recipe_bad_toml,
+    recipe_unknown_key,
+    plugin_missing,
+    malformed_shape,
+    validate_missing_candidate,
+    validate_truncated_reference,
+    validate_wrong_dtype,
+    inspect_random_bytes,
+]
+
+
+def _case_id(build: Callable[[Path], Case]) -> str:
+    return build.__name__.replace("_", "-")
+
+
+def _snapshot(root: Path) -> dict[str, str | None]:
+    """Every file and folder under ``root``: its SHA-256 (files) or None (folders)."""
+    tree: dict[str, str | None] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        tree[rel] = None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree
+
+
+@dataclass
+class Outcome:
+    case: Case | None = None
+    error: BaseException | None = None  # raised while building the case (a skip, or a broken builder)
+    result: subprocess.CompletedProcess[str] | None = None
+    before: dict[str, str | None] | None = None
+    after: dict[str, str | None] | None = None
+
+
+@dataclass
+class Corpus:
+    outcomes: dict[str, Outcome]  # by case id
+    tmp_leftovers: list[str]  # what the commands left in their shared TMPDIR
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, run_cli) -> Corpus:
+    """Every case built in its own folder and run once, in parallel (each command is mostly start-up time)."""
+    prepared: dict[str, tuple[Path, Outcome]] = {}
+    for build in CASES:
+        tmp = tmp_path_factory.mktemp(build.__name__)
+        outcome = Outcome()
+        try:
+            outcome.case = build(tmp)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the case's own test
+            outcome.error = exc
+        else:
+            outcome.before = _snapshot(tmp)
+        prepared[_case_id(build)] = (tmp, outcome)
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(max_workers=workers) as pool:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))  # the commands' own temporary files
+        futures = {
+            name: pool.submit(run_cli, *outcome.case.args, cwd=tmp)
+            for name, (tmp, outcome) in prepared.items()
+            if outcome.case is not None
+        }
+        for name, future in futures.items():
+            prepared[name][1].result = future.result()
+        tmpdir = Path(os.environ["TMPDIR"])
+    for tmp, outcome in prepared.values():
+        for folder in (tmp / "in", tmp / "out"):
+            if folder.is_dir():
+                folder.chmod(0o700)  # undo the not-writable case before looking
+        if outcome.case is not None:
+            outcome.after = _snapshot(tmp)
+    return Corpus(
+        {name: outcome for name, (_, outcome) in prepared.items()},
+        # onnxruntime itself keeps a telemetry session file, ".ses", in the temporary folder: not ours
+        sorted(p.name for p in tmpdir.iterdir() if p.name != ".ses"),
+    )
+
+
+def test_no_temporary_files_left_behind(corpus: Corpus) -> None:
+    """All the bad-input commands ran with one TMPDIR; none left anything in it."""
+    assert corpus.tmp_leftovers == []
+
+
+@pytest.mark.parametrize("build", CASES, ids=_case_id)
+def test_bad_input(build: Callable[[Path], Case], corpus: Corpus) -> None:
+    outcome = corpus.outcomes[_case_id(build)]
+    if outcome.error is not None:
+        raise outcome.error
+    result = outcome.result
+
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"expected one line on stderr, got:\n{result.stderr}"
+    line = lines[0]
+    assert line.startswith("onnxopt: error:"), line
+    for text in outcome.case.expect:
+        assert text in line, f"{text!r} not in {line!r}"
+    assert result.returncode == 2, (result.returncode, line)
+    assert outcome.after == outcome.before, "inputs changed, or an output or temporary file was left behind"

@@ -1,0 +1,296 @@
+"""onnxopt.model_io: lazy loading, self-contained and external-data saves, atomic saves, sizes, safe locations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from onnxopt import model_io
+from onnxopt.errors import ModelError
+
+FIXTURE_MODELS = ["iris_mlp", "digits_cnn", "tiny_transformer", "if_model"]
+
+
+def _save_external(source: Path, path: Path) -> Path:
+    """Save a fixture with every initializer in ``<name>.data`` (onnx's own writer, not the code under test)."""
+    onnx.save_model(
+        onnx.load(source),
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
+    return path
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    """Initializer arrays of a model file as onnx reads it (external data included)."""
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
+def _external_tensor_names(path: Path) -> set[str]:
+    proto = onnx.load(path, load_external_data=False)
+    return {t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+
+
+def _run(path: Path, feed: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: feed})
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() if p.is_file() else b"<dir>" for p in folder.iterdir()}
+
+
+# --- load -----------------------------------------------------------------------------------------------------
+
+
+def test_load_keeps_external_tensors_lazy(tmp_path: Path, fixtures_dir: Path) -> None:
+    # tmp_path is not the current directory: external data must resolve against the model's folder
+    path = _save_external(fixtures_dir / "digits_cnn.onnx", tmp_path / "model.onnx")
+    expected = _initializers(fixtures_dir / "digits_cnn.onnx")
+
+    model = model_io.load(path)
+
+    initializers = model.graph.initializers
+    assert set(initializers) == set(expected)
+    for name, value in initializers.items():
+        assert isinstance(value.const_value, ir.ExternalTensor), name
+        np.testing.assert_array_equal(value.const_value.numpy(), expected[name], err_msg=name)
+
+    # Lazy: the bytes are read from disk when asked for, not at load. Zero the file after loading and a
+    # fresh load's tensors read zeros where a copy taken at load would still hold the weights.
+    model = model_io.load(path)
+    data = tmp_path / "model.onnx.data"
+    data.write_bytes(bytes(data.stat().st_size))
+    weight = model.graph.initializers["conv2.weight"].const_value
+    assert not weight.numpy().any()
+
+
+def test_load_self_contained_values(fixtures_dir: Path) -> None:
+    model = model_io.load(fixtures_dir / "iris_mlp.onnx")
+    expected = _initializers(fixtures_dir / "iris_mlp.onnx")
+    got = {name: value.const_value.numpy() for name, value in model.graph.initializers.items()}
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert [v.name for v in model.graph.inputs] == ["input"]
+    assert [v.name for v in model.graph.outputs] == ["probabilities"]
+
+
+# --- save -----------------------------------------------------------------------------------------------------
+
+
+def test_save_small_model_is_self_contained(tmp_path: Path, fixtures_dir: Path) -> None:
+    out = model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), tmp_path / "out.onnx")
+    assert out == (tmp_path / "out.onnx").absolute()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+    assert _external_tensor_names(out) == set()
+    onnx.checker.check_model(str(out))
+
+
+def test_save_external_data_when_asked(tmp_path: Path, fixtures_dir: Path) -> None:
+    out = model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), tmp_path / "out.onnx", external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data"]
+    # tensors of at least EXTERNAL_TENSOR_MIN_BYTES go to the data file, the small ones stay inline
+    assert _external_tensor_names(out) == {"conv2.weight", "fc.weight"}
+    onnx.checker.check_model(str(out))
+    expected = _initializers(fixtures_dir / "digits_cnn.onnx")
+    got = _initializers(out)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_save_keeps_external_data_of_an_external_input(tmp_path: Path, fixtures_dir: Path) -> None:
+    (tmp_path / "in").mkdir()
+    source = _save_external(fixtures_dir / "digits_cnn.onnx", tmp_path / "in" / "model.onnx")
+    out = model_io.save(model_io.load(source), tmp_path / "out.onnx")  # external_data=None: follow the input
+    assert (tmp_path / "out.onnx.data").is_file()
+    assert _external_tensor_names(out)
+    onnx.checker.check_model(str(out))
+
+
+@pytest.mark.parametrize("external_data", [False, True], ids=["self-contained", "external-data"])
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+def test_saved_model_gives_identical_outputs(tmp_path: Path, fixtures_dir: Path, name: str, external_data: bool) -> None:
+    original = fixtures_dir / f"{name}.onnx"
+    out = model_io.save(model_io.load(original), tmp_path / "out.onnx", external_data=external_data)
+    feed = np.load(fixtures_dir / f"{name}_val.npz")["input"]
+    for before, after in zip(_run(original, feed), _run(out, feed), strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_save_replaces_an_existing_output(tmp_path: Path, fixtures_dir: Path) -> None:
+    out = tmp_path / "out.onnx"
+    model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), out, external_data=True)
+    model_io.save(model_io.load(fixtures_dir / "tiny_transformer.onnx"), out, external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data"]
+    expected = _initializers(fixtures_dir / "tiny_transformer.onnx")
+    got = _initializers(out)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+# --- atomic save ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def previous_output(tmp_path: Path, fixtures_dir: Path) -> Path:
+    """``out/model.onnx`` + ``model.onnx.data`` written by an earlier, successful save."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), folder / "model.onnx", external_data=True)
+
+
+def test_save_failing_midway_leaves_previous_output(previous_output: Path, fixtures_dir: Path, monkeypatch) -> None:
+    folder = previous_output.parent
+    before = _listing(folder)
+    assert sorted(before) == ["model.onnx", "model.onnx.data"]
+    written = []
+
+    def failing_save(model, path, **kwargs):  # a disk that fills up halfway through the model file
+        Path(path).write_bytes(b"\x08\x07partial")
+        written.append(Path(path))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_io.ir, "save", failing_save)
+    model = model_io.load(fixtures_dir / "tiny_transformer.onnx")
+    with pytest.raises(ModelError, match="No space left on device"):
+        model_io.save(model, previous_output, external_data=True)
+
+    assert written and written[0].parent != folder  # it wrote somewhere else first
+    assert _listing(folder) == before  # old model and data intact, no temp folder left
+
+
+def test_save_failing_rename_leaves_previous_output(previous_output: Path, fixtures_dir: Path, monkeypatch) -> None:
+    """The data file is renamed into place, then the model's rename fails: the old pair must survive."""
+    folder = previous_output.parent
+    before = _listing(folder)
+    real_replace = os.replace
+    calls = []
+
+    def replace(src, dst, **kwargs):
+        calls.append(Path(dst).name)
+        if Path(dst) == previous_output:
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(model_io.os, "replace", replace)
+    model = model_io.load(fixtures_dir / "tiny_transformer.onnx")
+    with pytest.raises(ModelError, match="Input/output error"):
+        model_io.save(model, previous_output, external_data=True)
+
+    assert "model.onnx.data" in calls and "model.onnx" in calls
+    assert _listing(folder) == before
+    np.testing.assert_array_equal(  # and the old model still reads its own weights
+        _initializers(previous_output)["fc.weight"], _initializers(fixtures_dir / "digits_cnn.onnx")["fc.weight"]
+    )
+
+
+# --- sizes and external data locations ------------------------------------------------------------------------
+
+
+def test_file_size_counts_external_data(tmp_path: Path, fixtures_dir: Path) -> None:
+    path = _save_external(fixtures_dir / "digits_cnn.onnx", tmp_path / "model.onnx")
+    data = tmp_path / "model.onnx.data"
+    assert data.stat().st_size > path.stat().st_size
+    assert model_io.file_size(path) == path.stat().st_size + data.stat().st_size
+    assert model_io.file_size(fixtures_dir / "iris_mlp.onnx") == (fixtures_dir / "iris_mlp.onnx").stat().st_size
+
+
+def _with_location(tmp_path: Path, fixtures_dir: Path, location: str) -> onnx.ModelProto:
+    proto = onnx.load(_save_external(fixtures_dir / "iris_mlp.onnx", tmp_path / "model.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    return proto
+
+
+def test_external_data_files_accepts_a_file_inside_the_folder(tmp_path: Path, fixtures_dir: Path) -> None:
+    proto = _with_location(tmp_path, fixtures_dir, "model.onnx.data")
+    assert model_io.external_data_files(proto, tmp_path) == {(tmp_path / "model.onnx.data").resolve()}
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("/etc/passwd", "must be a relative path"),
+        ("ABSOLUTE", "must be a relative path"),
+        ("../model.onnx.data", "outside the model's folder"),
+        ("sub/../../model.onnx.data", "outside the model's folder"),
+        ("", "must be a relative path"),
+    ],
+    ids=["absolute", "absolute-existing-file", "dotdot", "dotdot-nested", "empty"],
+)
+def test_external_data_files_rejects_locations_outside(tmp_path: Path, fixtures_dir: Path, location: str, message: str) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if location == "ABSOLUTE":
+        location = str((folder / "model.onnx.data").resolve())
+    proto = _with_location(folder, fixtures_dir, location)
+    with pytest.raises(ModelError, match=message):
+        model_io.external_data_files(proto, folder)
+
+
+# --- concurrency ----------------------------------------------------------------------------------------------
+
+_SAVER = textwrap.dedent(
+    """
+    import sys
+    from onnxopt import model_io
+
+    source, target = sys.argv[1], sys.argv[2]
+    for line in sys.stdin:  # one save per "go" line, answered with "done"
+        model_io.save(model_io.load(source), target, external_data=True)
+        print("done", flush=True)
+    """
+)
+
+
+def test_concurrent_saves_leave_one_complete_model(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Two processes save different models to the same path at once; every round leaves one whole model."""
+    target = tmp_path / "out" / "model.onnx"
+    target.parent.mkdir()
+    sources = {name: fixtures_dir / f"{name}.onnx" for name in ("digits_cnn", "tiny_transformer")}
+    expected = {name: _initializers(path) for name, path in sources.items()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(path), str(target)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for path in sources.values()
+    ]
+    try:
+        for _ in range(20):  # a naive write in place fails about one round in four
+            for proc in procs:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            for proc in procs:
+                assert proc.stdout.readline().strip() == "done"
+            assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+            onnx.checker.check_model(str(target))
+            got = _initializers(target)
+            matches = [
+                name
+                for name, arrays in expected.items()
+                if got.keys() == arrays.keys() and all(np.array_equal(got[k], arrays[k]) for k in arrays)
+            ]
+            assert len(matches) == 1, "the model file and its external data come from different saves"
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+        for proc in procs:
+            assert proc.wait(timeout=60) == 0
