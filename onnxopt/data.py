@@ -191,7 +191,7 @@ class Dataset:
                 if layout.kind == "constant":
                     feed[name] = array
                 elif layout.kind == "feeds":
-                    feed[name] = array[index]
+                    feed[name] = np.asarray(array[index])  # a 0-d array, never a numpy scalar
                 else:
                     feed[name] = array[index * self._rows_per_feed : (index + 1) * self._rows_per_feed]
             yield feed
@@ -320,13 +320,16 @@ def synthetic(
 
 
 def _random(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Random values of ``shape``; always an ndarray, a 0-d one for a scalar (onnxruntime refuses numpy scalars)."""
     if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind in "iu":
-        return rng.integers(0, 10, size=shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.random(shape) < 0.5
-    raise UsageError(f"cannot make synthetic data of dtype {dtype}")
+        values = rng.standard_normal(shape)
+    elif dtype.kind in "iu":
+        values = rng.integers(0, 10, size=shape)
+    elif dtype.kind == "b":
+        values = rng.random(shape) < 0.5
+    else:
+        raise UsageError(f"cannot make synthetic data of dtype {dtype}")
+    return np.asarray(values, dtype=dtype)
 
 
 def open_source(

@@ -31,21 +31,22 @@ class FoldError(RuntimeError):
     """Fold produced something the model's opset cannot express; the host rolls the pass back."""
 
 
-def _rules(*names: str) -> list:
+def _rules(*names: str) -> list[tuple[str, object]]:
+    """onnxscript's common rewrite rules by attribute name, named for the report without the ``_rule`` suffix."""
     from onnxscript.rewriter.rules import common as rules
 
-    return [getattr(rules, name) for name in names]
+    return [(name.removesuffix("_rule"), getattr(rules, name)) for name in names]
 
 
-def apply_rules(model: ir.Model, rules: list, fired: Counter[str] | None = None) -> int:
-    """Apply onnxscript rewrite rules everywhere, subgraphs included; count each rule's firings in ``fired``."""
+def apply_rules(model: ir.Model, rules: list[tuple[str, object]], fired: Counter[str] | None = None) -> int:
+    """Apply named onnxscript rewrite rules everywhere, subgraphs included; count each one's firings in ``fired``."""
     from onnxscript.rewriter import RewriteRuleSet
 
     total = 0
-    for rule in rules:
+    for name, rule in rules:
         count = RewriteRuleSet([rule], commute=True).apply_to_model(model)
         if count and fired is not None:
-            fired[rule.name or type(rule).__name__] += count
+            fired[name] += count
         total += count
     return total
 
@@ -125,10 +126,27 @@ NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dr
                "no_op_cast_rule", "no_op_expand_rule", "no_op_transpose_rule")  # fmt: skip
 
 
+class _IdentityElimination(common.IdentityEliminationPass):
+    """onnx_ir's identity elimination, keeping an Identity that is the only thing making a graph output.
+
+    onnx_ir 1.1.0 removes an Identity between a value of another graph (an outer scope, as in silero-vad's
+    nested If branches) or another graph output and this graph's output, and then fails: a value can be
+    the output of one graph only.
+    """
+
+    def _try_eliminate_identity_node(self, node: ir.Node) -> bool:
+        source = node.inputs[0] if node.op_type == "Identity" and len(node.inputs) == 1 else None
+        if source is not None and node.outputs[0].is_graph_output():
+            producer = source.producer()
+            if source.is_graph_output() or producer is None or producer.graph is not node.graph:
+                return False
+        return super()._try_eliminate_identity_node(node)
+
+
 def remove_no_ops(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Rewrite inference Dropout, x*1, x+0, x-0, x/1, no-op Cast / Expand / Transpose to Identity; drop Identities."""
     rewritten = _inference_dropout_to_identity(model) + apply_rules(model, _rules(*NO_OP_RULES), fired)
-    return max(rewritten, run_ir_pass(model, common.IdentityEliminationPass()))
+    return max(rewritten, run_ir_pass(model, _IdentityElimination()))
 
 
 MERGE_RULES = ("cast_cast_rule", "reshape_reshape_rule", "transpose_transpose_rule", "unsqueeze_unsqueeze_rule",
@@ -179,7 +197,7 @@ def deduplicate_initializers(model: ir.Model) -> int:
 # --- fusion ----------------------------------------------------------------------------------------------
 
 
-def _matmul_add_to_gemm_rules() -> list:
+def _matmul_add_to_gemm_rules() -> list[tuple[str, object]]:
     """onnxscript's MatMul + Add -> Gemm, restricted to where Gemm computes the same thing."""
     from onnxscript.rewriter import _ir_utils
     from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
@@ -200,7 +218,7 @@ def _matmul_add_to_gemm_rules() -> list:
                 return result.fail("rank of input_b must be 2")
             return result
 
-    return [MatMulAddToGemm2D.rule()]
+    return [("matmul_add_to_gemm", MatMulAddToGemm2D.rule())]
 
 
 FUSION_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_transpose_rule",
@@ -260,16 +278,39 @@ def drop_intermediate_shapes(model: ir.Model) -> int:
     return dropped
 
 
+#: A constant at least this large that feeds several nodes is not folded into a copy of itself.
+SHARED_CONSTANT_BYTES = 64 * 1024
+
+
+def _would_duplicate(node: ir.Node) -> bool:
+    """Folding a node that reads a large constant shared with other nodes adds a transformed copy of it."""
+    return any(
+        value is not None and value.const_value is not None
+        and value.const_value.nbytes >= SHARED_CONSTANT_BYTES and len(value.uses()) > 1
+        for value in node.inputs
+    )  # fmt: skip
+
+
+def _keep_shared(node: ir.Node) -> bool | None:
+    return False if _would_duplicate(node) else None
+
+
+def _keep_shared_and_generators(node: ir.Node) -> bool | None:
+    return False if node.op_type in GROWING_OPS or _would_duplicate(node) else None
+
+
 def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> int:
     """onnxscript's constant folding (shape arithmetic included), never growing the model past the budget.
 
-    Folds on a clone first: if the constants grew by more than ``max_growth_bytes`` (a 9 KB model whose
-    weights come from ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's offline
-    optimizer), it folds again leaving the ops that generate large tensors alone, and if that still
-    grows too much, it does not fold at all. What happened is recorded in ``stats``.
+    Large constants shared by several nodes are never folded into transformed copies (silero-vad's LSTM
+    weights feed two gate-reordering chains: folding one doubled them). Folds on a clone: if the
+    constants still grew by more than ``max_growth_bytes`` (a 9 KB model whose weights come from
+    ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's offline optimizer), it folds
+    again leaving the ops that generate large tensors alone, and if that still grows too much, it does not
+    fold at all. What happened is recorded in ``stats``.
     """
     before_bytes = constant_bytes(model)
-    for should_fold in (lambda node: None, lambda node: False if node.op_type in GROWING_OPS else None):
+    for should_fold in (_keep_shared, _keep_shared_and_generators):
         trial = model.clone()
         declared = forget_inferred_shapes(trial)
         changed = _fold_once(trial, should_fold)
@@ -290,7 +331,7 @@ def _fold_once(model: ir.Model, should_fold) -> int:
     before = count_nodes(model)
     result = FoldConstantsPass(shape_inference=True, input_size_limit=1 << 20, output_size_limit=1 << 20,
                                should_fold=should_fold)(model)  # fmt: skip
-    common.RemoveUnusedNodesPass()(model)
+    remove_unused(model)  # folded-away inputs must go before the size guard weighs the result
     return max(before - count_nodes(model), int(result.modified))
 
 
