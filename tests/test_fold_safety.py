@@ -247,3 +247,25 @@ def test_scale_and_shift_after_gemm_fold_into_it_keeping_the_output_name(tmp_pat
     folded = onnx.load(out)
     assert [n.op_type for n in folded.graph.node] == ["Gemm"] and folded.graph.output[0].name == "y"
     assert report.steps[0].stats["affine_fused"] >= 1
+
+
+def test_identity_returning_an_outer_value_from_a_branch_is_kept(tmp_path):
+    """silero-vad's nested If branches return outer-scope values through Identity; onnx_ir 1.1.0 crashed on it."""
+
+    def branch(name: str, source: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Identity", [source], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])  # fmt: skip
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Neg", ["x"], ["n"]),
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "r"), else_branch=branch("else", "n")),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+                   [numpy_helper.from_array(np.array(0, np.float32), "zero")])  # fmt: skip
+    for row in ([1.0, 2.0, -1.0], [-3.0, 1.0, 0.5]):
+        (tmp_path / str(row[0])).mkdir()
+        _fold(tmp_path / str(row[0]), model, {"x": np.array(row, np.float32)})

@@ -12,8 +12,10 @@ and attribute inside the model's opset.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import onnx
 import onnx_ir as ir
@@ -311,11 +313,7 @@ def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> in
     """
     before_bytes = constant_bytes(model)
     for should_fold in (_keep_shared, _keep_shared_and_generators):
-        trial = model.clone()
-        declared = forget_inferred_shapes(trial)
-        changed = _fold_once(trial, should_fold)
-        for value, shape in declared.items():
-            value.shape = shape if shape is not None else value.shape
+        trial, changed = _fold_clone(model, should_fold, stats)
         growth = constant_bytes(trial) - before_bytes
         if growth <= max_growth_bytes:
             _adopt(model, trial)
@@ -323,6 +321,65 @@ def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> in
         stats["size_guard"] = f"folding would add {growth / 2**20:.1f} MiB; kept large generators unfolded"
     stats["size_guard"] = "folding would grow the model past the limit; nothing folded"
     return 0
+
+
+#: Nodes moved to this domain are invisible to onnxscript's folder (it skips domains the model does not import).
+_HIDDEN_DOMAIN = "onnxopt.fold.hidden"
+_MAX_FOLD_ATTEMPTS = 8
+
+
+def _hidden(node: ir.Node, op_types: set[str]) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in op_types:
+        return True
+    # onnxscript 0.7.2 rewrites CastLike to Cast and drops saturate=0: out-of-range float8 values saturate
+    return node.op_type == "CastLike" and node.attributes.get_int("saturate", 1) == 0
+
+
+@contextlib.contextmanager
+def _hidden_from_folder(model: ir.Model, op_types: set[str]) -> Iterator[None]:
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if _hidden(node, op_types):
+            node.domain = _HIDDEN_DOMAIN
+    try:
+        yield
+    finally:
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.domain == _HIDDEN_DOMAIN:
+                node.domain = ""
+
+
+def _fold_clone(model: ir.Model, should_fold, stats: dict) -> tuple[ir.Model, int]:
+    """Fold a clone of ``model``; an op type whose folding raises is left alone and the fold retried.
+
+    onnxscript's folder stops the whole pass on one node's error (SplitToSequence with an unknown scalar
+    split, in onnx's node tests); fold must work around such nodes, never fail on them.
+    """
+    skipped: set[str] = set()
+    for _ in range(_MAX_FOLD_ATTEMPTS):
+        trial = model.clone()
+        declared = forget_inferred_shapes(trial)
+        try:
+            with _hidden_from_folder(trial, skipped):
+                changed = _fold_once(trial, should_fold)
+        except RuntimeError as exc:
+            op_type = _failing_op_type(exc)
+            if op_type is None or op_type in skipped:
+                raise
+            skipped.add(op_type)
+            stats["folding_skipped_ops"] = sorted(skipped)
+            continue
+        for value, shape in declared.items():
+            value.shape = shape if shape is not None else value.shape
+        return trial, changed
+    raise FoldError(f"constant folding kept failing; skipped {sorted(skipped)}")
+
+
+def _failing_op_type(exc: RuntimeError) -> str | None:
+    """The op type in onnxscript's "Error during constant folding for node 'n' (domain::Op)"."""
+    match = re.search(r"Error during constant folding for node .*\((?:ai\.onnx)?::(\w+)\)$", str(exc))
+    return match.group(1) if match else None
 
 
 def _fold_once(model: ir.Model, should_fold) -> int:
