@@ -269,3 +269,39 @@ def test_identity_returning_an_outer_value_from_a_branch_is_kept(tmp_path):
     for row in ([1.0, 2.0, -1.0], [-3.0, 1.0, 0.5]):
         (tmp_path / str(row[0])).mkdir()
         _fold(tmp_path / str(row[0]), model, {"x": np.array(row, np.float32)})
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_per_channel_add_and_mul_fold_into_a_bias_free_conv(tmp_path, op):
+    """PP-OCR's squeeze-excite blocks: Conv without bias -> Add([1, C, 1, 1]); onnxscript folds only with a bias."""
+    rng = np.random.default_rng(3)
+    weight_shape = (4, 3, 3, 3) if op == "Conv" else (3, 4, 3, 3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((1, 4, 1, 1)).astype(np.float32), "shift"),
+        numpy_helper.from_array(rng.standard_normal((4, 1, 1)).astype(np.float32), "scale"),
+    ]
+    nodes = [
+        helper.make_node(op, ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "shift"], ["a"]),
+        helper.make_node("Mul", ["a", "scale"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 6, 6])], inits)  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)})
+    assert _ops(out) == [op]
+    assert report.steps[0].stats["rules"]["affine_into_weights"] == 1
+
+
+def test_small_constant_of_shape_folds(tmp_path):
+    """onnxscript never folds ConstantOfShape; a 4-element one (a mask, pad amounts) should fold."""
+    nodes = [
+        helper.make_node("ConstantOfShape", ["four"], ["ones"], value=numpy_helper.from_array(np.array([1.0], np.float32))),
+        helper.make_node("Mul", ["ones", "minus"], ["neg"]),
+        helper.make_node("Add", ["x", "neg"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([4], np.int64), "four"), numpy_helper.from_array(np.array(-1.0, np.float32), "minus")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)  # fmt: skip
+    out, _ = _fold(tmp_path, model, {"x": np.ones((2, 4), np.float32)})
+    assert _ops(out) == ["Add"]

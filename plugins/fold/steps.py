@@ -13,6 +13,7 @@ and attribute inside the model's opset.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -224,7 +225,7 @@ def _matmul_add_to_gemm_rules() -> list[tuple[str, object]]:
 
 
 FUSION_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_transpose_rule",
-                "fuse_batchnorm_into_gemm_rule", "conv_affine_fusion_rule", "affine_conv_fusion_rule",
+                "fuse_batchnorm_into_gemm_rule", "affine_conv_fusion_rule",
                 "normalize_pad_format_conv_rule", "fuse_pad_into_conv_rule")  # fmt: skip
 
 
@@ -233,14 +234,14 @@ def fuse_batchnorm(model: ir.Model, fired: Counter[str] | None = None) -> int:
 
 
 def fuse_into_producers(model: ir.Model, fired: Counter[str] | None = None) -> int:
-    """Mul / Add by constants into Conv and Gemm, Pad into Conv, MatMul + Add into Gemm."""
-    from .gemm_affine import fold_affine_into_gemm
+    """Mul / Add by constants into Conv / ConvTranspose / Gemm, Pad into Conv, MatMul + Add into Gemm."""
+    from .affine import fold_affine_into_producers
 
     fused = apply_rules(model, _rules(*FUSION_RULES[3:]) + _matmul_add_to_gemm_rules(), fired)
-    gemm = fold_affine_into_gemm(model)
-    if gemm and fired is not None:
-        fired["affine_into_gemm"] += gemm
-    return fused + gemm
+    affine = fold_affine_into_producers(model)
+    if affine and fired is not None:
+        fired["affine_into_weights"] += affine
+    return fused + affine
 
 
 # --- constant folding with a size guard ------------------------------------------------------------------
@@ -293,11 +294,26 @@ def _would_duplicate(node: ir.Node) -> bool:
     )  # fmt: skip
 
 
+#: onnxscript never folds ConstantOfShape; one this small (a mask, a pad amount) is worth folding.
+SMALL_GENERATED_ELEMENTS = 1024
+
+
+def _small_generator(node: ir.Node) -> bool:
+    if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or not node.inputs:
+        return False
+    shape = ir.convenience.get_const_tensor(node.inputs[0])
+    return shape is not None and math.prod(shape.numpy().tolist()) <= SMALL_GENERATED_ELEMENTS
+
+
 def _keep_shared(node: ir.Node) -> bool | None:
+    if _small_generator(node):
+        return True
     return False if _would_duplicate(node) else None
 
 
 def _keep_shared_and_generators(node: ir.Node) -> bool | None:
+    if _small_generator(node):
+        return True
     return False if node.op_type in GROWING_OPS or _would_duplicate(node) else None
 
 
