@@ -378,7 +378,7 @@ def _fold_clone(model: ir.Model, should_fold, stats: dict) -> tuple[ir.Model, in
         declared = forget_inferred_shapes(trial)
         try:
             with _hidden_from_folder(trial, skipped):
-                changed = _fold_once(trial, should_fold)
+                changed = _fold_to_fixpoint(trial, should_fold)
         except RuntimeError as exc:
             op_type = _failing_op_type(exc)
             if op_type is None or op_type in skipped:
@@ -396,6 +396,17 @@ def _failing_op_type(exc: RuntimeError) -> str | None:
     """The op type in onnxscript's "Error during constant folding for node 'n' (domain::Op)"."""
     match = re.search(r"Error during constant folding for node .*\((?:ai\.onnx)?::(\w+)\)$", str(exc))
     return match.group(1) if match else None
+
+
+def _fold_to_fixpoint(model: ir.Model, should_fold, max_passes: int = 4) -> int:
+    """Fold until nothing changes: nodes an If inlined in one pass fold in the next, before growth is weighed."""
+    total = 0
+    for _ in range(max_passes):
+        changed = _fold_once(model, should_fold)
+        if not changed:
+            break
+        total += changed
+    return total
 
 
 def _fold_once(model: ir.Model, should_fold) -> int:
