@@ -148,7 +148,7 @@ def apply_passes(
     registry = PassRegistry.from_plugins(pm)
     steps = [registry.configure(step.name, step.options) for step in pass_steps(passes)]
     for step in steps:
-        if step.spec.needs_data:
+        if step.spec.requires_data(step.options):
             raise UsageError(f"pass {step.spec.name!r} needs data: use onnxopt.optimize(..., data=...)")
     with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
         fixed = {name: tuple(int(d) for d in dims) for name, dims in (shapes or {}).items()}

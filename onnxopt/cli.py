@@ -174,7 +174,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
                 "name": spec.name,
                 "plugin": spec.plugin,
                 "summary": spec.summary,
-                "needs_data": spec.needs_data,
+                "needs_data": spec.needs_data if isinstance(spec.needs_data, bool) else "depends on options",
                 "handles_subgraphs": spec.handles_subgraphs,
                 "options": [{"name": o.name, "type": o.type_name, "default": o.default, "help": o.help} for o in spec.option_fields()],
             }
@@ -183,7 +183,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
         _print(to_json(rows))
         return 0
     for spec in registry:
-        flags = [flag for flag, on in (("needs data", spec.needs_data), ("subgraphs", spec.handles_subgraphs)) if on]
+        flags = [flag for flag, on in (("needs data", spec.needs_data is True), ("subgraphs", spec.handles_subgraphs)) if on]
         _print(f"{spec.name}  ({spec.plugin}{'; ' + ', '.join(flags) if flags else ''})")
         _print(f"    {spec.summary}")
         for o in spec.option_fields():

@@ -178,6 +178,10 @@ class Dataset:
         counts = [len(self._arrays[n]) for n, layout in self._layouts.items() if layout.kind != "constant"]
         return counts[0] if counts else 1
 
+    def is_batched(self, name: str) -> bool:
+        """Whether input ``name`` carries samples on its leading axis (not the same array in every feed)."""
+        return self._layouts[name].kind == "rows"
+
     @property
     def num_feeds(self) -> int:
         return self._feed_count

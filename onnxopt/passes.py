@@ -45,9 +45,13 @@ class PassSpec:
     summary: str
     create: Callable[[Any, RunContext], ir.passes.PassBase]
     options: type = NoOptions
-    needs_data: bool = False
+    needs_data: bool | Callable[[Any], bool] = False  # or a function of the parsed options
     handles_subgraphs: bool = True
     plugin: str = ""
+
+    def requires_data(self, options: Any) -> bool:
+        """Whether this pass, with these options, needs the run's dataset (e.g. static quantization)."""
+        return self.needs_data(options) if callable(self.needs_data) else bool(self.needs_data)
 
     def option_fields(self) -> list[OptionInfo]:
         """The pass's options with their resolved types, defaults and help."""

@@ -77,7 +77,7 @@ class Run:
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
             raise UsageError("no passes to run: give --pass NAME or a recipe with [[passes]]")
-        needing = [step.spec.name for step in self.steps if step.spec.needs_data]
+        needing = [step.label for step in self.steps if step.spec.requires_data(step.options)]
         if needing and recipe.data is None:
             raise UsageError(f"pass {needing[0]!r} needs data: give --data calib.npz (or a folder, or synthetic:N)")
 

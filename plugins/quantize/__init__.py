@@ -1,0 +1,238 @@
+"""quantize: int8 QDQ (static, with calibration data), dynamic int8, and 4/8-bit block-wise weight-only.
+
+onnxruntime.quantization does the quantizing; :mod:`.ort_quantizer` carries the model across the boundary and
+handles what a plain call gets wrong (opset < 13 with per-channel, failing pre-processing, calibration data
+from the pipeline). This module chooses what to quantize: nodes excluded by name, op type or regex, and —
+by default — Concat nodes that build a model output kept in float, because one shared scale over a detector's
+boxes and class scores zeroed every class score while the whole-output cosine still read 0.9999.
+
+Calibration memory: onnxruntime keeps every intermediate output of every calibration batch before computing
+ranges; ``calibration_samples`` caps the samples read (default 128) and, for MinMax, ranges are merged every
+16 batches (onnxruntime's ``CalibMaxIntermediateOutputs``), so memory stays bounded. Random (``synthetic:N``)
+calibration data is allowed but reported loudly: it capped a text detector's probabilities at 0.0025.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import onnx
+import onnx_ir as ir
+
+from onnxopt import PassSpec, RunContext, hookimpl, load, option
+from onnxopt.errors import UsageError
+
+from . import ort_quantizer
+
+logger = logging.getLogger("onnxopt.quantize")
+
+#: Ops through which a Concat still "is" a model output (layout only, no arithmetic across its parts).
+_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    mode: Literal["static", "dynamic", "weight_only"] = option("static", "static QDQ int8 with calibration data, dynamic int8, or block-wise weight-only")
+    method: Literal["minmax", "entropy", "percentile", "distribution"] = option("minmax", "calibration method (static)")
+    per_channel: bool = option(True, "per-channel weight scales (static / dynamic)")
+    symmetric_weights: bool = option(True, "symmetric weight quantization")
+    activation_type: Literal["uint8", "int8"] = option("uint8", "activation type (static); uint8 suits x86 CPUs")
+    weight_type: Literal["int8", "uint8"] = option("int8", "weight type (static / dynamic)")
+    op_types: list[str] = option([], "op types to quantize (empty: onnxruntime's defaults)")
+    exclude_nodes: list[str] = option([], "node names kept in float")
+    exclude_op_types: list[str] = option([], "op types kept in float")
+    exclude_regex: str = option("", "node names matching this regular expression are kept in float")
+    float_output_concat: bool = option(True, "keep Concat nodes that build a model output in float")
+    calibration_samples: int = option(128, "at most this many samples are used for calibration")
+    preprocess: bool = option(True, "run onnxruntime's quant_pre_process first (falls back if it fails)")
+    bits: Literal[4, 8] = option(4, "weight bits (weight_only)")
+    block_size: int = option(32, "weights per quantization block (weight_only)")
+    quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only)")
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples < 1:
+            raise ValueError("calibration_samples must be at least 1")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ValueError("block_size must be a power of two, at least 16")
+        if self.exclude_regex:
+            try:
+                re.compile(self.exclude_regex)
+            except re.error as exc:
+                raise ValueError(f"exclude_regex: {exc}") from None
+
+
+def _output_concats(graph: onnx.GraphProto) -> list[str]:
+    """Concat nodes whose output becomes a model output through layout-only ops."""
+    producers = {out: node for node in graph.node for out in node.output}
+    found = []
+    for output in graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type in _LAYOUT_OPS:
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type == "Concat":
+            found.append(node.name)
+    return found
+
+
+def _condition_cone(graph: onnx.GraphProto) -> set[str]:
+    """Nodes that compute an If / Loop condition, and nodes that read the same values.
+
+    Quantizing the condition can flip which branch runs (one row of the If fixture did). onnxruntime
+    rewires every consumer of a quantized tensor to its dequantized copy, so a node sharing an input with
+    the condition stays float too, else the condition would read the quantized value.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    pending = [node.input[0] for node in graph.node if node.op_type == "If" and node.input]
+    pending += [name for node in graph.node if node.op_type == "Loop" for name in node.input[:2] if name]
+    cone: set[str] = set()
+    read: set[str] = set()
+    while pending:
+        node = producers.get(pending.pop())
+        if node is not None and node.name not in cone:
+            cone.add(node.name)
+            read.update(name for name in node.input if name)
+            pending.extend(name for name in node.input if name)
+    return cone | {node.name for node in graph.node if read.intersection(node.input)} if cone else cone
+
+
+def _subgraph_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Names of every node inside If / Loop / Scan bodies, which are left in float."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= {n.name for n in sub.node} | _subgraph_nodes(sub)
+    return names
+
+
+def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> list[str]:
+    names = {node.name for node in graph.node}
+    unknown = sorted(set(options.exclude_nodes) - names)
+    if unknown:
+        raise UsageError(f"quantize: exclude_nodes names unknown node(s) {', '.join(unknown[:5])}")
+    pattern = re.compile(options.exclude_regex) if options.exclude_regex else None
+    excluded = set(options.exclude_nodes)
+    excluded |= {n.name for n in graph.node if n.op_type in options.exclude_op_types}
+    if pattern is not None:
+        excluded |= {n.name for n in graph.node if pattern.search(n.name)}
+    if options.float_output_concat and options.mode == "static":
+        concats = _output_concats(graph)
+        if concats:
+            stats["output_concat_kept_float"] = concats
+        excluded |= set(concats)
+    cone = _condition_cone(graph)
+    if cone:
+        stats["condition_nodes_kept_float"] = len(cone)
+    subgraph = _subgraph_nodes(graph)
+    if subgraph:
+        stats["subgraph_nodes_kept_float"] = len(subgraph)
+    excluded |= cone | subgraph
+    if excluded:
+        stats["kept_float"] = len(excluded)
+    return sorted(excluded)
+
+
+class QuantizePass(ir.passes.FunctionalPass):
+    """Quantizes a copy of the model with onnxruntime; the host validates the result against the original."""
+
+    def __init__(self, options: QuantizeOptions, context: RunContext) -> None:
+        super().__init__()
+        self.options = options
+        self.context = context
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        o, stats = self.options, self.context.stats
+        work = Path(self.context.workdir) / f"quantize-{id(self)}"
+        work.mkdir(parents=True, exist_ok=True)
+        source = ort_quantizer.write_for_onnxruntime(model, work / "float.onnx")
+        if o.mode == "static" and o.per_channel:
+            ort_quantizer.upgrade_opset(source, ort_quantizer.PER_CHANNEL_OPSET, stats)
+        if o.mode == "weight_only":  # the block quantizer declares opset 21 whatever the model had
+            ort_quantizer.upgrade_opset(source, ort_quantizer.BLOCK_QUANT_OPSET, stats)
+        if o.preprocess:
+            source = ort_quantizer.preprocess(source, work / "preprocessed.onnx", stats)
+        proto = onnx.load(str(source), load_external_data=False)
+        excluded = _excluded(proto.graph, o, stats)
+        large = source.with_name(source.name + ".data").exists()
+        output = work / "quantized.onnx"
+        quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
+        with ort_quantizer.quiet_onnxruntime_logs():
+            quantize(source, output, excluded, large)
+        quantized = load(output, check=False)
+        # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
+        ir.passes.common.TopologicalSortPass()(quantized)
+        return ir.passes.PassResult(quantized, modified=True)
+
+    def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        o, dataset = self.options, self.context.dataset
+        if dataset is None:
+            raise UsageError("quantize mode=static needs calibration data: give --data calib.npz")
+        if dataset.synthetic:
+            message = (f"calibrating on random inputs ({dataset.name}): activation ranges will be wrong for real "
+                       "data; give --data with real samples")  # fmt: skip
+            self.context.stats["warning"] = message
+            logger.warning("quantize: %s", message)
+        input_names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
+        reader = ort_quantizer.DatasetReader(dataset, o.calibration_samples, self.context, input_names)
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}  # fmt: skip
+        quantize_static(
+            str(source), str(output), reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=o.op_types or None,
+            per_channel=o.per_channel,
+            activation_type=QuantType.QUInt8 if o.activation_type == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
+            nodes_to_exclude=excluded,
+            use_external_data_format=large,
+            calibrate_method=methods[o.method],
+            extra_options={"WeightSymmetric": o.symmetric_weights, "CalibMaxIntermediateOutputs": 16},
+        )  # fmt: skip
+        self.context.stats["calibration_samples"] = min(o.calibration_samples, dataset.num_samples)
+
+    def _dynamic(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        o = self.options
+        quantize_dynamic(
+            str(source), str(output),
+            op_types_to_quantize=o.op_types or None,
+            per_channel=o.per_channel,
+            weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
+            nodes_to_exclude=excluded,
+            use_external_data_format=large,
+            extra_options={"WeightSymmetric": o.symmetric_weights},
+        )  # fmt: skip
+
+    def _weight_only(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        o = self.options
+        op_types = ("MatMul", "Gather") if o.quantize_embeddings else ("MatMul",)
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)), bits=o.bits, block_size=o.block_size, is_symmetric=o.symmetric_weights,
+            nodes_to_exclude=excluded, op_types_to_quantize=op_types,
+        )  # fmt: skip
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(output), use_external_data_format=large)
+
+
+@hookimpl
+def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
+    register(
+        PassSpec(
+            name="quantize",
+            summary="int8 QDQ (static, calibrated), dynamic int8, or 4/8-bit weight-only, with onnxruntime's quantizer",
+            create=QuantizePass,
+            options=QuantizeOptions,
+            needs_data=lambda options: options.mode == "static",
+            handles_subgraphs=False,
+        )
+    )
