@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from onnxopt.data import Dataset
+    from onnxopt.gates import Gates
     from onnxopt.passes import PassRegistry
     from onnxopt.plugins import PluginManager
 
@@ -38,6 +39,7 @@ class RunContext:
     reference_path: Path | None = None
     dataset: Dataset | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    gates: Gates | None = None  # the run's validation gates, for passes that search against them
     seed: int = 0
     quiet: bool = False
     stats: dict[str, Any] = field(default_factory=dict)

@@ -91,8 +91,9 @@ class Run:
         model = load_model(self.pm, source)
         with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
             context = RunContext(
-                self.pm, self.registry, Path(workdir), shapes=self.recipe.shapes, seed=self.recipe.seed, quiet=self.quiet
-            )
+                self.pm, self.registry, Path(workdir), shapes=self.recipe.shapes, gates=self.recipe.gates,
+                seed=self.recipe.seed, quiet=self.quiet,
+            )  # fmt: skip
             context.reference_path = self._reference_file(model, source, context)
             # Opened once for every comparison; an input onnxruntime cannot load fails here, before any pass.
             self.reference_session = open_session(context.reference_path, threads=self.recipe.threads)

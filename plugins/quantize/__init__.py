@@ -27,7 +27,7 @@ import onnx_ir as ir
 from onnxopt import PassSpec, RunContext, hookimpl, load, option
 from onnxopt.errors import UsageError
 
-from . import ort_quantizer
+from . import accuracy, ort_quantizer
 
 logger = logging.getLogger("onnxopt.quantize")
 
@@ -50,6 +50,10 @@ class QuantizeOptions:
     float_output_concat: bool = option(True, "keep Concat nodes that build a model output in float")
     calibration_samples: int = option(128, "at most this many samples are used for calibration")
     preprocess: bool = option(True, "run onnxruntime's quant_pre_process first (falls back if it fails)")
+    accuracy_aware: bool = option(False, "static: put the worst-quantized nodes back to float until the gates hold")
+    max_trials: int = option(10, "accuracy_aware: at most this many re-quantizations")
+    max_time: float = option(600.0, "accuracy_aware: stop searching after this many seconds")
+    step: int = option(1, "accuracy_aware: nodes put back to float per trial")
     bits: Literal[4, 8] = option(4, "weight bits (weight_only)")
     block_size: int = option(32, "weights per quantization block (weight_only)")
     quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only)")
@@ -57,6 +61,10 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
             raise ValueError("calibration_samples must be at least 1")
+        if self.max_trials < 1 or self.step < 1 or self.max_time <= 0:
+            raise ValueError("max_trials and step must be at least 1, max_time positive")
+        if self.accuracy_aware and self.mode != "static":
+            raise ValueError("accuracy_aware needs mode=static (it ranks QDQ nodes)")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError("block_size must be a power of two, at least 16")
         if self.exclude_regex:
@@ -162,15 +170,13 @@ class QuantizePass(ir.passes.FunctionalPass):
         output = work / "quantized.onnx"
         quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
         with ort_quantizer.quiet_onnxruntime_logs():
-            quantize(source, output, excluded, large)
-        quantized = load(output, check=False)
+            result = quantize(source, output, excluded, large)
+        quantized = load(result, check=False)
         # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
         ir.passes.common.TopologicalSortPass()(quantized)
         return ir.passes.PassResult(quantized, modified=True)
 
-    def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
         o, dataset = self.options, self.context.dataset
         if dataset is None:
             raise UsageError("quantize mode=static needs calibration data: give --data calib.npz")
@@ -180,7 +186,26 @@ class QuantizePass(ir.passes.FunctionalPass):
             self.context.stats["warning"] = message
             logger.warning("quantize: %s", message)
         input_names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
-        reader = ort_quantizer.DatasetReader(dataset, o.calibration_samples, self.context, input_names)
+
+        def reader() -> ort_quantizer.DatasetReader:
+            return ort_quantizer.DatasetReader(dataset, o.calibration_samples, self.context, input_names)
+
+        def quantize(nodes_to_exclude: list[str], path: Path) -> None:
+            self._quantize_static(source, path, reader(), nodes_to_exclude, large)
+
+        quantize(excluded, output)
+        self.context.stats["calibration_samples"] = min(o.calibration_samples, dataset.num_samples)
+        if not o.accuracy_aware:
+            return output
+        search = accuracy.Search(self.context, source, quantize, reader, excluded, o.max_trials, o.max_time, o.step)
+        best, report = accuracy.run(search, output)
+        self.context.stats.update(report)
+        return best.path
+
+    def _quantize_static(self, source: Path, output: Path, reader, excluded: list[str], large: bool) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        o = self.options
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}  # fmt: skip
         quantize_static(
@@ -195,9 +220,8 @@ class QuantizePass(ir.passes.FunctionalPass):
             calibrate_method=methods[o.method],
             extra_options={"WeightSymmetric": o.symmetric_weights, "CalibMaxIntermediateOutputs": 16},
         )  # fmt: skip
-        self.context.stats["calibration_samples"] = min(o.calibration_samples, dataset.num_samples)
 
-    def _dynamic(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
+    def _dynamic(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         o = self.options
@@ -210,8 +234,9 @@ class QuantizePass(ir.passes.FunctionalPass):
             use_external_data_format=large,
             extra_options={"WeightSymmetric": o.symmetric_weights},
         )  # fmt: skip
+        return output
 
-    def _weight_only(self, source: Path, output: Path, excluded: list[str], large: bool) -> None:
+    def _weight_only(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         o = self.options
@@ -222,6 +247,7 @@ class QuantizePass(ir.passes.FunctionalPass):
         )  # fmt: skip
         quantizer.process()
         quantizer.model.save_model_to_file(str(output), use_external_data_format=large)
+        return output
 
 
 @hookimpl

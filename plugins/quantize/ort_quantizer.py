@@ -133,6 +133,16 @@ class DatasetReader:
     def rewind(self) -> None:  # onnxruntime calls it for some calibrators; one pass is all we offer
         pass
 
+    # onnxruntime's qdq_loss_debug iterates a reader like its CalibrationDataReader does
+    def __iter__(self) -> DatasetReader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        feed = self.get_next()
+        if feed is None:
+            raise StopIteration
+        return feed
+
 
 def _is_batched(name: str, dataset: Dataset | None) -> bool:
     return dataset is None or dataset.is_batched(name)

@@ -1,0 +1,166 @@
+"""The quantize pass on fixture models and on small models built to show what a plain onnxruntime call gets wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt.errors import UsageError
+
+
+def _ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(path).graph.node]
+
+
+def _run(path: Path, feed: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_static_int8_digits_keeps_accuracy(fixtures_dir, tmp_path):
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["fold", "quantize"],
+                              data=fixtures_dir / "digits_cnn_calib.npz", gates={"max_accuracy_drop": 0.01})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    assert report.steps[1].status == "kept"
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(_ops(out))
+    assert report.final.accuracy_candidate >= report.final.accuracy_reference - 0.01
+    assert report.steps[1].stats["calibration_samples"] == 100
+
+
+def test_dynamic_int8_transformer(fixtures_dir, tmp_path):
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["quantize:mode=dynamic"],
+                              data=fixtures_dir / "tiny_transformer_val.npz", gates={"min_cosine": 0.99})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    assert "DynamicQuantizeLinear" in _ops(out) and "MatMulInteger" in _ops(out)
+
+
+def _embedding_model(path: Path, vocab: int = 512, dim: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((vocab, dim)).astype(np.float32), "table"),
+        numpy_helper.from_array(rng.standard_normal((dim, dim)).astype(np.float32) / 8, "w"),
+    ]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("MatMul", ["emb", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, dim])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_weight_only_4bit_quantizes_matmul_and_the_embedding_table(tmp_path):
+    source = _embedding_model(tmp_path / "emb.onnx")
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(source, out, passes=["quantize:mode=weight_only,block_size=32"], gates={"min_cosine": 0.97})
+    assert report.exit_code == 0, report.message
+    ops = _ops(out)
+    assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
+    assert out.stat().st_size < 0.25 * source.stat().st_size  # the table is quantized too, not left float
+    assert report.steps[0].stats["opset_upgraded"] == "17 -> 21"
+
+
+def _conv_model(path: Path, opset: int) -> Path:
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.save(model, path)
+    return path
+
+
+def test_per_channel_static_on_opset_12_upgrades_instead_of_writing_a_model_that_cannot_load(tmp_path):
+    source = _conv_model(tmp_path / "conv12.onnx", 12)
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(2).standard_normal((16, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(source, out, passes=["quantize"], data=data)
+    assert report.exit_code == 0, report.message
+    assert report.steps[0].stats["opset_upgraded"] == "12 -> 13"
+    assert "DequantizeLinear" in _ops(out)
+    _run(out, {"x": np.zeros((1, 3, 8, 8), np.float32)})  # it loads and runs
+
+
+def test_if_model_quantizes_without_changing_which_branch_runs(fixtures_dir, tmp_path):
+    for mode in ("static", "dynamic"):
+        out = tmp_path / f"{mode}.onnx"
+        report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=[f"quantize:mode={mode}"],
+                                  data=fixtures_dir / "if_model_calib.npz", gates={"min_cosine": 0.999})  # fmt: skip
+        assert report.exit_code == 0, report.message
+        assert report.steps[0].stats["condition_nodes_kept_float"] >= 5
+        for row in np.load(fixtures_dir / "if_model_val.npz")["input"]:
+            want = _run(fixtures_dir / "if_model.onnx", {"input": row[None]})[0]
+            assert np.argmax(_run(out, {"input": row[None]})[0]) == np.argmax(want)
+
+
+def _detector(path: Path) -> Path:
+    """Boxes in the hundreds beside class scores in 0..1, concatenated on the channel axis: one shared scale."""
+    rng = np.random.default_rng(4)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32) * 50, "wb"),
+        numpy_helper.from_array(rng.standard_normal((3, 8, 1, 1)).astype(np.float32), "wc"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "wb"], ["boxes"]),
+        helper.make_node("Conv", ["x", "wc"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 16, 16])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_output_concat_stays_float_so_class_scores_survive(tmp_path):
+    source = _detector(tmp_path / "det.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(5).standard_normal((8, 1, 8, 16, 16)).astype(np.float32))
+    results = {}
+    for keep in (True, False):
+        out = tmp_path / f"q_{keep}.onnx"
+        report = onnxopt.optimize(source, out, passes=[f"quantize:float_output_concat={keep}"], data=data,
+                                  gates={"min_cosine": 0.0})  # fmt: skip
+        results[keep] = report.final.outputs[0].worst_channel_cosine
+        if keep:
+            assert report.steps[0].stats["output_concat_kept_float"]
+    assert results[True] > 0.99 and results[True] > results[False]
+
+
+def test_synthetic_calibration_is_reported_loudly(fixtures_dir, tmp_path):
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize"], data="synthetic:16")
+    assert "random inputs" in report.steps[0].stats["warning"]
+
+
+def test_accuracy_aware_loop_keeps_searching_within_budget_and_always_writes(fixtures_dir, tmp_path):
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
+                              passes=["quantize:accuracy_aware=true,max_trials=3"],
+                              data=fixtures_dir / "tiny_transformer_calib.npz", gates={"min_cosine": 0.999999})  # fmt: skip
+    stats = report.steps[0].stats
+    assert len(stats["trials"]) == 4 and stats["gates_met"] is False
+    assert 1 <= len(stats["kept_float_by_search"]) <= 3  # the best trial's nodes, each with its reason
+    assert all("SQNR" in reason for reason in stats["kept_float_by_search"].values())
+    assert report.exit_code == 1 and out.exists()  # the float model is kept, never nothing
+    easy = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", tmp_path / "easy.onnx",
+                            passes=["quantize:accuracy_aware=true"], data=fixtures_dir / "tiny_transformer_calib.npz",
+                            gates={"min_cosine": 0.99})  # fmt: skip
+    assert easy.exit_code == 0 and easy.steps[0].stats["trials"][0]["passed"]
+
+
+def test_static_without_data_fails_before_any_work_but_dynamic_needs_none(fixtures_dir, tmp_path):
+    with pytest.raises(UsageError, match="needs data"):
+        onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["fold", "quantize"])
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize:mode=dynamic"])
+    assert report.exit_code == 0, report.message
+    with pytest.raises(UsageError, match="expected one of static, dynamic, weight_only"):
+        onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize:mode=int3"])
