@@ -204,29 +204,36 @@ class Dataset:
         return next(self.feeds())
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _np_load(path: Path, kind: str):  # noqa: ANN202 - an array or an archive, as numpy gives
+    """``np.load`` with pickles refused and every failure turned into a one-line DataError."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataError(f"{path}: not an .npz archive")
-            return {key: npz[key] for key in npz.files}
+        loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc):
             raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
         raise DataError(f"{path}: cannot read ({exc})") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+        raise DataError(f"{path}: not a readable {kind} file ({exc})") from exc
+    is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
+    if is_archive != (kind == ".npz"):
+        if is_archive:
+            loaded.close()
+        raise DataError(f"{path}: not an {kind} file")
+    return loaded
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with _np_load(path, ".npz") as npz:
+        try:
+            return {key: npz[key] for key in npz.files}
+        except ValueError as exc:  # a member holding pickled objects
+            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+    return _np_load(path, ".npy")
 
 
 def _load_folder(path: Path) -> dict[str, np.ndarray]:
