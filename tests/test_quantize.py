@@ -164,3 +164,13 @@ def test_static_without_data_fails_before_any_work_but_dynamic_needs_none(fixtur
     assert report.exit_code == 0, report.message
     with pytest.raises(UsageError, match="expected one of static, dynamic, weight_only"):
         onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize:mode=int3"])
+
+
+def test_failing_preprocessing_falls_back_and_says_so(tmp_path):
+    from onnxopt_plugins.quantize import ort_quantizer
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    stats: dict = {}
+    assert ort_quantizer.preprocess(broken, tmp_path / "pre.onnx", stats) == broken
+    assert stats["preprocess"].startswith("skipped: quant_pre_process failed")
