@@ -189,7 +189,8 @@ def tensor_bytes(model: ir.Model) -> int:
     return total
 
 
-def _has_external_tensors(model: ir.Model) -> bool:
+def has_external_tensors(model: ir.Model) -> bool:
+    """Whether any initializer's data lies in an external file."""
     return any(
         isinstance(value.const_value, ir.ExternalTensor)
         for graph in model.graphs()
@@ -300,7 +301,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     path = Path(path).absolute()
     folder = _writable_folder(path)
     if external_data is None:
-        external_data = _has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = data_file_name(path)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))

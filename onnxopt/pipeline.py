@@ -89,6 +89,10 @@ class Run:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
         model = load_model(self.pm, source)
+        # a model that came with external data leaves with it, whatever its passes did to tensor sizes
+        external = self.recipe.external_data
+        if external is None and model_io.has_external_tensors(model):
+            external = True
         with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
             context = RunContext(
                 self.pm, self.registry, Path(workdir), shapes=self.recipe.shapes, gates=self.recipe.gates,
@@ -106,7 +110,7 @@ class Run:
                     continue
                 best = self._apply(index, step, best, context, report)
             if output is not None:
-                model_io.save(best, output, external_data=self.recipe.external_data)
+                model_io.save(best, output, external_data=external)
                 report.output = str(output)
                 self._final_validation(Path(output), context, report)
             self.pm.hook.onnxopt_report(report=report, context=context)

@@ -174,3 +174,14 @@ def test_failing_preprocessing_falls_back_and_says_so(tmp_path):
     stats: dict = {}
     assert ort_quantizer.preprocess(broken, tmp_path / "pre.onnx", stats) == broken
     assert stats["preprocess"].startswith("skipped: quant_pre_process failed")
+
+
+def test_external_data_models_stay_external(tmp_path):
+    source = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(_embedding_model(tmp_path / "emb.onnx")), source, save_as_external_data=True,
+              all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)  # fmt: skip
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(source, out, passes=["quantize:mode=dynamic"])
+    assert report.exit_code == 0, report.message
+    assert (tmp_path / "q.onnx.data").exists()
+    assert any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer)

@@ -158,6 +158,7 @@ class QuantizePass(ir.passes.FunctionalPass):
         work = Path(self.context.workdir) / f"quantize-{id(self)}"
         work.mkdir(parents=True, exist_ok=True)
         source = ort_quantizer.write_for_onnxruntime(model, work / "float.onnx")
+        large = source.with_name(source.name + ".data").exists()  # keep external data external throughout
         if o.mode == "static" and o.per_channel:
             ort_quantizer.upgrade_opset(source, ort_quantizer.PER_CHANNEL_OPSET, stats)
         if o.mode == "weight_only":  # the block quantizer declares opset 21 whatever the model had
@@ -166,7 +167,6 @@ class QuantizePass(ir.passes.FunctionalPass):
             source = ort_quantizer.preprocess(source, work / "preprocessed.onnx", stats)
         proto = onnx.load(str(source), load_external_data=False)
         excluded = _excluded(proto.graph, o, stats)
-        large = source.with_name(source.name + ".data").exists()
         output = work / "quantized.onnx"
         quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
         with ort_quantizer.quiet_onnxruntime_logs():
