@@ -168,12 +168,21 @@ def lift_constants(model: ir.Model) -> int:
     return before - count_nodes(model)
 
 
-def _remove_unused_subgraph_initializers(model: ir.Model) -> int:
-    """onnx_ir's RemoveUnusedNodesPass leaves unused initializers in If / Loop / Scan bodies."""
+def _remove_unreferenced_initializers(model: ir.Model) -> int:
+    """Initializers no live node reads, in every graph.
+
+    onnx_ir's RemoveUnusedNodesPass leaves them in If / Loop / Scan bodies, and counts as uses the nodes of
+    a branch that constant folding discarded (an If with a constant condition), so silero-vad kept LSTM
+    weights that only a dead branch still referenced.
+    """
+    live = {id(node) for node in ir.traversal.RecursiveGraphIterator(model.graph)}
     removed = 0
-    for graph in list(model.graphs())[1:]:
+    for graph in model.graphs():
+        inputs = set(graph.inputs)
         for name, value in list(graph.initializers.items()):
-            if not value.uses() and not value.is_graph_output() and value not in graph.inputs:
+            if value.is_graph_output() or value in inputs:
+                continue
+            if not any(id(use.node) in live for use in value.uses()):
                 del graph.initializers[name]
                 removed += 1
     return removed
@@ -181,7 +190,7 @@ def _remove_unused_subgraph_initializers(model: ir.Model) -> int:
 
 def remove_unused(model: ir.Model) -> int:
     removed = run_ir_pass(model, common.RemoveUnusedNodesPass())
-    removed += _remove_unused_subgraph_initializers(model)
+    removed += _remove_unreferenced_initializers(model)
     removed += run_ir_pass(model, common.RemoveUnusedFunctionsPass())
     removed += int(common.RemoveUnusedOpsetsPass()(model).modified)
     return removed
@@ -305,6 +314,10 @@ def _small_generator(node: ir.Node) -> bool:
     return shape is not None and math.prod(shape.numpy().tolist()) <= SMALL_GENERATED_ELEMENTS
 
 
+def _fold_all(node: ir.Node) -> bool | None:
+    return True if _small_generator(node) else None
+
+
 def _keep_shared(node: ir.Node) -> bool | None:
     if _small_generator(node):
         return True
@@ -320,21 +333,20 @@ def _keep_shared_and_generators(node: ir.Node) -> bool | None:
 def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> int:
     """onnxscript's constant folding (shape arithmetic included), never growing the model past the budget.
 
-    Large constants shared by several nodes are never folded into transformed copies (silero-vad's LSTM
-    weights feed two gate-reordering chains: folding one doubled them). Folds on a clone: if the
-    constants still grew by more than ``max_growth_bytes`` (a 9 KB model whose weights come from
-    ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's offline optimizer), it folds
-    again leaving the ops that generate large tensors alone, and if that still grows too much, it does not
-    fold at all. What happened is recorded in ``stats``.
+    Folds on a clone and weighs the result: if the constants grew by more than ``max_growth_bytes`` (a 9 KB
+    model whose weights come from ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's
+    offline optimizer), it folds again without turning large shared constants into transformed copies,
+    then also leaving the ops that generate large tensors alone, and if that still grows too much, it does
+    not fold at all. What happened is recorded in ``stats``.
     """
     before_bytes = constant_bytes(model)
-    for should_fold in (_keep_shared, _keep_shared_and_generators):
+    for should_fold in (_fold_all, _keep_shared, _keep_shared_and_generators):
         trial, changed = _fold_clone(model, should_fold, stats)
         growth = constant_bytes(trial) - before_bytes
         if growth <= max_growth_bytes:
             _adopt(model, trial)
             return changed
-        stats["size_guard"] = f"folding would add {growth / 2**20:.1f} MiB; kept large generators unfolded"
+        stats["size_guard"] = f"folding would add {growth / 2**20:.1f} MiB; folded less"
     stats["size_guard"] = "folding would grow the model past the limit; nothing folded"
     return 0
 
