@@ -281,7 +281,7 @@ def _initializer_annotations_hidden(model: ir.Model) -> Iterator[None]:
     for graph in model.graphs():
         inputs = {value.name for value in graph.inputs}
         for value in graph.initializers.values():
-            if value.name not in inputs and value.const_value is not None:
+            if value.name not in inputs and not value.is_graph_output() and value.const_value is not None:
                 saved.append((value, value.type, value.shape))
                 value.type = value.shape = None
     try:

@@ -305,3 +305,29 @@ def test_small_constant_of_shape_folds(tmp_path):
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.ones((2, 4), np.float32)})
     assert _ops(out) == ["Add"]
+
+
+def test_chains_found_in_minilm_merge(tmp_path):
+    """Unsqueeze(Unsqueeze(Range)), Reshape(Reshape(x, [-1]), Shape(y)) and a flat Reshape of a 1-D value."""
+    nodes = [
+        helper.make_node("Range", ["zero_i", "n_i", "one_i"], ["r"]),
+        helper.make_node("Unsqueeze", ["r", "ax12"], ["u1"]),
+        helper.make_node("Unsqueeze", ["u1", "ax3"], ["u2"]),  # [n, 1, 1, 1]
+        helper.make_node("Reshape", ["x", "flat"], ["xf"]),
+        helper.make_node("Shape", ["y"], ["ys"]),
+        helper.make_node("Reshape", ["xf", "ys"], ["xr"]),
+        helper.make_node("Concat", ["ys", "ys"], ["cat"], axis=0),
+        helper.make_node("Reshape", ["cat", "flat"], ["catf"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             [("zero_i", 0), ("n_i", 4), ("one_i", 1), ("ax12", [1, 2]), ("ax3", [3]), ("flat", [-1])]]  # fmt: skip
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                           helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+                   [helper.make_tensor_value_info("u2", TensorProto.INT64, [4, 1, 1, 1]),
+                    helper.make_tensor_value_info("xr", TensorProto.FLOAT, ["a", "b"]),
+                    helper.make_tensor_value_info("catf", TensorProto.INT64, [4])], inits)  # fmt: skip
+    feed = {"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "y": np.zeros((4, 6), np.float32)}
+    out, report = _fold(tmp_path, model, feed)
+    rules = report.steps[0].stats["rules"]
+    assert rules["reshape_into_shape_target"] == 1 and rules["flat_reshape_of_vector"] == 1
+    assert _ops(out).count("Unsqueeze") <= 1 and _ops(out).count("Reshape") == 1

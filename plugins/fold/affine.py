@@ -125,7 +125,8 @@ def _conv_bias(bias: np.ndarray | None, channels: int) -> np.ndarray:
     return np.zeros(channels) if bias is None else bias.astype(np.float64).reshape(-1)
 
 
-def _new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
+def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` as an initializer of ``graph`` under ``base`` (suffixed if the name is taken)."""
     name, suffix = base, 1
     while name in graph.initializers:
         name, suffix = f"{base}_{suffix}", suffix + 1
@@ -140,8 +141,8 @@ def _set_weights(linear: _Linear, weight: np.ndarray, bias: np.ndarray) -> None:
     base = node.name or node.outputs[0].name or node.op_type
     if len(node.inputs) < 3:
         node.resize_inputs(3)
-    node.replace_input_with(1, _new_initializer(node.graph, f"{base}_folded_weight", weight.astype(linear.dtype)))
-    node.replace_input_with(2, _new_initializer(node.graph, f"{base}_folded_bias", bias.astype(linear.dtype)))
+    node.replace_input_with(1, new_initializer(node.graph, f"{base}_folded_weight", weight.astype(linear.dtype)))
+    node.replace_input_with(2, new_initializer(node.graph, f"{base}_folded_bias", bias.astype(linear.dtype)))
     if node.op_type == "Gemm":  # alpha and beta are inside the new weight and bias now
         node.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
         node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)

@@ -158,7 +158,15 @@ MERGE_RULES = ("cast_cast_rule", "reshape_reshape_rule", "transpose_transpose_ru
 
 def merge_chains(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Merge consecutive Reshapes / Transposes / Unsqueezes / Casts, cancel Transpose pairs, drop no-op Slices."""
-    return apply_rules(model, _rules(*MERGE_RULES), fired)
+    from . import chains
+
+    merged = apply_rules(model, _rules(*MERGE_RULES), fired)
+    for name, rewrite in chains.REWRITES:
+        count = rewrite(model)
+        if count and fired is not None:
+            fired[name] += count
+        merged += count
+    return merged
 
 
 def lift_constants(model: ir.Model) -> int:
