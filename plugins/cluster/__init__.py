@@ -1,0 +1,169 @@
+"""cluster: k-means weight sharing (as TF-MOT offers for Keras) for any ONNX model, with a compact encoding.
+
+Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul, with at least
+``min_elements`` values; biases and norm parameters are never chosen — is clustered into ``k`` centroids per
+tensor or per output channel (:mod:`.kmeans`). Two encodings:
+
+- ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
+  compresses well, and int8 quantization can follow (clustered, then quantized).
+- ``codebook``: the indices are stored as uint8 (packed uint4 when ``k <= 16`` and the model's opset is 21 or
+  later) with a float codebook, decoded in the graph by ``Cast`` + ``Gather`` (+ ``Add`` of per-channel
+  offsets when clustering per channel). Every input of the decoder is constant, so onnxruntime folds it at
+  session start: inference runs the same float weights, the file is ~4x (uint8) to ~8x (uint4) smaller.
+  Run ``fold`` before ``cluster``, not after: folding would decode the weights back into the file.
+
+Zeros (pruned weights) stay exactly zero, as a centroid of their own. The report lists, per tensor, the
+number of centroids, the relative L2 reconstruction error and the unique values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxopt import PassSpec, RunContext, hookimpl, option
+
+from .kmeans import cluster
+
+_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+UINT4_OPSET = 21
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    k: int = option(16, "centroids per tensor (or per channel); at most 256")
+    per_channel: bool = option(False, "cluster each output channel separately")
+    init: Literal["kmeans++", "linear", "density"] = option("kmeans++", "centroid initialisation (TF-MOT's names)")
+    encoding: Literal["codebook", "snap"] = option("codebook", "indices + codebook decoded in-graph, or values snapped to centroids")
+    min_elements: int = option(1024, "tensors with fewer values are left alone")
+    iterations: int = option(50, "at most this many k-means iterations")
+    keep_zeros: bool = option(True, "exact zeros (pruned weights) stay zero, as a centroid of their own")
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k <= 256:
+            raise ValueError("k must be between 2 and 256")
+        if self.min_elements < 1 or self.iterations < 1:
+            raise ValueError("min_elements and iterations must be at least 1")
+
+
+def _weights(model: ir.Model, min_elements: int) -> dict[ir.Value, list[ir.Node]]:
+    """Float initializers used only as the weight input of Conv / ConvTranspose / Gemm / MatMul."""
+    found: dict[ir.Value, list[ir.Node]] = {}
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or tensor.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE):
+                continue
+            if tensor.size < min_elements or value.is_graph_output() or value in graph.inputs or not value.uses():
+                continue
+            if all(use.node.op_type in _WEIGHT_INPUT and use.idx == _WEIGHT_INPUT[use.node.op_type] for use in value.uses()):
+                found[value] = [use.node for use in value.uses()]
+    return found
+
+
+def _channel_axis(consumers: list[ir.Node], rank: int) -> int:
+    """The weight axis holding output channels: 0 for Conv, 1 for ConvTranspose and MatMul, per transB for Gemm."""
+    node = consumers[0]
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if node.attributes.get_int("transB", 0) else 1
+    return 1 if rank >= 2 else 0
+
+
+class ClusterPass(ir.passes.InPlacePass):
+    def __init__(self, options: ClusterOptions, context: RunContext) -> None:
+        super().__init__()
+        self.options = options
+        self.context = context
+
+    def _cluster(self, array: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(codebook [k], labels shaped like array) for one tensor or one channel."""
+        o = self.options
+        result = cluster(array, o.k, init=o.init, iterations=o.iterations, keep_zero=o.keep_zeros, seed=seed)
+        return result.centroids, result.labels.reshape(array.shape)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        o = self.options
+        use_uint4 = o.encoding == "codebook" and o.k <= 16 and model.opset_imports.get("", 1) >= UINT4_OPSET
+        report = {}
+        for index, (value, consumers) in enumerate(_weights(model, o.min_elements).items()):
+            array = value.const_value.numpy()
+            seed = int(self.context.rng(index).integers(2**31))
+            if o.per_channel and array.ndim >= 2:
+                axis = _channel_axis(consumers, array.ndim)
+                moved = np.moveaxis(array, axis, 0)
+                parts = [self._cluster(channel, seed + i) for i, channel in enumerate(moved)]
+                width = max(len(codebook) for codebook, _ in parts)
+                codebook = np.stack([np.pad(c, (0, width - len(c)), constant_values=c[-1]) for c, _ in parts])
+                labels = np.moveaxis(np.stack([labels for _, labels in parts]), 0, axis)
+                approx = np.moveaxis(np.stack([c[lab] for c, lab in parts]), 0, axis)
+            else:
+                axis = None
+                codebook, labels = self._cluster(array, seed)
+                approx = codebook[labels]
+            approx = approx.astype(array.dtype)
+            report[value.name] = {
+                "k": int(codebook.shape[-1]),
+                "rel_l2": round(float(np.linalg.norm(approx - array) / max(np.linalg.norm(array), 1e-12)), 5),
+                "unique": int(np.unique(approx).size),
+            }
+            if o.encoding == "snap":
+                value.const_value = ir.tensor(approx, name=value.name)
+            else:
+                _encode(value, codebook.astype(array.dtype), labels, axis, use_uint4)
+        self.context.stats["tensors_clustered"] = len(report)
+        if report:
+            self.context.stats["tensors"] = report
+            self.context.stats["encoding"] = ("uint4" if use_uint4 else "uint8") + " codebook" if o.encoding == "codebook" else "snap"
+        return ir.passes.PassResult(model, modified=bool(report))
+
+
+def _initializer(graph: ir.Graph, name: str, tensor: ir.TensorProtocol) -> ir.Value:
+    value = ir.Value(name=name, const_value=tensor)
+    value.type, value.shape = ir.TensorType(tensor.dtype), ir.Shape(tensor.shape)
+    graph.register_initializer(value)
+    return value
+
+
+def _encode(value: ir.Value, codebook: np.ndarray, labels: np.ndarray, axis: int | None, use_uint4: bool) -> None:
+    """Replace the weight initializer by indices + codebook and a decoder (Cast, [Add,] Gather) feeding its consumers.
+
+    Per channel, the codebook is flattened to ``[channels * k]`` and a small int64 offset per channel is
+    added to the indices, so the stored indices keep their 4 or 8 bits.
+    """
+    graph = value.graph
+    name = value.name
+    index_dtype = ir.DataType.UINT4 if use_uint4 else ir.DataType.UINT8
+    indices = _initializer(graph, f"{name}_cluster_indices", ir.tensor(labels.astype(index_dtype.numpy()), dtype=index_dtype))
+    table = _initializer(graph, f"{name}_cluster_codebook", ir.tensor(codebook.reshape(-1)))
+    nodes = [ir.node("Cast", inputs=[indices], attributes={"to": ir.DataType.INT64})]
+    if axis is not None:
+        width = codebook.shape[1]
+        offsets = (np.arange(codebook.shape[0], dtype=np.int64) * width).reshape([-1 if i == axis else 1 for i in range(labels.ndim)])
+        offset_value = _initializer(graph, f"{name}_cluster_offsets", ir.tensor(offsets))
+        nodes.append(ir.node("Add", inputs=[nodes[-1].outputs[0], offset_value]))
+    nodes.append(ir.node("Gather", inputs=[table, nodes[-1].outputs[0]], attributes={"axis": 0}))
+    decoded = nodes[-1].outputs[0]
+    decoded.name, decoded.type, decoded.shape = f"{name}_decoded", value.type, value.shape
+    first = min((use.node for use in value.uses()), key=list(graph).index)
+    graph.insert_before(first, nodes)
+    value.replace_all_uses_with(decoded)
+    del graph.initializers[name]
+
+
+@hookimpl
+def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
+    register(
+        PassSpec(
+            name="cluster",
+            summary="k-means weight sharing with a codebook (uint8 / uint4 indices decoded in-graph) or snapped values",
+            create=ClusterPass,
+            options=ClusterOptions,
+            handles_subgraphs=True,
+        )
+    )
