@@ -6,9 +6,9 @@ tensor or per output channel (:mod:`.kmeans`). Two encodings:
 
 - ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
   compresses well, and int8 quantization can follow (clustered, then quantized).
-- ``codebook``: the indices are stored as uint8 (packed uint4 when ``k <= 16`` and the model's opset is 21 or
-  later) with a float codebook, decoded in the graph by ``Cast`` + ``Gather`` (+ ``Add`` of per-channel
-  offsets when clustering per channel). Every input of the decoder is constant, so onnxruntime folds it at
+- ``codebook``: the indices are stored in 4 bits when ``k <= 16`` (the uint4 type from opset 21, else two per
+  byte unpacked by int64 Div / Mod from opset 13) or else in uint8, with a float codebook, decoded in the
+  graph by ``Cast`` + ``Gather`` (+ ``Add`` of per-channel offsets when clustering per channel). Every input of the decoder is constant, so onnxruntime folds it at
   session start: inference runs the same float weights, the file is ~4x (uint8) to ~8x (uint4) smaller.
   Run ``fold`` before ``cluster``, not after: folding would decode the weights back into the file.
 
@@ -30,7 +30,10 @@ from onnxopt import PassSpec, RunContext, hookimpl, option
 from .kmeans import cluster
 
 _WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
-UINT4_OPSET = 21
+UINT4_OPSET = 21  # the uint4 type and Cast from it
+PACKED4_OPSET = 13  # Unsqueeze with axes as an input, for the packed-nibble decoder
+#: Below this many weights the packed-nibble decoder's nodes cost more bytes than the second nibble saves.
+PACKED4_MIN_ELEMENTS = 4096
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,14 @@ def _channel_axis(consumers: list[ir.Node], rank: int) -> int:
     return 1 if rank >= 2 else 0
 
 
+def _index_bits(options: ClusterOptions, opset: int) -> str:
+    if options.k > 16:
+        return "uint8"
+    if opset >= UINT4_OPSET:
+        return "uint4"
+    return "packed4" if opset >= PACKED4_OPSET else "uint8"
+
+
 class ClusterPass(ir.passes.InPlacePass):
     def __init__(self, options: ClusterOptions, context: RunContext) -> None:
         super().__init__()
@@ -89,7 +100,7 @@ class ClusterPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.options
-        use_uint4 = o.encoding == "codebook" and o.k <= 16 and model.opset_imports.get("", 1) >= UINT4_OPSET
+        index_bits = _index_bits(o, model.opset_imports.get("", 1))
         report = {}
         for index, (value, consumers) in enumerate(_weights(model, o.min_elements).items()):
             array = value.const_value.numpy()
@@ -115,11 +126,12 @@ class ClusterPass(ir.passes.InPlacePass):
             if o.encoding == "snap":
                 value.const_value = ir.tensor(approx, name=value.name)
             else:
-                _encode(value, codebook.astype(array.dtype), labels, axis, use_uint4)
+                bits = "uint8" if index_bits == "packed4" and array.size < PACKED4_MIN_ELEMENTS else index_bits
+                _encode(value, codebook.astype(array.dtype), labels, axis, bits)
         self.context.stats["tensors_clustered"] = len(report)
         if report:
             self.context.stats["tensors"] = report
-            self.context.stats["encoding"] = ("uint4" if use_uint4 else "uint8") + " codebook" if o.encoding == "codebook" else "snap"
+            self.context.stats["encoding"] = f"{index_bits} codebook" if o.encoding == "codebook" else "snap"
         return ir.passes.PassResult(model, modified=bool(report))
 
 
@@ -130,23 +142,62 @@ def _initializer(graph: ir.Graph, name: str, tensor: ir.TensorProtocol) -> ir.Va
     return value
 
 
-def _encode(value: ir.Value, codebook: np.ndarray, labels: np.ndarray, axis: int | None, use_uint4: bool) -> None:
-    """Replace the weight initializer by indices + codebook and a decoder (Cast, [Add,] Gather) feeding its consumers.
+def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    return _initializer(graph, name, ir.tensor(array))
 
+
+def _shared(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A small constant every decoder in the graph reads, stored once."""
+    existing = graph.initializers.get(name)
+    return existing if existing is not None else _const(graph, name, array)
+
+
+def _packed_nibble_decoder(graph: ir.Graph, name: str, labels: np.ndarray) -> list[ir.Node]:
+    """Two 4-bit indices per uint8 byte, unpacked in-graph with int64 Div / Mod (opset 13+).
+
+    For models whose opset predates the uint4 type (21): the same 8x saving, decoded by ops every opset has.
+    """
+    flat = labels.reshape(-1).astype(np.uint8)
+    padded = np.concatenate([flat, np.zeros(flat.size % 2, np.uint8)])
+    packed = _const(graph, f"{name}_cluster_packed", (padded[0::2] << 4 | padded[1::2]).astype(np.uint8))
+    sixteen = _shared(graph, "cluster_sixteen", np.array(16, np.int64))
+    as_int = ir.node("Cast", inputs=[packed], attributes={"to": ir.DataType.INT64})
+    high = ir.node("Div", inputs=[as_int.outputs[0], sixteen])
+    low = ir.node("Mod", inputs=[as_int.outputs[0], sixteen])
+    axis = _shared(graph, "cluster_axis_1", np.array([1], np.int64))
+    high2 = ir.node("Unsqueeze", inputs=[high.outputs[0], axis])
+    low2 = ir.node("Unsqueeze", inputs=[low.outputs[0], axis])
+    pairs = ir.node("Concat", inputs=[high2.outputs[0], low2.outputs[0]], attributes={"axis": 1})
+    trimmed = ir.node("Slice", inputs=[
+        ir.node("Reshape", inputs=[pairs.outputs[0], _shared(graph, "cluster_flat", np.array([-1], np.int64))]).outputs[0],
+        _shared(graph, "cluster_zero", np.array([0], np.int64)),
+        _const(graph, f"{name}_cluster_stop", np.array([flat.size], np.int64)),
+    ])  # fmt: skip
+    reshape_flat = trimmed.inputs[0].producer()
+    shaped = ir.node("Reshape", inputs=[trimmed.outputs[0], _const(graph, f"{name}_cluster_shape", np.array(labels.shape, np.int64))])
+    return [as_int, high, low, high2, low2, pairs, reshape_flat, trimmed, shaped]
+
+
+def _encode(value: ir.Value, codebook: np.ndarray, labels: np.ndarray, axis: int | None, index_bits: str) -> None:
+    """Replace the weight initializer by indices + codebook and a decoder feeding its consumers.
+
+    ``index_bits``: ``uint4`` (the ONNX type, opset 21+), ``packed4`` (two per byte, opset 13+) or ``uint8``.
     Per channel, the codebook is flattened to ``[channels * k]`` and a small int64 offset per channel is
     added to the indices, so the stored indices keep their 4 or 8 bits.
     """
     graph = value.graph
     name = value.name
-    index_dtype = ir.DataType.UINT4 if use_uint4 else ir.DataType.UINT8
-    indices = _initializer(graph, f"{name}_cluster_indices", ir.tensor(labels.astype(index_dtype.numpy()), dtype=index_dtype))
-    table = _initializer(graph, f"{name}_cluster_codebook", ir.tensor(codebook.reshape(-1)))
-    nodes = [ir.node("Cast", inputs=[indices], attributes={"to": ir.DataType.INT64})]
+    if index_bits == "packed4":
+        nodes = _packed_nibble_decoder(graph, name, labels)
+    else:
+        dtype = ir.DataType.UINT4 if index_bits == "uint4" else ir.DataType.UINT8
+        indices = _initializer(graph, f"{name}_cluster_indices", ir.tensor(labels.astype(dtype.numpy()), dtype=dtype))
+        nodes = [ir.node("Cast", inputs=[indices], attributes={"to": ir.DataType.INT64})]
     if axis is not None:
         width = codebook.shape[1]
         offsets = (np.arange(codebook.shape[0], dtype=np.int64) * width).reshape([-1 if i == axis else 1 for i in range(labels.ndim)])
-        offset_value = _initializer(graph, f"{name}_cluster_offsets", ir.tensor(offsets))
-        nodes.append(ir.node("Add", inputs=[nodes[-1].outputs[0], offset_value]))
+        nodes.append(ir.node("Add", inputs=[nodes[-1].outputs[0], _const(graph, f"{name}_cluster_offsets", offsets)]))
+    table = _const(graph, f"{name}_cluster_codebook", codebook.reshape(-1))
     nodes.append(ir.node("Gather", inputs=[table, nodes[-1].outputs[0]], attributes={"axis": 0}))
     decoded = nodes[-1].outputs[0]
     decoded.name, decoded.type, decoded.shape = f"{name}_decoded", value.type, value.shape

@@ -1,0 +1,77 @@
+"""The cluster pass: k-means quality and speed-independent facts, both encodings, zeros kept, decoding in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt_plugins.cluster.kmeans import cluster
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "linear", "density"])
+def test_kmeans_is_deterministic_and_close_to_a_reference(init):
+    values = np.random.default_rng(0).standard_normal(20_000)
+    first, second = cluster(values, 16, init=init, seed=3), cluster(values, 16, init=init, seed=3)
+    assert np.array_equal(first.centroids, second.centroids) and np.array_equal(first.labels, second.labels)
+    error = np.linalg.norm(first.centroids[first.labels] - values) / np.linalg.norm(values)
+    assert len(first.centroids) == 16 and error < 0.11  # Lloyd-Max for a Gaussian at 16 levels: ~0.096
+
+
+def test_kmeans_keeps_zeros_exact_and_handles_few_distinct_values():
+    values = np.random.default_rng(1).standard_normal(1000)
+    values[::3] = 0.0
+    result = cluster(values, 8)
+    assert np.all(result.centroids[result.labels][::3] == 0.0) and len(result.centroids) <= 8
+    few = cluster(np.array([1.0, 2.0, 2.0, 1.0]), 16)
+    assert list(few.centroids) == [1.0, 2.0]
+
+
+def _mlp(path: Path, opset: int) -> Path:
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 96)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(96).astype(np.float32), "b")]  # fmt: skip
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 96])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("opset", "encoding", "per_channel", "index"), [
+    (17, "codebook", False, "packed4"), (21, "codebook", False, "uint4"), (17, "codebook", True, "packed4"),
+    (17, "snap", False, None),
+])  # fmt: skip
+def test_encodings_decode_to_the_clustered_weights_in_onnxruntime(tmp_path, opset, encoding, per_channel, index):
+    source, out = _mlp(tmp_path / "mlp.onnx", opset), tmp_path / "out.onnx"
+    report = onnxopt.optimize(source, out, passes=[f"cluster:encoding={encoding},per_channel={per_channel}"],
+                              gates={"min_cosine": 0.98})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["tensors_clustered"] == 1 and stats["tensors"]["w"]["k"] == 16
+    x = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    weights = numpy_helper.to_array(onnx.load(source).graph.initializer[0])
+    if encoding == "snap":
+        assert len(np.unique(numpy_helper.to_array(onnx.load(out).graph.initializer[0]))) == 16
+    else:
+        assert stats["encoding"] == f"{index} codebook"
+        # 4-bit indices are ~1/8 of the float weights; per channel adds a [96 x 16] float codebook
+        assert out.stat().st_size < (0.5 if per_channel else 0.2) * source.stat().st_size
+    relative = np.linalg.norm(got - (x @ weights + numpy_helper.to_array(onnx.load(source).graph.initializer[1])))
+    assert relative / np.linalg.norm(got) < 0.15
+
+
+def test_biases_and_small_tensors_are_left_alone(fixtures_dir, tmp_path):
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "c.onnx", passes=["fold", "cluster"],
+                              data=fixtures_dir / "digits_cnn_val.npz", gates={"max_accuracy_drop": 0.01})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    clustered = report.steps[1].stats["tensors"]
+    assert set(clustered) == {"conv2.weight"}  # conv1 (72 values), fc (640) and every bias stay float
+    summary = onnxopt.inspect(tmp_path / "c.onnx")
+    assert any(t.name.endswith("cluster_codebook") and t.unique_values <= 16 for t in summary.tensors)
