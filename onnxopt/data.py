@@ -293,8 +293,8 @@ def synthetic(
 ) -> Dataset:
     """``count`` random samples shaped by the model's input specs; ``shapes`` fixes symbolic dims.
 
-    Floats are standard normal, integers uniform in [0, 10), booleans fair coins. Random data finds broken
-    graphs but says little about accuracy: calibrate on real data.
+    Floats are standard normal; integers and booleans are 0 or 1 (valid token ids, masks and type ids alike).
+    Random data finds broken graphs but says little about accuracy: calibrate on real data.
     """
     shapes = dict(shapes or {})
     specs = input_specs(model)
@@ -335,7 +335,7 @@ def _random(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -
     if dtype.kind == "f":
         values = rng.standard_normal(shape)
     elif dtype.kind in "iu":
-        values = rng.integers(0, 10, size=shape)
+        values = rng.integers(0, 2, size=shape)
     elif dtype.kind == "b":
         values = rng.random(shape) < 0.5
     else:
