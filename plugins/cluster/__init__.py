@@ -1,6 +1,7 @@
 """cluster: k-means weight sharing (as TF-MOT offers for Keras) for any ONNX model, with a compact encoding.
 
-Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul, with at least
+Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul or the table of a
+Gather (embeddings), with at least
 ``min_elements`` values; biases and norm parameters are never chosen — is clustered into ``k`` centroids per
 tensor or per output channel (:mod:`.kmeans`). Two encodings:
 
@@ -29,7 +30,7 @@ from onnxopt import PassSpec, RunContext, hookimpl, option
 
 from .kmeans import cluster
 
-_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "Gather": 0}  # Gather: embedding tables
 UINT4_OPSET = 21  # the uint4 type and Cast from it
 PACKED4_OPSET = 13  # Unsqueeze with axes as an input, for the packed-nibble decoder
 #: Below this many weights the packed-nibble decoder's nodes cost more bytes than the second nibble saves.
@@ -54,7 +55,7 @@ class ClusterOptions:
 
 
 def _weights(model: ir.Model, min_elements: int) -> dict[ir.Value, list[ir.Node]]:
-    """Float initializers used only as the weight input of Conv / ConvTranspose / Gemm / MatMul."""
+    """Float initializers used only as the weight of Conv / ConvTranspose / Gemm / MatMul or a Gather's table."""
     found: dict[ir.Value, list[ir.Node]] = {}
     for graph in model.graphs():
         for value in graph.initializers.values():
@@ -69,7 +70,8 @@ def _weights(model: ir.Model, min_elements: int) -> dict[ir.Value, list[ir.Node]
 
 
 def _channel_axis(consumers: list[ir.Node], rank: int) -> int:
-    """The weight axis holding output channels: 0 for Conv, 1 for ConvTranspose and MatMul, per transB for Gemm."""
+    """The weight axis holding output channels: 0 for Conv, per transB for Gemm, else 1 (ConvTranspose, MatMul,
+    and a Gather table's embedding dimension)."""
     node = consumers[0]
     if node.op_type == "Conv":
         return 0
