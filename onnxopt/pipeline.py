@@ -73,6 +73,7 @@ class Run:
         self.recipe = recipe
         self.pm = pm
         self.quiet = quiet
+        self.reference_session = None  # opened once per call, shared by every comparison
         self.registry = PassRegistry.from_plugins(pm)
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
