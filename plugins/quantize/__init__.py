@@ -7,8 +7,11 @@ by default — Concat nodes that build a model output kept in float, because one
 boxes and class scores zeroed every class score while the whole-output cosine still read 0.9999.
 
 Calibration memory: onnxruntime keeps every intermediate output of every calibration batch before computing
-ranges; ``calibration_samples`` caps the samples read (default 128) and, for MinMax, ranges are merged every
-16 batches (onnxruntime's ``CalibMaxIntermediateOutputs``), so memory stays bounded. Random (``synthetic:N``)
+ranges; ``calibration_samples`` caps the samples read (default 128), which bounds it. (onnxruntime's own
+``CalibMaxIntermediateOutputs`` would stream, but in 1.32 it silently drops the ranges of every full group.)
+
+``fold`` runs first by default (through the pass registry): with BatchNorm still unfused onnxruntime's quantizer
+left PP-OCRv4 at 1.05x the fp32 size and 1.18x its latency; folded first, 0.31x and 0.57x. Random (``synthetic:N``)
 calibration data is allowed but reported loudly: it capped a text detector's probabilities at 0.0025.
 """
 
@@ -49,6 +52,7 @@ class QuantizeOptions:
     exclude_regex: str = option("", "node names matching this regular expression are kept in float")
     float_output_concat: bool = option(True, "keep Concat nodes that build a model output in float")
     calibration_samples: int = option(128, "at most this many samples are used for calibration")
+    fold_first: bool = option(True, "run the fold pass first (BatchNorm left unfused is not quantized)")
     preprocess: bool = option(True, "run onnxruntime's quant_pre_process first (falls back if it fails)")
     accuracy_aware: bool = option(False, "static: put the worst-quantized nodes back to float until the gates hold")
     max_trials: int = option(10, "accuracy_aware: at most this many re-quantizations")
@@ -153,11 +157,25 @@ class QuantizePass(ir.passes.FunctionalPass):
         self.options = options
         self.context = context
 
+    def _folded(self, model: ir.Model) -> ir.Model:
+        """The model after the registry's fold pass (when installed), its counters kept under ``folded_first``."""
+        if not self.options.fold_first or "fold" not in self.context.registry:
+            return model
+        spec = self.context.registry.get("fold")
+        stats, self.context.stats = self.context.stats, {}
+        try:
+            result = spec.create(spec.parse_options({}), self.context)(model.clone())
+        finally:
+            folded_stats, self.context.stats = self.context.stats, stats
+        if result.modified:
+            stats["folded_first"] = {k: v for k, v in folded_stats.items() if k not in ("rules", "rounds")}
+        return result.model
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o, stats = self.options, self.context.stats
         work = Path(self.context.workdir) / f"quantize-{id(self)}"
         work.mkdir(parents=True, exist_ok=True)
-        source = ort_quantizer.write_for_onnxruntime(model, work / "float.onnx")
+        source = ort_quantizer.write_for_onnxruntime(self._folded(model), work / "float.onnx")
         large = source.with_name(source.name + ".data").exists()  # keep external data external throughout
         if o.mode == "static" and o.per_channel:
             ort_quantizer.upgrade_opset(source, ort_quantizer.PER_CHANNEL_OPSET, stats)
@@ -218,7 +236,10 @@ class QuantizePass(ir.passes.FunctionalPass):
             nodes_to_exclude=excluded,
             use_external_data_format=large,
             calibrate_method=methods[o.method],
-            extra_options={"WeightSymmetric": o.symmetric_weights, "CalibMaxIntermediateOutputs": 16},
+            # no CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator empties each full group of
+            # collected outputs without merging its ranges (16k feeds: "No data is collected"); the sample cap
+            # bounds memory instead
+            extra_options={"WeightSymmetric": o.symmetric_weights},
         )  # fmt: skip
 
     def _dynamic(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:

@@ -88,11 +88,14 @@ def preprocess(path: Path, out: Path, stats: dict[str, Any]) -> Path:
     """onnxruntime's quant_pre_process, falling back when its shape inference fails; returns the file to use."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    path, out = path.absolute(), out.absolute()
     large = path.with_name(path.name + ".data").exists()
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic, skip_optimization=True,
-                              save_as_external_data=large)  # fmt: skip
+            # its failing symbolic shape inference drops sym_shape_infer_temp.onnx into the current directory
+            with contextlib.chdir(out.parent):
+                quant_pre_process(str(path), str(out), skip_symbolic_shape=skip_symbolic, skip_optimization=True,
+                                  save_as_external_data=large)  # fmt: skip
             stats["preprocess"] = "quant_pre_process" + (" without symbolic shape inference" if skip_symbolic else "")
             return out
         except Exception as exc:  # onnxruntime raises plain Exceptions for "Incomplete symbolic shape inference"
