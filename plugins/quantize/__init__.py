@@ -53,6 +53,7 @@ class QuantizeOptions:
     float_output_concat: bool = option(True, "keep Concat nodes that build a model output in float")
     calibration_samples: int = option(128, "at most this many samples are used for calibration")
     fold_first: bool = option(True, "run the fold pass first (BatchNorm left unfused is not quantized)")
+    short_names: bool = option(True, "give the Q/DQ nodes and values the quantizer adds short names (the model's own stay)")
     preprocess: bool = option(True, "run onnxruntime's quant_pre_process first (falls back if it fails)")
     accuracy_aware: bool = option(False, "static: put the worst-quantized nodes back to float until the gates hold")
     max_trials: int = option(10, "accuracy_aware: at most this many re-quantizations")
@@ -149,6 +150,40 @@ def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> 
     return sorted(excluded)
 
 
+def _names(graph: onnx.GraphProto) -> set[str]:
+    """Every node and value name in a graph and its subgraphs."""
+    names = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
+    for node in graph.node:
+        names |= {node.name, *node.input, *node.output}
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= _names(sub)
+    return names
+
+
+def shorten_generated_names(model: ir.Model, original: set[str]) -> int:
+    """Give the nodes and values onnxruntime's quantizer created short names; the model's own names stay.
+
+    Its names repeat the tensor name with a suffix ("..._DequantizeLinear_Output") on every Q/DQ node, input
+    and output: 106 kB, 7 % of a quantized PP-OCRv4 detector.
+    """
+    renamed = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.name and node.name not in original:
+            node.name = f"q{renamed}"
+            renamed += 1
+        for value in node.outputs:
+            if value.name and value.name not in original and not value.is_graph_output():
+                value.name = f"q{renamed}"
+                renamed += 1
+    for graph in model.graphs():
+        for value in list(graph.initializers.values()):
+            if value.name not in original and not value.is_graph_output():
+                value.name = f"q{renamed}"
+                renamed += 1
+    return renamed
+
+
 class QuantizePass(ir.passes.FunctionalPass):
     """Quantizes a copy of the model with onnxruntime; the host validates the result against the original."""
 
@@ -192,6 +227,8 @@ class QuantizePass(ir.passes.FunctionalPass):
         quantized = load(result, check=False)
         # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
         ir.passes.common.TopologicalSortPass()(quantized)
+        if o.short_names:
+            shorten_generated_names(quantized, _names(proto.graph))
         return ir.passes.PassResult(quantized, modified=True)
 
     def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
