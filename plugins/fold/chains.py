@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from .affine import new_initializer
+from .steps import default_opset
 
 
 def _const_ints(value: ir.Value | None) -> list[int] | None:
@@ -29,10 +30,6 @@ def _is_op(node: ir.Node | None, op_type: str) -> bool:
     return node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx")
 
 
-def _opset(model: ir.Model) -> int:
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
-
-
 def _replace(node: ir.Node, new: ir.Node) -> None:
     ir.convenience.replace_nodes_and_values(node.graph, node, [node], [new], [node.outputs[0]], [new.outputs[0]])
 
@@ -46,7 +43,7 @@ def _combined_unsqueeze_axes(inner: list[int], outer: list[int]) -> list[int]:
 
 
 def merge_unsqueezes(model: ir.Model) -> int:
-    if _opset(model) < 13:  # axes are attributes before 13
+    if default_opset(model) < 13:  # axes are attributes before 13
         return 0
     count = 0
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
@@ -65,7 +62,7 @@ def merge_unsqueezes(model: ir.Model) -> int:
 
 
 def merge_reshape_into_shape_target(model: ir.Model) -> int:
-    if _opset(model) < 14:  # allowzero arrives in 14
+    if default_opset(model) < 14:  # allowzero arrives in 14
         return 0
     count = 0
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
