@@ -551,17 +551,6 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
     return "\n".join(body) + "\n"
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n\nEach script in bench/ prints a table; the sections below say how each was run.\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -621,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         home = str(Path.home())
         shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
         command = "python bench/fold_real_models.py " + " ".join(shown)
-        write_readme(readme_section(results, command.strip(), elapsed, skipped))
+        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, command.strip(), elapsed, skipped))
         print(f"wrote the tables into {README}")
     return 0
 

@@ -698,16 +698,6 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
     return "\n".join(body) + "\n"
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
-
-
 # --------------------------------------------------------------------------- main
 
 ALL_MODELS = ("digits", "transformer", "det", "rec", "minilm")
@@ -778,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         home = str(Path.home())
         shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
         command = " ".join(["python bench/quantize_real_models.py", *shown])
-        write_readme(readme_section(results, command, elapsed, skipped, args.det_size))
+        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, command, elapsed, skipped, args.det_size))
         print(f"wrote the tables into {README}")
     return 0
 

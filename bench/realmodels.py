@@ -107,3 +107,15 @@ def fetch_all(keys: list[str] | None = None) -> dict[str, Path]:
 if __name__ == "__main__":
     for key, path in fetch_all().items():
         print(f"{key:8} {path} ({path.stat().st_size} bytes)")
+
+
+def write_readme_section(readme: Path, begin: str, end: str, section: str) -> None:
+    """Replace the text between ``begin`` and ``end`` in bench/README.md (append it the first time)."""
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n\nEach script in bench/ prints a table; the sections below say how each was run.\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    readme.write_text(text)
+
