@@ -13,17 +13,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .affine import new_initializer
+from .affine import new_initializer, single_use
 from .steps import default_opset
 
 
 def _const_ints(value: ir.Value | None) -> list[int] | None:
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None
     return None if tensor is None else [int(v) for v in tensor.numpy().reshape(-1)]
-
-
-def _single_use(value: ir.Value) -> bool:
-    return len(value.uses()) == 1 and not value.is_graph_output()
 
 
 def _is_op(node: ir.Node | None, op_type: str) -> bool:
@@ -50,7 +46,7 @@ def merge_unsqueezes(model: ir.Model) -> int:
         if not _is_op(node, "Unsqueeze") or node.graph is None or len(node.inputs) < 2:
             continue
         inner = node.inputs[0].producer()
-        if not _is_op(inner, "Unsqueeze") or len(inner.inputs) < 2 or not _single_use(node.inputs[0]):
+        if not _is_op(inner, "Unsqueeze") or len(inner.inputs) < 2 or not single_use(node.inputs[0]):
             continue
         a, b = _const_ints(inner.inputs[1]), _const_ints(node.inputs[1])
         if a is None or b is None or min(a + b, default=0) < 0:
@@ -69,7 +65,7 @@ def merge_reshape_into_shape_target(model: ir.Model) -> int:
         if not _is_op(node, "Reshape") or node.graph is None or len(node.inputs) < 2:
             continue
         inner = node.inputs[0].producer()
-        if not _is_op(inner, "Reshape") or not _single_use(node.inputs[0]) or not _is_op(node.inputs[1].producer(), "Shape"):
+        if not _is_op(inner, "Reshape") or not single_use(node.inputs[0]) or not _is_op(node.inputs[1].producer(), "Shape"):
             continue
         _replace(node, ir.node("Reshape", inputs=[inner.inputs[0], node.inputs[1]], attributes={"allowzero": 1}))
         count += 1
