@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from onnxopt.data import Dataset
     from onnxopt.passes import PassSpec
     from onnxopt.report import Report
+    from onnxopt.training import Trainer
     from onnxopt.validation import Check
 
 PROJECT = "onnxopt"
@@ -77,3 +78,17 @@ def onnxopt_validate(reference: str, candidate: str, data: Dataset | None, conte
 @hookspec
 def onnxopt_report(report: Report, context: RunContext) -> None:
     """Receive the finished report, e.g. to write it to another format or send it somewhere."""
+
+
+@hookspec(firstresult=True)
+def onnxopt_distill_trainer(backend: str, student: Any) -> Trainer | None:
+    """Return a trainer that can retrain ``student`` on a teacher's outputs, or None to let another backend try.
+
+    ``backend`` is the name the user asked for (``"torch"``, ``"keras"``, a third party's) or ``"auto"``;
+    answer only your own name or ``"auto"``. ``student`` is an ``onnx_ir.Model`` (an ONNX student, e.g. a
+    pruned teacher) or the framework model a user's ``module:function`` built; answer only what you can
+    train. The trainer (:class:`onnxopt.training.Trainer`) gets a :class:`onnxopt.training.TrainingJob`,
+    trains, writes the student as ONNX to ``job.output`` with the teacher's input/output names and a dynamic
+    batch dimension, and returns a :class:`onnxopt.training.TrainingResult`. Import heavy frameworks inside
+    ``fit`` or after the checks, never at module import: every plugin module loads on every command.
+    """
