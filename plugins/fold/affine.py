@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from onnxopt.weights import new_initializer
+
 _ARITH = ("Add", "Sub", "Mul", "Div")
 
 
@@ -124,17 +126,6 @@ def _linear(node: ir.Node) -> _Linear | None:
 
 def _conv_bias(bias: np.ndarray | None, channels: int) -> np.ndarray:
     return np.zeros(channels) if bias is None else bias.astype(np.float64).reshape(-1)
-
-
-def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
-    """Register ``array`` as an initializer of ``graph`` under ``base`` (suffixed if the name is taken)."""
-    name, suffix = base, 1
-    while name in graph.initializers:
-        name, suffix = f"{base}_{suffix}", suffix + 1
-    value = ir.Value(name=name, const_value=ir.tensor(array))
-    value.type, value.shape = ir.TensorType(ir.DataType.from_numpy(array.dtype)), ir.Shape(array.shape)
-    graph.register_initializer(value)
-    return value
 
 
 def _set_weights(linear: _Linear, weight: np.ndarray, bias: np.ndarray) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .affine import new_initializer, single_use
+from onnxopt.weights import new_initializer
+
+from .affine import single_use
 from .steps import default_opset
 
 
