@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 class Case:
     args: list[str]
     expect: tuple[str, ...]  # substrings the error line must contain
+    max_file_bytes: int | None = None  # RLIMIT_FSIZE for the command: a disk that fills up during a write
 
 
 # --- builders -------------------------------------------------------------------------------------------------
@@ -262,13 +265,40 @@ def output_parent_is_file(tmp: Path) -> Case:
     return Case(_optimize(_iris(src), out / "afile" / "m.onnx"), ("output folder", "afile"))
 
 
+def _make_read_only(folder: Path) -> None:
+    """Mode 0500, or for root (who ignores mode bits) the immutable attribute, which stops root too."""
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o700)
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("running as root without chattr +i: nothing makes a folder read-only")
+
+
+def _make_writable(folder: Path) -> None:
+    if shutil.which("chattr") is not None:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o700)
+
+
 def output_folder_not_writable(tmp: Path) -> Case:
     src, out = _dirs(tmp)
-    out.chmod(0o500)
-    if os.access(out, os.W_OK):  # root ignores the mode bits; output_parent_is_file covers root
-        out.chmod(0o700)
-        pytest.skip("running as root: a read-only mode does not stop writes")
+    _make_read_only(out)
     return Case(_optimize(_iris(src), out / "m.onnx"), ("output folder", "is not writable"))
+
+
+def write_fails_midway(tmp: Path) -> Case:
+    """The disk fills up after 512 bytes of the new model; the previous output must survive whole.
+
+    A real failing write (RLIMIT_FSIZE, so ``write`` returns EFBIG), not a mock. The input is the already
+    folded iris model (976 bytes), so fold leaves it unchanged and the final save is the only write.
+    """
+    src, out = _dirs(tmp)
+    from onnxopt import api, model_io
+
+    folded = model_io.save(api.apply_passes(model_io.load(FIXTURES / "iris_mlp.onnx"), ["fold"]), src / "model.onnx")
+    assert folded.stat().st_size > 512
+    shutil.copy2(FIXTURES / "digits_cnn.onnx", out / "model.onnx")  # the previous output
+    return Case(_optimize(folded, out / "model.onnx"), ("model.onnx", "write failed", "File too large", "nothing was replaced"), 512)
 
 
 def _recipe_case(tmp: Path, text: str, *expect: str) -> Case:
@@ -354,6 +384,7 @@ CASES: list[Callable[[Path], Case]] = [
     output_folder_missing,
     output_parent_is_file,
     output_folder_not_writable,
+    write_fails_midway,
     recipe_bad_toml,
     recipe_unknown_key,
     plugin_missing,
@@ -393,6 +424,19 @@ class Corpus:
     tmp_leftovers: list[str]  # what the commands left in their shared TMPDIR
 
 
+def _run_case(run_cli, case: Case, cwd: Path) -> subprocess.CompletedProcess[str]:
+    if case.max_file_bytes is None:
+        return run_cli(*case.args, cwd=cwd)
+
+    def limit_file_size() -> None:  # Python ignores SIGXFSZ, so an oversized write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case.max_file_bytes, case.max_file_bytes))
+
+    return subprocess.run(
+        [sys.executable, "-m", "onnxopt.cli", *case.args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=limit_file_size,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, run_cli) -> Corpus:
     """Every case built in its own folder and run once, in parallel (each command is mostly start-up time)."""
@@ -410,18 +454,21 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, run_cli) -> Corpus:
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(max_workers=workers) as pool:
         patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))  # the commands' own temporary files
-        futures = {
-            name: pool.submit(run_cli, *outcome.case.args, cwd=tmp)
-            for name, (tmp, outcome) in prepared.items()
-            if outcome.case is not None
-        }
-        for name, future in futures.items():
-            prepared[name][1].result = future.result()
+        try:
+            futures = {
+                name: pool.submit(_run_case, run_cli, outcome.case, tmp)
+                for name, (tmp, outcome) in prepared.items()
+                if outcome.case is not None
+            }
+            for name, future in futures.items():
+                prepared[name][1].result = future.result()
+        finally:
+            for tmp, _ in prepared.values():
+                for folder in (tmp / "in", tmp / "out"):
+                    if folder.is_dir():
+                        _make_writable(folder)  # undo the not-writable case before looking (and cleaning up)
         tmpdir = Path(os.environ["TMPDIR"])
     for tmp, outcome in prepared.values():
-        for folder in (tmp / "in", tmp / "out"):
-            if folder.is_dir():
-                folder.chmod(0o700)  # undo the not-writable case before looking
         if outcome.case is not None:
             outcome.after = _snapshot(tmp)
     return Corpus(
