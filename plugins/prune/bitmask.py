@@ -3,10 +3,11 @@
 What onnx and onnxruntime load, measured (bench/prune_real_models.py): a dense tensor full of zeros is as large
 as before (it only shrinks when zipped); ONNX's ``sparse_initializer`` stores int64 COO indices — 12 bytes per
 nonzero float, larger than dense below 67 % sparsity. Here: ``N / 8`` bytes of mask + the nonzero values,
-0.53x of dense at 50 % sparsity, 0.23x at 80 %. The decoder — BitShift / Mod unpacks the mask, NonZero finds
-the positions, ScatterND puts the values back — reads only constants, so onnxruntime folds it at session start
-and inference runs the same dense weights. Needs opset 11 (BitShift, ScatterND). Written here: no library
-offers an in-graph sparse encoding.
+0.53x of dense at 50 % sparsity, 0.23x at 80 %. The decoder — BitShift / Mod unpacks the mask, CumSum gives
+each value's index (a running count of the mask; 0 positions read a trailing zero), Gather puts the values back —
+reads only constants and has static shapes, so onnxruntime folds it at session start and inference runs the
+same dense weights (NonZero + ScatterND, the obvious decoder, is not folded: its output shape depends on data).
+Needs opset 11 (BitShift, CumSum). Written here: no library offers an in-graph sparse encoding.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def encode(value: ir.Value) -> None:
     mask = flat != 0
     name = value.name
     packed = new_initializer(graph, f"{name}_mask", np.packbits(mask))  # most significant bit first
-    nonzero = new_initializer(graph, f"{name}_nonzero", flat[mask])
+    # the nonzero values and one trailing zero, which index -1 reads for every masked-out position
+    nonzero = new_initializer(graph, f"{name}_nonzero", np.append(flat[mask], flat.dtype.type(0)))
     shifts = shared_initializer(graph, "prune_bit_shifts", np.arange(7, -1, -1, dtype=np.uint8).reshape(1, 8))
     rows = ir.node("Reshape", inputs=[packed, shared_initializer(graph, "prune_column", np.array([-1, 1], np.int64))])
     bits = ir.node("BitShift", inputs=[rows.outputs[0], shifts], attributes={"direction": "RIGHT"})
@@ -43,15 +45,15 @@ def encode(value: ir.Value) -> None:
         shared_initializer(graph, "prune_zero", np.array([0], np.int64)),
         new_initializer(graph, f"{name}_size", np.array([flat.size], np.int64)),
     ])  # fmt: skip
-    as_bool = ir.node("Cast", inputs=[trimmed.outputs[0]], attributes={"to": ir.DataType.BOOL})
-    where = ir.node("NonZero", inputs=[as_bool.outputs[0]])
-    indices = ir.node("Transpose", inputs=[where.outputs[0]], attributes={"perm": [1, 0]})
-    zeros = ir.node("ConstantOfShape", inputs=[trimmed.inputs[2]], attributes={"value": ir.tensor(np.zeros(1, array.dtype))})
-    dense = ir.node("ScatterND", inputs=[zeros.outputs[0], indices.outputs[0], nonzero])
+    as_int = ir.node("Cast", inputs=[trimmed.outputs[0]], attributes={"to": ir.DataType.INT64})
+    count = ir.node("CumSum", inputs=[as_int.outputs[0], shared_initializer(graph, "prune_axis_0", np.array(0, np.int64))])
+    counted = ir.node("Mul", inputs=[count.outputs[0], as_int.outputs[0]])
+    indices = ir.node("Sub", inputs=[counted.outputs[0], shared_initializer(graph, "prune_one", np.array(1, np.int64))])
+    dense = ir.node("Gather", inputs=[nonzero, indices.outputs[0]], attributes={"axis": 0})
     shaped = ir.node("Reshape", inputs=[dense.outputs[0], new_initializer(graph, f"{name}_shape", np.array(array.shape, np.int64))])
     decoded = shaped.outputs[0]
     decoded.name, decoded.type, decoded.shape = f"{name}_decoded", value.type, value.shape
     first = min((use.node for use in value.uses()), key=list(graph).index)
-    graph.insert_before(first, [rows, bits, ones, line, trimmed, as_bool, where, indices, zeros, dense, shaped])
+    graph.insert_before(first, [rows, bits, ones, line, trimmed, as_int, count, counted, indices, dense, shaped])
     value.replace_all_uses_with(decoded)
     del graph.initializers[name]

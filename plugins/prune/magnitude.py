@@ -39,5 +39,5 @@ def prune_weights(model: ir.Model, sparsity: float, scope: str, min_elements: in
     for value, array, count in zip(weights, arrays, counts):
         pruned = _zero_smallest(array, count)
         value.const_value = ir.tensor(pruned, name=value.name)
-        report[value.name] = round(1.0 - np.count_nonzero(pruned) / pruned.size, 4)
+        report[value.name] = round(1.0 - float(np.count_nonzero(pruned)) / pruned.size, 4)
     return report
