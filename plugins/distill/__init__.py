@@ -1,0 +1,84 @@
+"""distill: retrain a smaller student on the teacher's outputs, and hand back an ONNX student.
+
+The teacher is the run's original model; its outputs on the run's data are computed once with
+onnxruntime and cached (:mod:`.logits`). The student is the model in the pipeline, an ONNX file, a
+``module:function`` building a torch or keras model, or any of these narrowed by ``width`` through the
+``prune`` pass (:mod:`.students`). Training is a backend's job, found through the
+``onnxopt_distill_trainer`` hook: :mod:`.torch_backend` (ONNX students via :mod:`.onnx_to_torch`, and
+``torch.nn.Module`` s) and :mod:`.keras_backend` (``keras.Model`` s) ship here. The objective is in
+:mod:`.losses`. ``onnxopt distill`` runs this pass with the input model as the teacher.
+
+Used as ``--pass distill:width=0.5,epochs=30`` after other passes, the pass retrains what they left
+(e.g. a pruned model) against the original. Gate a distilled student on agreement / accuracy
+(``--min-top1``, ``--max-accuracy-drop``), not on cosine: it is a different model that should agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import onnx_ir as ir
+
+from onnxopt import PassSpec, RunContext, hookimpl, option
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    student: str = option("", "'' (the model in the pipeline), a student .onnx file, or module:function / file.py:function building a torch or keras model")
+    width: float = option(1.0, "narrow the (ONNX) student to this fraction of its channels / hidden units with structured prune")
+    epochs: int = option(30, "at most this many passes over the training data")
+    batch_size: int = option(32, "rows per optimizer step")
+    lr: float = option(1e-3, "Adam learning rate")
+    alpha: float = option(0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)")
+    temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)")
+    loss: Literal["kl", "mse"] = option("kl", "kl: soft targets for class scores; mse: raw outputs, for regression heads")
+    patience: int = option(5, "stop after this many epochs without better validation agreement (0: never)")
+    val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
+    val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given")
+    output: str = option("", "the teacher output to distill on (default: the first)")
+    backend: str = option("auto", "training backend: auto, torch, keras, or one a plugin provides")
+    threads: int = option(1, "framework intra-op threads while training")
+    cache_dir: str = option("", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)")
+    export_logits: bool = option(False, "only compute (and cache) the teacher's outputs; the model is left unchanged")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.width <= 1.0:
+            raise ValueError("width must be in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1 or self.patience < 0:
+            raise ValueError("epochs, batch_size and threads must be at least 1, patience at least 0")
+        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0 or self.lr <= 0:
+            raise ValueError("alpha must be in [0, 1], temperature and lr positive")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1)")
+
+
+class DistillPass(ir.passes.InPlacePass):
+    def __init__(self, options: DistillOptions, context: RunContext) -> None:
+        super().__init__()
+        self.options = options
+        self.context = context
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from .distiller import Distillation  # numpy-heavy work only when the pass runs
+
+        distillation = Distillation(self.options, self.context)
+        if self.options.export_logits:
+            distillation.export_logits()
+            return ir.passes.PassResult(model, modified=False)
+        return ir.passes.PassResult(distillation.run(model), modified=True)
+
+
+@hookimpl
+def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
+    register(
+        PassSpec(
+            name="distill",
+            summary="retrain a student (pipeline model, .onnx, module:function, or width-narrowed) on the original model's outputs",
+            create=DistillPass,
+            options=DistillOptions,
+            needs_data=True,
+            handles_subgraphs=False,
+        )
+    )

@@ -1,0 +1,154 @@
+"""One distillation, start to end: teacher outputs -> student -> trainer -> ONNX student -> validation.
+
+The teacher is the run's original model (``context.reference_path``), the training data the run's
+dataset; validation rows come from ``options.val`` or are held out of the training data. Training itself
+is a backend's job (the ``onnxopt_distill_trainer`` hook); this module prepares the job, checks what the
+trainer wrote, and measures the student against the teacher in onnxruntime on the validation rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxopt import model_io
+from onnxopt.context import RunContext
+from onnxopt.data import LABELS_KEY, Dataset, from_arrays, load_arrays
+from onnxopt.errors import DataError, PluginError, UsageError
+from onnxopt.summary import count_parameters
+from onnxopt.training import Hyperparameters, Split, TrainingJob
+from onnxopt.validation import compare
+
+from . import logits, students
+from .losses import MIN_PROBABILITY
+
+if TYPE_CHECKING:
+    from . import DistillOptions
+
+_EXTRAS = {"torch": "onnxopt[torch]", "keras": "onnxopt[tf]", "auto": "onnxopt[torch] (ONNX students) or onnxopt[tf]"}
+
+
+def dataset_rows(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Every input of the dataset as one array stacked on the batch axis (distillation shuffles rows)."""
+    if dataset.synthetic:
+        raise UsageError("distill trains on real data: give --data train.npz (random inputs teach nothing)")
+    unbatched = [spec.name for spec in dataset.specs if not dataset.is_batched(spec.name)]
+    if unbatched:
+        raise DataError(f"distill needs every input stacked on the batch axis; {', '.join(unbatched)} is not")
+    feeds = list(dataset.feeds())
+    return {spec.name: np.concatenate([feed[spec.name] for feed in feeds]) for spec in dataset.specs}
+
+
+def _probabilities(teacher: ir.Model, output: str) -> bool:
+    value = next(v for v in teacher.graph.outputs if v.name == output)
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Softmax"
+
+
+def _targets(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
+    return np.log(np.clip(outputs, MIN_PROBABILITY, None)) if probabilities else outputs
+
+
+class Distillation:
+    """See the module docstring; ``run`` returns the trained student, or None for ``export_logits``."""
+
+    def __init__(self, options: DistillOptions, context: RunContext) -> None:
+        self.options = options
+        self.context = context
+        self.teacher_path = context.reference_path
+        if self.teacher_path is None or context.dataset is None:
+            raise UsageError("distill needs a teacher model and training data (--data)")
+        self.teacher = model_io.load(self.teacher_path, check=False)
+        self.cache = Path(options.cache_dir) if options.cache_dir else None
+
+    def _outputs(self, inputs: dict[str, np.ndarray]) -> logits.TeacherOutputs:
+        found = logits.teacher_outputs(self.teacher_path, inputs, cache_dir=self.cache, progress=self.context.progress)
+        self.context.stats.setdefault("teacher_outputs", []).append({"file": str(found.path), "reused": found.cached})
+        return found
+
+    def _splits(self, target: str, probabilities: bool) -> tuple[Split, Split | None]:
+        dataset = self.context.dataset
+        inputs = dataset_rows(dataset)
+        teacher = _targets(self._outputs(inputs).outputs[target], probabilities)
+        train = Split(inputs, teacher, dataset.labels)
+        if self.options.val:
+            arrays = load_arrays(self.options.val)
+            labels = arrays.pop(LABELS_KEY, None)
+            val_set = from_arrays(self.options.val, {**arrays, **({} if labels is None else {LABELS_KEY: labels})}, self.teacher)
+            val_inputs = dataset_rows(val_set)
+            return train, Split(val_inputs, _targets(self._outputs(val_inputs).outputs[target], probabilities), val_set.labels)
+        count = int(round(len(train) * self.options.val_fraction))
+        if count == 0:
+            return train, None
+        order = self.context.rng(7).permutation(len(train))
+        return train.rows(order[count:]), train.rows(order[:count])
+
+    def _target(self) -> str:
+        names = [v.name for v in self.teacher.graph.outputs]
+        wanted = self.options.output or names[0]
+        if wanted not in names:
+            raise UsageError(f"distill: the teacher has no output {wanted!r} (outputs: {', '.join(names)})")
+        return wanted
+
+    def export_logits(self) -> None:
+        self._outputs(dataset_rows(self.context.dataset))
+
+    def run(self, current: ir.Model) -> ir.Model:
+        o, stats = self.options, self.context.stats
+        target = self._target()
+        probabilities = _probabilities(self.teacher, target)
+        train, val = self._splits(target, probabilities)
+        student, description = students.resolve(o.student, current, o.width, self.context)
+        trainer = self.context.plugin_manager.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
+        if trainer is None:
+            kind = "an ONNX student" if isinstance(student, ir.Model) else type(student).__name__
+            extra = _EXTRAS.get(o.backend, f"a plugin providing the {o.backend!r} backend")
+            raise UsageError(f"no training backend {o.backend!r} for {kind}: install {extra}")
+        output = self.context.workdir / f"distilled-{id(self)}.onnx"
+        hyper = Hyperparameters(o.epochs, o.batch_size, o.lr, o.alpha, o.temperature, o.loss, o.patience, self.context.seed, o.threads)
+        job = TrainingJob(
+            student=student, train=train, val=val, input_names=[v.name for v in self.teacher.graph.inputs],
+            output_names=[v.name for v in self.teacher.graph.outputs], target=[v.name for v in self.teacher.graph.outputs].index(target),
+            probabilities=probabilities, hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
+        )  # fmt: skip
+        result = trainer.fit(job)
+        trained = self._checked(output, trainer.name)
+        stats.update(
+            student=description, backend=trainer.name, train_rows=len(train), val_rows=len(val) if val else 0,
+            epochs=result.epochs, best_epoch=result.best_epoch,
+            teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
+        )  # fmt: skip
+        if val is not None:
+            stats["validation"] = self._validate(output, val)
+        return trained
+
+    def _checked(self, output: Path, backend: str) -> ir.Model:
+        if not output.exists():
+            raise PluginError(backend, "the trainer wrote no ONNX student")
+        trained = model_io.load(output, check=False)
+        for kind, want, got in (
+            ("inputs", [v.name for v in self.teacher.graph.inputs], [v.name for v in trained.graph.inputs]),
+            ("outputs", [v.name for v in self.teacher.graph.outputs], [v.name for v in trained.graph.outputs]),
+        ):
+            if want != got:
+                raise PluginError(backend, f"the student's {kind} {got} are not the teacher's {want}")
+        return trained
+
+    def _validate(self, student: Path, val: Split) -> dict[str, Any]:
+        """Step 5: teacher vs student in onnxruntime on the validation rows (agreement, accuracy)."""
+        arrays: dict[str, np.ndarray] = dict(val.inputs)
+        if val.labels is not None:
+            arrays[LABELS_KEY] = val.labels
+        dataset = from_arrays("validation rows", arrays, self.teacher)
+        result = compare(self.teacher_path, student, dataset, None, latency_runs=0, context=self.context)
+        figures: dict[str, Any] = {"rows": len(val)}
+        agreements = [o.top1_agreement for o in result.outputs if o.top1_agreement is not None]
+        if agreements:
+            figures["top1_agreement"] = round(agreements[0], 4)
+        if result.accuracy_reference is not None:
+            figures["teacher_accuracy"] = round(result.accuracy_reference, 4)
+            figures["student_accuracy"] = round(result.accuracy_candidate, 4)
+        return figures

@@ -1,0 +1,96 @@
+"""Step 2 of distillation: which student to train.
+
+- ``""``: the model the pipeline is at (the teacher itself in ``onnxopt distill``, the pruned model after a
+  ``prune`` pass in ``optimize``);
+- a path to an ``.onnx`` file (e.g. the output of a structured ``prune``);
+- ``module:function`` or ``path/to/file.py:function``: a function that takes no arguments and returns an
+  untrained framework model (a ``torch.nn.Module`` or a ``keras.Model``);
+
+and, with ``width < 1``, that ONNX student narrowed through the registry's ``prune`` pass (structured,
+sparsity ``1 - width``): a student derived from the teacher automatically. Plugins never import each
+other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxopt import model_io
+from onnxopt.context import RunContext
+from onnxopt.errors import OnnxoptError, UsageError
+
+
+def _import(module_text: str) -> Any:
+    if module_text.endswith(".py"):
+        path = Path(module_text)
+        if not path.is_file():
+            raise UsageError(f"student {module_text!r}: no such file")
+        name = f"onnxopt_student_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(module_text)
+
+
+def from_import_path(text: str) -> Any:
+    """Call ``module:function`` (or ``file.py:function``) and return the model it builds."""
+    module_text, _, function = text.rpartition(":")
+    try:
+        module = _import(module_text)
+    except OnnxoptError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"student {text!r}: cannot import {module_text!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise UsageError(f"student {text!r}: {module_text!r} has no function {function!r}")
+    try:
+        return factory()
+    except Exception as exc:
+        raise UsageError(f"student {text!r}: {function}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def is_import_path(text: str) -> bool:
+    """``module:function`` rather than a file path (a Windows drive letter is one character)."""
+    module, sep, function = text.rpartition(":")
+    return bool(sep) and len(module) > 1 and function.isidentifier() and not text.endswith(".onnx")
+
+
+def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
+    """``model`` with ``width`` of its channels / hidden units kept, by the registry's structured prune."""
+    if "prune" not in context.registry:
+        raise UsageError("width < 1 needs the 'prune' pass (structured pruning), which is not installed")
+    step = context.registry.configure("prune", {"kind": "structured", "sparsity": round(1.0 - width, 6)})
+    stats, context.stats = context.stats, {}
+    try:
+        result = step.spec.create(step.options, context)(model.clone())
+    finally:
+        pruned_stats, context.stats = context.stats, stats
+    stats["narrowed_by_prune"] = pruned_stats
+    if not result.modified:
+        raise UsageError(f"prune found nothing to narrow at width {width}: give a student instead")
+    return result.model
+
+
+def resolve(text: str, current: ir.Model, width: float, context: RunContext) -> tuple[Any, str]:
+    """(the student: an onnx_ir.Model or a framework model, a short description for the report)."""
+    if text and is_import_path(text):
+        if width < 1.0:
+            raise UsageError("width narrows an ONNX student; a module:function student is built at its own size")
+        return from_import_path(text), text
+    if text:
+        student = model_io.load(text, check=False)
+        description = Path(text).name
+    else:
+        student, description = current, "the model in the pipeline"
+    if width < 1.0:
+        return narrowed(student, width, context), f"{description} at width {width:g} (structured prune)"
+    return student, description
