@@ -1,0 +1,147 @@
+"""The prune pass: magnitude sparsity per layer and global, bitmask storage folded by onnxruntime, and structured
+pruning that removes channels through every coupling (checked exactly on a model with dead channels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+import onnxopt
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
+def _run(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+@pytest.fixture
+def images(fixtures_dir: Path) -> dict[str, np.ndarray]:
+    return {"input": np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+
+
+def test_magnitude_per_layer_prunes_each_weight_to_the_target_and_leaves_biases(tmp_path, fixtures_dir):
+    out = tmp_path / "out.onnx"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:sparsity=0.6,min_elements=256"],
+                              gates={"min_cosine": 0.0})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    before, after = _initializers(fixtures_dir / "tiny_transformer.onnx"), _initializers(out)
+    pruned = report.steps[0].stats["tensors"]
+    assert pruned and all(before[name].size >= 256 for name in pruned)
+    for name, array in after.items():
+        zeros = float(np.mean(array == 0))
+        if name in pruned:
+            assert zeros == pytest.approx(0.6, abs=0.01) and zeros == pytest.approx(pruned[name], abs=1e-4)
+            kept = array != 0
+            assert np.array_equal(array[kept], before[name][kept])  # survivors are untouched ...
+            assert np.abs(before[name][~kept]).max() <= np.abs(before[name][kept]).min()  # ... and the largest
+        else:
+            assert np.array_equal(array, before[name]), name  # biases, norms, small tensors
+
+
+def test_magnitude_global_uses_one_threshold_so_layers_differ(tmp_path, fixtures_dir):
+    out = tmp_path / "out.onnx"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
+                              passes=["prune:sparsity=0.5,scope=global,min_elements=256"], gates={"min_cosine": 0.0})  # fmt: skip
+    tensors = report.steps[0].stats["tensors"]
+    after = _initializers(out)
+    total = sum(after[n].size for n in tensors)
+    zeros = sum(int(np.sum(after[n] == 0)) for n in tensors)
+    assert zeros / total == pytest.approx(0.5, abs=0.01)
+    assert max(tensors.values()) - min(tensors.values()) > 0.05
+
+
+def test_bitmask_storage_is_smaller_decodes_exactly_and_is_folded_at_session_start(tmp_path, fixtures_dir, images):
+    source = fixtures_dir / "coupled_cnn.onnx"
+    dense, packed = tmp_path / "dense.onnx", tmp_path / "packed.onnx"
+    for path, storage in ((dense, "dense"), (packed, "bitmask")):
+        report = onnxopt.optimize(source, path, passes=[f"prune:sparsity=0.8,min_elements=512,storage={storage}"],
+                                  gates={"min_cosine": 0.0})  # fmt: skip
+        assert report.exit_code == 0, report.message
+    assert report.steps[0].stats["bitmask_encoded"] == 1  # fc.weight, the one tensor of >= 512 values
+    assert packed.stat().st_size < 0.45 * dense.stat().st_size
+    for got, want in zip(_run(packed, images), _run(dense, images)):
+        np.testing.assert_array_equal(got, want)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "session.onnx")
+    ort.InferenceSession(str(packed), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(tmp_path / "session.onnx").graph.node}
+    assert not ops & {"BitShift", "CumSum", "Gather", "Mod"}, ops
+
+
+def test_structured_removes_exactly_the_dead_channels_through_every_coupling(tmp_path, fixtures_dir, images):
+    source, out = fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx"
+    report = onnxopt.optimize(source, out, passes=["prune:kind=structured,sparsity=0.25,min_channels=2"],
+                              gates={"min_cosine": 0.9999})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    layers = report.steps[0].stats["layers"]
+    assert layers["c1"] == layers["c2"] == layers["c3"] == layers["s2"] == "8 -> 6"  # residual + SE Mul merged
+    assert layers["s1"] == "4 -> 3" and layers["c4"] == layers["c5"] == "8 -> 6"
+    assert layers["logits"].startswith("10 kept: reaches the model output")
+    weights = _initializers(out)
+    assert weights["dw.weight"].shape == (6, 1, 3, 3)
+    assert weights["fc.weight"].shape == (10, 12 * 8 * 8)  # Concat offsets x Flatten spatial blocks
+    assert weights["aux.weight"].shape == (4, 6, 1, 1)
+    depthwise = next(n for n in onnx.load(out).graph.node if n.name == "dw")
+    assert next(a.i for a in depthwise.attribute if a.name == "group") == 6
+    for got, want in zip(_run(out, images), _run(source, images)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_structured_shrinks_a_cnn_and_makes_it_smaller_and_lighter(tmp_path, fixtures_dir):
+    out = tmp_path / "out.onnx"
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
+                              data=fixtures_dir / "digits_cnn_val.npz", gates={"min_cosine": 0.0})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    pruned, original = report.steps[0].figures, report.original
+    assert report.steps[0].stats["layers_pruned"] == 2
+    weights = _initializers(out)
+    assert weights["conv1.weight"].shape[0] == 4 and weights["conv2.weight"].shape[:2] == (8, 4)
+    assert weights["bn2.weight"].shape == (8,) and weights["fc.weight"].shape == (10, 8 * 2 * 2)
+    assert pruned.parameters < 0.5 * original.parameters
+
+
+def test_structured_by_activation_needs_data_and_uses_it(tmp_path, fixtures_dir):
+    source = fixtures_dir / "digits_cnn.onnx"
+    with pytest.raises(onnxopt.OnnxoptError, match="data"):
+        onnxopt.optimize(source, tmp_path / "a.onnx", passes=["prune:kind=structured,criterion=activation"])
+    by_norm, by_activation = tmp_path / "n.onnx", tmp_path / "a.onnx"
+    data = fixtures_dir / "digits_cnn_val.npz"
+    for path, criterion in ((by_norm, "l1"), (by_activation, "activation")):
+        report = onnxopt.optimize(source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,criterion={criterion}"],
+                                  data=data, gates={"min_cosine": 0.0})  # fmt: skip
+        assert report.exit_code == 0, report.message
+    assert not np.array_equal(_initializers(by_norm)["fc.weight"], _initializers(by_activation)["fc.weight"])
+
+
+def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_dir):
+    out = tmp_path / "out.onnx"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
+                              gates={"min_cosine": 0.0})  # fmt: skip
+    layers = report.steps[0].stats["layers"]
+    assert layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"  # the MLP's hidden neurons, through Gelu, into fc2
+    assert "read by LayerNormalization" in layers["embed/MatMul_MatMul"]
+    assert "read by Transpose" in layers["attn.k/MatMul_MatMul"]
+    assert _initializers(out)["mlp.fc2.weight"].shape == (16, 16)
+
+
+def test_round_to_keeps_a_multiple_of_channels(tmp_path, fixtures_dir):
+    report = onnxopt.optimize(fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx",
+                              passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"], gates={"min_cosine": 0.0})  # fmt: skip
+    assert report.steps[0].stats["layers"]["c1"] == "8 -> 4"
+
+
+@pytest.mark.parametrize("bad", ["sparsity=1.0", "sparsity=-0.1", "round_to=0", "kind=channels"])
+def test_bad_options_are_usage_errors(tmp_path, fixtures_dir, run_cli, bad):
+    result = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", f"prune:{bad}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out.onnx").exists()
