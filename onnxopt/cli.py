@@ -30,9 +30,32 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     parser.add_argument("--latency-runs", type=int, help="interleaved latency rounds (0 skips; default 20)")
+    _gate_options(parser)
+
+
+def _gate_options(parser: argparse.ArgumentParser) -> None:
     for gate in dataclasses.fields(Gates):
         flag = "--" + gate.name.replace("_", "-")
         parser.add_argument(flag, type=float, dest="gate_" + gate.name, help="gate: " + gate.metadata["help"])
+
+
+def _distill_parser(commands: argparse._SubParsersAction) -> None:
+    dst = commands.add_parser("distill", help="retrain a smaller student on a teacher model's outputs (torch / keras)")
+    dst.add_argument("teacher", help="teacher model (.onnx, or any format a loader plugin reads)")
+    dst.add_argument("-o", "--output", help="where to write the trained student (.onnx)")
+    dst.add_argument("--data", required=True, help="training data: file.npz or a folder (inputs + optional labels)")
+    dst.add_argument("--val", help="held-out .npz for early stopping and the report (default: 10%% of --data)")
+    dst.add_argument("--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)")
+    dst.add_argument("--width", type=float, default=1.0, help="narrow the ONNX student (default: the teacher) to this fraction with structured prune")
+    dst.add_argument("--export-logits", action="store_true", help="only compute and cache the teacher's outputs")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("alpha", float), ("temperature", float),
+                       ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str)):  # fmt: skip
+        dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
+    dst.add_argument("--loss", choices=["kl", "mse"], help="kl (class scores, default) or mse (regression heads)")
+    dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
+    dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
+    _gate_options(dst)
+    _common(dst)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,11 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--no-tensors", action="store_true", help="skip the per-initializer table")
     _common(ins)
 
+    _auto_parser(commands)
+
     lst = commands.add_parser("passes", help="list installed passes and their options")
     _common(lst)
     plg = commands.add_parser("plugins", help="list loaded plugins, their versions and hooks")
     _common(plg)
+    _distill_parser(commands)
     return parser
+
+
+def _auto_parser(commands: argparse._SubParsersAction) -> None:
+    auto = commands.add_parser("auto", help="search pass combinations for the smallest / fastest model within a budget",
+                               epilog="exit 0: the written model meets the budget; exit 1: none did, the most accurate "
+                                      "one was written (do not ship it)")  # fmt: skip
+    auto.add_argument("model", help="input model (.onnx)")
+    auto.add_argument("-o", "--output", required=True, help="where to write the chosen model")
+    auto.add_argument("--max-drop", type=float, default=0.01, help="max accuracy drop with labelled data (default 0.01)")
+    auto.add_argument("--objective", choices=["size", "latency", "balanced"], default="size",
+                      help="minimise size, latency, or their geometric mean (default size)")  # fmt: skip
+    auto.add_argument("--max-trials", type=int, default=30, help="stop after this many trials in all (default 30)")
+    auto.add_argument("--max-time", type=float, help="start no trial after this many seconds")
+    auto.add_argument("--jobs", type=int, default=1, help="trials run in parallel (default 1)")
+    auto.add_argument("--executor", choices=["process", "ray"], default="process",
+                      help="worker processes on this machine, or Ray tasks (RAY_ADDRESS or a local Ray)")  # fmt: skip
+    auto.add_argument("--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume")
+    auto.add_argument("--distill", action="store_true", help="also search the distill pass")
+    auto.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the frontier's")
+    _data_options(auto)
+    _common(auto)
 
 
 def _gates(args: argparse.Namespace) -> dict[str, float]:
@@ -129,6 +176,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_auto(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxopt import api
+    from onnxopt.auto.search import render_text
+    from onnxopt.errors import UsageError
+
+    if args.data is None:
+        raise UsageError("auto needs --data (labelled .npz for an accuracy budget, or unlabelled inputs)")
+    result = api.auto(
+        args.model, args.output, data=args.data, max_drop=args.max_drop, objective=args.objective, gates=_gates(args),
+        max_trials=args.max_trials, max_time=args.max_time, jobs=args.jobs, executor=args.executor,
+        workdir=args.workdir, seed=args.seed or 0, distill=args.distill, keep_models=args.keep_models,
+        plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args), batch_size=args.batch_size,
+        threads=args.threads, latency_runs=args.latency_runs,
+    )  # fmt: skip
+    _print(Path(result.report).read_text(encoding="utf-8") if args.json else render_text(result))
+    if not result.ok:
+        sys.stderr.write(f"onnxopt: {result.message}\n")
+    return result.exit_code
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from onnxopt import api
     from onnxopt.report import render_validation, to_json
@@ -151,6 +220,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
         sys.stderr.write(f"onnxopt: validation failed: {result.failure_reason()}\n")
         return 1
     return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from onnxopt import api
+    from onnxopt.errors import UsageError
+    from onnxopt.report import render_report, to_json
+
+    if args.output is None and not args.export_logits:
+        raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
+    names = ("epochs", "batch_size", "lr", "alpha", "temperature", "patience", "threads", "backend", "cache_dir", "loss")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.output_name:
+        options["output"] = args.output_name
+    report = api.distill(
+        args.teacher, args.output, data=args.data, student=args.student, width=args.width, val=args.val,
+        export_logits=args.export_logits, gates=_gates(args), seed=args.seed, plugins=args.plugins, quiet=args.quiet,
+        **options,
+    )  # fmt: skip
+    _print(to_json(report) if args.json else render_report(report))
+    if not report.ok:
+        sys.stderr.write(f"onnxopt: {report.message}\n")
+    return report.exit_code
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -206,10 +297,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "optimize": cmd_optimize,
+    "auto": cmd_auto,
     "validate": cmd_validate,
     "inspect": cmd_inspect,
     "passes": cmd_passes,
     "plugins": cmd_plugins,
+    "distill": cmd_distill,
 }
 
 
