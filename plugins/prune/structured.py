@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
+from onnxopt.weights import new_initializer
+
 from .channels import Analysis, analyse, kept_positions
 
 if TYPE_CHECKING:
@@ -91,10 +93,7 @@ def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray]) -> 
             value.const_value = ir.tensor(array, name=value.name)
             value.shape = ir.Shape(array.shape)
         else:
-            name = f"{value.name}_pruned_{node.name or index}"
-            copy = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), shape=ir.Shape(array.shape), const_value=ir.tensor(array, name=name))
-            graph.register_initializer(copy)
-            node.replace_input_with(index, copy)
+            node.replace_input_with(index, new_initializer(graph, f"{value.name}_pruned", array))
     for node, layout in analysis.depthwise:
         node.attributes["group"] = ir.AttrInt64("group", int(kept_positions(layout, keep, analysis).size))
     for value in analysis.carriers:
@@ -117,7 +116,7 @@ def prune_channels(model: ir.Model, options: PruneOptions, context: RunContext) 
         channels = analysis.producers[root].channels
         reason = analysis.blocked_reason(root)
         if reason is None:
-            scores = sum(_normalised(activations.get(g, None) if activations else _weight_scores(analysis, g, options.criterion)) for g in groups)
+            scores = sum(_normalised(activations[g] if activations else _weight_scores(analysis, g, options.criterion)) for g in groups)
             count = _keep_count(channels, options)
             if count < channels:
                 keep[root] = np.sort(np.argsort(-scores, kind="stable")[:count])
