@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -291,12 +291,20 @@ def _initializer_annotations_hidden(model: ir.Model) -> Iterator[None]:
             value.type, value.shape = type_, shape
 
 
-def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+def save(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``model`` to ``path`` atomically and return the path.
 
     ``external_data=None`` chooses: external data (``<name>.data`` beside the file) when the model already
     had external tensors or holds more than :data:`EXTERNAL_DATA_THRESHOLD` bytes, else one self-contained
-    file. Nothing at ``path`` changes unless the whole write succeeded.
+    file. Nothing at ``path`` changes unless the whole write succeeded. ``before_replace(staged)`` is called
+    with the complete staged file before it replaces anything: what it reads is exactly what this call
+    publishes, whatever another process writes to ``path`` at the same time.
     """
     path = Path(path).absolute()
     folder = _writable_folder(path)
@@ -308,22 +316,34 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     except OSError as exc:
         raise ModelError(f"{path}: cannot write to {folder} ({exc.strerror or exc})") from exc
     try:
-        staged_model = staging / path.name
+        staged = _write_staged(model, staging / path.name, data_name, external_data, path)
+        if before_replace is not None:
+            before_replace(staged[-1])
+        try:
+            with _locked_folder(folder):
+                _replace_all(staged, folder, staging)
+        except OSError as exc:
+            raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_data: bool, destination: Path) -> list[Path]:
+    """Write the model (and its data file) into the staging folder, synced; data first, model last."""
+    try:
         with _initializer_annotations_hidden(model):
             if external_data:
                 ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=EXTERNAL_TENSOR_MIN_BYTES)
             else:
                 ir.external_data.load_to_model(model)
                 ir.save(model, staged_model)
-        staged_files = [staging / data_name] if (staging / data_name).exists() else []
-        for staged in [*staged_files, staged_model]:
-            _fsync(staged)
-        with _locked_folder(folder):
-            _replace_all([*staged_files, staged_model], folder, staging)  # data first: never missing data
+        data = staged_model.with_name(data_name)
+        staged = [data, staged_model] if data.exists() else [staged_model]  # data first: never missing data
+        for file in staged:
+            _fsync(file)
     except OSError as exc:
-        raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
+        raise ModelError(f"{destination}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
     except ValueError as exc:  # onnx refuses a proto over 2 GB
-        raise ModelError(f"{path}: cannot serialize the model ({exc})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+        raise ModelError(f"{destination}: cannot serialize the model ({exc})") from exc
+    return staged

@@ -111,9 +111,11 @@ class Run:
                     continue
                 best = self._apply(index, step, best, context, report)
             if output is not None:
-                model_io.save(best, output, external_data=external)
-                report.output = str(output)
-                self._final_validation(Path(output), context, report)
+                # validated as staged, before it replaces anything: the report describes the file this run
+                # wrote even when another run writes the same path, and --in-place compares with the input
+                model_io.save(best, output, external_data=external,
+                              before_replace=lambda staged: self._final_validation(staged, context, report))  # fmt: skip
+                report.output = report.final.candidate = str(output)
             self.pm.hook.onnxopt_report(report=report, context=context)
         return report
 

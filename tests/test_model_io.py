@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -294,3 +295,63 @@ def test_concurrent_saves_leave_one_complete_model(tmp_path: Path, fixtures_dir:
             proc.stdin.close()
         for proc in procs:
             assert proc.wait(timeout=60) == 0
+
+
+def test_two_onnxopt_processes_writing_one_path(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Two real ``onnxopt optimize`` runs of different models write ``out/model.onnx`` (+ data) at once.
+
+    Every round must leave one complete model, its .onnx and .data from the same run (a mix fails to load
+    or computes neither model), and both runs succeed: each validates the file it staged, not whatever
+    the other run has just put at the path.
+    """
+    target = tmp_path / "out" / "model.onnx"
+    target.parent.mkdir()
+    names = ("digits_cnn", "tiny_transformer")
+    originals = {name: fixtures_dir / f"{name}.onnx" for name in names}
+    feeds = {name: np.load(fixtures_dir / f"{name}_val.npz")["input"][:64] for name in names}
+    for _ in range(3):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "onnxopt.cli", "optimize", str(originals[name]), "-o", str(target),
+                 "--pass", "fold", "--external-data", "--latency-runs", "0", "--json", "-q"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            for name in names
+        ]
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            report = json.loads(out)
+            assert report["final"]["passed"] and report["final"]["candidate"] == str(target)
+        assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+        onnx.checker.check_model(str(target))
+        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        rank = len(session.get_inputs()[0].shape)
+        name = next(n for n in names if feeds[n].ndim == rank)
+        np.testing.assert_allclose(_run(target, feeds[name])[0], _run(originals[name], feeds[name])[0], atol=1e-4)
+
+
+def test_save_hands_the_staged_file_to_before_replace(previous_output: Path, fixtures_dir: Path) -> None:
+    """``before_replace`` reads the new model, complete, while the previous output is still in place."""
+    seen = {}
+
+    def before_replace(staged: Path) -> None:
+        seen["staged"] = _initializers(staged)
+        seen["in place"] = _initializers(previous_output)
+
+    model_io.save(model_io.load(fixtures_dir / "tiny_transformer.onnx"), previous_output, before_replace=before_replace)
+    new, old = _initializers(fixtures_dir / "tiny_transformer.onnx"), _initializers(fixtures_dir / "digits_cnn.onnx")
+    assert seen["staged"].keys() == new.keys() and seen["in place"].keys() == old.keys()
+    assert _initializers(previous_output).keys() == new.keys()
+
+
+def test_in_place_run_is_validated_against_the_input_before_it_is_replaced(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Validated after the rename, the input's size would be read from the new file (size ratio 1.0)."""
+    import onnxopt
+
+    model = tmp_path / "digits_cnn.onnx"
+    model.write_bytes((fixtures_dir / "digits_cnn.onnx").read_bytes())
+    report = onnxopt.optimize(model, model, passes=["fold"], in_place=True, latency_runs=0)
+    assert report.exit_code == 0 and report.final.candidate == str(model)
+    assert report.final.size_reference == (fixtures_dir / "digits_cnn.onnx").stat().st_size
+    assert report.final.size_ratio < 1.0
