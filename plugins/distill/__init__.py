@@ -54,7 +54,7 @@ class DistillOptions:
             raise ValueError("val_fraction must be in [0, 1)")
 
 
-class DistillPass(ir.passes.InPlacePass):
+class DistillPass(ir.passes.FunctionalPass):
     def __init__(self, options: DistillOptions, context: RunContext) -> None:
         super().__init__()
         self.options = options
@@ -66,7 +66,7 @@ class DistillPass(ir.passes.InPlacePass):
         distillation = Distillation(self.options, self.context)
         if self.options.export_logits:
             distillation.export_logits()
-            return ir.passes.PassResult(model, modified=False)
+            return ir.passes.PassResult(model.clone(), modified=False)
         return ir.passes.PassResult(distillation.run(model), modified=True)
 
 

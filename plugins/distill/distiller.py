@@ -129,6 +129,8 @@ class Distillation:
         if not output.exists():
             raise PluginError(backend, "the trainer wrote no ONNX student")
         trained = model_io.load(output, check=False)
+        for node in trained.graph.all_nodes():  # the exporter's per-node stack traces: kilobytes of noise
+            node.metadata_props.clear()
         for kind, want, got in (
             ("inputs", [v.name for v in self.teacher.graph.inputs], [v.name for v in trained.graph.inputs]),
             ("outputs", [v.name for v in self.teacher.graph.outputs], [v.name for v in trained.graph.outputs]),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from onnxopt.errors import PluginError
 from onnxopt.training import Split, TrainingJob, TrainingResult, agreement, batches
 
 from .losses import MIN_PROBABILITY, weights
@@ -46,7 +49,9 @@ def _quiet_exporter() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
@@ -119,7 +124,7 @@ def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
             loss = _loss(job, scores, teacher[rows], None if labels is None else labels[rows])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         score = _score(job, student, job.val if job.val is not None else job.train)
         result.epochs = epoch
         result.history.append({"epoch": epoch, "loss": total / len(job.train), "val_score": score})
@@ -136,12 +141,20 @@ def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
 def export(job: TrainingJob, student: TorchStudent) -> Path:
     """Write the student as ONNX with the teacher's names and a dynamic batch dimension."""
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.train.inputs[name][:2])) for name in job.input_names)
-    dynamic = {name: {0: "batch"} for name in [*job.input_names, *job.output_names]}
-    with _quiet_exporter(), torch.no_grad():
-        torch.onnx.export(
-            student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
-            dynamic_axes=dynamic, opset_version=job.opset, dynamo=True, external_data=False, verbose=False,
-        )  # fmt: skip
+    batch = torch.export.Dim("batch")
+    dims = tuple({0: batch} for _ in example)
+    parameters = inspect.signature(student.module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        dims = (dims,)  # forward(*inputs) takes all inputs as one tuple argument
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            torch.onnx.export(
+                student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
+                dynamic_shapes=dims, opset_version=job.opset, dynamo=True, external_data=False, verbose=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter's messages run to pages; the report wants its gist
+        summary = next((line for line in str(exc).splitlines() if "Error" in line and ":" in line), str(exc).splitlines()[0])
+        raise PluginError("distill-torch", f"torch.onnx.export failed: {summary.strip()}") from exc
     return job.output
 
 
