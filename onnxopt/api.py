@@ -190,3 +190,54 @@ def apply_passes(
             context.stats = {}
             model = pm.hook.onnxopt_run_pass(spec=step.spec, options=step.options, model=model, context=context).model
     return model
+
+
+def auto(
+    source: str | Path,
+    output: str | Path,
+    *,
+    data: str | Path,
+    max_drop: float = 0.01,
+    objective: str = "size",
+    gates: Mapping[str, Any] | None = None,
+    max_trials: int = 30,
+    max_time: float | None = None,
+    jobs: int = 1,
+    executor: str = "process",
+    workdir: str | Path | None = None,
+    seed: int = 0,
+    distill: bool = False,
+    keep_models: bool = False,
+    plugins: Sequence[str] = (),
+    quiet: bool = True,
+    **settings: Any,
+) -> Any:
+    """Search pass combinations for the smallest / fastest model within an accuracy budget.
+
+    Every candidate is an ordinary :func:`optimize` run in a worker (``jobs`` at once, ``executor``
+    ``"process"`` or ``"ray"``), judged against ``max_drop`` (labelled data) or ``gates`` (e.g.
+    ``{"min_cosine": 0.995}``; without labels the default is min_cosine 0.99). ``objective`` is ``"size"``,
+    ``"latency"`` or ``"balanced"``. The study, every trial's report, ``auto_report.json`` and ``pareto.png``
+    go to ``workdir`` (default ``<output stem>.auto`` beside ``output``); running again with the same
+    arguments resumes. ``settings`` are recipe fields every trial uses (``shapes``, ``batch_size``,
+    ``latency_runs``). Returns an :class:`onnxopt.auto.search.AutoResult`; its ``exit_code`` is 1 when no
+    trial met the budget (the most accurate one was written).
+    """
+    from onnxopt.auto.search import AutoSettings, run_auto
+
+    pipeline = {k: v for k, v in settings.items() if v is not None}
+    build_recipe(**pipeline)  # unknown or malformed settings fail here, before the search starts
+    if "shapes" in pipeline:
+        pipeline["shapes"] = {k: tuple(int(d) for d in v) for k, v in pipeline["shapes"].items()}
+    return run_auto(
+        AutoSettings(
+            Path(source), Path(output), str(data), objective, float(max_drop), dict(_gates_mapping(gates)),
+            int(max_trials), max_time, int(jobs), executor, Path(workdir) if workdir is not None else None, int(seed),
+            ("distill",) if distill else (), tuple(plugins), pipeline, keep_models, quiet,
+        )  # fmt: skip
+    )
+
+
+def _gates_mapping(gates: Gates | Mapping[str, Any] | None) -> dict[str, float]:
+    checked = _gates(gates) or Gates()
+    return {k: v for k, v in dataclasses.asdict(checked).items() if v is not None}

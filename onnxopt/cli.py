@@ -94,12 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--no-tensors", action="store_true", help="skip the per-initializer table")
     _common(ins)
 
+    _auto_parser(commands)
+
     lst = commands.add_parser("passes", help="list installed passes and their options")
     _common(lst)
     plg = commands.add_parser("plugins", help="list loaded plugins, their versions and hooks")
     _common(plg)
     _distill_parser(commands)
     return parser
+
+
+def _auto_parser(commands: argparse._SubParsersAction) -> None:
+    auto = commands.add_parser("auto", help="search pass combinations for the smallest / fastest model within a budget",
+                               epilog="exit 0: the written model meets the budget; exit 1: none did, the most accurate "
+                                      "one was written (do not ship it)")  # fmt: skip
+    auto.add_argument("model", help="input model (.onnx)")
+    auto.add_argument("-o", "--output", required=True, help="where to write the chosen model")
+    auto.add_argument("--max-drop", type=float, default=0.01, help="max accuracy drop with labelled data (default 0.01)")
+    auto.add_argument("--objective", choices=["size", "latency", "balanced"], default="size",
+                      help="minimise size, latency, or their geometric mean (default size)")  # fmt: skip
+    auto.add_argument("--max-trials", type=int, default=30, help="stop after this many trials in all (default 30)")
+    auto.add_argument("--max-time", type=float, help="start no trial after this many seconds")
+    auto.add_argument("--jobs", type=int, default=1, help="trials run in parallel (default 1)")
+    auto.add_argument("--executor", choices=["process", "ray"], default="process",
+                      help="worker processes on this machine, or Ray tasks (RAY_ADDRESS or a local Ray)")  # fmt: skip
+    auto.add_argument("--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume")
+    auto.add_argument("--distill", action="store_true", help="also search the distill pass")
+    auto.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the frontier's")
+    _data_options(auto)
+    _common(auto)
 
 
 def _gates(args: argparse.Namespace) -> dict[str, float]:
@@ -151,6 +174,28 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if not report.ok:
         sys.stderr.write(f"onnxopt: {report.message}\n")
     return report.exit_code
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxopt import api
+    from onnxopt.auto.search import render_text
+    from onnxopt.errors import UsageError
+
+    if args.data is None:
+        raise UsageError("auto needs --data (labelled .npz for an accuracy budget, or unlabelled inputs)")
+    result = api.auto(
+        args.model, args.output, data=args.data, max_drop=args.max_drop, objective=args.objective, gates=_gates(args),
+        max_trials=args.max_trials, max_time=args.max_time, jobs=args.jobs, executor=args.executor,
+        workdir=args.workdir, seed=args.seed or 0, distill=args.distill, keep_models=args.keep_models,
+        plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args), batch_size=args.batch_size,
+        threads=args.threads, latency_runs=args.latency_runs,
+    )  # fmt: skip
+    _print(Path(result.report).read_text(encoding="utf-8") if args.json else render_text(result))
+    if not result.ok:
+        sys.stderr.write(f"onnxopt: {result.message}\n")
+    return result.exit_code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -252,6 +297,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "optimize": cmd_optimize,
+    "auto": cmd_auto,
     "validate": cmd_validate,
     "inspect": cmd_inspect,
     "passes": cmd_passes,
