@@ -21,6 +21,9 @@ from onnxopt.weights import new_initializer
 
 from .channels import Analysis, analyse, kept_positions
 
+#: Ops between a layer and what its consumers read, for the activation criterion (channels keep their axis).
+_ACTIVATION_CHAIN = frozenset({"Add", "Mul", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "HardSwish", "Sigmoid", "Gelu", "Tanh", "Identity"})
+
 if TYPE_CHECKING:
     from onnxopt import RunContext
 
@@ -34,13 +37,25 @@ def _weight_scores(analysis: Analysis, group: int, norm: str) -> np.ndarray:
     return np.abs(rows).sum(axis=1) if norm == "l1" else np.sqrt((rows * rows).sum(axis=1))
 
 
+def _activated(value: ir.Value) -> ir.Value:
+    """The value after the producer's bias, norm and activation (a lone chain of them): what the next layer reads."""
+    while len(value.uses()) == 1 and not value.is_graph_output():
+        node = value.uses()[0].node
+        if node.op_type not in _ACTIVATION_CHAIN or len(node.outputs) != 1 or value is not node.inputs[0]:
+            break
+        if node.op_type in ("Add", "Mul") and ir.convenience.get_const_tensor(node.inputs[1]) is None:
+            break  # a residual or gating join: beyond it the channels are no longer this layer's alone
+        value = node.outputs[0]
+    return value
+
+
 def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext) -> dict[int, np.ndarray]:
     """Mean |activation| of every producer's output channels over the dataset, run in onnxruntime."""
     import onnx
 
     from onnxopt.validation import open_session
 
-    outputs = {group: producer.node.outputs[0] for group, producer in analysis.producers.items()}
+    outputs = {group: _activated(producer.node.outputs[0]) for group, producer in analysis.producers.items()}
     proto = ir.serde.serialize_model(model)
     known = {o.name for o in proto.graph.output}
     for value in outputs.values():
