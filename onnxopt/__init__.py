@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "optimize": "onnxopt.api",
     "validate": "onnxopt.api",
+    "distill": "onnxopt.api",
     "inspect": "onnxopt.api",
     "apply_passes": "onnxopt.api",
     "load": "onnxopt.model_io",

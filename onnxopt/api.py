@@ -141,13 +141,30 @@ def distill(
     stats name the file). No gate applies unless given: a student is a different model, so gate it on
     ``min_top1`` / ``max_accuracy_drop``, not on cosine. Needs the distill plugin (built in).
     """
-    from onnxopt.pipeline import optimize as run
+    import tempfile
+
+    from onnxopt import model_io
+    from onnxopt.pipeline import optimize as run, same_file
+    from onnxopt.report import KEPT
 
     step = ("distill", {"student": str(student), "width": width, "val": "" if val is None else str(val),
                         "export_logits": export_logits, **options})  # fmt: skip
     recipe = build_recipe(passes=[step], data=data, seed=seed, validate_each_pass=False)
     recipe.gates = _gates(gates) or Gates()
-    return run(teacher, None if export_logits else output, recipe, plugins=plugins, quiet=quiet)
+    if export_logits or output is None:
+        return run(teacher, None, recipe, plugins=plugins, quiet=quiet)
+    if same_file(teacher, output):
+        raise UsageError(f"{output}: the student would overwrite the teacher")
+    model_io.check_writable(output)
+    # staged, so a failed distillation never leaves the teacher where the student was asked for
+    with tempfile.TemporaryDirectory(prefix="onnxopt-distill-") as staging:
+        staged = Path(staging) / Path(output).name
+        report = run(teacher, staged, recipe, plugins=plugins, quiet=quiet)
+        report.output = None
+        if report.steps and report.steps[0].status == KEPT:
+            model_io.save(model_io.load(staged, check=False), output)
+            report.output = str(output)
+    return report
 
 
 def inspect(path: str | Path, *, tensors: bool = True) -> ModelSummary:

@@ -48,7 +48,7 @@ class Hyperparameters:
     alpha: float = 0.7
     temperature: float = 4.0
     loss: Loss = "kl"
-    patience: int = 5  # epochs without a better validation score before stopping; 0 never stops early
+    patience: int = 10  # epochs without a better validation score before stopping; 0 never stops early
     seed: int = 0
     threads: int = 1  # torch / TF intra-op threads; 1 is fastest for small students on a shared machine
 
@@ -73,7 +73,10 @@ class TrainingJob:
 
 @dataclass
 class TrainingResult:
-    """What training did: epochs run, the best validation score (top-1 agreement, or -MSE), its epoch."""
+    """What training did: epochs run, the best validation score (top-1 agreement, or -MSE), its epoch.
+
+    Trainers rank epochs by agreement and break ties by the validation loss, so a plateau of equal
+    agreement still moves towards the teacher."""
 
     epochs: int
     best_epoch: int

@@ -34,7 +34,7 @@ class DistillOptions:
     alpha: float = option(0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)")
     temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)")
     loss: Literal["kl", "mse"] = option("kl", "kl: soft targets for class scores; mse: raw outputs, for regression heads")
-    patience: int = option(5, "stop after this many epochs without better validation agreement (0: never)")
+    patience: int = option(10, "stop after this many epochs without better validation agreement (then loss) (0: never)")
     val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
     val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given")
     output: str = option("", "the teacher output to distill on (default: the first)")

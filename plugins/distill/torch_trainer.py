@@ -94,25 +94,33 @@ def _loss(job: TrainingJob, student: torch.Tensor, teacher: torch.Tensor, labels
     return term
 
 
-def _score(job: TrainingJob, student: TorchStudent, split: Split) -> float:
-    inputs, teacher, _ = _tensors(split)
+def _score(job: TrainingJob, student: TorchStudent, split: Split) -> tuple[float, float]:
+    """(top-1 agreement with the teacher, -loss): agreement first, the loss breaks its ties (-MSE for ``mse``)."""
+    inputs, teacher, labels = _tensors(split)
     student.module.eval()
     with torch.no_grad():
         scores = student.scores(inputs)
+        loss = float(_loss(job, scores, teacher, labels))
     student.module.train()
     if job.hyper.loss == "mse":
-        return -float(F.mse_loss(scores, teacher))
-    return agreement(scores.numpy(), teacher.numpy())
+        return -loss, 0.0
+    return agreement(scores.numpy(), teacher.numpy()), -loss
 
 
 def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
     """Train ``student`` in place, keeping the weights of the best validation epoch."""
+    with _threads(job.hyper.threads):
+        return _train(job, student)
+
+
+def _train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
     hyper = job.hyper
     torch.manual_seed(hyper.seed)
     rng = np.random.default_rng(hyper.seed)
     optimizer = torch.optim.Adam(student.module.parameters(), lr=hyper.lr)
     inputs, teacher, labels = _tensors(job.train)
     result = TrainingResult(epochs=0, best_epoch=0, best_score=None)
+    best: tuple[float, float] | None = None
     best_state = copy.deepcopy(student.module.state_dict())
     student.module.train()
     for epoch in job.progress(range(1, hyper.epochs + 1), total=hyper.epochs, desc="distill"):
@@ -127,9 +135,9 @@ def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
             total += float(loss.detach()) * len(index)
         score = _score(job, student, job.val if job.val is not None else job.train)
         result.epochs = epoch
-        result.history.append({"epoch": epoch, "loss": total / len(job.train), "val_score": score})
-        if result.best_score is None or score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch
+        result.history.append({"epoch": epoch, "loss": total / len(job.train), "val_score": score[0], "val_loss": -score[1]})
+        if best is None or score > best:
+            best, result.best_score, result.best_epoch = score, score[0], epoch
             best_state = copy.deepcopy(student.module.state_dict())
         elif hyper.patience and epoch - result.best_epoch >= hyper.patience:
             break
@@ -147,7 +155,7 @@ def export(job: TrainingJob, student: TorchStudent) -> Path:
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
         dims = (dims,)  # forward(*inputs) takes all inputs as one tuple argument
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), _threads(job.hyper.threads), torch.no_grad():
             torch.onnx.export(
                 student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
                 dynamic_shapes=dims, opset_version=job.opset, dynamo=True, external_data=False, verbose=False,
@@ -162,9 +170,8 @@ class TorchTrainer:
     name = "torch"
 
     def fit(self, job: TrainingJob) -> TrainingResult:
-        with _threads(job.hyper.threads):
-            module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
-            student = TorchStudent(module, job)
-            result = train(job, student)
-            export(job, student)
+        module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
+        student = TorchStudent(module, job)
+        result = train(job, student)
+        export(job, student)
         return result

@@ -1,0 +1,184 @@
+"""The distill plugin: teacher outputs cached by hash, the ONNX -> torch converter, students of every kind
+trained by the torch backend and re-exported for onnxruntime, and the user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import onnxopt
+from onnxopt_plugins.distill.logits import teacher_outputs
+
+FAST = {"epochs": 4, "lr": 0.01}  # enough to prove training moves the student; the bench trains for real
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXOPT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _accuracy(model: Path, npz: Path) -> float:
+    data = np.load(npz)
+    scores = ort.InferenceSession(str(model)).run(None, {"input": data["input"]})[0]
+    return float((scores.argmax(1) == data["labels"]).mean())
+
+
+def test_teacher_outputs_are_computed_once_and_reused_per_teacher_and_data(fixtures_dir, tmp_path):
+    teacher = fixtures_dir / "digits_cnn.onnx"
+    inputs = {"input": np.load(fixtures_dir / "digits_cnn_calib.npz")["input"]}
+    first = teacher_outputs(teacher, inputs, cache_dir=tmp_path, batch_size=7)
+    again = teacher_outputs(teacher, inputs, cache_dir=tmp_path)
+    expected = ort.InferenceSession(str(teacher)).run(None, inputs)[0]
+    assert not first.cached and again.cached and again.path == first.path
+    np.testing.assert_allclose(first.outputs["logits"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(again.outputs["logits"], first.outputs["logits"])
+    other = teacher_outputs(teacher, {"input": inputs["input"][:50]}, cache_dir=tmp_path)
+    assert not other.cached and other.path != first.path and len(other.outputs["logits"]) == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.path.name, other.path.name])  # no partial files
+
+
+def test_cli_export_logits_only_writes_the_cache(fixtures_dir, tmp_path, run_cli):
+    result = run_cli("distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz",
+                     "--export-logits", "--cache-dir", tmp_path / "c", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)["steps"][0]["stats"]
+    (entry,) = stats["teacher_outputs"]
+    saved = np.load(entry["file"])
+    assert saved["probabilities"].shape == (30, 3) and np.allclose(saved["probabilities"].sum(1), 1, atol=1e-5)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "iris_mlp", "tiny_transformer"])
+def test_onnx_student_converts_to_torch_with_the_same_outputs(fixtures_dir, name):
+    torch = pytest.importorskip("torch")
+    import onnx_ir as ir
+
+    from onnxopt_plugins.distill.onnx_to_torch import OnnxModule
+
+    path = fixtures_dir / f"{name}.onnx"
+    x = np.load(fixtures_dir / f"{name}_val.npz")["input"][:64]
+    module = OnnxModule(ir.load(path)).eval()
+    with torch.no_grad():
+        got = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(got, ort.InferenceSession(str(path)).run(None, {"input": x})[0], rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in module.parameters()) > 0  # weights are trainable parameters
+
+
+def test_unsupported_op_is_named():
+    pytest.importorskip("torch")
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    from onnxopt_plugins.distill.onnx_to_torch import OnnxModule, UnsupportedOp
+
+    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])  # fmt: skip
+    with pytest.raises(UnsupportedOp, match="Hardmax"):
+        OnnxModule(ir.from_proto(helper.make_model(graph)))
+
+
+def _student_ok(student: Path, teacher: Path, feed_rows: np.ndarray) -> None:
+    """The student keeps the teacher's names and runs at any batch size in onnxruntime."""
+    t, s = onnx.load(teacher).graph, onnx.load(student).graph
+    assert [i.name for i in s.input] == [i.name for i in t.input] and [o.name for o in s.output] == [o.name for o in t.output]
+    session = ort.InferenceSession(str(student))
+    for rows in (1, 7):
+        assert session.run(None, {"input": feed_rows[:rows]})[0].shape[0] == rows
+
+
+def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_dir, tmp_path):
+    pytest.importorskip("torch")
+    teacher, out = fixtures_dir / "iris_mlp.onnx", tmp_path / "student.onnx"
+    report = onnxopt.distill(teacher, out, data=fixtures_dir / "iris_mlp_calib.npz", val=fixtures_dir / "iris_mlp_val.npz",
+                             width=0.5, epochs=30, lr=0.01)  # fmt: skip
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["narrowed_by_prune"]["layers"] == {"fc1_out_Gemm": "10 -> 5"}
+    assert stats["student_parameters"] < stats["teacher_parameters"] and stats["backend"] == "torch"
+    assert stats["validation"]["top1_agreement"] >= 0.9 and stats["validation"]["student_accuracy"] >= 0.9
+    _student_ok(out, teacher, np.load(fixtures_dir / "iris_mlp_val.npz")["input"])
+    assert _accuracy(out, fixtures_dir / "iris_mlp_val.npz") == stats["validation"]["student_accuracy"]
+
+
+def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    import onnx_ir as ir
+
+    from onnxopt.training import Hyperparameters, Split, TrainingJob
+    from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+
+    data = np.load(fixtures_dir / "digits_cnn_calib.npz")
+    teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
+    states = []
+    for _ in range(2):
+        job = TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), Split({"input": data["input"]}, teacher, data["labels"]),
+                          None, ["input"], ["logits"], 0, False, Hyperparameters(epochs=2, seed=5), tmp_path / "x.onnx")  # fmt: skip
+        student = TorchStudent(OnnxModule(job.student), job)
+        result = train(job, student)
+        states.append({k: v.clone() for k, v in student.module.state_dict().items()})
+    assert result.epochs == 2 and states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    original = OnnxModule(ir.load(fixtures_dir / "digits_cnn.onnx")).state_dict()
+    assert any(not torch.equal(original[k], states[0][k]) for k in original)  # it did train
+
+
+def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_dir, tmp_path):
+    """A structured-pruned CNN (the user's ONNX student) retrained on the teacher gets closer to it."""
+    pytest.importorskip("torch")
+    pruned = tmp_path / "pruned.onnx"
+    made = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", pruned, passes=[("prune", {"kind": "structured", "sparsity": 0.5})],
+                            gates={"min_cosine": 0.0})  # fmt: skip
+    assert made.exit_code == 0, made.message
+    val = fixtures_dir / "digits_cnn_val.npz"
+    out = tmp_path / "student.onnx"
+    report = onnxopt.distill(fixtures_dir / "digits_cnn.onnx", out, data=val, student=pruned, val_fraction=0.25,
+                             epochs=15, lr=0.01)  # fmt: skip
+    assert report.exit_code == 0, report.message
+    assert report.steps[0].stats["student"] == "pruned.onnx"
+    before, after = _accuracy(pruned, val), _accuracy(out, val)
+    assert after > before + 0.05, (before, after)
+    _student_ok(out, fixtures_dir / "digits_cnn.onnx", np.load(val)["input"])
+
+
+STUDENT_MODULE = '''
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3),
+                               torch.nn.Softmax(-1))
+'''
+
+
+def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tmp_path, run_cli):
+    """--pass distill:student=file.py:build then quantize: the student goes on through the pipeline."""
+    pytest.importorskip("torch")
+    (tmp_path / "mystudent.py").write_text(STUDENT_MODULE)
+    out = tmp_path / "q.onnx"
+    result = run_cli("optimize", fixtures_dir / "iris_mlp.onnx", "-o", out, "--data", fixtures_dir / "iris_mlp_calib.npz",
+                     "--pass", f"distill:student={tmp_path / 'mystudent.py'}:build,epochs=150,lr=0.03,batch_size=8,val_fraction=0",
+                     "--pass", "quantize:mode=dynamic", "--min-cosine", "0", "--min-top1", "0.8", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [s["status"] for s in report["steps"]] == ["kept", "kept"]
+    assert report["steps"][0]["stats"]["student_parameters"] <= 4 * 4 + 4 * 6 + 6 + 6 * 3 + 3  # BN folds or stays
+    assert _accuracy(out, fixtures_dir / "iris_mlp_val.npz") >= 0.9
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--student", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
+    (["--backend", "jax"], "no training backend 'jax'"),
+    (["--width", "1.5"], "width must be in (0, 1]"),
+    (["--data", "synthetic:8"], "distill trains on real data"),
+])  # fmt: skip
+def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):
+    base = ["distill", fixtures_dir / "iris_mlp.onnx", "-o", tmp_path / "s.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz"]
+    result = run_cli(*base, *args)
+    assert result.returncode in (2, 3) and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "s.onnx").exists()
