@@ -43,25 +43,31 @@ def measured(outcomes: Sequence[TrialOutcome]) -> list[TrialOutcome]:
     return [o for o in outcomes if o.error is None and o.duplicate_of is None and o.size_ratio is not None]
 
 
-def _point(outcome: TrialOutcome, latency: bool) -> tuple[float, ...]:
-    point = (outcome.size_ratio or math.inf, -quality(outcome))
-    if not latency:
-        return point
-    return (*point, outcome.latency_ratio if outcome.latency_ratio is not None else math.inf)
+#: Latency ratios closer than this are the same on a shared machine (interleaved medians still move ~5 %).
+LATENCY_NOISE = 0.05
+
+
+def _latency(outcome: TrialOutcome) -> float:
+    return outcome.latency_ratio if outcome.latency_ratio is not None else math.inf
+
+
+def _dominates(q: TrialOutcome, p: TrialOutcome, latency: bool) -> bool:
+    """``q`` is as small, as good and (within noise) as fast as ``p``, and better somewhere or earlier."""
+    if q.size_ratio > p.size_ratio or quality(q) < quality(p):
+        return False
+    if latency and _latency(q) > _latency(p) * (1 + LATENCY_NOISE):
+        return False
+    faster = latency and _latency(q) * (1 + LATENCY_NOISE) < _latency(p)
+    return q.size_ratio < p.size_ratio or quality(q) > quality(p) or faster or q.number < p.number
 
 
 def pareto(outcomes: Sequence[TrialOutcome], *, latency: bool = True) -> list[TrialOutcome]:
-    """Trials not dominated on (size, quality, latency), ordered by size; equal results listed once.
+    """Trials no other beats on size, quality and latency, ordered by size; equal results listed once.
 
     ``latency=False`` gives the size / quality frontier the plot draws as a line.
     """
-    points: dict[tuple[float, ...], TrialOutcome] = {}
-    for outcome in sorted(measured(outcomes), key=lambda o: o.number):
-        points.setdefault(_point(outcome, latency), outcome)
-    front = [
-        o for p, o in points.items()
-        if not any(all(a <= b for a, b in zip(q, p)) and q != p for q in points)
-    ]  # fmt: skip
+    done = measured(outcomes)
+    front = [p for p in done if not any(q is not p and _dominates(q, p, latency) for q in done)]
     return sorted(front, key=lambda o: (o.size_ratio, -quality(o)))
 
 
@@ -70,7 +76,7 @@ def choose(outcomes: Sequence[TrialOutcome], objective: str) -> tuple[TrialOutco
     done = measured(outcomes)
     feasible = [o for o in done if o.passed]
     if feasible:
-        return min(feasible, key=lambda o: (objective_value(o, objective), -quality(o), o.size_ratio, o.number)), True
+        return min(feasible, key=lambda o: (objective_value(o, objective), -quality(o), o.size_ratio, _latency(o), o.number)), True
     if done:
         return min(done, key=lambda o: (-quality(o), objective_value(o, objective), o.number)), False
     return None, False
@@ -83,6 +89,8 @@ def passes_text(outcome: TrialOutcome) -> str:
 def frontier_table(front: Sequence[TrialOutcome], best: TrialOutcome | None) -> str:
     """The frontier as an aligned table; the shipped trial is marked with ``*``."""
     labelled = any(o.accuracy is not None for o in front)
+    if best is not None and best not in front:  # beaten only by a trial that missed a gate
+        front = [*front, best]
     rows = [
         [
             ("*" if best is not None and o.number == best.number else "") + str(o.number),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -109,7 +110,10 @@ def run_auto(settings: AutoSettings) -> AutoResult:
         study, resumed = studies.open_study(workdir, identity, seed=settings.seed, startup_trials=startup)
         if resumed:
             requeued = studies.requeue_interrupted(study)
-            notes.append(f"resumed the search in {workdir}" + (f"; {requeued} interrupted trial(s) run again" if requeued else ""))
+            for number in requeued:  # whatever the dead worker left half-written
+                shutil.rmtree(_trial_folder(workdir, number), ignore_errors=True)
+            again = f"; {len(requeued)} interrupted trial(s) run again" if requeued else ""
+            notes.append(f"resumed the search in {workdir}{again}")
         else:
             for params in _baselines(space):
                 study.enqueue_trial(params)
@@ -247,14 +251,17 @@ class _Loop:
         self.study.tell(trial, frontier.objective_value(outcome, self.settings.objective))
 
 
+def _trial_folder(workdir: Path, number: int) -> Path:
+    return workdir / "trials" / f"{number:04d}"
+
+
 def _job(settings: AutoSettings, number: int, passes: list[tuple[str, dict[str, Any]]], gates: dict[str, float],
          workdir: Path) -> TrialJob:  # fmt: skip
     """A trial's job: absolute paths (workers may run elsewhere), onnxruntime threads split between the jobs."""
     data = str(Path(settings.data).absolute()) if Path(settings.data).exists() else settings.data
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     pipeline = {"threads": threads, "seed": settings.seed, **settings.pipeline}
-    folder = workdir / "trials" / f"{number:04d}"
-    return TrialJob(number, str(settings.source.absolute()), str(folder), tuple((n, dict(o)) for n, o in passes), data,
+    return TrialJob(number, str(settings.source.absolute()), str(_trial_folder(workdir, number)), tuple((n, dict(o)) for n, o in passes), data,
                     gates, pipeline, settings.plugins)  # fmt: skip
 
 

@@ -55,14 +55,22 @@ def _static(*modes: str) -> When:
     return (("mode", modes),)
 
 
+_magnitude: When = (("kind", ("magnitude",)),)
+_structured: When = (("kind", ("structured",)),)
+
+
 #: The passes in pipeline order: shrink the architecture, zero weights, share values, then lower precision.
 DEFAULT_SPACE: tuple[PassSpace, ...] = (
     PassSpace("fold", always=True),
-    PassSpace("distill", on_request=True),
+    PassSpace("distill", (Dim("width", (0.25, 0.5, 0.75, 1.0)),), on_request=True),
     PassSpace("prune", (
         Dim("kind", ("magnitude", "structured")),
-        Dim("sparsity", low=0.1, high=0.8, step=0.05, when=(("kind", ("magnitude",)),), key="sparsity_magnitude"),
-        Dim("sparsity", low=0.1, high=0.5, step=0.05, when=(("kind", ("structured",)),), key="sparsity_structured"),
+        Dim("sparsity", low=0.1, high=0.8, step=0.05, when=_magnitude, key="sparsity_magnitude"),
+        Dim("scope", when=_magnitude),
+        Dim("storage", when=_magnitude),
+        Dim("min_elements", (256, 1024, 4096), when=_magnitude),
+        Dim("sparsity", low=0.1, high=0.5, step=0.05, when=_structured, key="sparsity_structured"),
+        Dim("criterion", when=_structured),
     )),
     PassSpace("cluster", (
         Dim("k", (4, 8, 16, 32, 64, 128, 256)),

@@ -85,14 +85,14 @@ def open_study(folder: Path, identity: dict[str, Any], *, seed: int, startup_tri
     return study, True
 
 
-def requeue_interrupted(study: Any) -> int:
-    """Trials left running by a search that died: marked failed, their options queued again."""
+def requeue_interrupted(study: Any) -> list[int]:
+    """Trials left running by a search that died: marked failed, their options queued again; their numbers."""
     optuna = import_optuna()
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     for frozen in stale:
         study.enqueue_trial(frozen.params, skip_if_exists=False)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-    return len(stale)
+    return [t.number for t in stale]
 
 
 def outcome_attr(outcome: TrialOutcome) -> dict[str, Any]:
