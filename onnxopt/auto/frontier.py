@@ -74,7 +74,7 @@ def pareto(outcomes: Sequence[TrialOutcome], *, latency: bool = True) -> list[Tr
 def choose(outcomes: Sequence[TrialOutcome], objective: str) -> tuple[TrialOutcome | None, bool]:
     """The trial to ship and whether it met the budget (else it is the most accurate one)."""
     done = measured(outcomes)
-    feasible = [o for o in done if o.passed]
+    feasible = pareto([o for o in done if o.passed])  # an equal result within latency noise: the earlier trial
     if feasible:
         return min(feasible, key=lambda o: (objective_value(o, objective), -quality(o), o.size_ratio, _latency(o), o.number)), True
     if done:

@@ -1,0 +1,146 @@
+"""onnxopt auto against quantize-only on the same data and budget: the digits CNN (labels) and MiniLM (no labels).
+
+    python bench/auto.py [--models digits,minilm] [--minilm PATH] [--trials 40] [--minilm-trials 12] [--jobs 2]
+        [--max-time 1800] [--no-readme]
+
+digits: fixtures/digits_cnn.onnx on fixtures/digits_cnn_val.npz (400 labelled samples), budget
+``max_accuracy_drop 0.01``. MiniLM (``--minilm PATH``, the all-MiniLM-L6-v2 export): real token ids of the
+48 sentences in bench/calibration_data.py (the model's own tokenizer.json, as bench/quantize_real_models.py
+gets it), no labels, budget ``min_cosine 0.99`` on both outputs.
+
+Rows: the baselines through ``onnxopt.optimize`` with the same data and gates (fold + quantize with its
+defaults — the "quantize-only" a user would try first — and the other quantize modes), then the model
+``onnxopt.api.auto`` chose. Every figure comes from the pipeline's own final validation of the written
+file: size on disk as a ratio to the original, accuracy (or the worst output cosine), and latency as the
+median ratio of 20 rounds interleaved with the original in the same process (each row's own run; on this
+shared 2-core machine about +-5 % is noise, more while trials run in parallel). Search folders stay in
+``$ONNXOPT_CACHE/auto-bench/`` (study, trial reports, auto_report.json, pareto.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import onnxopt
+from onnxopt.api import auto
+from onnxopt.auto.frontier import frontier_table
+from onnxopt.gates import Gates
+from onnxopt.recipe import Recipe
+from onnxopt.report import human_bytes, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import calibration_data  # noqa: E402
+import quantize_real_models  # noqa: E402
+import realmodels  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- auto:begin -->", "<!-- auto:end -->"
+
+
+def baseline_row(name: str, source: Path, out: Path, passes: list[str], data: Path, gates: dict[str, float]) -> list:
+    report = onnxopt.optimize(source, out, passes=passes, data=data, recipe=Recipe(gates=Gates(**gates)))
+    final = report.final
+    quality = final.accuracy_candidate if final.accuracy_candidate is not None else final.worst_cosine
+    kept = " + ".join(s.name for s in report.steps if s.status == "kept")
+    return [name, kept, human_bytes(final.size_candidate), round(final.size_ratio, 4), round(quality, 4),
+            round(final.latency_ratio, 3), "yes" if report.ok else "no"]  # fmt: skip
+
+
+def bench(key: str, source: Path, data: Path, gates: dict[str, float], baselines: dict[str, list[str]],
+          work: Path, args: argparse.Namespace, trials: int) -> str:  # fmt: skip
+    folder = work / key
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rows = [baseline_row(name, source, folder / f"{name}.onnx", passes, data, gates) for name, passes in baselines.items()]
+    start = time.perf_counter()
+    result = auto(source, folder / "auto.onnx", data=data, gates=gates, max_trials=trials, jobs=args.jobs,
+                  max_time=args.max_time, seed=args.seed)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    best = result.best
+    quality = best.accuracy if best.accuracy is not None else best.cosine
+    rows.append(["auto (chosen)", " + ".join(best.kept), human_bytes(best.size_bytes), round(best.size_ratio, 4),
+                 round(quality, 4), round(best.latency_ratio, 3), "yes" if result.met_budget else "no"])  # fmt: skip
+    header = ["row", "passes kept", "size", "size x", "accuracy" if best.accuracy is not None else "min cosine",
+              "latency x", "meets budget"]  # fmt: skip
+    counted = [o for o in result.trials if o.duplicate_of is None]
+    parts = [
+        f"### {key}: {source.name}, budget {', '.join(f'{k} {v:g}' for k, v in gates.items())}",
+        "",
+        "```", table(header, rows), "```",
+        "",
+        f"Search: {len(result.trials)} trials ({len(result.trials) - len(counted)} repeated a recipe), "
+        f"{args.jobs} workers, {elapsed / 60:.1f} min; plot: {result.plot}. Frontier (size, quality, latency):",
+        "",
+        "```", frontier_table(result.frontier, best), "```",
+    ]
+    return "\n".join(parts)
+
+
+def minilm_data(path: Path, work: Path) -> Path:
+    tokenizer = quantize_real_models._tokenizer_json(path)
+    feeds, how = calibration_data.minilm_feeds(tokenizer, len(calibration_data.SENTENCES))
+    print(f"MiniLM data: {how}", file=sys.stderr)
+    target = work / "minilm_val.npz"
+    np.savez(target, **feeds)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,minilm", help="comma-separated subset of digits,minilm")
+    parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 ONNX export (inputs input_ids, attention_mask, token_type_ids)")
+    parser.add_argument("--trials", type=int, default=40, help="digits search: trials (default 40)")
+    parser.add_argument("--minilm-trials", type=int, default=12, help="MiniLM search: trials (default 12)")
+    parser.add_argument("--jobs", type=int, default=2, help="trials in parallel (default 2)")
+    parser.add_argument("--max-time", type=float, default=1800, help="per search: start no trial after this many seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
+    args = parser.parse_args(argv)
+    models = args.models.split(",")
+    work = realmodels.cache_dir() / "auto-bench"
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    sections, skipped = [], []
+    if "digits" in models:
+        sections.append(bench(
+            "digits", ROOT / "fixtures" / "digits_cnn.onnx", ROOT / "fixtures" / "digits_cnn_val.npz",
+            {"max_accuracy_drop": 0.01},
+            {"quantize-only (static)": ["fold", "quantize"], "quantize-only (dynamic)": ["fold", "quantize:mode=dynamic"]},
+            work, args, args.trials,
+        ))  # fmt: skip
+    if "minilm" in models:
+        if args.minilm is None or not args.minilm.exists():
+            skipped.append("MiniLM (give --minilm PATH)")
+        else:
+            sections.append(bench(
+                "minilm", args.minilm, minilm_data(args.minilm, work), {"min_cosine": 0.99},
+                {"quantize-only (dynamic)": ["fold", "quantize:mode=dynamic"],
+                 "quantize-only (weight-only 4 bit)": ["fold", "quantize:mode=weight_only"]},
+                work, args, args.minilm_trials,
+            ))  # fmt: skip
+    elapsed = time.perf_counter() - start
+    command = "python bench/auto.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    for section in sections:
+        print(section + "\n")
+    if skipped:
+        print("skipped: " + "; ".join(skipped))
+    if not args.no_readme:
+        body = [BEGIN, "## auto.py: onnxopt auto vs quantize-only, same data, same budget", "", "```sh",
+                "python bench/auto.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx", "```", "",
+                " ".join(line.strip() for line in __doc__.split("\n\n")[2:4]), "",
+                f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min.", "",
+                *(s + "\n" for s in sections), END]  # fmt: skip
+        realmodels.write_readme_section(README, BEGIN, END, "\n".join(body) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
