@@ -79,7 +79,7 @@ def test_bitmask_storage_is_smaller_decodes_exactly_and_is_folded_at_session_sta
 
 def test_structured_removes_exactly_the_dead_channels_through_every_coupling(tmp_path, fixtures_dir, images):
     source, out = fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx"
-    report = onnxopt.optimize(source, out, passes=["prune:kind=structured,sparsity=0.25,min_channels=2"],
+    report = onnxopt.optimize(source, out, passes=["prune:kind=structured,sparsity=0.25,min_channels=2,round_to=1"],
                               gates={"min_cosine": 0.9999})  # fmt: skip
     assert report.exit_code == 0, report.message
     layers = report.steps[0].stats["layers"]
@@ -99,7 +99,7 @@ def test_structured_removes_exactly_the_dead_channels_through_every_coupling(tmp
 
 def test_structured_shrinks_a_cnn_and_makes_it_smaller_and_lighter(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
-    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["prune:kind=structured,sparsity=0.5,round_to=1"],
                               data=fixtures_dir / "digits_cnn_val.npz", gates={"min_cosine": 0.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     pruned, original = report.steps[0].figures, report.original
@@ -117,7 +117,7 @@ def test_structured_by_activation_needs_data_and_uses_it(tmp_path, fixtures_dir)
     by_norm, by_activation = tmp_path / "n.onnx", tmp_path / "a.onnx"
     data = fixtures_dir / "digits_cnn_val.npz"
     for path, criterion in ((by_norm, "l1"), (by_activation, "activation")):
-        report = onnxopt.optimize(source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,criterion={criterion}"],
+        report = onnxopt.optimize(source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
                                   data=data, gates={"min_cosine": 0.0})  # fmt: skip
         assert report.exit_code == 0, report.message
     assert not np.array_equal(_initializers(by_norm)["fc.weight"], _initializers(by_activation)["fc.weight"])
@@ -128,16 +128,18 @@ def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_d
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
                               gates={"min_cosine": 0.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
-    assert layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"  # the MLP's hidden neurons, through Gelu, into fc2
+    assert layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"  # 16 is a multiple of the default round_to=8  # the MLP's hidden neurons, through Gelu, into fc2
     assert "read by LayerNormalization" in layers["embed/MatMul_MatMul"]
     assert "read by Transpose" in layers["attn.k/MatMul_MatMul"]
     assert _initializers(out)["mlp.fc2.weight"].shape == (16, 16)
 
 
-def test_round_to_keeps_a_multiple_of_channels(tmp_path, fixtures_dir):
+def test_round_to_keeps_the_nearest_multiple_of_channels(tmp_path, fixtures_dir):
     report = onnxopt.optimize(fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx",
                               passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"], gates={"min_cosine": 0.0})  # fmt: skip
-    assert report.steps[0].stats["layers"]["c1"] == "8 -> 4"
+    layers = report.steps[0].stats["layers"]
+    assert layers["c1"] == "8 -> 4"  # 3.2 -> 4
+    assert layers["s1"].startswith("4 kept")  # no wider than round_to: left whole
 
 
 @pytest.mark.parametrize("bad", ["sparsity=1.0", "sparsity=-0.1", "round_to=0", "kind=channels"])

@@ -37,7 +37,7 @@ class PruneOptions:
     criterion: Literal["l1", "l2", "activation"] = option("l1", "structured: rank channels by weight norm, or by mean |activation| over the data")
     min_elements: int = option(1024, "magnitude: tensors with fewer values are left alone")
     min_channels: int = option(4, "structured: layers with fewer output channels are left alone")
-    round_to: int = option(1, "structured: keep a multiple of this many channels (8 or 16 suit onnxruntime's blocked Conv kernels)")
+    round_to: int = option(8, "structured: round the kept channels to a multiple of this, as onnxruntime's blocked Conv kernels need (8; 16 on AVX-512); 1 = exact")
     storage: Literal["dense", "bitmask"] = option("dense", "magnitude: keep zeros in dense tensors, or store a 1-bit mask + the nonzero values (decoded at session start)")
 
     def __post_init__(self) -> None:

@@ -75,10 +75,15 @@ def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext)
 
 
 def _keep_count(channels: int, options: PruneOptions) -> int:
-    keep = max(1, math.ceil(channels * (1.0 - options.sparsity) - 1e-9))
+    """How many of ``channels`` stay: ``1 - sparsity`` of them, rounded to the nearest multiple of ``round_to``
+    (at least one multiple), since onnxruntime's blocked (NCHWc) Conv kernels take only channel counts that
+    are multiples of their block; a layer no wider than ``round_to`` is left whole."""
+    wanted = channels * (1.0 - options.sparsity)
     if options.round_to > 1:
-        keep = math.ceil(keep / options.round_to) * options.round_to
-    return min(channels, keep)
+        if channels <= options.round_to:
+            return channels
+        return min(channels, max(options.round_to, round(wanted / options.round_to) * options.round_to))
+    return min(channels, max(1, math.ceil(wanted - 1e-9)))
 
 
 def _cut(array: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:
