@@ -197,3 +197,68 @@ def test_calibration_uses_every_feed_when_there_are_sixteen(fixtures_dir, tmp_pa
     assert report.exit_code == 0, report.message
     assert report.steps[0].stats["calibration_samples"] == 32
     assert report.steps[0].stats["folded_first"]["batchnorm_fused"] == 2
+
+
+def _hardswish_layernorm_model(path: Path) -> Path:
+    """Conv, a hard-swish ending in "/ 6", then a layer norm written out op by op (as opset < 17 exports do)."""
+    rng = np.random.default_rng(6)
+    consts = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "b": rng.standard_normal(8).astype(np.float32),
+              "three": np.array(3, np.float32), "six": np.array(6, np.float32), "two": np.array(2, np.float32),
+              "eps": np.array(1e-5, np.float32), "gamma": rng.standard_normal(8).astype(np.float32),
+              "beta": rng.standard_normal(8).astype(np.float32), "zero": np.array(0, np.float32)}  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "three"], ["c3"]),
+        helper.make_node("Clip", ["c3", "zero", "six"], ["relu6"]),
+        helper.make_node("Mul", ["c", "relu6"], ["hs6"]),
+        helper.make_node("Div", ["hs6", "six"], ["hs"]),
+        helper.make_node("Transpose", ["hs"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("ReduceMean", ["t"], ["mean"], axes=[-1]),
+        helper.make_node("Sub", ["t", "mean"], ["centred"]),
+        helper.make_node("Pow", ["centred", "two"], ["square"]),
+        helper.make_node("ReduceMean", ["square"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"]),
+        helper.make_node("Sqrt", ["var_eps"], ["std"]),
+        helper.make_node("Div", ["centred", "std"], ["normed"]),
+        helper.make_node("Mul", ["normed", "gamma"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "beta"], ["ln"]),
+        helper.make_node("MatMul", ["ln", "w2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    inits.append(numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w2"))
+    graph = helper.make_graph(nodes, "hs_ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_constant_division_quantizes_and_written_out_layer_norm_stays_fusable(tmp_path):
+    source = _hardswish_layernorm_model(tmp_path / "hs_ln.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(7).standard_normal((32, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    report = onnxopt.optimize(source, out, passes=["quantize"], data=data, gates={"min_cosine": 0.98})
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["divisions_to_multiplications"] == 1 and stats["layer_norm_nodes_kept_float"] == 9
+    proto = onnx.load(out)
+    assert [n.input[1] for n in proto.graph.node if n.op_type == "Div"] == ["std"]  # only the layer norm's
+    signed = {t.name for t in proto.graph.initializer if t.data_type in (TensorProto.INT8, TensorProto.INT32)}
+    weight_dqs = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in signed]
+    assert len(weight_dqs) == 3 and all(len(n.input) == 2 for n in weight_dqs)  # all-zero zero points dropped
+    assert not proto.graph.value_info
+    fused = _onnxruntime_optimized_ops(out, tmp_path / "ort.onnx")
+    assert any(op.endswith("LayerNormalization") for op in fused)  # fused as in the float model
+    assert "QLinearConv" in fused and "Div" not in fused
+    plain = onnxopt.optimize(source, tmp_path / "plain.onnx", passes=["quantize:float_layer_norm=false"], data=data,
+                             gates={"min_cosine": 0.0})  # fmt: skip
+    assert plain.exit_code == 0, plain.message
+    unfused = _onnxruntime_optimized_ops(tmp_path / "plain.onnx", tmp_path / "ort_plain.onnx")
+    assert not any(op.endswith("LayerNormalization") for op in unfused) and "Sqrt" in unfused
+
+
+def _onnxruntime_optimized_ops(path: Path, optimized: Path) -> list[str]:
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(optimized).graph.node]

@@ -30,7 +30,7 @@ import onnx_ir as ir
 from onnxopt import PassSpec, RunContext, hookimpl, load, option
 from onnxopt.errors import UsageError
 
-from . import accuracy, ort_quantizer
+from . import accuracy, ort_quantizer, prepare
 
 logger = logging.getLogger("onnxopt.quantize")
 
@@ -51,9 +51,11 @@ class QuantizeOptions:
     exclude_op_types: list[str] = option([], "op types kept in float")
     exclude_regex: str = option("", "node names matching this regular expression are kept in float")
     float_output_concat: bool = option(True, "keep Concat nodes that build a model output in float")
+    float_layer_norm: bool = option(True, "static: keep written-out layer norms float so onnxruntime fuses them")
     calibration_samples: int = option(128, "at most this many samples are used for calibration")
     fold_first: bool = option(True, "run the fold pass first (BatchNorm left unfused is not quantized)")
     short_names: bool = option(True, "give the Q/DQ nodes and values the quantizer adds short names (the model's own stay)")
+    compact: bool = option(True, "drop all-zero weight / bias zero points and value_info after quantizing")
     preprocess: bool = option(True, "run onnxruntime's quant_pre_process first (falls back if it fails)")
     accuracy_aware: bool = option(False, "static: put the worst-quantized nodes back to float until the gates hold")
     max_trials: int = option(10, "accuracy_aware: at most this many re-quantizations")
@@ -138,6 +140,11 @@ def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> 
         if concats:
             stats["output_concat_kept_float"] = concats
         excluded |= set(concats)
+    if options.float_layer_norm and options.mode == "static":
+        norms = prepare.layer_norm_nodes(graph)
+        if norms:
+            stats["layer_norm_nodes_kept_float"] = len(norms)
+        excluded |= norms
     cone = _condition_cone(graph)
     if cone:
         stats["condition_nodes_kept_float"] = len(cone)
@@ -206,11 +213,22 @@ class QuantizePass(ir.passes.FunctionalPass):
             stats["folded_first"] = {k: v for k, v in folded_stats.items() if k not in ("rules", "rounds")}
         return result.model
 
+    def _prepared(self, model: ir.Model) -> ir.Model:
+        """Folded, and for static mode with divisions by constants turned into multiplications (see prepare)."""
+        folded = self._folded(model)
+        if self.options.mode != "static":
+            return folded
+        folded = folded.clone() if folded is model else folded  # the pass never changes its input
+        divisions = prepare.divisions_to_multiplications(folded)
+        if divisions:
+            self.context.stats["divisions_to_multiplications"] = divisions
+        return folded
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o, stats = self.options, self.context.stats
         work = Path(self.context.workdir) / f"quantize-{id(self)}"
         work.mkdir(parents=True, exist_ok=True)
-        source = ort_quantizer.write_for_onnxruntime(self._folded(model), work / "float.onnx")
+        source = ort_quantizer.write_for_onnxruntime(self._prepared(model), work / "float.onnx")
         large = source.with_name(source.name + ".data").exists()  # keep external data external throughout
         if o.mode == "static" and o.per_channel:
             ort_quantizer.upgrade_opset(source, ort_quantizer.PER_CHANNEL_OPSET, stats)
@@ -229,6 +247,8 @@ class QuantizePass(ir.passes.FunctionalPass):
         ir.passes.common.TopologicalSortPass()(quantized)
         if o.short_names:
             shorten_generated_names(quantized, _names(proto.graph))
+        if o.compact:
+            stats["zero_points_dropped"] = prepare.compact(quantized)
         return ir.passes.PassResult(quantized, modified=True)
 
     def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
