@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import onnxopt
+from onnxopt import api
 from onnxopt.auto.frontier import choose, pareto
 from onnxopt.auto.trial import TrialOutcome
 
@@ -140,3 +141,13 @@ def test_frontier_ignores_latency_noise_and_choice_prefers_the_budget():
     assert choose(trials, "latency")[0].number == 3
     best, met = choose([trials[4], _outcome(5, 0.3, 0.95, 1.0, passed=False)], "size")
     assert best.number == 5 and not met  # none within budget: the most accurate
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_trials_on_a_local_ray(fixtures_dir, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "r.onnx"
+    result = api.auto(fixtures_dir / "digits_cnn.onnx", out, data=fixtures_dir / "digits_cnn_val.npz",
+                    max_trials=2, jobs=2, executor="ray")  # fmt: skip
+    assert result.exit_code == 0 and out.exists() and len(result.trials) == 2
+    assert all(Path(t.report).is_file() for t in result.trials)
