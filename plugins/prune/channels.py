@@ -269,9 +269,10 @@ class _Walk:
             return
         if node.op_type in ("Resize", "Upsample") and len(node.inputs) > 3 and node.inputs[3] is not None:
             return  # explicit output sizes name the channel count
+        if any(output.uses() or output.is_graph_output() for output in node.outputs[1:]):
+            return  # MaxPool's indices count positions across channels
         self._accept(node, [0])
-        for output in node.outputs:
-            self._carry(output, layout)
+        self._carry(node.outputs[0], layout)
 
     def _per_channel_params(self, node: ir.Node, layout: Layout) -> None:
         if _axis_from_front(layout, _rank(node.inputs[0])) != 1 or layout.per_channel != 1:
