@@ -21,7 +21,8 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from onnxopt.errors import ModelError
 
@@ -126,7 +127,41 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
         raise ModelError(f"{path}: a protobuf message but not an ONNX model (no graph, opset or IR version)")
+    bad_text = _non_utf8_field(proto)
+    if bad_text is not None:
+        raise ModelError(f"{path}: {bad_text} is not valid UTF-8 text")
     return proto
+
+
+def _non_utf8_field(message: Message, where: str = "model") -> str | None:
+    """The path of the first text field holding bytes that are not UTF-8, or None.
+
+    protobuf hands such a field over as ``bytes``; onnx's checker and onnxruntime accept it, but onnx_ir
+    cannot write the model back (UnicodeDecodeError), so a corrupted name would crash the save.
+    """
+    if isinstance(message, onnx.TensorProto):  # its text fields only: ListFields would copy every raw_data
+        texts = [("name", message.name), ("doc_string", message.doc_string)]
+        texts += [(f"external_data[{i}]", text) for i, e in enumerate(message.external_data) for text in (e.key, e.value)]
+        return next((f"{where}.{name}" for name, text in texts if isinstance(text, bytes)), None)
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if _is_repeated(field) else [value]
+            for index, text in enumerate(values):
+                if isinstance(text, bytes):
+                    return f"{where}.{field.name}" + (f"[{index}]" if _is_repeated(field) else "")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            children = value if _is_repeated(field) else [value]
+            for index, child in enumerate(children):
+                found = _non_utf8_field(child, f"{where}.{field.name}" + (f"[{index}]" if _is_repeated(field) else ""))
+                if found is not None:
+                    return found
+    return None
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf 7 dropped ``label``; older releases lack ``is_repeated``
+        return field.is_repeated
+    return field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _for_checker(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -157,6 +192,33 @@ def check_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
         raise ModelError(f"{path}: rejected by the ONNX checker: {first}") from exc
     except ValueError as exc:  # e.g. "Message onnx.ModelProto exceeds maximum protobuf size of 2GB"
         raise ModelError(f"{path}: rejected by the ONNX checker: {exc}") from exc
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None:
+        _check_attribute_names(proto.graph, opset, path)
+
+
+def _check_attribute_names(graph: onnx.GraphProto, opset: int, path: str | os.PathLike) -> None:
+    """Every attribute of a standard op is one its schema declares.
+
+    The checker misses this for ops defined as functions (an ``axis`` misspelt on LayerNormalization
+    passes it, and onnxruntime ignores the attribute), yet the model is not what it claims to be and a
+    pass that checks its own output against the schema would be blamed for it.
+    """
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx"):
+            try:
+                declared = onnx.defs.get_schema(node.op_type, opset, "").attributes
+            except onnx.defs.SchemaError:
+                declared = None  # an unknown op: the checker's to report
+            for attr in node.attribute:
+                if declared is not None and attr.name not in declared:
+                    raise ModelError(
+                        f"{path}: node {node.name or node.op_type!r}: {node.op_type} has no attribute "
+                        f"{attr.name!r} in opset {opset}"
+                    )
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _check_attribute_names(sub, opset, path)
 
 
 def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:

@@ -31,6 +31,8 @@ from onnxopt.validation import ValidationResult, compare, open_session
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
+#: Above this many bytes of weights the reference's onnxruntime session is not kept open between comparisons.
+SHARED_REFERENCE_MAX_BYTES = 256 << 20
 
 
 def load_model(pm: PluginManager, path: str | Path, **options: Any) -> ir.Model:
@@ -100,8 +102,13 @@ class Run:
                 seed=self.recipe.seed, quiet=self.quiet,
             )  # fmt: skip
             context.reference_path = self._reference_file(model, source, context)
-            # Opened once for every comparison; an input onnxruntime cannot load fails here, before any pass.
+            # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
+            # comparison, except for a large model: onnxruntime holds a copy of its weights, which would sit
+            # beside everything the passes need (a quantizer loads the whole model too); each comparison
+            # then opens the reference afresh.
             self.reference_session = open_session(context.reference_path, threads=self.recipe.threads)
+            if model_io.tensor_bytes(model) > SHARED_REFERENCE_MAX_BYTES:
+                self.reference_session = None
             report = Report(str(source), None, _figures(model, context.reference_path))
             context.dataset = self._dataset(model, report)
             best = model

@@ -144,6 +144,20 @@ def duplicate_names(tmp: Path) -> Case:
     return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "'y'", "single static assignment")
 
 
+def name_not_utf8(tmp: Path) -> Case:
+    """A corrupted byte in a node name: onnx's checker and onnxruntime accept it, onnx_ir cannot write it."""
+    data = (FIXTURES / "iris_mlp.onnx").read_bytes().replace(b"hidden_Relu", b"\xf0idden_Relu")
+    return _bad_model_case(tmp, data, "model.graph.node[3].name", "not valid UTF-8")
+
+
+def unknown_attribute(tmp: Path) -> Case:
+    """LayerNormalization with ``zxis`` for ``axis``: onnx's checker (a function op) and onnxruntime let it by."""
+    model = onnx.load(FIXTURES / "tiny_transformer.onnx")
+    node = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    next(a for a in node.attribute if a.name == "axis").name = "zxis"
+    return _bad_model_case(tmp, model, "LayerNormalization has no attribute 'zxis' in opset 17")
+
+
 def unknown_op(tmp: Path) -> Case:
     nodes = [helper.make_node("FrobnicateXYZ", ["input"], ["y"])]
     return _bad_model_case(tmp, _small_model(nodes), "rejected by the ONNX checker", "FrobnicateXYZ")
@@ -366,6 +380,8 @@ CASES: list[Callable[[Path], Case]] = [
     cycle,
     undefined_value,
     duplicate_names,
+    name_not_utf8,
+    unknown_attribute,
     unknown_op,
     opset_99_optimize,
     opset_99_validate,
