@@ -4,8 +4,8 @@ A backend plugin (torch, keras, or a third party's) answers the ``onnxopt_distil
 object that has a ``name`` and a ``fit(job)`` method (:class:`Trainer`). The distill plugin prepares the
 :class:`TrainingJob` — the student, the training inputs with the teacher's outputs on them, labels when
 the data has them, the hyperparameters — and the trainer trains the student, writes it as ONNX to
-``job.output`` with the teacher's input and output names and a dynamic batch dimension, and returns a
-:class:`TrainingResult`. Kept in the host (numpy only, no framework imports) so any plugin can implement
+``job.output`` with the teacher's input and output names and a dynamic batch dimension (or in a format a
+loader plugin reads, named in ``TrainingResult.model_file``), and returns a :class:`TrainingResult`. Kept in the host (numpy only, no framework imports) so any plugin can implement
 the hook without importing another plugin.
 """
 
@@ -82,6 +82,9 @@ class TrainingResult:
     best_epoch: int
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train loss, val score
+    #: where the student was written when not as ONNX at ``job.output``: a file a loader plugin reads
+    #: (e.g. ``.keras``); its inputs and outputs are renamed, in order, to the teacher's
+    model_file: Path | None = None
 
 
 class Trainer(Protocol):

@@ -18,6 +18,7 @@ from onnxopt import model_io
 from onnxopt.context import RunContext
 from onnxopt.data import LABELS_KEY, Dataset, from_arrays, load_arrays
 from onnxopt.errors import DataError, PluginError, UsageError
+from onnxopt.pipeline import load_model
 from onnxopt.summary import count_parameters
 from onnxopt.training import Hyperparameters, Split, TrainingJob
 from onnxopt.validation import compare
@@ -115,28 +116,31 @@ class Distillation:
             probabilities=probabilities, hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
         )  # fmt: skip
         result = trainer.fit(job)
-        trained = self._checked(output, trainer.name)
+        trained = self._checked(result.model_file or output, trainer.name)
         stats.update(
             student=description, backend=trainer.name, train_rows=len(train), val_rows=len(val) if val else 0,
             epochs=result.epochs, best_epoch=result.best_epoch,
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip
         if val is not None:
-            stats["validation"] = self._validate(output, val)
+            stats["validation"] = self._validate(model_io.save(trained, output.with_name(output.stem + "-named.onnx")), val)
         return trained
 
     def _checked(self, output: Path, backend: str) -> ir.Model:
+        """The trained student as written, loaded through the loader plugins, with the teacher's names."""
         if not output.exists():
-            raise PluginError(backend, "the trainer wrote no ONNX student")
-        trained = model_io.load(output, check=False)
+            raise PluginError(backend, f"the trainer wrote no student at {output}")
+        trained = load_model(self.context.plugin_manager, output, check=False)
+        for kind, want, got in (
+            ("inputs", self.teacher.graph.inputs, trained.graph.inputs),
+            ("outputs", self.teacher.graph.outputs, trained.graph.outputs),
+        ):
+            if len(want) != len(got):
+                raise PluginError(backend, f"the student has {len(got)} {kind}, the teacher {len(want)}")
+            for theirs, ours in zip(want, got):
+                ours.name = theirs.name  # same order, the teacher's names: a drop-in replacement
         for node in trained.graph.all_nodes():  # the exporter's per-node stack traces: kilobytes of noise
             node.metadata_props.clear()
-        for kind, want, got in (
-            ("inputs", [v.name for v in self.teacher.graph.inputs], [v.name for v in trained.graph.inputs]),
-            ("outputs", [v.name for v in self.teacher.graph.outputs], [v.name for v in trained.graph.outputs]),
-        ):
-            if want != got:
-                raise PluginError(backend, f"the student's {kind} {got} are not the teacher's {want}")
         return trained
 
     def _validate(self, student: Path, val: Split) -> dict[str, Any]:
