@@ -290,19 +290,24 @@ def _finish(
             )
     if not settings.keep_models:
         _remove_models(trials, {o.number for o in front} | ({best.number} if best else set()))
-    from onnxopt.auto.plot import matplotlib_available, plot_frontier
-
-    if not trials or best is None:
-        pass
-    elif matplotlib_available():
-        budget = _quality_floor(best, gates)
-        title = f"onnxopt auto: {settings.source.name}, objective {settings.objective}, {len(trials)} trials"
-        result.plot = str(plot_frontier(trials, best, workdir / PLOT_FILE, title=title, budget=budget,
-                                        reference=best.accuracy_reference if best.accuracy is not None else 1.0))  # fmt: skip
-    else:
-        notes.append("matplotlib is not installed: no Pareto plot (pip install 'onnxopt[plot]')")
+    if best is not None:
+        result.plot = _plot(settings, trials, best, gates, workdir, notes)
     studies.atomic_write_text(workdir / REPORT_FILE, report_json(result, settings, space))
     return result
+
+
+def _plot(settings: AutoSettings, trials: list[TrialOutcome], best: TrialOutcome, gates: dict[str, float],
+          workdir: Path, notes: list[str]) -> str | None:  # fmt: skip
+    from onnxopt.auto.plot import matplotlib_available, plot_frontier
+
+    if not matplotlib_available():
+        notes.append("matplotlib is not installed: no Pareto plot (pip install 'onnxopt[plot]')")
+        return None
+    title = f"onnxopt auto: {settings.source.name}, objective {settings.objective}, {len(trials)} trials"
+    reference = best.accuracy_reference if best.accuracy is not None else 1.0
+    path = plot_frontier(trials, best, workdir / PLOT_FILE, title=title, budget=_quality_floor(best, gates),
+                         reference=reference)  # fmt: skip
+    return str(path)
 
 
 def _quality_floor(best: TrialOutcome, gates: dict[str, float]) -> float | None:
@@ -314,7 +319,6 @@ def _quality_floor(best: TrialOutcome, gates: dict[str, float]) -> float | None:
 def _write_best(settings: AutoSettings, best: TrialOutcome, gates: dict[str, float], workdir: Path) -> None:
     """Copy the chosen trial's model to the output (atomically); rebuild it if its file was removed."""
     from onnxopt import model_io
-
     from onnxopt.recipe import pass_steps
 
     path = Path(best.model) if best.model else None
