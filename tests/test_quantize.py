@@ -63,6 +63,13 @@ def test_weight_only_4bit_quantizes_matmul_and_the_embedding_table(tmp_path):
     assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
     assert out.stat().st_size < 0.25 * source.stat().st_size  # the table is quantized too, not left float
     assert report.steps[0].stats["opset_upgraded"] == "17 -> 21"
+    mixed = onnxopt.optimize(source, tmp_path / "mixed.onnx", passes=["quantize:mode=weight_only,eight_bit_regex=."],
+                             gates={"min_cosine": 0.99})  # fmt: skip
+    assert mixed.exit_code == 0, mixed.message
+    nodes = onnx.load(tmp_path / "mixed.onnx").graph.node
+    bits = {n.op_type: helper.get_attribute_value(a) for n in nodes for a in n.attribute if a.name == "bits"}
+    assert bits["MatMulNBits"] == 8 and bits.get("GatherBlockQuantized", 4) == 4  # the table stays 4-bit
+    assert mixed.steps[0].stats["eight_bit_nodes"] == 1
 
 
 def _conv_model(path: Path, opset: int) -> Path:
