@@ -266,6 +266,81 @@ def measure_latency(
     return statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios)
 
 
+#: Above this many bytes (model file plus external data) the reference and the candidate are not held in
+#: onnxruntime at the same time, which would hold both models' weights at once.
+ONE_SESSION_AT_A_TIME_BYTES = 1 << 30
+
+
+def _median_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+class _Reference:
+    """The reference's side of a comparison: its signature, its outputs for each feed, latency against a candidate."""
+
+    signature: Signature
+    score_index: int | None
+
+    def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+
+class _LiveReference(_Reference):
+    """A reference session open beside the candidate's: outputs on demand, latency interleaved."""
+
+    def __init__(self, session: ort.InferenceSession, path: str | Path) -> None:
+        self.session, self.path = session, path
+        self.signature = _signature(session)
+        self.score_index = _class_score_index(session)
+
+    def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return _run(self.session, feed, self.path)
+
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+        return measure_latency(self.session, candidate, feed, runs=runs)
+
+
+class _RecordedReference(_Reference):
+    """The reference run over every feed first and closed before the candidate is opened.
+
+    onnxruntime copies a model's weights into its session, so two sessions side by side hold two models:
+    for a 2.4 GB model and its weight-only result, 4.9 GB against 2.9 GB one at a time. The outputs are
+    kept in memory (a dataset's outputs are far smaller than the weights of a model this size) and latency
+    is the median of each model's own runs, not interleaved.
+    """
+
+    def __init__(self, path: str | Path, data: Dataset | None, threads: int, latency_runs: int, context: RunContext | None) -> None:
+        session = open_session(path, threads=threads)
+        self.signature = _signature(session)
+        self.score_index = _class_score_index(session)
+        self._outputs: list[list[np.ndarray]] = []
+        self._latency_ms = 0.0
+        if data is not None:
+            feeds = data.feeds()
+            if context is not None:
+                feeds = context.progress(feeds, total=data.num_feeds, desc="reference")
+            self._outputs = [_run(session, feed, path) for feed in feeds]
+            if latency_runs > 0:
+                self._latency_ms = _median_ms(session, data.first_feed(), latency_runs)
+
+    def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._outputs[index]
+
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+        candidate_ms = _median_ms(candidate, feed, runs)
+        return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9)
+
+
 def compare(
     reference: str | Path,
     candidate: str | Path,
@@ -288,23 +363,27 @@ def compare(
     gates = gates or Gates()
     name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
     result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
-    ref_session = reference_session or open_session(reference, threads=threads)
+    if reference_session is None and model_io.file_size(reference) > ONE_SESSION_AT_A_TIME_BYTES:
+        reference_side: _Reference = _RecordedReference(reference, data, threads, latency_runs, context)
+        result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
+    else:
+        reference_side = _LiveReference(reference_session or open_session(reference, threads=threads), reference)
     try:
         cand_session = open_session(candidate, threads=threads)
     except ModelError as exc:
         result.checks.append(Check("loads", False, f"candidate: {exc}"))
         return result
     result.checks.append(Check("loads", True, "candidate loads in onnxruntime (ORT_ENABLE_ALL)"))
-    if not _same_signature(ref_session, cand_session, result):
+    if not _same_signature(reference_side.signature, _signature(cand_session), result):
         return result
     if data is None:
         result.notes.append("no data: outputs were not compared")
     else:
-        if not _compare_outputs(result, ref_session, cand_session, data, gates, channel_axis, context):
+        if not _compare_outputs(result, reference_side, cand_session, data, gates, channel_axis, context):
             return result
         if latency_runs > 0:
-            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio) = measure_latency(
-                ref_session, cand_session, data.first_feed(), runs=latency_runs
+            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio) = reference_side.latency(
+                cand_session, data.first_feed(), latency_runs
             )
         if data.synthetic:
             result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
@@ -321,7 +400,7 @@ def compare(
 
 def _compare_outputs(
     result: ValidationResult,
-    ref_session: ort.InferenceSession,
+    reference: _Reference,
     cand_session: ort.InferenceSession,
     data: Dataset,
     gates: Gates,
@@ -329,19 +408,19 @@ def _compare_outputs(
     context: RunContext | None,
 ) -> bool:
     """Stream every feed through both sessions into ``result``; False if the candidate failed outright."""
-    accumulators = [_OutputAccumulator(o.name, channel_axis) for o in ref_session.get_outputs()]
+    accumulators = [_OutputAccumulator(name, channel_axis) for name in reference.signature[1]]
     if gates.atol is not None or gates.rtol is not None:
         for acc in accumulators:
             acc.tolerance = (gates.atol or 0.0, gates.rtol or 0.0)
-    score_index = _class_score_index(ref_session) if data.labels is not None else None
+    score_index = reference.score_index if data.labels is not None else None
     ref_scores: list[np.ndarray] = []
     cand_scores: list[np.ndarray] = []
     feeds = data.feeds()
     if context is not None:
         feeds = context.progress(feeds, total=data.num_feeds, desc="validate")
     try:
-        for feed in feeds:
-            ref_out = _run(ref_session, feed, result.reference)
+        for index, feed in enumerate(feeds):
+            ref_out = reference.outputs(index, feed)
             try:
                 cand_out = cand_session.run(None, feed)
             except Exception as exc:
@@ -364,11 +443,15 @@ def _compare_outputs(
     return True
 
 
-def _same_signature(ref: ort.InferenceSession, cand: ort.InferenceSession, result: ValidationResult) -> bool:
-    ref_inputs = {i.name: i.type for i in ref.get_inputs()}
-    cand_inputs = {i.name: i.type for i in cand.get_inputs()}
-    ref_outputs = [o.name for o in ref.get_outputs()]
-    cand_outputs = [o.name for o in cand.get_outputs()]
+Signature = tuple[dict[str, str], list[str]]  # input name -> type, output names in order
+
+
+def _signature(session: ort.InferenceSession) -> Signature:
+    return {i.name: i.type for i in session.get_inputs()}, [o.name for o in session.get_outputs()]
+
+
+def _same_signature(ref: Signature, cand: Signature, result: ValidationResult) -> bool:
+    (ref_inputs, ref_outputs), (cand_inputs, cand_outputs) = ref, cand
     if ref_inputs != cand_inputs:
         result.checks.append(Check("signature", False, f"inputs differ: reference {ref_inputs}, candidate {cand_inputs}"))
         return False

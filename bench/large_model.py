@@ -1,0 +1,178 @@
+"""A model over 2 GB through onnxopt end to end: peak memory and time against reading it and onnxruntime's quantizers.
+
+    python bench/large_model.py [--dir DIR] [--layers 36] [--hidden 4096] [--latency-runs 20] [--no-readme]
+
+The model is ``fixtures/build_large_model.py``'s stack of MatMul layers (default 36 x 4096 x 4096: 604 M float
+parameters, 2.42 GB of external data), built into ``DIR`` (default ``$ONNXOPT_CACHE/large``, i.e.
+``~/.cache/onnxopt/large``) unless it is there already. Every row is one command in its own process under
+``/usr/bin/time -v``, which gives its wall time and peak resident memory (``Maximum resident set size``):
+
+- ``read``: ``onnx.load`` of the model with its external data — reading the file into memory, which is
+  where both of onnxruntime's quantizers start;
+- ``ort quantize_dynamic`` / ``ort MatMulNBits``: onnxruntime's quantizers called directly with the options
+  onnxopt's ``quantize`` pass uses (dynamic: per-channel symmetric int8; weight-only: 4 bits, block 32,
+  symmetric), external data out — the anchors;
+- ``onnxopt dynamic`` / ``onnxopt weight_only``: ``onnxopt optimize big.onnx -o OUT --pass fold --pass
+  quantize:mode=...`` with its default validation (each pass and the written file against the original on
+  16 random inputs; ``--latency-runs`` interleaved latency rounds on the written file); weight_only adds
+  ``--min-cosine 0.9``: 4-bit weights through 36 random layers give a cosine of 0.95 against the default 0.99;
+- ``onnxopt validate``: the original against the dynamic result.
+
+Columns: *RSS / model* is peak RSS over the model's bytes (.onnx + .data; the issue's target is <= 1.5);
+*time / anchor* is the onnxopt row's time over (read + the matching onnxruntime quantizer); the issue's target
+is <= 2. Rows run one after another in one invocation (the machine is shared: compare rows of one run). Prints
+the table and (unless ``--no-readme``) writes it with the command into the ``large_model`` section of
+bench/README.md. Needs about 8 GB of free disk in ``DIR`` and 8 GB of free memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "fixtures"))
+sys.path.insert(0, str(HERE))
+
+import build_large_model  # noqa: E402
+import realmodels  # noqa: E402
+
+README = HERE / "README.md"
+BEGIN, END = "<!-- large_model:begin -->", "<!-- large_model:end -->"
+
+READ = "import sys, onnx; onnx.load(sys.argv[1])"
+ORT_DYNAMIC = """
+import sys
+from onnxruntime.quantization import QuantType, quantize_dynamic
+quantize_dynamic(sys.argv[1], sys.argv[2], per_channel=True, weight_type=QuantType.QInt8,
+                 use_external_data_format=True, extra_options={"WeightSymmetric": True})
+"""
+ORT_WEIGHT_ONLY = """
+import sys, onnx
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+quantizer = MatMulNBitsQuantizer(onnx.load(sys.argv[1]), bits=4, block_size=32, is_symmetric=True)
+quantizer.process()
+quantizer.model.save_model_to_file(sys.argv[2], use_external_data_format=True)
+"""
+
+
+@dataclass
+class Row:
+    name: str
+    command: list[str]
+    seconds: float = 0.0
+    peak_rss: int = 0  # bytes
+    exit_code: int = 0
+    note: str = ""
+
+
+def measure(row: Row, cwd: Path) -> Row:
+    """Run the row's command under /usr/bin/time -v and read its wall time and peak RSS."""
+    start = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *row.command], cwd=cwd, capture_output=True, text=True)
+    row.seconds = time.perf_counter() - start
+    row.exit_code = done.returncode
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    row.peak_rss = int(found.group(1)) * 1024 if found else 0
+    if done.returncode:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("onnxopt:") or "Error" in line]
+        row.note = (lines[-1] if lines else done.stderr.strip().splitlines()[0])[:160]
+    return row
+
+
+def rows_for(model: Path, out: Path, latency_runs: int) -> list[Row]:
+    py = sys.executable
+    onnxopt = [py, "-m", "onnxopt.cli"]
+    optimize = [*onnxopt, "optimize", str(model), "--pass", "fold", "--latency-runs", str(latency_runs), "-q"]
+    return [
+        Row("read", [py, "-c", READ, str(model)]),
+        Row("ort quantize_dynamic", [py, "-c", ORT_DYNAMIC, str(model), str(out / "ort_dynamic.onnx")]),
+        Row("onnxopt dynamic", [*optimize, "-o", str(out / "dynamic.onnx"), "--pass", "quantize:mode=dynamic"]),
+        Row("ort MatMulNBits", [py, "-c", ORT_WEIGHT_ONLY, str(model), str(out / "ort_weight_only.onnx")]),
+        Row("onnxopt weight_only", [*optimize, "-o", str(out / "weight_only.onnx"), "--pass", "quantize:mode=weight_only",
+                                    "--min-cosine", "0.9"]),  # fmt: skip
+        Row("onnxopt validate", [*onnxopt, "validate", str(model), str(out / "dynamic.onnx"), "--latency-runs",
+                                 str(latency_runs), "-q"]),  # fmt: skip
+    ]
+
+
+ANCHORS = {"onnxopt dynamic": "ort quantize_dynamic", "onnxopt weight_only": "ort MatMulNBits"}
+
+
+def table(rows: list[Row], model_bytes: int) -> str:
+    by_name = {row.name: row for row in rows}
+    lines = ["| run | exit | wall time (s) | peak RSS (GB) | RSS / model | time / (read + anchor) | note |",
+             "|---|--:|--:|--:|--:|--:|---|"]  # fmt: skip
+    for row in rows:
+        anchor = by_name.get(ANCHORS.get(row.name, ""))
+        ratio = f"{row.seconds / (by_name['read'].seconds + anchor.seconds):.2f}" if anchor else "–"
+        lines.append(f"| {row.name} | {row.exit_code} | {row.seconds:.1f} | {row.peak_rss / 1e9:.2f} | "
+                     f"{row.peak_rss / model_bytes:.2f} | {ratio} | {row.note} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def output_sizes(out: Path) -> str:
+    sizes = {}
+    for onnx_file in sorted(out.glob("*.onnx")):
+        data = onnx_file.with_name(onnx_file.name + ".data")
+        sizes[onnx_file.stem] = onnx_file.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    return ", ".join(f"{name} {size / 1e9:.2f} GB" for name, size in sizes.items())
+
+
+def readme_section(command: str, body: str, elapsed: float) -> str:
+    import onnx
+    import onnxruntime
+
+    return f"""{BEGIN}
+## large_model.py: a 2.42 GB model (external data) through optimize and validate; peak RSS and time
+
+```sh
+{command}
+```
+
+{(__doc__ or "").split(chr(10) + chr(10), 1)[1].split("Prints the table")[0].strip()}
+
+Last run: {time.strftime("%Y-%m-%d")}, {elapsed / 60:.1f} min, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, 2 CPUs shared with other jobs.
+
+{body}
+{END}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=None, help="where the model and outputs go (default: $ONNXOPT_CACHE/large)")
+    parser.add_argument("--layers", type=int, default=36)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    folder = (args.dir or realmodels.cache_dir() / "large").expanduser()
+    model = folder / f"stacked_{args.layers}x{args.hidden}.onnx"
+    out = folder / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if not (model.exists() and model.with_name(model.name + ".data").exists()):
+        build_large_model.build(model, layers=args.layers, hidden=args.hidden)
+    model_bytes = build_large_model.model_bytes(model)
+    print(f"{model}: {model_bytes / 1e9:.3f} GB", flush=True)
+    rows = []
+    for row in rows_for(model, out, args.latency_runs):
+        rows.append(measure(row, folder))
+        print(f"  {row.name}: exit {row.exit_code}, {row.seconds:.1f} s, peak RSS {row.peak_rss / 1e9:.2f} GB {row.note}", flush=True)
+    body = f"Model: {model.name}, {model_bytes / 1e9:.3f} GB. Outputs: {output_sizes(out)}.\n\n" + table(rows, model_bytes)
+    print(body)
+    if not args.no_readme:
+        command = "python bench/large_model.py" + "".join(f" {a}" for a in sys.argv[1:])
+        realmodels.write_readme_section(README, BEGIN, END, readme_section(command, body, time.perf_counter() - start))
+        print(f"wrote the table into {README}")
+
+
+if __name__ == "__main__":
+    main()
