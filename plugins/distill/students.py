@@ -68,7 +68,10 @@ def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     """``model`` with ``width`` of its channels / hidden units kept, by the registry's structured prune."""
     if "prune" not in context.registry:
         raise UsageError("width < 1 needs the 'prune' pass (structured pruning), which is not installed")
-    step = context.registry.configure("prune", {"kind": "structured", "sparsity": round(1.0 - width, 6)})
+    options: dict[str, object] = {"kind": "structured", "sparsity": round(1.0 - width, 6)}
+    if "round_to" in {o.name for o in context.registry.get("prune").option_fields()}:
+        options["round_to"] = 1  # the width asked for, not prune's default rounding to kernel-friendly blocks
+    step = context.registry.configure("prune", options)
     stats, context.stats = context.stats, {}
     try:
         result = step.spec.create(step.options, context)(model.clone())
