@@ -269,3 +269,23 @@ def _onnxruntime_optimized_ops(path: Path, optimized: Path) -> list[str]:
     options.optimized_model_filepath = str(optimized)
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return [n.op_type for n in onnx.load(optimized).graph.node]
+
+
+def test_per_channel_for_conv_and_optionally_per_tensor_for_matmul(tmp_path):
+    source = _hardswish_layernorm_model(tmp_path / "hs_ln.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(8).standard_normal((16, 3, 8, 8)).astype(np.float32))
+    scales = {}
+    for per_channel_matmul in (True, False):
+        out = tmp_path / f"q_{per_channel_matmul}.onnx"
+        report = onnxopt.optimize(source, out, passes=[f"quantize:per_channel_matmul={per_channel_matmul}"], data=data,
+                                  gates={"min_cosine": 0.98})  # fmt: skip
+        assert report.exit_code == 0, report.message
+        graph = onnx.load(out).graph
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        producers = {o: n for n in graph.node for o in n.output}
+        for node in graph.node:
+            if node.op_type in ("Conv", "MatMul"):
+                scales[node.op_type, per_channel_matmul] = inits[producers[node.input[1]].input[1]].size
+    assert scales["Conv", True] == scales["Conv", False] == 8
+    assert scales["MatMul", True] == 8 and scales["MatMul", False] == 1

@@ -42,7 +42,8 @@ _LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueez
 class QuantizeOptions:
     mode: Literal["static", "dynamic", "weight_only"] = option("static", "static QDQ int8 with calibration data, dynamic int8, or block-wise weight-only")
     method: Literal["minmax", "entropy", "percentile", "distribution"] = option("minmax", "calibration method (static)")
-    per_channel: bool = option(True, "per-channel weight scales (static / dynamic)")
+    per_channel: bool = option(True, "per-channel weight scales (static: Conv, and MatMul / Gemm unless per_channel_matmul=false; dynamic)")
+    per_channel_matmul: bool = option(True, "static with per_channel: MatMul / Gemm weights per channel too, else per tensor")
     symmetric_weights: bool | None = option(None, "symmetric weights (default: yes for int8, no for weight_only blocks)")
     activation_type: Literal["uint8", "int8"] = option("uint8", "activation type (static); uint8 suits x86 CPUs")
     weight_type: Literal["int8", "uint8"] = option("int8", "weight type (static / dynamic)")
@@ -298,8 +299,17 @@ class QuantizePass(ir.passes.FunctionalPass):
             # no CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator empties each full group of
             # collected outputs without merging its ranges (16k feeds: "No data is collected"); the sample cap
             # bounds memory instead
-            extra_options={"WeightSymmetric": o.symmetric_weights is not False},
+            extra_options={"WeightSymmetric": o.symmetric_weights is not False, **self._per_tensor_matmuls(source)},
         )  # fmt: skip
+
+    def _per_tensor_matmuls(self, source: Path) -> dict:
+        """onnxruntime's per_channel covers every op; per-tensor overrides take MatMul / Gemm weights back out."""
+        if not self.options.per_channel or self.options.per_channel_matmul:
+            return {}
+        graph = onnx.load(str(source), load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        names = {n.input[1] for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights}
+        return {"TensorQuantOverrides": {name: [{"symmetric": self.options.symmetric_weights is not False}] for name in names}}
 
     def _dynamic(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
