@@ -19,17 +19,27 @@ def test_kmeans_is_deterministic_and_close_to_a_reference(init):
     values = np.random.default_rng(0).standard_normal(20_000)
     first, second = cluster(values, 16, init=init, seed=3), cluster(values, 16, init=init, seed=3)
     assert np.array_equal(first.centroids, second.centroids) and np.array_equal(first.labels, second.labels)
-    error = np.linalg.norm(first.centroids[first.labels] - values) / np.linalg.norm(values)
-    assert len(first.centroids) == 16 and error < 0.11  # Lloyd-Max for a Gaussian at 16 levels: ~0.096
+    error = np.linalg.norm(first.decoded()[0] - values) / np.linalg.norm(values)
+    assert first.centroids.shape == (1, 16) and error < 0.11  # Lloyd-Max for a Gaussian at 16 levels: ~0.096
 
 
 def test_kmeans_keeps_zeros_exact_and_handles_few_distinct_values():
     values = np.random.default_rng(1).standard_normal(1000)
     values[::3] = 0.0
     result = cluster(values, 8)
-    assert np.all(result.centroids[result.labels][::3] == 0.0) and len(result.centroids) <= 8
+    assert np.all(result.decoded()[0, ::3] == 0.0) and result.centroids.shape == (1, 8)
     few = cluster(np.array([1.0, 2.0, 2.0, 1.0]), 16)
-    assert list(few.centroids) == [1.0, 2.0]
+    assert few.centroids.tolist() == [[1.0, 2.0]] and few.decoded().tolist() == [[1.0, 2.0, 2.0, 1.0]]
+
+
+def test_rows_are_clustered_independently_as_one_at_a_time():
+    rows = np.random.default_rng(4).standard_normal((6, 500)) * np.arange(1, 7)[:, None]
+    rows[2, ::4] = 0.0
+    together = cluster(rows, 8, init="density")
+    for index, row in enumerate(rows):
+        alone = cluster(row, 8, init="density")
+        assert np.allclose(together.decoded()[index], alone.decoded()[0])
+    assert np.all(together.decoded()[2, ::4] == 0.0) and list(together.used) == [8] * 6
 
 
 def _mlp(path: Path, opset: int) -> Path:
@@ -75,3 +85,18 @@ def test_biases_and_small_tensors_are_left_alone(fixtures_dir, tmp_path):
     assert set(clustered) == {"conv2.weight"}  # conv1 (72 values), fc (640) and every bias stay float
     summary = onnxopt.inspect(tmp_path / "c.onnx")
     assert any(t.name.endswith("cluster_codebook") and t.unique_values <= 16 for t in summary.tensors)
+
+
+@pytest.mark.parametrize("sensitive_k", [256, 0])
+def test_min_cosine_spares_the_sensitive_tensor(tmp_path, sensitive_k):
+    source, out = _mlp(tmp_path / "mlp.onnx", 17), tmp_path / "out.onnx"
+    x = np.random.default_rng(5).standard_normal((40, 64)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x)
+    passes = [f"cluster:k=2,min_cosine=0.9999,sensitive_k={sensitive_k}"]
+    report = onnxopt.optimize(source, out, passes=passes, data=tmp_path / "data.npz", gates={"min_cosine": 0.9999})
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert list(stats["spared"]) == ["w"] and stats["probe_cosine"] >= 0.9999  # k=2 alone loses far more
+    assert stats["spared"]["w"].endswith("k=256 per tensor" if sensitive_k else "left float")
+    names = {t.name for t in onnx.load(out).graph.initializer}
+    assert ("w" in names) == (sensitive_k == 0) and stats["tensors_clustered"] == (1 if sensitive_k else 0)

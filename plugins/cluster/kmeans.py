@@ -1,11 +1,17 @@
-"""1-D k-means for weight clustering, written here (no library does 1-D fast and deterministic enough).
+"""1-D k-means for weight clustering, many rows at once; written here because no library does it: scikit-learn's
+KMeans costs O(n k) per iteration and clusters one tensor per call, so clustering each output channel of a
+model separately would be tens of thousands of calls.
 
-The values are sorted once; then every Lloyd iteration is ``k`` binary searches and ``k`` differences of a
-prefix sum: in one dimension each cluster is a contiguous run of the sorted values, bounded by the midpoints
-between neighbouring centroids, so an iteration costs O(k log n) instead of O(n k). A 10M-parameter model
-clusters in seconds, dominated by the sort. Initialisations follow TF-MOT's names: ``linear`` (evenly spaced
-between min and max), ``density`` (evenly spaced in the cumulative distribution) and ``kmeans++`` (seeded, on
-a sample). Zeros — pruned weights — can be kept as an exact centroid of their own.
+In one dimension every cluster is a contiguous run of the sorted values, bounded by the midpoints between
+neighbouring centroids, so a Lloyd iteration is ``k`` binary searches and ``k`` differences of a prefix sum:
+O(k log n) instead of O(n k). Rows (a whole tensor is one row; per-channel clustering makes one row per
+channel) are clustered together: each sorted row is mapped into a band of its own, ``[2r, 2r + 1]``, and the
+bands are concatenated into one sorted array, so a single ``np.searchsorted`` call serves every row — no
+Python loop over channels. A 22M-parameter model clusters in seconds, dominated by the sort.
+
+Initialisations follow TF-MOT's names: ``linear`` (evenly spaced between min and max), ``density`` (evenly
+spaced in the cumulative distribution) and ``kmeans++`` (seeded D² sampling on a sample of each row). With ``keep_zero``, a row holding exact zeros (pruned weights) gets a centroid pinned at 0: zeros
+decode to exactly 0 and the other centroids are fitted around it.
 """
 
 from __future__ import annotations
@@ -16,68 +22,128 @@ from typing import Literal
 import numpy as np
 
 Init = Literal["kmeans++", "linear", "density"]
-#: kmeans++ seeding runs on at most this many values (its cost is O(n k)).
-SEED_SAMPLE = 20_000
+#: kmeans++ seeding costs O(n k), sequential in k: it samples about ``SEED_WORK / k`` values over all rows
+#: together, and at least ``SEED_PER_CENTROID * k`` per row; Lloyd refines the seeds on every value afterwards.
+SEED_WORK = 6_400_000
+SEED_PER_CENTROID = 4
+#: A row has converged when no centroid moves more than this fraction of the row's value range.
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class Clustering:
-    centroids: np.ndarray  # float64 [k'], sorted ascending (k' <= k when there are fewer distinct values)
-    labels: np.ndarray  # int [n], index into centroids, in the original order of the values
+    centroids: np.ndarray  # float64 [rows, width]: each row's codebook; slots past ``used`` repeat its last centroid
+    labels: np.ndarray  # intp [rows, n]: index into the row's codebook, values in their original order
+    used: np.ndarray  # intp [rows]: centroids each row really uses (fewer than k when it has few distinct values)
+
+    def decoded(self) -> np.ndarray:
+        """[rows, n]: every value replaced by its centroid."""
+        return np.take_along_axis(self.centroids, self.labels, axis=1)
 
 
-def _initial(sorted_values: np.ndarray, k: int, init: Init, rng: np.random.Generator) -> np.ndarray:
+class _Bands:
+    """Rows of sorted values laid end to end in one sorted array, each row in its own band of keys."""
+
+    def __init__(self, sorted_rows: np.ndarray) -> None:
+        self.rows, self.n = sorted_rows.shape
+        self.low = sorted_rows[:, :1]
+        self.span = np.maximum(sorted_rows[:, -1:] - self.low, np.finfo(np.float64).tiny)
+        self.offset = 2.0 * np.arange(self.rows)[:, None]
+        self.keys = self.key(sorted_rows).ravel()
+        self.prefix = np.concatenate([[0.0], np.cumsum(sorted_rows.ravel())])
+
+    def key(self, values: np.ndarray) -> np.ndarray:
+        """Row-wise values (each row within its row's [min, max]) as keys in the row's band."""
+        return (values - self.low) / self.span + self.offset
+
+    def run_means(self, centroids: np.ndarray) -> np.ndarray:
+        """One Lloyd step: the mean of each centroid's run of values (the old centroid where the run is empty)."""
+        midpoints = self.key((centroids[:, :-1] + centroids[:, 1:]) / 2)
+        bounds = np.searchsorted(self.keys, midpoints.ravel()).reshape(midpoints.shape)
+        first = np.arange(self.rows)[:, None] * self.n
+        starts = np.concatenate([first, bounds], axis=1)
+        ends = np.concatenate([bounds, first + self.n], axis=1)
+        counts = ends - starts
+        sums = self.prefix[ends] - self.prefix[starts]
+        return np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+
+    def labels(self, values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """The nearest centroid's index for every value (rows of ``values`` as given, not sorted)."""
+        k = centroids.shape[1]
+        midpoints = self.key((centroids[:, :-1] + centroids[:, 1:]) / 2).ravel()
+        found = np.searchsorted(midpoints, self.key(values).ravel(), side="right").reshape(values.shape)
+        return found - np.arange(self.rows)[:, None] * (k - 1)
+
+
+def _initial(sorted_rows: np.ndarray, k: int, init: Init, rng: np.random.Generator) -> np.ndarray:
+    """[rows, k] starting centroids, ascending in every row."""
+    rows, n = sorted_rows.shape
     if init == "linear":
-        return np.linspace(sorted_values[0], sorted_values[-1], k)
+        low, high = sorted_rows[:, :1], sorted_rows[:, -1:]
+        return low + (high - low) * np.linspace(0.0, 1.0, k)[None, :]
     if init == "density":
-        return np.quantile(sorted_values, (np.arange(k) + 0.5) / k)
-    sample = sorted_values if sorted_values.size <= SEED_SAMPLE else rng.choice(sorted_values, SEED_SAMPLE, replace=False)
-    centroids = [sample[rng.integers(sample.size)]]
-    distance = (sample - centroids[0]) ** 2
+        position = (np.arange(k) + 0.5) / k * (n - 1)
+        below = np.floor(position).astype(np.intp)
+        above = np.minimum(below + 1, n - 1)
+        weight = position - below
+        return sorted_rows[:, below] * (1 - weight) + sorted_rows[:, above] * weight
+    size = max(SEED_WORK // (rows * k), SEED_PER_CENTROID * k)
+    sample = sorted_rows if n <= size else np.take_along_axis(sorted_rows, rng.integers(n, size=(rows, size)), axis=1)
+    every = np.arange(rows)
+    picks = [sample[every, rng.integers(sample.shape[1], size=rows)]]
+    distance = (sample - picks[0][:, None]) ** 2
     for _ in range(1, k):
-        total = distance.sum()
-        pick = sample[rng.integers(sample.size)] if total == 0 else sample[np.searchsorted(np.cumsum(distance), rng.random() * total)]
-        centroids.append(pick)
-        distance = np.minimum(distance, (sample - pick) ** 2)
-    return np.sort(np.array(centroids))
+        cumulative = np.cumsum(distance, axis=1)
+        total = cumulative[:, -1]
+        target = rng.random(rows) * total
+        chosen = np.minimum((cumulative < target[:, None]).sum(axis=1), sample.shape[1] - 1)
+        chosen = np.where(total > 0, chosen, rng.integers(sample.shape[1], size=rows))
+        picks.append(sample[every, chosen])
+        distance = np.minimum(distance, (sample - picks[-1][:, None]) ** 2)
+    return np.sort(np.stack(picks, axis=1), axis=1)
 
 
-def _lloyd(sorted_values: np.ndarray, centroids: np.ndarray, iterations: int) -> np.ndarray:
-    prefix = np.concatenate([[0.0], np.cumsum(sorted_values)])
-    for _ in range(iterations):
-        centroids = np.unique(centroids)  # merged duplicates would leave empty clusters
-        bounds = np.searchsorted(sorted_values, (centroids[:-1] + centroids[1:]) / 2)
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [sorted_values.size]])
-        filled = ends > starts
-        updated = (prefix[ends[filled]] - prefix[starts[filled]]) / (ends[filled] - starts[filled])
-        if updated.size == centroids.size and np.allclose(updated, centroids, rtol=0, atol=1e-12):
-            return updated
-        centroids = updated
-    return centroids
+def _compact(centroids: np.ndarray, labels: np.ndarray) -> Clustering:
+    """Drop the centroids no value chose; the codebook is as wide as the row that uses the most."""
+    rows, k = centroids.shape
+    counts = np.bincount((labels + np.arange(rows)[:, None] * k).ravel(), minlength=rows * k).reshape(rows, k)
+    in_use = counts > 0
+    used = in_use.sum(axis=1)
+    new_index = np.cumsum(in_use, axis=1) - 1
+    order = np.argsort(~in_use, axis=1, kind="stable")  # the used slots first, in ascending order
+    width = int(used.max())
+    codebook = np.take_along_axis(centroids, order[:, :width], axis=1)
+    last = np.take_along_axis(codebook, (used - 1)[:, None], axis=1)
+    codebook = np.where(np.arange(width)[None, :] < used[:, None], codebook, last)
+    return Clustering(codebook, np.take_along_axis(new_index, labels, axis=1), used)
 
 
-def cluster(values: np.ndarray, k: int, *, init: Init = "kmeans++", iterations: int = 50,
+def cluster(rows: np.ndarray, k: int, *, init: Init = "kmeans++", iterations: int = 50,
             keep_zero: bool = True, seed: int = 0) -> Clustering:  # fmt: skip
-    """Cluster a 1-D array into at most ``k`` centroids; with ``keep_zero`` exact zeros stay exactly zero."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    rng = np.random.default_rng(seed)
-    zero = keep_zero and bool(np.any(flat == 0))
-    body = flat[flat != 0] if zero else flat
-    slots = k - 1 if zero else k
-    if body.size == 0 or slots < 1:
-        centroids = np.array([0.0])
-    else:
-        sorted_values = np.sort(body)
-        distinct = np.unique(sorted_values)
-        if distinct.size <= slots:
-            centroids = distinct
-        else:
-            centroids = _lloyd(sorted_values, _initial(sorted_values, slots, init, rng), iterations)
-    if zero:
-        centroids = np.unique(np.concatenate([centroids, [0.0]]))
-    bounds = (centroids[:-1] + centroids[1:]) / 2
-    labels = np.searchsorted(bounds, flat)
-    if zero:
-        labels[flat == 0] = int(np.searchsorted(centroids, 0.0))
-    return Clustering(centroids, labels)
+    """Cluster every row of ``rows`` ([rows, n], or one 1-D row) into at most ``k`` centroids of its own.
+
+    With ``keep_zero``, exact zeros stay exactly zero (a centroid pinned at 0 in each row that has zeros).
+    """
+    values = np.asarray(rows, dtype=np.float64)
+    values = values.reshape(1, -1) if values.ndim == 1 else values
+    sorted_rows = np.sort(values, axis=1)
+    bands = _Bands(sorted_rows)
+    centroids = _initial(sorted_rows, k, init, np.random.default_rng(seed))
+    pinned = np.zeros(centroids.shape, bool)
+    zeros = values == 0
+    if keep_zero and zeros.any():
+        has_zero = np.flatnonzero(zeros.any(axis=1))
+        pinned[has_zero, np.abs(centroids[has_zero]).argmin(axis=1)] = True  # 0 lies between its neighbours: order kept
+        centroids[pinned] = 0.0
+    tolerance = TOLERANCE * bands.span
+    for _ in range(iterations):
+        updated = np.where(pinned, 0.0, bands.run_means(centroids))
+        moved = np.abs(updated - centroids)
+        centroids = updated
+        if np.all(moved <= tolerance):
+            break
+    labels = bands.labels(values, centroids)
+    if pinned.any():
+        zero_slot = np.broadcast_to(pinned.argmax(axis=1)[:, None], labels.shape)
+        labels = np.where(zeros & pinned.any(axis=1)[:, None], zero_slot, labels)
+    return _compact(centroids, labels)
