@@ -51,9 +51,10 @@ def plot_frontier(
                 linewidths=0.5, label=label, zorder=3,
             )  # fmt: skip
     line = pareto(done, latency=False)
-    if line:
-        ax.step([o.size_ratio for o in line], [quality(o) for o in line], where="post", color="tab:red",
-                linewidth=1.2, label="size / quality frontier", zorder=2)  # fmt: skip
+    if line:  # the best quality reachable at each size: a staircase carried on to the right edge
+        right = max(1.0, *(o.size_ratio for o in done))
+        xs, ys = [o.size_ratio for o in line] + [right], [quality(o) for o in line] + [quality(line[-1])]
+        ax.step(xs, ys, where="post", color="tab:red", linewidth=1.2, label="size / quality frontier", zorder=2)
     if budget is not None:
         ax.axhline(budget, color="tab:orange", linestyle="--", linewidth=1, label="budget")
     if reference is not None:
