@@ -150,13 +150,15 @@ def test_synthetic_calibration_is_reported_loudly(fixtures_dir, tmp_path):
 
 def test_accuracy_aware_loop_keeps_searching_within_budget_and_always_writes(fixtures_dir, tmp_path):
     out = tmp_path / "q.onnx"
+    val = fixtures_dir / "tiny_transformer_val.npz"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
-                              passes=["quantize:accuracy_aware=true,max_trials=3"],
+                              passes=[f"quantize:accuracy_aware=true,max_trials=3,candidates=4,validation_data={val}"],
                               data=fixtures_dir / "tiny_transformer_calib.npz", gates={"min_cosine": 0.999999})  # fmt: skip
     stats = report.steps[0].stats
     assert len(stats["trials"]) == 4 and stats["gates_met"] is False
+    assert stats["ranked_by_output"] == 4 and stats["judged_on"].endswith("tiny_transformer_val.npz")
     assert 1 <= len(stats["kept_float_by_search"]) <= 3  # the best trial's nodes, each with its reason
-    assert all("SQNR" in reason for reason in stats["kept_float_by_search"].values())
+    assert all("only this node quantized" in reason for reason in stats["kept_float_by_search"].values())
     assert report.exit_code == 1 and out.exists()  # the float model is kept, never nothing
     easy = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", tmp_path / "easy.onnx",
                             passes=["quantize:accuracy_aware=true"], data=fixtures_dir / "tiny_transformer_calib.npz",

@@ -27,7 +27,7 @@ from typing import Literal
 import onnx
 import onnx_ir as ir
 
-from onnxopt import PassSpec, RunContext, hookimpl, load, option
+from onnxopt import Dataset, PassSpec, RunContext, hookimpl, load, option
 from onnxopt.errors import UsageError
 
 from . import accuracy, ort_quantizer, prepare
@@ -62,6 +62,8 @@ class QuantizeOptions:
     max_trials: int = option(10, "accuracy_aware: at most this many re-quantizations")
     max_time: float = option(600.0, "accuracy_aware: stop searching after this many seconds")
     step: int = option(1, "accuracy_aware: nodes put back to float per trial")
+    candidates: int = option(32, "accuracy_aware: nodes (worst SQNR first) whose effect on the output is measured")
+    validation_data: str = option("", "accuracy_aware: judge trials on this .npz / folder (default: the run's data)")
     bits: Literal[4, 8] = option(4, "weight bits (weight_only)")
     block_size: int = option(32, "weights per quantization block (weight_only)")
     quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only)")
@@ -71,8 +73,8 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
             raise ValueError("calibration_samples must be at least 1")
-        if self.max_trials < 1 or self.step < 1 or self.max_time <= 0:
-            raise ValueError("max_trials and step must be at least 1, max_time positive")
+        if self.max_trials < 1 or self.step < 1 or self.candidates < 1 or self.max_time <= 0:
+            raise ValueError("max_trials, step and candidates must be at least 1, max_time positive")
         if self.accuracy_aware and self.mode != "static":
             raise ValueError("accuracy_aware needs mode=static (it ranks QDQ nodes)")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
@@ -275,10 +277,24 @@ class QuantizePass(ir.passes.FunctionalPass):
         self.context.stats["calibration_samples"] = min(o.calibration_samples, dataset.num_samples)
         if not o.accuracy_aware:
             return output
-        search = accuracy.Search(self.context, source, quantize, reader, excluded, o.max_trials, o.max_time, o.step)
+        search = accuracy.Search(self.context, source, quantize, reader, excluded, o.max_trials, o.max_time, o.step,
+                                 self._validation_data(), o.candidates)  # fmt: skip
         best, report = accuracy.run(search, output)
         self.context.stats.update(report)
         return best.path
+
+    def _validation_data(self) -> Dataset:
+        """The accuracy loop's judge: ``validation_data`` opened for the original model, else the run's data."""
+        if not self.options.validation_data:
+            return self.context.dataset
+        context = self.context
+        options = {"shapes": context.shapes, "seed": context.seed}
+        dataset = context.plugin_manager.hook.onnxopt_open_dataset(
+            source=self.options.validation_data, model=context.load_reference(), options=options
+        )  # fmt: skip
+        if dataset is None:
+            raise UsageError(f"quantize: validation_data {self.options.validation_data}: no dataset plugin can read it")
+        return dataset
 
     def _quantize_static(self, source: Path, output: Path, reader, excluded: list[str], large: bool) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
