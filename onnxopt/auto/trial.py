@@ -8,7 +8,10 @@ picklable :class:`TrialOutcome` that the search process stores and ranks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +69,17 @@ def pass_label(name: str, options: dict[str, Any]) -> str:
 
 
 def run_in_worker(job: TrialJob, quiet: bool) -> TrialOutcome:
-    """A worker's entry point: :func:`run_trial` with library log chatter capped.
+    """A worker's entry point: :func:`run_trial` with library chatter kept off the search's stdout.
 
-    onnxruntime's weight-only quantizer sets the root logger to INFO when imported; a search running many
-    trials in parallel would interleave hundreds of those lines. Warnings stay unless ``quiet``.
+    onnxruntime's weight-only quantizer sets the root logger to INFO when imported and its calibrators
+    print progress: a search running many trials would interleave hundreds of those lines with its table
+    (or its ``--json``). Log records below WARNING are dropped, prints go to stderr; with ``quiet``,
+    warnings and prints are dropped too.
     """
     logging.disable(logging.WARNING if quiet else logging.INFO)
-    return run_trial(job)
+    with open(os.devnull, "w") if quiet else contextlib.nullcontext(sys.stderr) as sink:
+        with contextlib.redirect_stdout(sink):
+            return run_trial(job)
 
 
 def run_trial(job: TrialJob) -> TrialOutcome:
