@@ -27,12 +27,10 @@ from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
-from onnxopt.validation import ValidationResult, compare, open_session
+from onnxopt.validation import RecordedReference, ValidationResult, compare, is_large, open_session
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
-#: Above this many bytes of weights the reference's onnxruntime session is not kept open between comparisons.
-SHARED_REFERENCE_MAX_BYTES = 256 << 20
 
 
 def load_model(pm: PluginManager, path: str | Path, **options: Any) -> ir.Model:
@@ -76,6 +74,7 @@ class Run:
         self.pm = pm
         self.quiet = quiet
         self.reference_session = None  # opened once per call, shared by every comparison
+        self.recorded_reference: RecordedReference | None = None  # instead of the session, for a large model
         self.registry = PassRegistry.from_plugins(pm)
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
@@ -104,10 +103,11 @@ class Run:
             context.reference_path = self._reference_file(model, source, context)
             # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
             # comparison, except for a large model: onnxruntime holds a copy of its weights, which would sit
-            # beside everything the passes need (a quantizer loads the whole model too); each comparison
-            # then opens the reference afresh.
+            # beside everything the passes need (a quantizer loads the whole model too); its outputs on the
+            # data are recorded at the first comparison instead and reused by the others.
             self.reference_session = open_session(context.reference_path, threads=self.recipe.threads)
-            if model_io.tensor_bytes(model) > SHARED_REFERENCE_MAX_BYTES:
+            self.recorded_reference = None
+            if is_large(context.reference_path):
                 self.reference_session = None
             report = Report(str(source), None, _figures(model, context.reference_path))
             context.dataset = self._dataset(model, report)
@@ -202,12 +202,22 @@ class Run:
         return compare(
             context.reference_path, staged, context.dataset, self.recipe.gates, latency_runs=0,
             threads=self.recipe.threads, context=context, reference_session=self.reference_session,
+            recorded_reference=self._recorded_reference(context),
         )  # fmt: skip
+
+    def _recorded_reference(self, context: RunContext) -> RecordedReference | None:
+        """A large reference's outputs on the run's data (and its latency), recorded at the first comparison."""
+        if self.reference_session is None and self.recorded_reference is None:
+            self.recorded_reference = RecordedReference(
+                context.reference_path, context.dataset, self.recipe.threads, self.recipe.latency_runs, context
+            )
+        return self.recorded_reference
 
     def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
         report.final = compare(
             context.reference_path, output, context.dataset, self.recipe.gates, latency_runs=self.recipe.latency_runs,
             threads=self.recipe.threads, context=context, reference_session=self.reference_session,
+            recorded_reference=self._recorded_reference(context),
         )  # fmt: skip
         if not report.final.passed and not report.exit_code:
             report.exit_code = EXIT_GATE_FAILED

@@ -271,6 +271,11 @@ def measure_latency(
 ONE_SESSION_AT_A_TIME_BYTES = 1 << 30
 
 
+def is_large(path: str | Path) -> bool:
+    """Whether the model file (with its external data) is too large to hold in two sessions at once."""
+    return model_io.file_size(path) > ONE_SESSION_AT_A_TIME_BYTES
+
+
 def _median_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         session.run(None, feed)
@@ -291,7 +296,7 @@ class _Reference:
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
         raise NotImplementedError
 
 
@@ -306,17 +311,18 @@ class _LiveReference(_Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return _run(self.session, feed, self.path)
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
         return measure_latency(self.session, candidate, feed, runs=runs)
 
 
-class _RecordedReference(_Reference):
+class RecordedReference(_Reference):
     """The reference run over every feed first and closed before the candidate is opened.
 
     onnxruntime copies a model's weights into its session, so two sessions side by side hold two models:
     for a 2.4 GB model and its weight-only result, 4.9 GB against 2.9 GB one at a time. The outputs are
     kept in memory (a dataset's outputs are far smaller than the weights of a model this size) and latency
-    is the median of each model's own runs, not interleaved.
+    is the median of each model's own runs, not interleaved. A run validating several candidates against
+    one reference on one dataset records it once and passes it to every :func:`compare`.
     """
 
     def __init__(self, path: str | Path, data: Dataset | None, threads: int, latency_runs: int, context: RunContext | None) -> None:
@@ -324,7 +330,7 @@ class _RecordedReference(_Reference):
         self.signature = _signature(session)
         self.score_index = _class_score_index(session)
         self._outputs: list[list[np.ndarray]] = []
-        self._latency_ms = 0.0
+        self._latency_ms: float | None = None
         if data is not None:
             feeds = data.feeds()
             if context is not None:
@@ -336,7 +342,9 @@ class _RecordedReference(_Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outputs[index]
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float]:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
+        if self._latency_ms is None:  # recorded without latency runs
+            return None
         candidate_ms = _median_ms(candidate, feed, runs)
         return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9)
 
@@ -352,19 +360,21 @@ def compare(
     channel_axis: int = 1,
     context: RunContext | None = None,
     reference_session: ort.InferenceSession | None = None,
+    recorded_reference: RecordedReference | None = None,
 ) -> ValidationResult:
     """Run both model files in onnxruntime on ``data`` and judge the candidate against ``gates``.
 
     A reference onnxruntime cannot load or run is the user's problem (ModelError / DataError); a candidate
     it cannot load, run, or that gives differently-shaped outputs, fails validation with a reason.
     Without data (``None``) only loading, the signature and size are checked.
-    ``reference_session`` lets a caller validating many candidates open the reference once.
+    ``reference_session`` lets a caller validating many candidates open the reference once; for a model
+    too large to hold twice, ``recorded_reference`` (the reference's outputs on ``data``) does the same.
     """
     gates = gates or Gates()
     name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
     result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
-    if reference_session is None and model_io.file_size(reference) > ONE_SESSION_AT_A_TIME_BYTES:
-        reference_side: _Reference = _RecordedReference(reference, data, threads, latency_runs, context)
+    if recorded_reference is not None or (reference_session is None and is_large(reference)):
+        reference_side: _Reference = recorded_reference or RecordedReference(reference, data, threads, latency_runs, context)
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
     else:
         reference_side = _LiveReference(reference_session or open_session(reference, threads=threads), reference)
@@ -381,10 +391,9 @@ def compare(
     else:
         if not _compare_outputs(result, reference_side, cand_session, data, gates, channel_axis, context):
             return result
-        if latency_runs > 0:
-            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio) = reference_side.latency(
-                cand_session, data.first_feed(), latency_runs
-            )
+        latency = reference_side.latency(cand_session, data.first_feed(), latency_runs) if latency_runs > 0 else None
+        if latency is not None:
+            result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio = latency
         if data.synthetic:
             result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
     result.size_reference = model_io.file_size(reference)

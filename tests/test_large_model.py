@@ -69,6 +69,29 @@ def test_one_session_at_a_time_still_catches_a_wrong_candidate(fixtures_dir: Pat
     assert not result.passed and "cosine" in result.failure_reason()
 
 
+def test_pipeline_records_a_large_reference_once(fixtures_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every comparison of a run (each pass, the written file) reuses one recording of the reference."""
+    from onnxopt import pipeline
+
+    recordings = []
+
+    class Counted(validation.RecordedReference):
+        def __init__(self, *args, **kwargs) -> None:
+            recordings.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "ONE_SESSION_AT_A_TIME_BYTES", 0)
+    monkeypatch.setattr(pipeline, "RecordedReference", Counted)
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx", passes=["fold"],
+                              data=fixtures_dir / "digits_cnn_val.npz", latency_runs=3)  # fmt: skip
+    assert report.exit_code == 0 and report.steps[0].status == "kept"
+    assert recordings == [fixtures_dir / "digits_cnn.onnx"]
+    for result in (report.steps[0].validation, report.final):
+        assert any("reference ran first" in note for note in result.notes)
+        assert result.accuracy_candidate == result.accuracy_reference and result.outputs[0].cosine > 0.9999
+    assert report.final.latency_ratio is not None
+
+
 def test_opset_upgrade_leaves_external_weights_on_disk(tmp_path: Path) -> None:
     """Converted as a graph whose tensors point into the data file: the .data file is neither read nor rewritten."""
     from onnxopt_plugins.quantize import ort_quantizer
