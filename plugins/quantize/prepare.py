@@ -7,9 +7,9 @@ runs as QLinearMul. A layer norm written out as ReduceMean / Sub / Pow / Sqrt / 
 Q/DQ pairs between its parts, which stops onnxruntime fusing it into one LayerNormalization kernel; its nodes are
 kept float so only its input and output are quantized.
 
-After quantizing, zero points that are all zero on int8 weights and int32 biases are dropped (zero is
-DequantizeLinear's default; onnxruntime fuses the same QLinear kernels without them) and value_info is
-cleared (onnxruntime infers shapes itself): 54 kB, 4 % of the quantized PP-OCRv4 detector.
+After quantizing, all-zero zero points of weight DequantizeLinear nodes are dropped (zero is the default;
+onnxruntime fuses the same QLinear kernels without them), equal initializers are shared and value_info is
+cleared (onnxruntime infers shapes itself): 57 kB, 4 % of the quantized PP-OCRv4 detector.
 """
 
 from __future__ import annotations
@@ -94,16 +94,18 @@ def layer_norm_nodes(graph: onnx.GraphProto) -> set[str]:
 
 
 def compact(model: ir.Model) -> int:
-    """Drop all-zero zero points of int8 / int32 DequantizeLinear initializers and clear value_info; returns
-    how many zero points went."""
+    """Drop all-zero zero points of DequantizeLinear nodes on weights, share equal initializers and clear
+    value_info; returns how many zero points went.
+
+    Activation Q/DQ pairs keep theirs even when zero: without them onnxruntime no longer removes the pair
+    around a Reshape (measured on PP-OCRv4 rec: three more Q/DQ pairs left in its optimized graph).
+    """
     dropped = 0
     for node in model.graph:
         if node.op_type != "DequantizeLinear" or len(node.inputs) != 3 or node.inputs[2] is None:
             continue
         data, zero = node.inputs[0].const_value if node.inputs[0] else None, node.inputs[2].const_value
-        if data is None or zero is None or zero.dtype not in (ir.DataType.INT8, ir.DataType.INT32):
-            continue
-        if not zero.numpy().any():
+        if data is not None and zero is not None and not zero.numpy().any():
             node.resize_inputs(2)
             dropped += 1
     ir.passes.common.RemoveUnusedNodesPass()(model)
