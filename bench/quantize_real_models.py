@@ -24,7 +24,11 @@ bench's scratch folder (a file a quantizer leaves there is reported):
   symbolic shape inference fails), and, for opset < 13 models, after converting to opset 13 first.
 - dynamic (transformer fixture, MiniLM): onnxopt ``quantize:mode=dynamic``, onnxopt ``fold`` + the same, plain
   ``quantize_dynamic(per_channel=True, weight QInt8)``; MiniLM also onnxopt ``quantize:mode=weight_only``
-  (defaults: 4 bits, block 32, embedding Gather quantized too).
+  (defaults: 4 bits, asymmetric blocks of 32, embedding Gather quantized too), with ``block_size=16``, and with
+  ``eight_bit_regex=attention`` (the attention projections in 8-bit blocks).
+- static on the transformer fixture too: onnxopt ``quantize``, onnxopt's accuracy loop
+  (``accuracy_aware=true,max_trials=8`` with the gate ``min_cosine=0.9995``, judged on the calibration data),
+  and plain ``quantize_static``.
 
 onnxopt runs through its Python API, ``onnxopt.optimize(src, out, passes=[...], data=calib.npz,
 gates={"min_cosine": 0}, latency_runs=0)``, so its own gates never roll a candidate back; fidelity is measured
@@ -90,6 +94,7 @@ class Variant:
     passes: tuple = ()  # onnxopt
     preprocess: bool = False  # ort-static: quant_pre_process first
     opset13: bool = False  # ort-static: convert to opset 13 first
+    gates: tuple = ()  # onnxopt: (name, value) pairs instead of the permissive gate (the accuracy loop's target)
 
 
 STATIC_VARIANTS = (
@@ -104,7 +109,20 @@ DYNAMIC_VARIANTS = (
     Variant("onnxopt fold + quantize:mode=dynamic", "onnxopt", ("fold", "quantize:mode=dynamic")),
     Variant("ort quantize_dynamic", "ort-dynamic"),
 )
-WEIGHT_ONLY = Variant("onnxopt quantize:mode=weight_only (4-bit, block 32)", "onnxopt", ("quantize:mode=weight_only",))
+WEIGHT_ONLY = (
+    Variant("onnxopt quantize:mode=weight_only (4-bit asymmetric, block 32)", "onnxopt", ("quantize:mode=weight_only",)),
+    Variant("onnxopt quantize:mode=weight_only,block_size=16", "onnxopt", ("quantize:mode=weight_only,block_size=16",)),
+    Variant("onnxopt quantize:mode=weight_only,eight_bit_regex=attention (attention MatMuls 8-bit)", "onnxopt",
+            ("quantize:mode=weight_only,eight_bit_regex=attention",)),
+)
+#: static int8 on the transformer fixture: the plain call, onnxopt, and onnxopt's accuracy loop with a cosine gate
+#: (judged on the calibration data; the table's fidelity is on the validation data)
+TRANSFORMER_STATIC = (
+    Variant("onnxopt quantize (static)", "onnxopt", ("quantize",)),
+    Variant("onnxopt quantize:accuracy_aware=true (gate min_cosine 0.9995)", "onnxopt",
+            ("quantize:accuracy_aware=true,max_trials=8",), gates=(("min_cosine", 0.9995),)),
+    Variant("ort quantize_static", "ort-static"),
+)
 
 
 def _default_opset(path: Path) -> int:
@@ -145,7 +163,8 @@ def _run_onnxopt(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: 
     import onnxopt
 
     start = time.perf_counter()
-    report = onnxopt.optimize(src, dst, passes=list(variant.passes), data=npz, gates=PERMISSIVE, latency_runs=0,
+    gates = dict(variant.gates) or PERMISSIVE
+    report = onnxopt.optimize(src, dst, passes=list(variant.passes), data=npz, gates=gates, latency_runs=0,
                               batch_size=batch_size)  # fmt: skip
     seconds = time.perf_counter() - start
     notes = []
@@ -161,6 +180,11 @@ def _run_onnxopt(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: 
                 notes.append(stats["preprocess"].replace("quant_pre_process", "pre-process"))
             if stats.get("output_concat_kept_float"):
                 notes.append(f"{len(stats['output_concat_kept_float'])} output Concat kept float")
+            if "trials" in stats:
+                scores = [t["score"] for t in stats["trials"]]
+                notes.append(f"accuracy loop: {len(scores) - 1} trials, cosine on the calibration data {scores[0]:.6f} -> "
+                             f"{max(scores):.6f}, {len(stats['kept_float_by_search'])} node(s) kept float, gates met: "
+                             f"{stats['gates_met']}")  # fmt: skip
     if report.exit_code != 0:
         notes.append(f"onnxopt exit {report.exit_code}: {report.message}")
     return seconds, "; ".join(notes)
@@ -220,7 +244,8 @@ def worker(spec_json: str) -> None:
     import onnxruntime.quantization  # noqa: F401
 
     ort.set_default_logger_severity(3)
-    variant = Variant(**{**spec["variant"], "passes": tuple(spec["variant"]["passes"])})
+    variant = Variant(**{**spec["variant"], "passes": tuple(spec["variant"]["passes"]),
+                         "gates": tuple(map(tuple, spec["variant"]["gates"]))})  # fmt: skip
     seconds, note = RUNNERS[variant.kind](variant, Path(spec["src"]), Path(spec["dst"]), Path(spec["npz"]), spec["batch_size"])
     sys.stdout.write("\n" + json.dumps({"seconds": seconds, "note": note}) + "\n")
 
@@ -242,7 +267,7 @@ def run_variant(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: i
         stale.unlink()
     for stale in scratch.iterdir():  # the worker's working directory starts empty
         stale.unlink()
-    spec = {"variant": {**variant.__dict__, "passes": list(variant.passes)}, "src": str(src), "dst": str(dst),
+    spec = {"variant": {**variant.__dict__, "passes": list(variant.passes), "gates": list(variant.gates)}, "src": str(src), "dst": str(dst),
             "npz": str(npz), "batch_size": batch_size}  # fmt: skip
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     try:
@@ -510,7 +535,7 @@ def _minilm(path: Path, work: Path) -> Bench:
             f"({int(val['attention_mask'][longest].sum())} tokens, padded to 128)")  # fmt: skip
     title = f"all-MiniLM-L6-v2 (torch.onnx export, opset 17; {path.name})"
     return Bench("minilm", title, path, calib_path, feeds, fid_minilm, val["attention_mask"], feeds[longest],
-                 (*DYNAMIC_VARIANTS, WEIGHT_ONLY), note)  # fmt: skip
+                 (*DYNAMIC_VARIANTS, *WEIGHT_ONLY), note)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- one model
@@ -663,7 +688,17 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "with `skip_symbolic_shape=True` when its symbolic shape inference fails, as a user would), and for "
         "opset-12 models after `onnx.version_converter` to opset 13 as well. Dynamic models: onnxopt "
         "`quantize:mode=dynamic` and `fold` + it, against plain `quantize_dynamic(per_channel=True, "
-        "weight_type=QInt8)`; MiniLM also `quantize:mode=weight_only` (4 bits, block 32, embedding Gather too).",
+        "weight_type=QInt8)`; MiniLM also `quantize:mode=weight_only` (4 bits, asymmetric blocks of 32, embedding "
+        "Gather too), with `block_size=16`, and with `eight_bit_regex=attention` (attention projections in 8-bit "
+        "blocks). The transformer fixture also gets static rows: onnxopt `quantize`, onnxopt's accuracy loop "
+        "(`accuracy_aware=true,max_trials=8`, gate `min_cosine=0.9995` judged on the calibration data; the note "
+        "gives its trials) and plain `quantize_static`.",
+        "",
+        "onnxopt's static defaults since the last tables: constant divisions become multiplications (QLinearMul "
+        "instead of a float Div between a DequantizeLinear and a QuantizeLinear: every hard-swish of PP-OCRv4), "
+        "written-out layer norms stay float so onnxruntime still fuses them, biases stay float (onnxruntime "
+        "quantizes them when it loads the model and fuses the same QLinearConv; the file loses a scale tensor and "
+        "a DequantizeLinear per bias), and all-zero weight zero points and value_info are dropped.",
         "",
         "Columns: *size* is the file plus external data; *latency ratio* is variant / fp32 at ORT_ENABLE_ALL, "
         "intra-op threads 1 and 2, spinning off, median of per-round ratios over interleaved shuffled rounds "
@@ -739,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     if "transformer" in wanted:
         builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
                                                             "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
-                                                            DYNAMIC_VARIANTS, 32)))  # fmt: skip
+                                                            (*DYNAMIC_VARIANTS, *TRANSFORMER_STATIC), 32)))  # fmt: skip
     for key in ("det", "rec"):
         if key in wanted:
             n_calib, n_val = (args.det_calib, args.det_val) if key == "det" else (args.rec_calib, args.rec_val)
