@@ -40,11 +40,14 @@ class Split:
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """How to train: loss = alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE(labels), or MSE."""
+    """How to train: loss = alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE(labels), or MSE.
+
+    Adam at ``lr``, decayed on a cosine to zero over ``epochs`` unless ``cosine`` is off."""
 
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
+    cosine: bool = True  # the learning rate decays to zero over ``epochs`` on a cosine
     alpha: float = 0.7
     temperature: float = 4.0
     loss: Loss = "kl"

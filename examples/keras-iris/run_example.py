@@ -24,6 +24,7 @@ A step that fails its check stops the script with a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -144,9 +145,7 @@ def main() -> None:
     check(report.exit_code == 0, f"keras student: {report.message or 'written'}")
     stats = report.steps[0].stats
     print(f"  keras student ({stats['student_parameters']} vs {stats['teacher_parameters']} parameters): {stats['validation']}")
-    try:
-        import torch  # noqa: F401 - only to know whether the torch backend can run
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("  (torch not installed: the width-derived student is skipped)")
     else:
         derived = out / "iris_student_width.onnx"

@@ -31,6 +31,7 @@ class DistillOptions:
     epochs: int = option(30, "at most this many passes over the training data")
     batch_size: int = option(32, "rows per optimizer step")
     lr: float = option(1e-3, "Adam learning rate")
+    cosine: bool = option(True, "decay the learning rate to zero over the epochs on a cosine")
     alpha: float = option(0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)")
     temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)")
     loss: Literal["kl", "mse"] = option("kl", "kl: soft targets for class scores; mse: raw outputs, for regression heads")

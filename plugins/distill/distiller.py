@@ -109,7 +109,10 @@ class Distillation:
             extra = _EXTRAS.get(o.backend, f"a plugin providing the {o.backend!r} backend")
             raise UsageError(f"no training backend {o.backend!r} for {kind}: install {extra}")
         output = self.context.workdir / f"distilled-{id(self)}.onnx"
-        hyper = Hyperparameters(o.epochs, o.batch_size, o.lr, o.alpha, o.temperature, o.loss, o.patience, self.context.seed, o.threads)
+        hyper = Hyperparameters(
+            epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha, temperature=o.temperature,
+            loss=o.loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
+        )  # fmt: skip
         job = TrainingJob(
             student=student, train=train, val=val, input_names=[v.name for v in self.teacher.graph.inputs],
             output_names=[v.name for v in self.teacher.graph.outputs], target=[v.name for v in self.teacher.graph.outputs].index(target),

@@ -75,7 +75,9 @@ class KerasTrainer:
         keras.utils.set_random_seed(hyper.seed)
         objective = _Objective(job)
         model = job.student
-        optimizer = keras.optimizers.Adam(hyper.lr)
+        steps = hyper.epochs * -(-len(job.train) // hyper.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(hyper.lr, steps) if hyper.cosine else hyper.lr
+        optimizer = keras.optimizers.Adam(lr)
         has_labels = job.train.labels is not None
 
         @tf.function(reduce_retracing=True)

@@ -118,6 +118,8 @@ def _train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
     torch.manual_seed(hyper.seed)
     rng = np.random.default_rng(hyper.seed)
     optimizer = torch.optim.Adam(student.module.parameters(), lr=hyper.lr)
+    # cosine decay to zero over the planned epochs: late epochs refine instead of bouncing around
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hyper.epochs) if hyper.cosine else None
     inputs, teacher, labels = _tensors(job.train)
     result = TrainingResult(epochs=0, best_epoch=0, best_score=None)
     best: tuple[float, float] | None = None
@@ -133,6 +135,8 @@ def _train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(index)
+        if schedule is not None:
+            schedule.step()
         score = _score(job, student, job.val if job.val is not None else job.train)
         result.epochs = epoch
         result.history.append({"epoch": epoch, "loss": total / len(job.train), "val_score": score[0], "val_loss": -score[1]})
