@@ -128,6 +128,23 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     assert any(not torch.equal(original[k], states[0][k]) for k in original)  # it did train
 
 
+def test_mse_loss_moves_a_regression_style_student_towards_the_teacher_outputs(fixtures_dir, tmp_path):
+    pytest.importorskip("torch")
+    import onnx_ir as ir
+
+    from onnxopt.training import Hyperparameters, Split, TrainingJob
+    from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+
+    data = np.load(fixtures_dir / "digits_cnn_calib.npz")
+    teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
+    rows = Split({"input": data["input"]}, teacher * 2.0 + 1.0)  # a target the student does not compute yet
+    job = TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), rows, None, ["input"], ["logits"], 0, False,
+                      Hyperparameters(epochs=30, lr=0.01, loss="mse", patience=0), tmp_path / "x.onnx")  # fmt: skip
+    result = train(job, TorchStudent(OnnxModule(job.student), job))
+    first, best = -result.history[0]["val_score"], -result.best_score
+    assert best < 0.5 * first, (first, best)  # the raw outputs, not just their argmax, moved
+
+
 def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_dir, tmp_path):
     """A structured-pruned CNN (the user's ONNX student) retrained on the teacher gets closer to it."""
     pytest.importorskip("torch")

@@ -76,9 +76,7 @@ class Distillation:
         teacher = _targets(self._outputs(inputs).outputs[target], probabilities)
         train = Split(inputs, teacher, dataset.labels)
         if self.options.val:
-            arrays = load_arrays(self.options.val)
-            labels = arrays.pop(LABELS_KEY, None)
-            val_set = from_arrays(self.options.val, {**arrays, **({} if labels is None else {LABELS_KEY: labels})}, self.teacher)
+            val_set = from_arrays(self.options.val, load_arrays(self.options.val), self.teacher)
             val_inputs = dataset_rows(val_set)
             return train, Split(val_inputs, _targets(self._outputs(val_inputs).outputs[target], probabilities), val_set.labels)
         count = int(round(len(train) * self.options.val_fraction))
