@@ -104,13 +104,16 @@ class Run:
             # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
             # comparison, except for a large model: onnxruntime holds a copy of its weights, which would sit
             # beside everything the passes need (a quantizer loads the whole model too); its outputs on the
-            # data are recorded at the first comparison instead and reused by the others.
-            self.reference_session = open_session(context.reference_path, threads=self.recipe.threads)
-            self.recorded_reference = None
-            if is_large(context.reference_path):
-                self.reference_session = None
+            # data are recorded once instead, and the session closed.
+            large = is_large(context.reference_path)
+            self.reference_session = None if large else open_session(context.reference_path, threads=self.recipe.threads)
             report = Report(str(source), None, _figures(model, context.reference_path))
             context.dataset = self._dataset(model, report)
+            self.recorded_reference = None
+            if large:
+                self.recorded_reference = RecordedReference(
+                    context.reference_path, context.dataset, self.recipe.threads, self.recipe.latency_runs, context
+                )
             best = model
             for index, step in enumerate(self.steps):
                 if report.exit_code and self.recipe.on_failure == "stop":
@@ -202,22 +205,14 @@ class Run:
         return compare(
             context.reference_path, staged, context.dataset, self.recipe.gates, latency_runs=0,
             threads=self.recipe.threads, context=context, reference_session=self.reference_session,
-            recorded_reference=self._recorded_reference(context),
+            recorded_reference=self.recorded_reference,
         )  # fmt: skip
-
-    def _recorded_reference(self, context: RunContext) -> RecordedReference | None:
-        """A large reference's outputs on the run's data (and its latency), recorded at the first comparison."""
-        if self.reference_session is None and self.recorded_reference is None:
-            self.recorded_reference = RecordedReference(
-                context.reference_path, context.dataset, self.recipe.threads, self.recipe.latency_runs, context
-            )
-        return self.recorded_reference
 
     def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
         report.final = compare(
             context.reference_path, output, context.dataset, self.recipe.gates, latency_runs=self.recipe.latency_runs,
             threads=self.recipe.threads, context=context, reference_session=self.reference_session,
-            recorded_reference=self._recorded_reference(context),
+            recorded_reference=self.recorded_reference,
         )  # fmt: skip
         if not report.final.passed and not report.exit_code:
             report.exit_code = EXIT_GATE_FAILED
