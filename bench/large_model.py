@@ -137,8 +137,8 @@ def output_sizes(out: Path) -> str:
 
 def _described() -> str:
     """The docstring's account of the rows and of what sets the peak, for the README."""
-    doc = (__doc__ or "").split("\n\n", 1)[1]
-    return doc.split("Prints the table")[0].strip() + "\n\n" + doc[doc.index("What sets the peak"):].strip()
+    doc = (__doc__ or "").split("\n\n", 2)[2]  # after the summary and the usage line
+    return re.split(r"Prints\s+the table", doc)[0].strip() + "\n\n" + doc[doc.index("What sets the peak"):].strip()
 
 
 def readme_section(command: str, body: str, elapsed: float) -> str:
