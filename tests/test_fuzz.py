@@ -3,9 +3,9 @@
 Hypothesis mutates the four fixture models two ways: as bytes (flip, overwrite, truncate, delete, splice
 in a piece of another fixture) and as graphs (drop a node, rewire an input to another or an undefined value,
 change or drop an attribute, change a dtype, give two values one name, change the opset, stack several).
-Each mutant goes through the pipeline ``onnxopt.optimize(..., passes=["fold"])`` runs — load, fold, save, validate with
-onnxruntime — and the only acceptable outcomes are an :class:`onnxopt.errors.OnnxoptError` (bad input),
-a finished run, or a clean gate failure (exit 1). Any other exception is a crash. A run where fold itself
+Each mutant goes through the run ``onnxopt.optimize(..., passes=["fold"])`` makes — load, fold, save,
+validate with onnxruntime — and the only acceptable outcomes are an :class:`onnxopt.errors.OnnxoptError`
+(bad input), a finished run, or a clean gate failure (exit 1). Any other exception is a crash. A run where fold itself
 raised, or produced a model the checker or onnxruntime rejects, from an input that passed both, is a fold
 bug and fails the test too. The input file must come out byte-identical.
 
