@@ -42,29 +42,31 @@ def test_rows_are_clustered_independently_as_one_at_a_time():
     assert np.all(together.decoded()[2, ::4] == 0.0) and list(together.used) == [8] * 6
 
 
-def _mlp(path: Path, opset: int) -> Path:
+def _mlp(path: Path, opset: int, inputs: int = 64, outputs: int = 96) -> Path:
     rng = np.random.default_rng(2)
-    inits = [numpy_helper.from_array(rng.standard_normal((64, 96)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal(96).astype(np.float32), "b")]  # fmt: skip
+    inits = [numpy_helper.from_array(rng.standard_normal((inputs, outputs)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(outputs).astype(np.float32), "b")]  # fmt: skip
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 96])], inits)  # fmt: skip
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])], inits)  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
     return path
 
 
-@pytest.mark.parametrize(("opset", "encoding", "per_channel", "index"), [
-    (17, "codebook", False, "packed4"), (21, "codebook", False, "uint4"), (17, "codebook", True, "packed4"),
-    (17, "snap", False, None),
+@pytest.mark.parametrize(("opset", "encoding", "per_channel", "index", "shape"), [
+    (17, "codebook", False, "packed4", (64, 96)), (21, "codebook", False, "uint4", (64, 96)),
+    (17, "codebook", True, "packed4", (64, 96)), (17, "codebook", False, "packed4", (63, 95)),  # an odd count of nibbles
+    (17, "snap", False, None, (64, 96)),
 ])  # fmt: skip
-def test_encodings_decode_to_the_clustered_weights_in_onnxruntime(tmp_path, opset, encoding, per_channel, index):
-    source, out = _mlp(tmp_path / "mlp.onnx", opset), tmp_path / "out.onnx"
+def test_encodings_decode_to_the_clustered_weights_in_onnxruntime(tmp_path, opset, encoding, per_channel, index, shape):
+    inputs = shape[0]
+    source, out = _mlp(tmp_path / "mlp.onnx", opset, *shape), tmp_path / "out.onnx"
     report = onnxopt.optimize(source, out, passes=[f"cluster:encoding={encoding},per_channel={per_channel}"],
                               gates={"min_cosine": 0.98})  # fmt: skip
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
     assert stats["tensors_clustered"] == 1 and stats["tensors"]["w"]["k"] == 16
-    x = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((5, inputs)).astype(np.float32)
     got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     weights = numpy_helper.to_array(onnx.load(source).graph.initializer[0])
     if encoding == "snap":
