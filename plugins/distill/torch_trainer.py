@@ -22,11 +22,11 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxopt.errors import PluginError
+from onnxopt.errors import PluginError, UsageError
 from onnxopt.training import Split, TrainingJob, TrainingResult, agreement, batches
 
 from .losses import MIN_PROBABILITY, weights
-from .onnx_to_torch import OnnxModule
+from .onnx_to_torch import OnnxModule, UnsupportedOp
 
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo")
 
@@ -174,7 +174,10 @@ class TorchTrainer:
     name = "torch"
 
     def fit(self, job: TrainingJob) -> TrainingResult:
-        module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
+        try:
+            module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
+        except UnsupportedOp as exc:
+            raise UsageError(f"the ONNX student cannot be trained: {exc}") from exc
         student = TorchStudent(module, job)
         result = train(job, student)
         export(job, student)
