@@ -175,17 +175,18 @@ def _cast(x, *, to, saturate=1, round_mode="up"):
     return x.float()
 
 
-def _split_kwargs(fn: Op) -> Op:
+def _no_attributes(fn: Op) -> Op:
+    """A torch function that takes only tensors, for an ONNX op whose attributes change nothing here."""
     return lambda *args, **_: fn(*args)
 
 
 OPS: dict[str, Op] = {
-    "Add": _split_kwargs(torch.add), "Sub": _split_kwargs(torch.sub), "Mul": _split_kwargs(torch.mul),
-    "Div": _split_kwargs(torch.div), "Pow": _split_kwargs(torch.pow), "MatMul": _split_kwargs(torch.matmul),
-    "Sqrt": _split_kwargs(torch.sqrt), "Exp": _split_kwargs(torch.exp), "Log": _split_kwargs(torch.log),
-    "Neg": _split_kwargs(torch.neg), "Abs": _split_kwargs(torch.abs), "Erf": _split_kwargs(torch.erf),
-    "Relu": _split_kwargs(F.relu), "Sigmoid": _split_kwargs(torch.sigmoid), "Tanh": _split_kwargs(torch.tanh),
-    "Identity": _split_kwargs(lambda x: x), "Dropout": lambda x, *_, **__: x,
+    "Add": _no_attributes(torch.add), "Sub": _no_attributes(torch.sub), "Mul": _no_attributes(torch.mul),
+    "Div": _no_attributes(torch.div), "Pow": _no_attributes(torch.pow), "MatMul": _no_attributes(torch.matmul),
+    "Sqrt": _no_attributes(torch.sqrt), "Exp": _no_attributes(torch.exp), "Log": _no_attributes(torch.log),
+    "Neg": _no_attributes(torch.neg), "Abs": _no_attributes(torch.abs), "Erf": _no_attributes(torch.erf),
+    "Relu": _no_attributes(F.relu), "Sigmoid": _no_attributes(torch.sigmoid), "Tanh": _no_attributes(torch.tanh),
+    "Identity": _no_attributes(lambda x: x), "Dropout": lambda x, *_, **__: x,
     "LeakyRelu": lambda x, *, alpha=0.01: F.leaky_relu(x, alpha),
     "Gelu": lambda x, *, approximate="none": F.gelu(x, approximate=approximate),
     "HardSigmoid": lambda x, *, alpha=0.2, beta=0.5: torch.clamp(alpha * x + beta, 0.0, 1.0),
