@@ -102,3 +102,10 @@ def test_min_cosine_spares_the_sensitive_tensor(tmp_path, sensitive_k):
     assert stats["spared"]["w"].endswith("k=256 per tensor" if sensitive_k else "left float")
     names = {t.name for t in onnx.load(out).graph.initializer}
     assert ("w" in names) == (sensitive_k == 0) and stats["tensors_clustered"] == (1 if sensitive_k else 0)
+
+
+def test_min_cosine_without_data_is_a_usage_error(tmp_path):
+    source = _mlp(tmp_path / "mlp.onnx", 17)
+    with pytest.raises(onnxopt.OnnxoptError, match="needs data") as error:
+        onnxopt.optimize(source, tmp_path / "out.onnx", passes=["cluster:min_cosine=0.99"])
+    assert error.value.exit_code == 2 and not (tmp_path / "out.onnx").exists()

@@ -142,9 +142,6 @@ class ClusterPass(ir.passes.InPlacePass):
         """Re-plan the most sensitive main-graph weights with ``sensitive_k`` (or no clustering) until the
         outputs keep ``min_cosine`` on the run's data; record what was spared and why."""
         o, stats = self.options, self.context.stats
-        if self.context.dataset is None:
-            self.context.logger.warning("cluster: min_cosine needs data (--data); every tensor gets k=%d", o.k)
-            return
         main = {value.name: value for value in plans if value.graph is model.graph}
         probe = Probe(model, {value: originals[value] for value in main.values()}, self.context.dataset, self.context.workdir)
         fallback: dict[str, Clustered | None] = {}
@@ -173,6 +170,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="k-means weight sharing with a codebook (4-bit / uint8 indices decoded in-graph) or snapped values",
             create=ClusterPass,
             options=ClusterOptions,
+            needs_data=lambda options: options.min_cosine > 0,
             handles_subgraphs=True,
         )
     )
