@@ -26,6 +26,7 @@ bits. Per-channel weights apply to Conv and, unless ``per_channel_matmul=false``
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -172,36 +173,36 @@ def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> 
     return sorted(excluded)
 
 
-def _names(graph: onnx.GraphProto) -> set[str]:
-    """Every node and value name in a graph and its subgraphs."""
-    names = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
-    for node in graph.node:
-        names |= {node.name, *node.input, *node.output}
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                names |= _names(sub)
-    return names
+def _names(model: ir.Model) -> set[str]:
+    """Every node and value name of a model, its subgraphs included."""
+    names: set[str | None] = set()
+    for graph in model.graphs():
+        names |= {v.name for v in graph.inputs} | {v.name for v in graph.outputs} | set(graph.initializers)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        names |= {node.name, *(v.name for v in node.inputs if v is not None), *(v.name for v in node.outputs)}
+    return {name for name in names if name}
 
 
 def shorten_generated_names(model: ir.Model, original: set[str]) -> int:
-    """Give the nodes and values onnxruntime's quantizer created short names; the model's own names stay.
+    """Give the nodes and values not named in ``original`` (onnxruntime's quantizer's) short names.
 
     Its names repeat the tensor name with a suffix ("..._DequantizeLinear_Output") on every Q/DQ node, input
     and output: 106 kB, 7 % of a quantized PP-OCRv4 detector.
     """
+    fresh = (name for name in (f"q{i}" for i in itertools.count()) if name not in original)
     renamed = 0
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.name and node.name not in original:
-            node.name = f"q{renamed}"
+            node.name = next(fresh)
             renamed += 1
         for value in node.outputs:
             if value.name and value.name not in original and not value.is_graph_output():
-                value.name = f"q{renamed}"
+                value.name = next(fresh)
                 renamed += 1
     for graph in model.graphs():
         for value in list(graph.initializers.values()):
             if value.name not in original and not value.is_graph_output():
-                value.name = f"q{renamed}"
+                value.name = next(fresh)
                 renamed += 1
     return renamed
 
@@ -261,7 +262,10 @@ class QuantizePass(ir.passes.FunctionalPass):
         # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
         ir.passes.common.TopologicalSortPass()(quantized)
         if o.short_names:
-            shorten_generated_names(quantized, _names(proto.graph))
+            # the input's names and every name the report gives stay; the rest (the quantizer's, and names
+            # given to unnamed nodes for exclusion) become short
+            reported = set(excluded) | set(stats.get("kept_float_by_search", {}))
+            shorten_generated_names(quantized, _names(model) | reported)
         if o.compact and (dropped := prepare.compact(quantized)):
             stats["zero_points_dropped"] = dropped
         return ir.passes.PassResult(quantized, modified=True)
