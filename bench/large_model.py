@@ -14,7 +14,7 @@ parameters, 2.42 GB of external data), built into ``DIR`` (default ``$ONNXOPT_CA
   symmetric), external data out — the anchors;
 - ``onnxopt dynamic`` / ``onnxopt weight_only``: ``onnxopt optimize big.onnx -o OUT --pass fold --pass
   quantize:mode=...`` with its default validation (each pass and the written file against the original on
-  16 random inputs; ``--latency-runs`` interleaved latency rounds on the written file); weight_only adds
+  16 random inputs; latency of the written file and the original, each timed alone); weight_only adds
   ``--min-cosine 0.9``: 4-bit weights through 36 random layers give a cosine of 0.95 against the default 0.99;
 - ``onnxopt validate``: the original against the dynamic result.
 
