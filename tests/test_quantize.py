@@ -252,7 +252,8 @@ def test_constant_division_quantizes_and_written_out_layer_norm_stays_fusable(tm
     assert stats["divisions_to_multiplications"] == 1 and stats["layer_norm_nodes_kept_float"] == 9
     proto = onnx.load(out)
     assert [n.input[1] for n in proto.graph.node if n.op_type == "Div"] == ["std"]  # only the layer norm's
-    assert not any(n.name.startswith("node_") for n in proto.graph.node)  # names given for exclusion made short
+    named = {n.op_type: n.name for n in proto.graph.node}
+    assert named["Conv"].startswith("q") and named["Sqrt"].startswith("node_")  # the layer norm's, as reported
     signed = {t.name for t in proto.graph.initializer if t.data_type in (TensorProto.INT8, TensorProto.INT32)}
     weight_dqs = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in signed]
     assert len(weight_dqs) == 2 and all(len(n.input) == 2 for n in weight_dqs)  # all-zero zero points dropped
