@@ -43,6 +43,11 @@ def dataset_rows(dataset: Dataset) -> dict[str, np.ndarray]:
     return {spec.name: np.concatenate([feed[spec.name] for feed in feeds]) for spec in dataset.specs}
 
 
+def _fed_inputs(model: ir.Model) -> list[ir.Value]:
+    """The inputs a caller feeds (an old-IR initializer listed as an input is not one)."""
+    return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+
 def _probabilities(teacher: ir.Model, output: str) -> bool:
     value = next(v for v in teacher.graph.outputs if v.name == output)
     producer = value.producer()
@@ -54,7 +59,7 @@ def _targets(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
 
 
 class Distillation:
-    """See the module docstring; ``run`` returns the trained student, or None for ``export_logits``."""
+    """See the module docstring: ``run`` returns the trained student, ``export_logits`` only fills the cache."""
 
     def __init__(self, options: DistillOptions, context: RunContext) -> None:
         self.options = options
@@ -112,7 +117,7 @@ class Distillation:
             loss=o.loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
         )  # fmt: skip
         job = TrainingJob(
-            student=student, train=train, val=val, input_names=[v.name for v in self.teacher.graph.inputs],
+            student=student, train=train, val=val, input_names=[v.name for v in _fed_inputs(self.teacher)],
             output_names=[v.name for v in self.teacher.graph.outputs], target=[v.name for v in self.teacher.graph.outputs].index(target),
             probabilities=probabilities, hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
         )  # fmt: skip
@@ -133,7 +138,7 @@ class Distillation:
             raise PluginError(backend, f"the trainer wrote no student at {output}")
         trained = load_model(self.context.plugin_manager, output, check=False)
         for kind, want, got in (
-            ("inputs", self.teacher.graph.inputs, trained.graph.inputs),
+            ("inputs", _fed_inputs(self.teacher), _fed_inputs(trained)),
             ("outputs", self.teacher.graph.outputs, trained.graph.outputs),
         ):
             if len(want) != len(got):
