@@ -1,7 +1,7 @@
 """onnxopt auto against quantize-only on the same data and budget: the digits CNN (labels) and MiniLM (no labels).
 
     python bench/auto.py [--models digits,minilm] [--minilm PATH] [--trials 40] [--minilm-trials 12] [--jobs 2]
-        [--max-time 1800] [--no-readme]
+        [--max-time 1800] [--resume] [--no-readme]
 
 digits: fixtures/digits_cnn.onnx on fixtures/digits_cnn_val.npz (400 labelled samples), budget
 ``max_accuracy_drop 0.01``. MiniLM (``--minilm PATH``, the all-MiniLM-L6-v2 export): real token ids of the
@@ -61,8 +61,9 @@ def baseline_row(name: str, source: Path, out: Path, passes: list[str], data: Pa
 def bench(key: str, source: Path, data: Path, gates: dict[str, float], baselines: dict[str, list[str]],
           work: Path, args: argparse.Namespace, trials: int, settings: dict[str, int]) -> str:  # fmt: skip
     folder = work / key
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = [baseline_row(name, source, folder / f"{name}.onnx", passes, data, gates, settings)
             for name, passes in baselines.items()]  # fmt: skip
     start = time.perf_counter()
@@ -94,6 +95,10 @@ def minilm_data(path: Path, work: Path) -> Path:
     feeds, how = calibration_data.minilm_feeds(tokenizer, len(calibration_data.SENTENCES))
     print(f"MiniLM data: {how}", file=sys.stderr)
     target = work / "minilm_val.npz"
+    if target.exists():  # the same arrays in the same file: a resumed search sees the data it started with
+        with np.load(target) as stored:
+            if set(stored) == set(feeds) and all(np.array_equal(stored[k], v) for k, v in feeds.items()):
+                return target
     np.savez(target, **feeds)
     return target
 
@@ -107,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="trials in parallel (default 2)")
     parser.add_argument("--max-time", type=float, default=1800, help="per search: start no trial after this many seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the search folders: a search resumes from its study (the baselines are measured again)")
     parser.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     args = parser.parse_args(argv)
     models = args.models.split(",")

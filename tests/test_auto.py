@@ -138,6 +138,8 @@ def test_frontier_ignores_latency_noise_and_choice_prefers_the_budget():
     assert [o.number for o in pareto(trials, latency=False)] == [4, 1]
     best, met = choose(trials, "size")
     assert best.number == 1 and met
+    slightly_bigger_but_better = _outcome(6, 0.504, 0.985, 2.0)
+    assert choose([*trials, slightly_bigger_but_better], "size")[0].number == 6  # within 1 %: accuracy decides
     assert choose(trials, "latency")[0].number == 3
     best, met = choose([trials[4], _outcome(5, 0.3, 0.95, 1.0, passed=False)], "size")
     assert best.number == 5 and not met  # none within budget: the most accurate

@@ -3,8 +3,8 @@
 Quality is accuracy when the data has labels, else the worst output cosine against the original. The
 frontier holds the trials no other trial beats on size, quality and latency at once; a trial whose
 result equals an earlier one (the same passes kept, the same figures) is listed once. The model to ship
-is the best objective among the trials that passed every gate; when none did, the most accurate trial,
-and the caller says so.
+is the best objective among the trials that passed every gate (within 1 % of it, the most accurate one);
+when none passed, the most accurate trial, and the caller says so.
 
 Written here: a few dozen points need no multi-objective library, and optuna's own Pareto helpers work
 on the study's single objective, not on the measured figures.
@@ -47,6 +47,10 @@ def measured(outcomes: Sequence[TrialOutcome]) -> list[TrialOutcome]:
 LATENCY_NOISE = 0.05
 
 
+#: Objective values this close are a tie, and the more accurate trial wins: 1 % of size is not worth accuracy.
+OBJECTIVE_TIE = 0.01
+
+
 def _latency(outcome: TrialOutcome) -> float:
     return outcome.latency_ratio if outcome.latency_ratio is not None else math.inf
 
@@ -76,7 +80,9 @@ def choose(outcomes: Sequence[TrialOutcome], objective: str) -> tuple[TrialOutco
     done = measured(outcomes)
     feasible = pareto([o for o in done if o.passed])  # an equal result within latency noise: the earlier trial
     if feasible:
-        return min(feasible, key=lambda o: (objective_value(o, objective), -quality(o), o.size_ratio, _latency(o), o.number)), True
+        best = min(objective_value(o, objective) for o in feasible)
+        close = [o for o in feasible if objective_value(o, objective) <= best * (1 + OBJECTIVE_TIE)]
+        return min(close, key=lambda o: (-quality(o), objective_value(o, objective), o.number)), True
     if done:
         return min(done, key=lambda o: (-quality(o), objective_value(o, objective), o.number)), False
     return None, False
