@@ -29,7 +29,7 @@ from onnxopt.auto import frontier, study as studies
 from onnxopt.auto.executors import make_executor
 from onnxopt.auto.space import SearchSpace, build_space
 from onnxopt.auto.trial import MODEL_FILE, TrialJob, TrialOutcome, pass_label, run_in_worker, run_trial
-from onnxopt.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_PLUGIN_FAILED, UsageError
+from onnxopt.errors import EXIT_GATE_FAILED, EXIT_PLUGIN_FAILED, UsageError
 from onnxopt.recipe import DEFAULT_GATES
 
 REPORT_FILE = "auto_report.json"
@@ -210,6 +210,9 @@ class _Loop:
                     except Exception as exc:  # the worker died (out of memory, a segfault in a native library)
                         outcome = TrialOutcome(trial.number, trial.user_attrs["recipe"], error=f"worker failed: {exc}",
                                                exit_code=EXIT_PLUGIN_FAILED)  # fmt: skip
+                        if isinstance(exc, BrokenProcessPool):  # a dead worker breaks the whole pool: start afresh
+                            executor.shutdown(wait=False, cancel_futures=True)
+                            executor = make_executor(self.settings.executor, self.settings.jobs)
                     self._tell(optuna, trial, outcome)
                     bar.update(1)
         except BrokenProcessPool:
@@ -238,8 +241,6 @@ class _Loop:
         pending[executor.submit(run_in_worker, job, self.settings.quiet)] = trial
 
     def _tell(self, optuna: Any, trial: Any, outcome: TrialOutcome) -> None:
-        if outcome.error is not None and outcome.exit_code == EXIT_BAD_INPUT:
-            raise UsageError(f"trial {outcome.number} ({' + '.join(outcome.recipe)}): {outcome.error}")
         trial.set_user_attr(studies.OUTCOME, studies.outcome_attr(outcome))
         self.count += 1
         if outcome.error is not None:
@@ -261,8 +262,9 @@ def _job(settings: AutoSettings, number: int, passes: list[tuple[str, dict[str, 
     data = str(Path(settings.data).absolute()) if Path(settings.data).exists() else settings.data
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     pipeline = {"threads": threads, "seed": settings.seed, **settings.pipeline}
-    return TrialJob(number, str(settings.source.absolute()), str(_trial_folder(workdir, number)), tuple((n, dict(o)) for n, o in passes), data,
-                    gates, pipeline, settings.plugins)  # fmt: skip
+    steps = tuple((name, dict(options)) for name, options in passes)
+    folder = str(_trial_folder(workdir, number))
+    return TrialJob(number, str(settings.source.absolute()), folder, steps, data, gates, pipeline, settings.plugins)
 
 
 def _finish(
@@ -276,9 +278,9 @@ def _finish(
     result = AutoResult(None, str(workdir), settings.objective, gates, best, met, front, trials,
                         str(workdir / REPORT_FILE), None, resumed, notes)  # fmt: skip
     if best is None:
-        errors = [o.error for o in trials if o.error]
-        result.exit_code = EXIT_PLUGIN_FAILED
-        result.message = "no trial produced a model" + (f": {errors[0]}" if errors else "")
+        failed = [o for o in trials if o.error]
+        result.exit_code = failed[0].exit_code if failed else EXIT_PLUGIN_FAILED
+        result.message = "no trial produced a model" + (f": {failed[0].error}" if failed else "")
     else:
         _write_best(settings, best, gates, workdir)
         result.output = str(settings.output)
