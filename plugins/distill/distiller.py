@@ -145,8 +145,15 @@ class Distillation:
                 raise PluginError(backend, f"the student has {len(got)} {kind}, the teacher {len(want)}")
             for theirs, ours in zip(want, got):
                 ours.name = theirs.name  # same order, the teacher's names: a drop-in replacement
-        for node in trained.graph.all_nodes():  # the exporter's per-node stack traces: kilobytes of noise
+        graph = trained.graph  # the exporter's stack traces, signature notes and value_info: kilobytes of noise
+        for value in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
+            value.metadata_props.clear()
+        for node in graph.all_nodes():
             node.metadata_props.clear()
+            for value in node.outputs:
+                value.metadata_props.clear()
+                if not value.is_graph_output():
+                    value.shape, value.type = None, None
         return trained
 
     def _validate(self, student: Path, val: Split) -> dict[str, Any]:

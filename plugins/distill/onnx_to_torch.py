@@ -16,6 +16,7 @@ node by node with torch functions, which ``torch.onnx.export`` traces back into 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -219,6 +220,12 @@ def _attributes(node: ir.Node) -> dict[str, Any]:
     return out
 
 
+def _attribute_name(name: str, index: int) -> str:
+    """The ONNX name as a torch attribute name (no dots), numbered so two names never collide; it reappears in
+    the exported student's initializer names."""
+    return f"{re.sub(r'[^0-9A-Za-z_]', '_', name)[:48]}_{index}"
+
+
 def _fixed_float(value: ir.Value) -> bool:
     """An initializer that stays fixed: BN running statistics, Sub's subtrahend, Div's divisor."""
     uses = list(value.uses())
@@ -242,7 +249,7 @@ class OnnxModule(torch.nn.Module):
         static: dict[str, Static] = {}
         for name, value in graph.initializers.items():
             array = value.const_value.numpy()
-            key = f"w{len(self._tensor_keys)}"
+            key = _attribute_name(name, len(self._tensor_keys))
             if array.dtype.kind != "f":
                 static[name] = array
                 continue
