@@ -11,8 +11,11 @@ MiniLM gets real sentences tokenized by its own tokenizer.json (``bench/cluster_
 that need data, 32 others for fidelity, one sentence per run, padded to 64 tokens.
 
 Columns: *size* is the file plus external data; *zip ratio* is both files deflated by :mod:`zipfile` (level
-6), variant / fp32; *session start ratio* is the fastest creation of an onnxruntime session (ORT_ENABLE_ALL:
-where the codebook decoder is folded) over interleaved shuffled rounds, variant / fp32;
+6), variant / fp32; *zip ratio, weights zeroed* is the same with every initializer of 64+ values set to
+zero: the graph's own cost (nodes, names, scales, biases), a floor no weight encoding goes below; *nodes after ORT_ENABLE_ALL* counts the graph onnxruntime really runs
+(``optimized_model_filepath``): the fp32 count means every codebook decoder was folded at session start;
+*session start ratio* is the fastest creation of an onnxruntime session (ORT_ENABLE_ALL) over interleaved
+shuffled rounds, variant / fp32;
 *latency ratio* is variant / fp32 at ORT_ENABLE_ALL, 1 intra-op thread, spinning off, median of per-round
 ratios over interleaved shuffled rounds after warm-up (the fp32 row: a 2nd fp32 session, the noise); fidelity is
 accuracy (and its drop in points) where labels exist, else MiniLM's sentence-embedding cosine (the model's use)
@@ -41,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import cluster_data  # noqa: E402
+import fold_real_models  # noqa: E402  (nodes after onnxruntime's optimizations)
 import quantize_real_models as qb  # noqa: E402  (sessions, latency, fidelity: measured as that bench does)
 import realmodels  # noqa: E402
 
@@ -106,6 +110,8 @@ class Row:
     path: Path
     size: int = 0
     zipped: int = 0
+    zipped_floor: int = 0
+    ort_nodes: int | None = None
     start: float | None = None
     latency: float | None = None
     seconds: float | None = None
@@ -124,6 +130,24 @@ def zipped_size(path: Path) -> int:
         for file in (path, *(path.parent / name for name in sorted(extra))):
             archive.write(file, file.name)
     return len(buffer.getvalue())
+
+
+def zeroed_weights_zip(path: Path, work: Path) -> int:
+    """Zipped bytes of the model with every initializer of 64+ values set to zero: what the graph alone (nodes,
+    names, scales, small tensors) costs, the floor no weight encoding can go below."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    for tensor in proto.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.size >= 64:
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(array), tensor.name))
+    floor = work / "zeroed.onnx"
+    onnx.save(proto, str(floor), save_as_external_data=proto.ByteSize() > 1 << 30)
+    size = zipped_size(floor)
+    floor.unlink()
+    return size
 
 
 def start_ratios(paths: dict[str, Path], rounds: int, seed: int) -> dict[str, float]:
@@ -168,8 +192,9 @@ def bench_model(bench: Bench, work: Path, rounds: int, start_rounds: int, seed: 
 
     reference = qb.session(bench.src, 2)
     ref_out = qb.run_all(reference, bench.val_feeds)
-    fp32 = Row("fp32", bench.src, qb.file_size(bench.src), zipped_size(bench.src),
+    fp32 = Row("fp32", bench.src, qb.file_size(bench.src), zipped_size(bench.src), ort_nodes=fold_real_models.nodes_after_ort_all(bench.src),
                fidelity=bench.fidelity(ref_out, None, bench.fid_arg))  # fmt: skip
+    fp32.zipped_floor = zeroed_weights_zip(bench.src, work)
     rows = [fp32]
     for index, variant in enumerate(bench.variants):
         dst = work / f"v{index}.onnx"
@@ -177,7 +202,9 @@ def bench_model(bench: Bench, work: Path, rounds: int, start_rounds: int, seed: 
         report = onnxopt.optimize(bench.src, dst, passes=list(variant.passes), data=bench.calib, gates=PERMISSIVE,
                                   latency_runs=0)  # fmt: skip
         seconds, note = _note(report)
-        row = Row(variant.name, dst, qb.file_size(dst), zipped_size(dst), seconds=seconds, note=note)
+        row = Row(variant.name, dst, qb.file_size(dst), zipped_size(dst), ort_nodes=fold_real_models.nodes_after_ort_all(dst),
+                  seconds=seconds, note=note)  # fmt: skip
+        row.zipped_floor = zeroed_weights_zip(dst, work)
         row.fidelity = bench.fidelity(ref_out, qb.run_all(qb.session(dst, 2), bench.val_feeds), bench.fid_arg)
         rows.append(row)
         log(f"  {bench.key}: {variant.name}: size {row.size / fp32.size:.3f}x, zip {row.zipped / fp32.zipped:.3f}x, "
@@ -209,9 +236,9 @@ def table(result: dict) -> str:
         f"thread; latency ratios are medians of {result['rounds']} interleaved rounds, session start ratios of "
         f"{result['start_rounds']}.",
         "",
-        "| variant | size | size ratio | zip ratio | session start ratio | latency ratio | " + " | ".join(fid_cols)
-        + " | cluster (s) | note |",
-        "|---|--:|--:|--:|--:|--:|" + "--:|" * len(fid_cols) + "--:|---|",
+        "| variant | size | size ratio | zip ratio | zip ratio, weights zeroed | nodes after ORT_ENABLE_ALL | session start ratio | latency ratio | "
+        + " | ".join(fid_cols) + " | cluster (s) | note |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|" + "--:|" * len(fid_cols) + "--:|---|",
     ]
     for row in rows:
         first = row is base
@@ -220,6 +247,8 @@ def table(result: dict) -> str:
             qb._size(row.size),
             "1" if first else f"{row.size / base.size:.3f}",
             "1" if first else f"{row.zipped / base.zipped:.3f}",
+            f"{row.zipped_floor / base.zipped:.3f}",
+            "–" if row.ort_nodes is None else str(row.ort_nodes),
             f"({row.start:.2f})" if first else f"{row.start:.2f}",
             f"({row.latency:.3f})" if first else f"{row.latency:.3f}",
             *[row.fidelity.get(c, "–") for c in fid_cols],
