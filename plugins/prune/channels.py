@@ -143,6 +143,8 @@ def _producer(node: ir.Node) -> Producer | None:
     weight = _const(inputs[1]) if len(inputs) > 1 else None
     if weight is None or weight.dtype.kind != "f" or _const(inputs[0]) is not None:
         return None
+    if len(inputs) > 2 and inputs[2] is not None and _const(inputs[2]) is None:
+        return None  # a computed bias cannot be cut
     if node.op_type in ("Conv", "ConvTranspose") and node.attributes.get_int("group", 1) == 1 and weight.ndim >= 3:
         axis = 0 if node.op_type == "Conv" else 1
         bias = 2 if len(inputs) > 2 and inputs[2] is not None else None
@@ -152,7 +154,7 @@ def _producer(node: ir.Node) -> Producer | None:
         bias = 2 if len(inputs) > 2 and inputs[2] is not None else None
         if bias is not None:
             shape = _const(inputs[2])
-            if shape is None or (shape.size != 1 and shape.shape[-1] != weight.shape[axis]) or (shape.ndim == 2 and shape.shape[0] != 1):
+            if (shape.size != 1 and shape.shape[-1] != weight.shape[axis]) or (shape.ndim == 2 and shape.shape[0] != 1):
                 return None
             if shape.size == 1 and weight.shape[axis] != 1:
                 bias = None  # a scalar bias broadcasts over any channel count
