@@ -56,6 +56,7 @@ def _mlp(path: Path, opset: int, inputs: int = 64, outputs: int = 96) -> Path:
 @pytest.mark.parametrize(("opset", "encoding", "per_channel", "index", "shape"), [
     (17, "codebook", False, "packed4", (64, 96)), (21, "codebook", False, "uint4", (64, 96)),
     (17, "codebook", True, "packed4", (64, 96)), (17, "codebook", False, "packed4", (63, 95)),  # an odd count of nibbles
+    (17, "codebook", False, "packed4", (257, 257)),  # large enough for the table of centroid pairs, odd too
     (17, "snap", False, None, (64, 96)),
 ])  # fmt: skip
 def test_encodings_decode_to_the_clustered_weights_in_onnxruntime(tmp_path, opset, encoding, per_channel, index, shape):
@@ -73,6 +74,8 @@ def test_encodings_decode_to_the_clustered_weights_in_onnxruntime(tmp_path, opse
         assert len(np.unique(numpy_helper.to_array(onnx.load(out).graph.initializer[0]))) == 16
     else:
         assert stats["encoding"] == f"{index} codebook"
+        pair_table = any(t.name == "w_cluster_pairs" for t in onnx.load(out).graph.initializer)
+        assert pair_table == (shape[0] * shape[1] >= 65536)
         # 4-bit indices are ~1/8 of the float weights; per channel adds a [96 x 16] float codebook
         assert out.stat().st_size < (0.5 if per_channel else 0.2) * source.stat().st_size
     relative = np.linalg.norm(got - (x @ weights + numpy_helper.to_array(onnx.load(source).graph.initializer[1])))
