@@ -147,3 +147,84 @@ def test_bad_options_are_usage_errors(tmp_path, fixtures_dir, run_cli, bad):
     result = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", f"prune:{bad}")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _random_cnn(rng: np.random.Generator, steps: int) -> onnx.ModelProto:
+    """A random CNN: convs (plain, depthwise), activations, residual Adds and SE-style Muls with earlier values of
+    the same width, Concats, pooling; then either Flatten -> Gemm or a Conv head. Channel widths vary."""
+    from onnx import TensorProto, helper
+
+    nodes, inits, count = [], [], [0]
+    values = [("input", 8, 16)]  # (name, channels, spatial size)
+
+    def name(prefix: str) -> str:
+        count[0] += 1
+        return f"{prefix}{count[0]}"
+
+    def conv(x: str, cin: int, cout: int, group: int = 1) -> str:
+        w, b, out = name("w"), name("b"), name("conv")
+        inits.append(numpy_helper.from_array(rng.standard_normal((cout, cin // group, 3, 3)).astype(np.float32), w))
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), b))
+        nodes.append(helper.make_node("Conv", [x, w, b], [out], pads=[1, 1, 1, 1], group=group, name=out))
+        return out
+
+    for _ in range(steps):
+        x, c, s = values[int(rng.integers(len(values)))]
+        kind = rng.choice(["conv", "dw", "relu", "add", "mul", "concat", "pool"])
+        same = [v for v in values if v[1] == c and v[2] == s and v[0] != x]
+        if kind == "conv":
+            cout = int(rng.choice([8, 12, 16, 24]))
+            values.append((conv(x, c, cout), cout, s))
+        elif kind == "dw":
+            values.append((conv(x, c, c, group=c), c, s))
+        elif kind == "relu":
+            out = name("relu")
+            nodes.append(helper.make_node("Relu", [x], [out], name=out))
+            values.append((out, c, s))
+        elif kind in ("add", "mul") and same:
+            other = same[int(rng.integers(len(same)))][0]
+            out = name(kind)
+            nodes.append(helper.make_node(kind.capitalize(), [x, other], [out], name=out))
+            values.append((out, c, s))
+        elif kind == "concat":
+            partners = [v for v in values if v[2] == s and v[0] != x]
+            if partners:
+                other, oc, _ = partners[int(rng.integers(len(partners)))]
+                out = name("cat")
+                nodes.append(helper.make_node("Concat", [x, other], [out], axis=1, name=out))
+                values.append((out, c + oc, s))
+        elif kind == "pool" and s > 4:
+            out = name("pool")
+            nodes.append(helper.make_node("MaxPool", [x], [out], kernel_shape=[2, 2], strides=[2, 2], name=out))
+            values.append((out, c, s // 2))
+    x, c, s = values[-1]
+    outputs = []
+    if rng.random() < 0.5:
+        flat, w = name("flat"), name("fcw")
+        nodes.append(helper.make_node("Flatten", [x], [flat], name=flat))
+        inits.append(numpy_helper.from_array(rng.standard_normal((c * s * s, 5)).astype(np.float32), w))
+        nodes.append(helper.make_node("Gemm", [flat, w], ["out"], name="fc"))
+        outputs.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 5]))
+    else:
+        nodes.append(helper.make_node("Identity", [conv(x, c, 3)], ["out"], name="head"))
+        outputs.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3, s, s]))
+    graph = helper.make_graph(nodes, "random_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 8, 16, 16])],
+                              outputs, inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_structured_pruning_of_random_cnns_keeps_every_shape_consistent(tmp_path):
+    """Whatever the coupling, the pruned graph loads, runs and keeps its output shape (40 random CNNs)."""
+    pruned_models = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        source, out = tmp_path / f"random{seed}.onnx", tmp_path / f"out{seed}.onnx"
+        onnx.save(_random_cnn(rng, steps=int(rng.integers(6, 20))), source)
+        feed = {"input": rng.standard_normal((2, 8, 16, 16)).astype(np.float32)}
+        report = onnxopt.optimize(source, out, passes=["prune:kind=structured,sparsity=0.4,round_to=1"],
+                                  gates={"min_cosine": -1.0})  # fmt: skip
+        assert report.exit_code == 0 and report.steps[0].status in ("kept", "unchanged"), (seed, report.message)
+        want, got = _run(source, feed)[0], _run(out, feed)[0]
+        assert got.shape == want.shape and np.isfinite(got).all(), seed
+        pruned_models += report.steps[0].stats["layers_pruned"] > 0
+    assert pruned_models >= 25  # the walk does prune most of them, not just leave them alone
