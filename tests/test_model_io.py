@@ -309,7 +309,7 @@ def test_two_onnxopt_processes_writing_one_path(tmp_path: Path, fixtures_dir: Pa
     names = ("digits_cnn", "tiny_transformer")
     originals = {name: fixtures_dir / f"{name}.onnx" for name in names}
     feeds = {name: np.load(fixtures_dir / f"{name}_val.npz")["input"][:64] for name in names}
-    for _ in range(3):
+    for _ in range(2):
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "onnxopt.cli", "optimize", str(originals[name]), "-o", str(target),
