@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.descriptor import FieldDescriptor
@@ -221,6 +222,28 @@ def _check_attribute_names(graph: onnx.GraphProto, opset: int, path: str | os.Pa
                 _check_attribute_names(sub, opset, path)
 
 
+def _densify_sparse_initializers(graph: onnx.GraphProto, model_dir: Path) -> None:
+    """Turn every ``sparse_initializer`` into a dense initializer, in the graph and its subgraphs.
+
+    onnx_ir 1.1 drops sparse initializers when it reads a model, which would leave their readers dangling.
+    onnxruntime densifies them at session start anyway, so the model computes the same.
+    """
+    for sparse in graph.sparse_initializer:
+        values = onnx.numpy_helper.to_array(sparse.values, str(model_dir))
+        indices = onnx.numpy_helper.to_array(sparse.indices, str(model_dir)).astype(np.int64)
+        dense = np.zeros(tuple(sparse.dims), values.dtype)
+        if indices.ndim == 1:
+            dense.reshape(-1)[indices] = values
+        else:
+            dense[tuple(indices.T)] = values
+        graph.initializer.append(onnx.numpy_helper.from_array(dense, sparse.values.name))
+    del graph.sparse_initializer[:]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _densify_sparse_initializers(sub, model_dir)
+
+
 def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     """Load an ONNX file into onnx_ir, its external tensors left lazy on disk.
 
@@ -232,6 +255,7 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     _check_external_data(proto, path.parent)
     if check:
         check_proto(proto, path)
+    _densify_sparse_initializers(proto.graph, path.parent)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:

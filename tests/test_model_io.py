@@ -355,3 +355,27 @@ def test_in_place_run_is_validated_against_the_input_before_it_is_replaced(tmp_p
     assert report.exit_code == 0 and report.final.candidate == str(model)
     assert report.final.size_reference == (fixtures_dir / "digits_cnn.onnx").stat().st_size
     assert report.final.size_ratio < 1.0
+
+
+@pytest.mark.parametrize("coordinates", [False, True])
+def test_sparse_initializers_are_loaded_dense_not_dropped(tmp_path, coordinates):
+    """onnx-ir drops sparse_initializer on load; model_io densifies them first (linear or [nnz, rank] indices)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 8)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.6] = 0
+    nonzero = np.argwhere(weight) if coordinates else np.flatnonzero(weight)
+    values = numpy_helper.from_array(weight[weight != 0], "w")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(nonzero.astype(np.int64), "w_indices"), [16, 8])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], sparse_initializer=[sparse])  # fmt: skip
+    source, out = tmp_path / "sparse.onnx", tmp_path / "out.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    model = model_io.load(source)
+    np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), weight)
+    model_io.save(model, out)
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ weight, rtol=1e-5, atol=1e-6)
