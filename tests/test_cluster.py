@@ -112,3 +112,29 @@ def test_min_cosine_without_data_is_a_usage_error(tmp_path):
     with pytest.raises(onnxopt.OnnxoptError, match="needs data") as error:
         onnxopt.optimize(source, tmp_path / "out.onnx", passes=["cluster:min_cosine=0.99"])
     assert error.value.exit_code == 2 and not (tmp_path / "out.onnx").exists()
+
+
+def _conv_transpose(path: Path) -> Path:
+    weight = numpy_helper.from_array(np.random.default_rng(6).standard_normal((8, 16, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("ConvTranspose", ["x", "w"], ["y"])], "deconv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 7, 7])], [weight])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "mlp", "conv_transpose"])  # channel axis 0 of 4-D, last of 2-D, middle
+def test_per_channel_codebook_decodes_exactly_to_the_snapped_weights(fixtures_dir, tmp_path, model):
+    source = {"digits_cnn": lambda: fixtures_dir / "digits_cnn.onnx", "mlp": lambda: _mlp(tmp_path / "m.onnx", 17),
+              "conv_transpose": lambda: _conv_transpose(tmp_path / "d.onnx")}[model]()  # fmt: skip
+    outputs = {}
+    for encoding in ("codebook", "snap"):
+        out = tmp_path / f"{encoding}.onnx"
+        report = onnxopt.optimize(source, out, passes=[f"cluster:per_channel=true,min_elements=64,encoding={encoding}"],
+                                  gates={"min_cosine": 0.9})  # fmt: skip
+        assert report.exit_code == 0, report.message
+        session = ort.InferenceSession(str(out))
+        spec = session.get_inputs()[0]
+        x = np.random.default_rng(7).standard_normal([d if isinstance(d, int) else 2 for d in spec.shape]).astype(np.float32)
+        outputs[encoding] = session.run(None, {spec.name: x})[0]
+    assert np.array_equal(outputs["codebook"], outputs["snap"])
