@@ -7,8 +7,8 @@ clustered into ``k`` centroids per tensor or per output channel (:mod:`.kmeans`)
 - ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
   compresses well, and int8 quantization can follow (clustered, then quantized).
 - ``codebook`` (:mod:`.encode`): 4-bit (``k <= 16``) or uint8 indices plus a float codebook, decoded in the
-  graph by ``Cast`` + ``Gather``, which onnxruntime folds at session start: inference runs the same float
-  weights, the file is ~8x (4-bit) or ~4x (uint8) smaller. Run ``fold`` before ``cluster``, not after:
+  graph (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start: inference runs
+  the same float weights, the file is ~8x (4-bit) or ~4x (uint8) smaller; session start pays for the decoding. Run ``fold`` before ``cluster``, not after:
   folding would decode the weights back into the file.
 
 With ``min_cosine`` and data, the choice is fidelity-driven (:mod:`.sensitivity`): the tensors whose
