@@ -61,12 +61,13 @@ def test_faulty_pass_is_rolled_back_and_named(digits, fault, exit_code, words):
     assert report.final is not None and report.final.passed
 
 
-def test_on_failure_stop_skips_later_passes(digits):
+@pytest.mark.parametrize(("fault", "exit_code"), [("fault-negate", 1), ("fault-raise", 3), ("fault-ort", 3)])
+def test_on_failure_stop_skips_later_passes(digits, fault, exit_code):
     report = onnxopt.optimize(
-        digits["model"], digits["out"], passes=["fault-negate", "fold"], data=digits["data"],
+        digits["model"], digits["out"], passes=[fault, "fold"], data=digits["data"],
         plugins=["faulty_plugins"], on_failure="stop",
     )  # fmt: skip
-    assert report.exit_code == 1
+    assert report.exit_code == exit_code
     assert [s.status for s in report.steps] == ["failed", "not run"]
     assert digits["out"].exists()  # the best model so far (the original) is never lost
     np.testing.assert_array_equal(_predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]))
@@ -149,3 +150,13 @@ def test_needs_data_pass_without_data_is_a_usage_error(digits):
     pm.register(NeedsData(), name="needs-data")
     with pytest.raises(UsageError, match="needs data"):
         Run(Recipe(passes=[PassStep("calibrated")]), pm)
+
+
+@pytest.mark.parametrize(("fault", "exit_code"), [("fault-raise", 3), ("fault-checker", 3), ("fault-negate", 1)])
+def test_cli_exit_code_says_plugin_failure_or_gate(digits, run_cli, fault, exit_code):
+    """Through the command line a release pipeline sees 3 for a broken plugin, 1 for a gate, and the plugin's name."""
+    result = run_cli("optimize", digits["model"], "-o", digits["out"], "--pass", fault, "--data", digits["data"],
+                     "-p", "faulty_plugins", cwd=TESTS)  # fmt: skip
+    assert result.returncode == exit_code, result.stderr
+    assert fault in result.stderr and "faulty_plugins" in result.stderr
+    assert digits["out"].exists()  # the previous (original) model is written, never nothing
