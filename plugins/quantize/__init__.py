@@ -26,6 +26,7 @@ bits. Per-channel weights apply to Conv and, unless ``per_channel_matmul=false``
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -40,7 +41,7 @@ import onnx_ir as ir
 from onnxopt import Dataset, PassSpec, RunContext, hookimpl, load, option
 from onnxopt.errors import UsageError
 
-from . import accuracy, ort_quantizer, prepare
+from . import accuracy, ort_quantizer, prepare, streaming
 
 logger = logging.getLogger("onnxopt.quantize")
 
@@ -80,6 +81,7 @@ class QuantizeOptions:
     quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only)")
     eight_bit_regex: str = option("", "weight_only: MatMul nodes whose name matches get 8-bit blocks instead")
     accuracy_level: Literal[0, 1, 2, 3, 4] = option(0, "weight_only: MatMulNBits compute type (0 onnxruntime's default, 4 int8)")
+    streaming: Literal["auto", "on", "off"] = option("auto", "dynamic: quantize MatMul weights one at a time here (auto: models over 2 GiB, where onnxruntime's quantizer holds ~3x the model)")
 
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
@@ -256,6 +258,10 @@ class QuantizePass(ir.passes.FunctionalPass):
         excluded = _excluded(proto.graph, o, stats)
         output = work / "quantized.onnx"
         quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
+        if o.mode == "dynamic" and streaming.wanted(o.streaming, source, o.op_types):  # see streaming's docstring
+            quantize = functools.partial(streaming.quantize_file, options=o, stats=stats)
+        elif o.mode == "dynamic":
+            stats["path"] = "onnxruntime quantize_dynamic"
         with ort_quantizer.quiet_onnxruntime_logs():
             result = quantize(source, output, excluded, large)
         quantized = load(result, check=False)
