@@ -150,14 +150,14 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         q, scale, zero = quantize_weight(tensor.numpy(), self.weight_type, self.symmetric, self.per_channel)
         if isinstance(tensor, ir.ExternalTensor):
             tensor.release()  # unmap: the float pages leave memory now, not when the model is dropped
-        added = []
-        for suffix, array in (("_quantized", q), ("_scale", scale), ("_zero_point", zero)):
+        added = {}
+        for suffix, array in (("_scale", scale), ("_zero_point", zero), ("_quantized", q)):  # onnxruntime's order
             name = f"{weight.name}{suffix}"
             value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                              const_value=ir.Tensor(array, name=name))  # fmt: skip
             graph.register_initializer(value)
-            added.append(value)
-        return tuple(added)  # type: ignore[return-value]
+            added[suffix] = value
+        return added["_quantized"], added["_scale"], added["_zero_point"]
 
     @staticmethod
     def _integer_matmul(node: ir.Node, a_q: ir.Value, a_scale: ir.Value, a_zero: ir.Value, b_q: ir.Value,
