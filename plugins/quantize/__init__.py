@@ -90,6 +90,8 @@ class QuantizeOptions:
             raise ValueError("max_trials, step and candidates must be at least 1, max_time positive")
         if self.accuracy_aware and self.mode != "static":
             raise ValueError("accuracy_aware needs mode=static (it ranks QDQ nodes)")
+        if self.streaming == "on" and self.op_types and set(self.op_types) != {"MatMul"}:
+            raise ValueError("streaming=on quantizes MatMul (and Gemm, as MatMul) only: drop op_types or use streaming=off")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError("block_size must be a power of two, at least 16")
         for name in ("exclude_regex", "eight_bit_regex"):
