@@ -156,3 +156,20 @@ def test_streaming_on_with_other_op_types_is_a_usage_error(fixtures_dir: Path, t
                    "quantize:mode=dynamic,streaming=on,op_types=Conv")  # fmt: skip
     assert done.returncode == 2 and "streaming=on" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+
+def test_ops_onnxruntime_would_quantize_are_reported_as_not_streamed(tmp_path: Path) -> None:
+    """An embedding table (Gather on an initializer) stays float here; the report says so."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((50, 16)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "w")]  # fmt: skip
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("MatMul", ["emb", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "emb.onnx")
+    model = onnxopt.load(tmp_path / "emb.onnx")
+    rewrite = streaming.StreamingDynamicQuantizePass()
+    rewrite(model)
+    assert rewrite.stats["quantized"] == {"MatMul": 1} and rewrite.stats["ops_not_streamed"] == {"Gather": 1}
+    assert model.graph.initializers["table"].const_value.numpy().dtype == np.float32
