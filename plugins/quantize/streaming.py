@@ -42,8 +42,6 @@ _NOT_STREAMED = frozenset({"Conv", "Gather", "Attention", "LSTM", "EmbedLayerNor
 #: Weight rows quantized per numpy call: bounds the float temporaries to about this many bytes x 3.
 _CHUNK_BYTES = 16 << 20
 
-_QTYPES = {"int8": ir.DataType.INT8, "uint8": ir.DataType.UINT8}
-
 
 def model_bytes(source: Path) -> int:
     data = source.with_name(source.name + ".data")
@@ -162,7 +160,7 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         b = node.inputs[1]
         tensor = b.const_value
         return (b.is_initializer() and not b.is_graph_input() and tensor is not None
-                and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2)  # fmt: skip
+                and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2 and tensor.size > 0)  # fmt: skip
 
     def _drop_float_weights(self, graph: ir.Graph, weights: dict[tuple[ir.Value, bool], tuple[ir.Value, ...]]) -> int:
         """Remove the float weights nothing reads any more. Like onnxruntime, nodes that still read one (an Add,
