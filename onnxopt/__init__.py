@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "optimize": "onnxopt.api",
+    "auto": "onnxopt.api",
     "validate": "onnxopt.api",
     "distill": "onnxopt.api",
     "inspect": "onnxopt.api",
