@@ -51,18 +51,20 @@ def _activated(value: ir.Value) -> ir.Value:
 
 def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext) -> dict[int, np.ndarray]:
     """Mean |activation| of every producer's output channels over the dataset, run in onnxruntime."""
-    import onnx
-
+    from onnxopt import model_io
     from onnxopt.validation import open_session
 
     outputs = {group: _activated(producer.node.outputs[0]) for group, producer in analysis.producers.items()}
-    proto = ir.serde.serialize_model(model)
-    known = {o.name for o in proto.graph.output}
-    for value in outputs.values():
-        if value.name not in known:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None))
-    path = context.workdir / "prune_activations.onnx"
-    onnx.save(proto, path, save_as_external_data=proto.ByteSize() > 1 << 30, location=path.name + ".data")
+    graph_outputs = list(model.graph.outputs)
+    extra = [value for value in dict.fromkeys(outputs.values()) if value not in graph_outputs]
+    for value in extra:
+        value.type = value.type or ir.TensorType(ir.DataType.FLOAT)
+    model.graph.outputs.extend(extra)
+    try:  # model_io writes external data as the model needs it, so this also works past 2 GB
+        path = model_io.save(model, context.workdir / "prune_activations.onnx")
+    finally:
+        model.graph.outputs.clear()
+        model.graph.outputs.extend(graph_outputs)
     session = open_session(path)
     names = [value.name for value in outputs.values()]
     sums: dict[int, np.ndarray] = {}
