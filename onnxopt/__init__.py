@@ -23,6 +23,8 @@ _EXPORTS = {
     "hookimpl": "onnxopt.hookspecs",
     "PassSpec": "onnxopt.passes",
     "option": "onnxopt.passes",
+    "SearchDim": "onnxopt.passes",
+    "SearchHint": "onnxopt.passes",
     "RunContext": "onnxopt.context",
     "Dataset": "onnxopt.data",
     "Recipe": "onnxopt.recipe",

@@ -37,6 +37,46 @@ class NoOptions:
     """Options of a pass that takes none."""
 
 
+When = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+@dataclass(frozen=True)
+class SearchDim:
+    """One option ``onnxopt auto`` searches: categorical ``values``, or a ``low``..``high`` range with ``step``.
+
+    With neither, the values come from the option's type (a ``Literal`` or a ``bool``). ``when`` limits the
+    dimension to trials where other options of the same pass took one of the given values (e.g. the calibration
+    method only for ``mode=static``); ``key`` tells apart one option's ranges under different conditions.
+    """
+
+    option: str
+    values: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    when: When = ()
+    key: str = ""
+
+    @property
+    def param(self) -> str:
+        return self.key or self.option
+
+
+@dataclass(frozen=True)
+class SearchHint:
+    """How ``onnxopt auto`` may use a pass: the useful region of its options (the registry knows only their
+    valid region), where it goes in a searched pipeline, and whether every candidate or only a request gets it.
+
+    ``stage`` orders the passes of a candidate: simplify (0), retrain a narrower model (10), remove weights (20),
+    share values (30), lower precision (40).
+    """
+
+    dims: tuple[SearchDim, ...] = ()
+    stage: int = 50
+    always: bool = False  # in every candidate (fold)
+    on_request: bool = False  # searched only when asked for (distill trains, which takes long)
+
+
 @dataclass(frozen=True)
 class PassSpec:
     """Everything the host needs to know about one pass."""
@@ -47,6 +87,7 @@ class PassSpec:
     options: type = NoOptions
     needs_data: bool | Callable[[Any], bool] = False  # or a function of the parsed options
     handles_subgraphs: bool = True
+    search: SearchHint | None = None  # None: ``onnxopt auto`` never tries this pass
     plugin: str = ""
 
     def requires_data(self, options: Any) -> bool:

@@ -1,11 +1,10 @@
 """What ``onnxopt auto`` searches: which passes, in which order, with which option values.
 
-The table below names passes and options as the registry spells them; :func:`build_space` keeps only
-the passes the loaded plugins registered and the options those passes really have, and checks every
-listed value against the option's declared type (a value a pass does not accept is dropped). Where the
-table lists no values, they come from the option's type itself (a ``Literal`` or a ``bool``), so a pass
-that gains a mode is searched over it without a change here. Ranges (sparsity, k) are the one piece of
-knowledge the registry cannot give: they are the useful region of each knob, not its valid region.
+Each pass declares its own search region with a :class:`~onnxopt.passes.SearchHint` on its PassSpec (the
+useful range of each knob, its stage in a pipeline), so the host names no pass and no option, and a third
+party's pass is searched like a built-in one. :func:`build_space` checks every declared value against the
+option's type (a value the pass does not accept is dropped); a dimension without values takes them from the
+option's type itself (a ``Literal`` or a ``bool``), so a pass that gains a mode is searched over it.
 
 Written here (no library describes ONNX pass options); optuna's define-by-run trial does the sampling,
 so options that only matter for some values of another (calibration method for static quantization)
@@ -20,73 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from onnxopt.errors import UsageError
-from onnxopt.passes import PassRegistry, PassSpec, coerce
+from onnxopt.passes import PassRegistry, PassSpec, SearchDim, When, coerce
 from onnxopt.recipe import PassStep
-
-When = tuple[tuple[str, tuple[Any, ...]], ...]
-
-
-@dataclass(frozen=True)
-class Dim:
-    """One searched option: categorical ``values``, or a ``low``..``high`` range with ``step``."""
-
-    option: str
-    values: tuple[Any, ...] | None = None  # None with no range: every value the option's type allows
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    when: When = ()  # sampled only when these options of the same pass took one of these values
-    key: str = ""  # parameter name suffix when one option has different ranges under different conditions
-
-    @property
-    def param(self) -> str:
-        return self.key or self.option
-
-
-@dataclass(frozen=True)
-class PassSpace:
-    name: str
-    dims: tuple[Dim, ...] = ()
-    always: bool = False  # in every candidate (fold)
-    on_request: bool = False  # searched only when asked for (distill trains, which takes long)
-
-
-def _static(*modes: str) -> When:
-    return (("mode", modes),)
-
-
-_magnitude: When = (("kind", ("magnitude",)),)
-_structured: When = (("kind", ("structured",)),)
-
-
-#: The passes in pipeline order: shrink the architecture, zero weights, share values, then lower precision.
-DEFAULT_SPACE: tuple[PassSpace, ...] = (
-    PassSpace("fold", always=True),
-    PassSpace("distill", (Dim("width", (0.25, 0.5, 0.75, 1.0)),), on_request=True),
-    PassSpace("prune", (
-        Dim("kind", ("magnitude", "structured")),
-        Dim("sparsity", low=0.1, high=0.8, step=0.05, when=_magnitude, key="sparsity_magnitude"),
-        Dim("scope", when=_magnitude),
-        Dim("storage", when=_magnitude),
-        Dim("min_elements", (256, 1024, 4096), when=_magnitude),
-        Dim("sparsity", low=0.1, high=0.5, step=0.05, when=_structured, key="sparsity_structured"),
-        Dim("criterion", when=_structured),
-    )),
-    PassSpace("cluster", (
-        Dim("k", (4, 8, 16, 32, 64, 128, 256)),
-        Dim("per_channel"),
-        Dim("encoding"),
-        Dim("min_elements", (256, 1024, 4096)),
-    )),
-    PassSpace("quantize", (
-        Dim("mode"),
-        Dim("method", ("minmax", "entropy", "percentile"), when=_static("static")),
-        Dim("accuracy_aware", when=_static("static")),
-        Dim("per_channel", when=_static("static", "dynamic")),
-        Dim("bits", when=_static("weight_only")),
-        Dim("block_size", (32, 64, 128), when=_static("weight_only")),
-    )),
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -165,7 +99,7 @@ def _type_choices(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _resolve_dim(spec: PassSpec, dim: Dim, types: dict[str, Any], notes: list[str]) -> ResolvedDim | None:
+def _resolve_dim(spec: PassSpec, dim: SearchDim, types: dict[str, Any], notes: list[str]) -> ResolvedDim | None:
     tp = types.get(dim.option)
     if tp is None:
         notes.append(f"{spec.name}: no option {dim.option!r}, not searched")
@@ -192,22 +126,20 @@ def _resolve_dim(spec: PassSpec, dim: Dim, types: dict[str, Any], notes: list[st
     return ResolvedDim(dim.param, dim.option, tuple(valid), None, None, None, False, dim.when)
 
 
-def build_space(
-    registry: PassRegistry, *, requested: tuple[str, ...] = (), table: tuple[PassSpace, ...] = DEFAULT_SPACE
-) -> SearchSpace:
-    """The searchable part of ``table`` given the installed passes; ``requested`` enables on-request passes."""
+def build_space(registry: PassRegistry, *, requested: tuple[str, ...] = ()) -> SearchSpace:
+    """The search space of the installed passes that declare a :class:`~onnxopt.passes.SearchHint`, in stage
+    order; ``requested`` enables on-request passes (distill)."""
     passes, notes = [], []
-    for entry in table:
-        if entry.on_request and entry.name not in requested:
+    for name in requested:
+        if name not in registry or registry.get(name).search is None:
+            raise UsageError(f"pass {name!r} was asked for but no installed pass of that name can be searched (see 'onnxopt passes')")
+    searchable = sorted((spec for spec in registry if spec.search is not None), key=lambda spec: (spec.search.stage, spec.name))
+    for spec in searchable:
+        hint = spec.search
+        if hint.on_request and spec.name not in requested:
             continue
-        if entry.name not in registry:
-            if entry.name in requested:
-                raise UsageError(f"pass {entry.name!r} was asked for but is not installed (see 'onnxopt passes')")
-            notes.append(f"pass {entry.name!r} is not installed, not searched")
-            continue
-        spec = registry.get(entry.name)
         fields = spec.option_fields()
         types = {f.name: f.type for f in fields}
-        dims = tuple(d for d in (_resolve_dim(spec, dim, types, notes) for dim in entry.dims) if d is not None)
-        passes.append(ResolvedPass(entry.name, entry.always, dims, {f.name: f.default for f in fields}))
+        dims = tuple(d for d in (_resolve_dim(spec, dim, types, notes) for dim in hint.dims) if d is not None)
+        passes.append(ResolvedPass(spec.name, hint.always, dims, {f.name: f.default for f in fields}))
     return SearchSpace(passes, notes)

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt import PassSpec, RunContext, hookimpl, option
+from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
 from onnxopt.weights import LAYER_WEIGHT_INPUT, weight_initializers
 
 from .encode import encode, index_format
@@ -162,6 +162,17 @@ class ClusterPass(ir.passes.InPlacePass):
         stats["probe_cosine"] = round(measured, 6)
 
 
+#: What ``onnxopt auto`` tries.
+SEARCH = SearchHint(
+    (
+        SearchDim("k", (4, 8, 16, 32, 64, 128, 256)),
+        SearchDim("per_channel"),
+        SearchDim("encoding"),
+        SearchDim("min_elements", (256, 1024, 4096)),
+    ),
+    stage=30,
+)
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
@@ -170,6 +181,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="k-means weight sharing with a codebook (4-bit / uint8 indices decoded in-graph) or snapped values",
             create=ClusterPass,
             options=ClusterOptions,
+            search=SEARCH,
             needs_data=lambda options: options.min_cosine > 0,
             handles_subgraphs=True,
         )

@@ -21,7 +21,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from onnxopt import PassSpec, RunContext, hookimpl, option
+from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="retrain a student (pipeline model, .onnx, module:function, or width-narrowed) on the original model's outputs",
             create=DistillPass,
             options=DistillOptions,
+            search=SearchHint((SearchDim("width", (0.25, 0.5, 0.75, 1.0)),), stage=10, on_request=True),
             needs_data=True,
             handles_subgraphs=False,
         )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from onnxopt import PassSpec, RunContext, hookimpl, option
+from onnxopt import PassSpec, RunContext, SearchHint, hookimpl, option
 
 from . import steps
 
@@ -125,5 +125,6 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="constant folding, fusion into Conv/Gemm, no-op and dead-code removal, sharing — subgraphs too",
             create=FoldPass,
             options=FoldOptions,
+            search=SearchHint(stage=0, always=True),
         )
     )

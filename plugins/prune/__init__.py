@@ -22,7 +22,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from onnxopt import PassSpec, RunContext, hookimpl, option
+from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
 
 from . import bitmask
 from .magnitude import prune_weights
@@ -84,6 +84,22 @@ def _needs_data(options: PruneOptions) -> bool:
     return options.kind == "structured" and options.criterion == "activation"
 
 
+_MAGNITUDE = (("kind", ("magnitude",)),)
+_STRUCTURED = (("kind", ("structured",)),)
+#: What ``onnxopt auto`` tries: the useful sparsities of each kind (beyond them accuracy is gone without retraining).
+SEARCH = SearchHint(
+    (
+        SearchDim("kind", ("magnitude", "structured")),
+        SearchDim("sparsity", low=0.1, high=0.8, step=0.05, when=_MAGNITUDE, key="sparsity_magnitude"),
+        SearchDim("scope", when=_MAGNITUDE),
+        SearchDim("storage", when=_MAGNITUDE),
+        SearchDim("min_elements", (256, 1024, 4096), when=_MAGNITUDE),
+        SearchDim("sparsity", low=0.1, high=0.5, step=0.05, when=_STRUCTURED, key="sparsity_structured"),
+        SearchDim("criterion", when=_STRUCTURED),
+    ),
+    stage=20,
+)
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
@@ -92,6 +108,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="magnitude pruning (zeros; bitmask storage) or structured pruning that removes channels / neurons",
             create=PrunePass,
             options=PruneOptions,
+            search=SEARCH,
             needs_data=_needs_data,
         )
     )

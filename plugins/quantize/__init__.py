@@ -38,7 +38,7 @@ from typing import Literal
 import onnx
 import onnx_ir as ir
 
-from onnxopt import Dataset, PassSpec, RunContext, hookimpl, load, option
+from onnxopt import Dataset, PassSpec, RunContext, SearchDim, SearchHint, hookimpl, load, option
 from onnxopt.errors import UsageError
 
 from . import accuracy, ort_quantizer, prepare, streaming
@@ -391,6 +391,20 @@ class QuantizePass(ir.passes.FunctionalPass):
         return output
 
 
+_STATIC = (("mode", ("static",)),)
+#: What ``onnxopt auto`` tries; calibration and the accuracy loop only matter for static QDQ.
+SEARCH = SearchHint(
+    (
+        SearchDim("mode"),
+        SearchDim("method", ("minmax", "entropy", "percentile"), when=_STATIC),
+        SearchDim("accuracy_aware", when=_STATIC),
+        SearchDim("per_channel", when=(("mode", ("static", "dynamic")),)),
+        SearchDim("bits", when=(("mode", ("weight_only",)),)),
+        SearchDim("block_size", (32, 64, 128), when=(("mode", ("weight_only",)),)),
+    ),
+    stage=40,
+)
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
@@ -399,6 +413,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             summary="int8 QDQ (static, calibrated), dynamic int8, or 4/8-bit weight-only, with onnxruntime's quantizer",
             create=QuantizePass,
             options=QuantizeOptions,
+            search=SEARCH,
             needs_data=lambda options: options.mode == "static",
             handles_subgraphs=False,
         )
