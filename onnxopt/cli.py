@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -334,6 +335,9 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("onnxopt: interrupted\n")
         return 130
+    except BrokenPipeError:  # `onnxopt passes | head`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141
     except MemoryError:
         sys.stderr.write("onnxopt: error: out of memory\n")
         return EXIT_BAD_INPUT

@@ -87,3 +87,14 @@ def test_in_place_replaces_the_input_only_when_asked(run_cli, fixtures_dir, tmp_
     assert done.returncode == 0, done.stderr
     assert "BatchNormalization" not in {n.op_type for n in onnx.load(model).graph.node}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp files left
+
+
+def test_output_piped_into_a_reader_that_leaves_is_no_traceback():
+    """`onnxopt passes | head -1`: the reader closes the pipe; onnxopt stops quietly (exit 141, as on SIGPIPE)."""
+    import subprocess
+    import sys
+
+    producer = subprocess.Popen([sys.executable, "-m", "onnxopt.cli", "passes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer.stdout.close()  # gone before the first line is written (imports take longer than this)
+    stderr = producer.stderr.read().decode()
+    assert producer.wait(timeout=60) == 141 and "Traceback" not in stderr, stderr
