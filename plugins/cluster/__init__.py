@@ -173,6 +173,7 @@ SEARCH = SearchHint(
     stage=30,
 )
 
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(

@@ -100,6 +100,7 @@ SEARCH = SearchHint(
     stage=20,
 )
 
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(

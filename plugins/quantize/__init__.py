@@ -405,6 +405,7 @@ SEARCH = SearchHint(
     stage=40,
 )
 
+
 @hookimpl
 def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
