@@ -138,3 +138,86 @@ def test_per_channel_codebook_decodes_exactly_to_the_snapped_weights(fixtures_di
         x = np.random.default_rng(7).standard_normal([d if isinstance(d, int) else 2 for d in spec.shape]).astype(np.float32)
         outputs[encoding] = session.run(None, {spec.name: x})[0]
     assert np.array_equal(outputs["codebook"], outputs["snap"])
+
+
+def _optimized_ops(path: Path, tmp_path: Path) -> list[str]:
+    """The op types onnxruntime really runs (ORT_ENABLE_EXTENDED: fusions, no hardware-specific layout)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.ort.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return sorted(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def _quantized_mlp(tmp_path: Path, mode: str, before: list[str]) -> tuple[Path, Path]:
+    """The test MLP (64 x 96 weight) through ``before`` and int8 quantization; returns (model, its data)."""
+    source = _mlp(tmp_path / "mlp.onnx", 17)
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(8).standard_normal((32, 64)).astype(np.float32))
+    quantized = tmp_path / f"{mode}.onnx"
+    report = onnxopt.optimize(source, quantized, passes=[*before, f"quantize:mode={mode}"], data=tmp_path / "data.npz",
+                              gates={"min_cosine": 0.9})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    return quantized, tmp_path / "data.npz"
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_int8_weights_stored_in_4_bits_still_run_as_int8(tmp_path, mode):
+    quantized, data = _quantized_mlp(tmp_path, mode, [])
+    x = {"x": np.load(data)["x"]}
+    outputs, ops = {}, {}
+    for encoding in ("codebook", "snap"):
+        out = tmp_path / f"{mode}_{encoding}.onnx"
+        report = onnxopt.optimize(quantized, out, passes=[f"cluster:encoding={encoding}"], gates={"min_cosine": 0.9})
+        assert report.exit_code == 0, report.message
+        (weight,) = report.steps[0].stats["tensors"].values()
+        assert weight["stored"] == ("packed4" if encoding == "codebook" else "snap") and weight["unique"] <= 16
+        outputs[encoding] = ort.InferenceSession(str(out)).run(None, x)[0]
+        ops[encoding] = _optimized_ops(out, tmp_path)
+    assert np.array_equal(outputs["codebook"], outputs["snap"])  # the decoder yields the clustered int8 tensor
+    # onnxruntime folds the decoder and runs the same int8 kernels (QGemm: fold made the MatMul + Add a Gemm; MatMulInteger)
+    assert ops["codebook"] == ops["snap"] and "Gather" not in ops["codebook"]
+    assert {"QGemm", "MatMulInteger", "DynamicQuantizeMatMul"} & set(ops["codebook"])
+    size = (tmp_path / f"{mode}_codebook.onnx").stat().st_size
+    assert size < 0.7 * quantized.stat().st_size  # 6144 int8 weights (~6 kB) -> ~3 kB of nibbles + decoder
+
+
+def test_weights_clustered_then_quantized_per_channel_are_encoded_exactly(tmp_path):
+    # clustered per tensor, quantized per channel: each channel holds <= 16 of the 96 x 16 distinct integers
+    quantized, data = _quantized_mlp(tmp_path, "static", ["cluster:encoding=snap"])
+    out = tmp_path / "encoded.onnx"
+    report = onnxopt.optimize(quantized, out, passes=["cluster"], gates={"min_cosine": 0.9})
+    assert report.exit_code == 0, report.message
+    (weight,) = report.steps[0].stats["tensors"].values()
+    assert weight["rel_l2"] == 0.0 and weight["stored"] == "packed4"
+    x = {"x": np.load(data)["x"]}
+    before, after = (ort.InferenceSession(str(path)).run(None, x)[0] for path in (quantized, out))
+    # 3 kB of nibbles + a [96 x 16] int8 codebook (1.5 kB) instead of 6 kB of int8 weights
+    assert np.array_equal(before, after) and out.stat().st_size < 0.9 * quantized.stat().st_size
+
+
+def test_small_weights_stay_snapped_where_a_codebook_would_cost_more(fixtures_dir, tmp_path):
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "c.onnx", passes=["fold", "cluster:min_elements=64"],
+                              gates={"min_cosine": 0.9})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    stored = {name: t["stored"] for name, t in report.steps[1].stats["tensors"].items()}
+    # 72 values: uint8 indices + codebook + decoder > 288 bytes of floats; 640: uint8 beats unpacking nibbles
+    assert stored == {"conv1.weight": "snap", "conv2.weight": "packed4", "fc.weight": "uint8"}
+
+
+def test_quantized_embedding_table_is_clustered_too(tmp_path):
+    rng = np.random.default_rng(9)
+    table = numpy_helper.from_array(rng.standard_normal((500, 32)).astype(np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "embedding",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])], [table])  # fmt: skip
+    source = tmp_path / "embedding.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    quantized, out = tmp_path / "q.onnx", tmp_path / "c.onnx"
+    assert onnxopt.optimize(source, quantized, passes=["quantize:mode=dynamic"], gates={"min_cosine": 0.9}).exit_code == 0
+    report = onnxopt.optimize(quantized, out, passes=["cluster"], gates={"min_cosine": 0.9})
+    assert report.exit_code == 0, report.message
+    (weight,) = report.steps[0].stats["tensors"].values()  # the uint8 table read by Gather -> DequantizeLinear
+    assert weight["stored"] == "packed4" and out.stat().st_size < 0.6 * quantized.stat().st_size
+    ids = {"ids": np.arange(0, 500, 7, dtype=np.int64)}
+    got, want = (ort.InferenceSession(str(p)).run(None, ids)[0] for p in (out, source))
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15

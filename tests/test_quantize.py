@@ -31,6 +31,10 @@ def test_static_int8_digits_keeps_accuracy(fixtures_dir, tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(_ops(out))
     assert report.final.accuracy_candidate >= report.final.accuracy_reference - 0.01
     assert report.steps[1].stats["calibration_samples"] == 100
+    # every layer runs an int8 kernel in onnxruntime: the Gemm too (a weight DequantizeLinear without its zero
+    # point kept onnxruntime from fusing QGemm, so the classifier ran in float)
+    fused = _onnxruntime_optimized_ops(out, tmp_path / "ort.onnx")
+    assert fused.count("QLinearConv") == 2 and "QGemm" in fused and "Gemm" not in fused and "Conv" not in fused
 
 
 def test_dynamic_int8_transformer(fixtures_dir, tmp_path):

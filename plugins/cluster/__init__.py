@@ -6,14 +6,24 @@ clustered into ``k`` centroids per tensor or per output channel (:mod:`.kmeans`)
 
 - ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
   compresses well, and int8 quantization can follow (clustered, then quantized).
-- ``codebook`` (:mod:`.encode`): 4-bit (``k <= 16``) or uint8 indices plus a float codebook, decoded in the
-  graph (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start: inference runs
-  the same float weights, the file is ~8x (4-bit) or ~4x (uint8) smaller; session start pays for the decoding. Run ``fold`` before ``cluster``, not after:
-  folding would decode the weights back into the file.
+- ``codebook`` (:mod:`.encode`): 4-bit (``k <= 16``) or uint8 indices plus a codebook, decoded in the graph
+  (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start: inference runs the
+  same weights, the file is ~8x (4-bit) or ~4x (uint8) smaller; session start pays for the decoding. Each
+  weight takes the smallest storage counting the decoder's own bytes (:func:`.encode.storage`): a weight too
+  short to gain stays snapped, and the report says which (``stored``). Run ``fold`` before ``cluster``, not
+  after: folding would decode the weights back into the file; ``quantize`` decodes them too (its ``fold_first``),
+  so for int8 compute run ``cluster`` again after it (below).
 
 With ``min_cosine`` and data, the choice is fidelity-driven (:mod:`.sensitivity`): the tensors whose
 clustering costs the outputs the most cosine per weight are clustered with ``sensitive_k`` centroids per
 tensor instead (``0``: left float), until the outputs keep ``min_cosine`` against the model before clustering.
+
+After ``quantize``, ``cluster`` clusters the int8 / uint8 weights of the quantized graph (QDQ or onnxruntime's
+integer ops, and quantized embedding tables) the same way: centroids are rounded to integers and the codebook keeps the weight's type, so the
+decoder yields the same int8 tensor the quantized op reads and onnxruntime still fuses it into QLinearConv / QGemm /
+DynamicQuantizeMatMul — 4-bit storage with int8 compute. A weight that already holds at most ``k`` values
+(clustered before quantizing: ``cluster:encoding=snap`` then ``quantize``, whose per-channel scales turn each
+tensor's centroids into at most ``k`` integers per channel) is encoded exactly, per channel if need be.
 
 Zeros (pruned weights) stay exactly zero, as a centroid of their own. The report lists, per tensor, the
 number of centroids, the relative L2 reconstruction error and the unique values, and which tensors were
@@ -30,13 +40,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
-from onnxopt.weights import LAYER_WEIGHT_INPUT, weight_initializers
+from onnxopt.weights import INTEGER_WEIGHT_TYPES, LAYER_WEIGHT_INPUT, QUANTIZED_WEIGHT_INPUT, weight_initializers
 
-from .encode import encode, index_format
+from .encode import encode, storage
 from .kmeans import cluster
 from .sensitivity import Probe, choose
 
-CLUSTERED_INPUTS = {**LAYER_WEIGHT_INPUT, "Gather": 0}  # Gather: embedding tables
+CLUSTERED_INPUTS = {**LAYER_WEIGHT_INPUT, **QUANTIZED_WEIGHT_INPUT, "Gather": 0}  # Gather: embedding tables
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,22 @@ class ClusterOptions:
 
 
 def _channel_axis(consumers: list[ir.Node], rank: int) -> int:
-    """The weight axis holding output channels: 0 for Conv, per transB for Gemm, else 1 (ConvTranspose, MatMul,
-    and a Gather table's embedding dimension)."""
+    """The weight axis holding output channels: 0 for Conv, per transB for Gemm, a DequantizeLinear's own
+    ``axis``, else 1 (ConvTranspose, MatMul, and a Gather table's embedding dimension)."""
     node = consumers[0]
-    if node.op_type == "Conv":
+    if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
         return 0
     if node.op_type == "Gemm":
         return 0 if node.attributes.get_int("transB", 0) else 1
+    if node.op_type == "DequantizeLinear":
+        return node.attributes.get_int("axis", 1) % rank
     return 1 if rank >= 2 else 0
+
+
+def _most_distinct_per_row(rows: np.ndarray) -> int:
+    """The largest number of distinct values in any row of a 2-D array."""
+    ordered = np.sort(rows, axis=1)
+    return int((np.diff(ordered, axis=1) != 0).sum(axis=1).max()) + 1
 
 
 @dataclass
@@ -90,16 +108,37 @@ class ClusterPass(ir.passes.InPlacePass):
         self.context = context
 
     def _cluster(self, array: np.ndarray, axis: int | None, k: int, seed: int) -> Clustered:
-        """Per tensor (``axis`` None) or per channel along ``axis``: all channels in one batched k-means."""
+        """Per tensor (``axis`` None) or per channel along ``axis``: all channels in one batched k-means.
+
+        Integer weights get integer centroids (rounded, within the type's range)."""
         o = self.options
         rows = array.reshape(1, -1) if axis is None else np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
         result = cluster(rows, k, init=o.init, iterations=o.iterations, keep_zero=o.keep_zeros, seed=seed)
-        decoded = result.decoded().astype(array.dtype)
+        centroids = result.centroids
+        if np.issubdtype(array.dtype, np.integer):
+            limits = np.iinfo(array.dtype)
+            centroids = np.clip(np.rint(centroids), limits.min, limits.max)
+        centroids = centroids.astype(array.dtype)
+        decoded = np.take_along_axis(centroids, result.labels, axis=1)
         if axis is None:
-            return Clustered(result.centroids[0].astype(array.dtype), result.labels.reshape(array.shape), None, decoded.reshape(array.shape))
+            return Clustered(centroids[0], result.labels.reshape(array.shape), None, decoded.reshape(array.shape))
         moved = np.moveaxis(array, axis, 0).shape
-        return Clustered(result.centroids.astype(array.dtype), np.moveaxis(result.labels.reshape(moved), 0, axis), axis,
+        return Clustered(centroids, np.moveaxis(result.labels.reshape(moved), 0, axis), axis,
                          np.moveaxis(decoded.reshape(moved), 0, axis))  # fmt: skip
+
+    def _axis(self, array: np.ndarray, consumers: list[ir.Node]) -> int | None:
+        """The channel axis to cluster along (None: per tensor). An integer weight that holds more than ``k``
+        values per tensor but at most ``k`` per channel (a clustered float weight quantized per channel) goes
+        per channel: encoded exactly instead of clustered again."""
+        if array.ndim < 2:
+            return None
+        axis = _channel_axis(consumers, array.ndim)
+        if self.options.per_channel:
+            return axis
+        if ir.DataType.from_numpy(array.dtype) in INTEGER_WEIGHT_TYPES and np.unique(array).size > self.options.k:
+            rows = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+            return axis if _most_distinct_per_row(rows) <= self.options.k else None
+        return None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.options
@@ -108,33 +147,34 @@ class ClusterPass(ir.passes.InPlacePass):
         seeds = {value: int(self.context.rng(index).integers(2**31)) for index, value in enumerate(weights)}
         plans: dict[ir.Value, Clustered | None] = {}
         for value, consumers in weights.items():
-            array = originals[value]
-            axis = _channel_axis(consumers, array.ndim) if o.per_channel and array.ndim >= 2 else None
-            plans[value] = self._cluster(array, axis, o.k, seeds[value])
+            plans[value] = self._cluster(originals[value], self._axis(originals[value], consumers), o.k, seeds[value])
         if o.min_cosine > 0 and plans:
             self._spare_sensitive(model, plans, originals, seeds)
         report = {}
         opset = model.opset_imports.get("", 1)
         formats = set()
         for value, plan in plans.items():
-            array = originals[value]
             if plan is None:
                 continue
+            array = originals[value].astype(np.float64)
+            index = "snap"
+            if o.encoding == "codebook":
+                index = storage(plan.codebook, array.size, originals[value].itemsize, opset)
             report[value.name] = {
                 "k": int(plan.codebook.shape[-1]),
                 "rel_l2": round(float(np.linalg.norm(plan.approx - array) / max(np.linalg.norm(array), 1e-12)), 5),
                 "unique": int(np.unique(plan.codebook).size),
+                "stored": index,
             }
-            if o.encoding == "snap":
+            formats.add(index)
+            if index == "snap":
                 value.const_value = ir.tensor(plan.approx, name=value.name)
             else:
-                index = index_format(plan.codebook.shape[-1], array.size, opset)
-                formats.add(index)
                 encode(value, plan.codebook, plan.labels, plan.axis, index)
         self.context.stats["tensors_clustered"] = len(report)
         if report:
             self.context.stats["tensors"] = report
-            self.context.stats["encoding"] = " + ".join(f"{f} codebook" for f in sorted(formats)) if formats else "snap"
+            self.context.stats["encoding"] = " + ".join(f if f == "snap" else f"{f} codebook" for f in sorted(formats))
         return ir.passes.PassResult(model, modified=bool(report))
 
     def _spare_sensitive(self, model: ir.Model, plans: dict[ir.Value, Clustered | None],

@@ -18,20 +18,28 @@ from onnxopt.weights import new_initializer, shared_initializer
 
 UINT4_OPSET = 21  # the uint4 type and Cast from it
 PACKED4_OPSET = 11  # BitShift, for the packed-nibble decoder
-#: Below this many weights the packed-nibble decoder's nodes cost more bytes than the second nibble saves.
-PACKED4_MIN_ELEMENTS = 1024
 #: From this many weights a per-tensor 4-bit codebook is decoded through a 2 kB table of centroid pairs
 #: (at most ~6 % of the packed indices): faster to fold at session start than unpacking nibbles.
 PAIR_TABLE_MIN_ELEMENTS = 65536
+#: Bits one index takes in each storage.
+INDEX_BITS = {"uint4": 4, "packed4": 4, "uint8": 8}
+#: What a decoder adds to the file besides indices and codebook (nodes, names, shapes), measured on the
+#: serialized fixtures: a Cast + Gather ~250 bytes, the packed-nibble unpacking ~600. It decides the storage of
+#: small weights, where it is not negligible: a 72-value weight stays snapped rather than encoded.
+DECODER_BYTES = {"uint4": 250, "packed4": 600, "uint8": 250}
 
 
-def index_format(width: int, size: int, opset: int) -> str:
-    """``uint4``, ``packed4`` or ``uint8``: the smallest index storage this codebook width and opset allow."""
-    if width > 16:
-        return "uint8"
-    if opset >= UINT4_OPSET:
-        return "uint4"
-    return "packed4" if opset >= PACKED4_OPSET and size >= PACKED4_MIN_ELEMENTS else "uint8"
+def storage(codebook: np.ndarray, size: int, itemsize: int, opset: int) -> str:
+    """The smallest storage for ``size`` values clustered into ``codebook``: ``uint4`` (opset 21+), ``packed4``
+    (two indices a byte, opset 11+), ``uint8`` indices, or ``snap`` (the values themselves, when no index
+    storage is smaller: short weights, or int8 weights that would need uint8 indices)."""
+    costs = {"snap": size * itemsize}
+    candidates = ["uint8"]
+    if codebook.shape[-1] <= 16:
+        candidates += ["uint4"] if opset >= UINT4_OPSET else ["packed4"] if opset >= PACKED4_OPSET else []
+    for index in candidates:
+        costs[index] = -(-size * INDEX_BITS[index] // 8) + codebook.nbytes + DECODER_BYTES[index]
+    return min(costs, key=costs.__getitem__)
 
 
 def _nibbles(labels: np.ndarray) -> np.ndarray:
@@ -93,7 +101,7 @@ def encode(value: ir.Value, codebook: np.ndarray, labels: np.ndarray, axis: int 
     """Replace the weight initializer ``value`` by indices + codebook and a decoder feeding its consumers.
 
     ``codebook``: ``[width]`` for one per tensor, ``[channels, width]`` per channel along ``axis`` of ``labels``.
-    ``index``: ``uint4``, ``packed4`` or ``uint8`` (see :func:`index_format`).
+    ``index``: ``uint4``, ``packed4`` or ``uint8`` (see :func:`storage`).
     """
     graph = value.graph
     name = value.name
