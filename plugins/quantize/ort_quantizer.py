@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,18 +38,34 @@ BLOCK_QUANT_OPSET = 21
 PREPROCESS_MAX_BYTES = 2 << 30
 
 
+class _FromQuantizerBelowError(logging.Filter):
+    """Keeps onnxruntime's quantizer's root-logger warnings (``logging.warning(...)`` in its modules: "Axis 1 is
+    out-of-range for weight 'ln1.weight'" on every per-channel run over a layer norm) out of the user's output;
+    they go to the ``onnxopt.quantize`` logger at DEBUG instead. Errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or f"{os.sep}onnxruntime{os.sep}quantization{os.sep}" not in record.pathname:
+            return True
+        logger.debug("onnxruntime.quantization: %s", record.getMessage())
+        return False
+
+
 @contextlib.contextmanager
 def quiet_onnxruntime_logs() -> Iterator[None]:
-    """onnxruntime's quantizer logs every node at INFO; keep it to warnings while it runs."""
+    """onnxruntime's quantizer logs every node at INFO and some warnings through the root logger; keep it to
+    its own warnings while it runs."""
     quantization_logger = logging.getLogger("onnxruntime.quantization")
     loggers = [quantization_logger, *(logging.getLogger(name) for name in logging.root.manager.loggerDict
                                       if name.startswith("onnxruntime.quantization."))]  # fmt: skip
     levels = [item.level for item in loggers]
     for item in loggers:
         item.setLevel(logging.WARNING)
+    root_filter = _FromQuantizerBelowError()
+    logging.root.addFilter(root_filter)
     try:
         yield
     finally:
+        logging.root.removeFilter(root_filter)
         for item, level in zip(loggers, levels):
             item.setLevel(level)
 

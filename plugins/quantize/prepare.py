@@ -45,8 +45,11 @@ def divisions_to_multiplications(model: ir.Model) -> int:
                               const_value=ir.tensor((1 / divisor).astype(divisor.dtype)))  # fmt: skip
         reciprocal.shape, reciprocal.type = ir.Shape(divisor.shape), ir.TensorType(reciprocal.const_value.dtype)
         graph.register_initializer(reciprocal)
+        divisor_value = node.inputs[1]
         node.op_type = "Mul"
         node.replace_input_with(1, reciprocal)
+        if divisor_value.is_initializer() and not divisor_value.uses() and not divisor_value.is_graph_output():
+            del graph.initializers[divisor_value.name]  # else onnxruntime warns of it on every session
         count += 1
     return count
 
