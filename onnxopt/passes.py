@@ -68,7 +68,7 @@ class SearchHint:
     valid region), where it goes in a searched pipeline, and whether every candidate or only a request gets it.
 
     ``stage`` orders the passes of a candidate: simplify (0), retrain a narrower model (10), remove weights (20),
-    share values (30), lower precision (40).
+    lower precision (40), share values (45: after quantizing, so int8 weights are what gets stored in 4 bits).
     """
 
     dims: tuple[SearchDim, ...] = ()

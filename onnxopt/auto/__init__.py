@@ -1,7 +1,7 @@
 """Adaptive optimization: search pass combinations and their options under an accuracy budget.
 
 ``onnxopt auto MODEL --data val.npz --max-drop 0.01 -o best.onnx`` samples recipes (fold, then optionally
-prune, cluster, quantize, distill, each with sampled options) with optuna's TPE sampler, builds every
+prune, quantize, cluster, distill, each with sampled options) with optuna's TPE sampler, builds every
 candidate with the ordinary pipeline (:func:`onnxopt.api.optimize`) in a worker process, judges it with the
 ordinary validation, and writes the best model that meets the budget, a JSON report of every trial, a PNG
 of the size / accuracy frontier and the frontier as a table.
