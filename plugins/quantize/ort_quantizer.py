@@ -96,6 +96,8 @@ def upgrade_opset(path: Path, target: int, stats: dict[str, Any]) -> Path:
     if current >= target:
         return path
     converted = onnx.version_converter.convert_version(proto, target)
+    # the converter leaves the IR version; opset 21 (int4) needs IR 10
+    converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(converted.opset_import))
     path.write_bytes(converted.SerializeToString())
     stats["opset_upgraded"] = f"{current} -> {target}"
     return path
