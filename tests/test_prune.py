@@ -228,3 +228,26 @@ def test_structured_pruning_of_random_cnns_keeps_every_shape_consistent(tmp_path
         assert got.shape == want.shape and np.isfinite(got).all(), seed
         pruned_models += report.steps[0].stats["layers_pruned"] > 0
     assert pruned_models >= 25  # the walk does prune most of them, not just leave them alone
+
+
+@pytest.mark.parametrize("criterion", ["l1", "activation"])
+def test_structured_prunes_inside_if_branches(fixtures_dir, tmp_path, criterion):
+    # each branch: Conv 3->8 with two dead channels -> Relu -> Conv 8->4; the then-branch's first weight is an
+    # outer-scope initializer of the main graph, the else-branch's its own
+    source, out = fixtures_dir / "branch_cnn.onnx", tmp_path / "out.onnx"
+    report = onnxopt.optimize(source, out, passes=[f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
+                              data="synthetic:8", gates={"min_cosine": 0.0})  # fmt: skip
+    assert report.exit_code == 0, report.message
+    layers = report.steps[0].stats["layers"]
+    note = " (by L1: activations are measured in the main graph only)" if criterion == "activation" else ""
+    assert layers["then.c1"] == layers["else.c1"] == "8 -> 6" + note
+    assert layers["then.c2"].startswith("4 kept") and layers["else.c2"].startswith("4 kept")  # the branch output
+    branches = {a.name: a.g for n in onnx.load(out).graph.node if n.op_type == "If" for a in n.attribute}
+    for name, branch in branches.items():
+        reachable = {t.name: t for t in [*branch.initializer, *onnx.load(out).graph.initializer]}
+        shapes = [list(reachable[node.input[1]].dims) for node in branch.node if node.op_type == "Conv"]
+        assert shapes == [[6, 3, 3, 3], [4, 6, 1, 1]], name
+    rng = np.random.default_rng(1)
+    for sign in (1.0, -1.0):  # both branches run
+        x = {"input": (sign * np.abs(rng.standard_normal((2, 3, 16, 16)))).astype(np.float32)}
+        np.testing.assert_allclose(_run(out, x)[0], _run(source, x)[0], atol=1e-5)

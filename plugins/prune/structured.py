@@ -11,7 +11,9 @@ dominates by scale alone. Written here: no well-kept library prunes ONNX graphs 
 from __future__ import annotations
 
 import math
+from functools import partial
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -124,13 +126,34 @@ def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray]) -> 
 
 
 def prune_channels(model: ir.Model, options: PruneOptions, context: RunContext) -> dict[str, str]:
-    """Remove ``options.sparsity`` of the channels of every unblocked group; the report line of each layer."""
+    """Remove ``options.sparsity`` of the channels of every unblocked group, in the main graph and in every
+    If / Loop / Scan body (a group never crosses a graph's boundary: what a body captures or returns blocks
+    it); the report line of each layer."""
     try:
         ir.passes.common.ShapeInferencePass()(model)  # ranks and Concat widths; the walk copes without them
     except Exception as exc:  # noqa: BLE001 - shape inference is a help here, not a requirement
         context.logger.info("prune: shape inference failed (%s); fewer layers may be prunable", exc)
-    analysis = analyse(model.graph, options.min_channels)
-    activations = _activation_scores(model, analysis, context) if options.criterion == "activation" and analysis.producers else {}
+    report: dict[str, str] = {}
+    for graph in model.graphs():
+        analysis = analyse(graph, options.min_channels)
+        if not analysis.producers:
+            continue
+        if options.criterion != "activation":
+            report.update(_prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm=options.criterion)))
+        elif graph is model.graph:
+            activations = _activation_scores(model, analysis, context)
+            report.update(_prune_graph(graph, analysis, options, activations.__getitem__))
+        else:  # a body's values cannot be probed as model outputs
+            report.update(_prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm="l1"),
+                                       " (by L1: activations are measured in the main graph only)"))  # fmt: skip
+    ir.passes.common.RemoveUnusedNodesPass()(model)
+    return report
+
+
+def _prune_graph(graph: ir.Graph, analysis: Analysis, options: PruneOptions, scores: Callable[[int], np.ndarray],
+                 note: str = "") -> dict[str, str]:  # fmt: skip
+    """Rank (``scores`` of a producer's channels) and cut the channels of one graph's groups; each layer's
+    report line."""
     keep: dict[int, np.ndarray] = {}
     report: dict[str, str] = {}
     for root, groups in analysis.members().items():
@@ -138,14 +161,13 @@ def prune_channels(model: ir.Model, options: PruneOptions, context: RunContext) 
         channels = analysis.producers[root].channels
         reason = analysis.blocked_reason(root)
         if reason is None:
-            scores = sum(_normalised(activations[g] if activations else _weight_scores(analysis, g, options.criterion)) for g in groups)
+            ranked = sum(_normalised(scores(g)) for g in groups)
             count = _keep_count(channels, options)
             if count < channels:
-                keep[root] = np.sort(np.argsort(-scores, kind="stable")[:count])
+                keep[root] = np.sort(np.argsort(-ranked, kind="stable")[:count])
         for name in names:
-            report[name] = f"{channels} -> {keep[root].size}" if root in keep else f"{channels} kept: {reason or 'nothing to remove'}"
-    _apply(model.graph, analysis, keep)
-    ir.passes.common.RemoveUnusedNodesPass()(model)
+            report[name] = f"{channels} -> {keep[root].size}{note}" if root in keep else f"{channels} kept: {reason or 'nothing to remove'}"
+    _apply(graph, analysis, keep)
     return report
 
 
