@@ -75,6 +75,9 @@ class SearchHint:
     stage: int = 50
     always: bool = False  # in every candidate (fold)
     on_request: bool = False  # searched only when asked for (distill trains, which takes long)
+    #: Option overrides a user would try first ({} = the defaults); each is enqueued as a first trial of this pass
+    #: alone, so a search is never judged against a baseline it did not try (quantize: static, dynamic).
+    baselines: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

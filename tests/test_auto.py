@@ -15,6 +15,7 @@ import pytest
 
 import onnxopt
 from onnxopt import api
+from onnxopt.auto import study as studies
 from onnxopt.auto.frontier import choose, pareto
 from onnxopt.auto.trial import TrialOutcome
 
@@ -34,7 +35,7 @@ def _finished_trials(workdir: Path) -> list[int]:
         return []
     try:
         study = optuna.load_study(study_name="onnxopt-auto", storage=f"sqlite:///{workdir / 'study.db'}")
-        return [t.number for t in study.get_trials(deepcopy=False) if "outcome" in t.user_attrs]
+        return [outcome.number for outcome in studies.outcomes(study)]
     except Exception:  # the search is still creating its tables
         return []
 

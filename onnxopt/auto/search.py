@@ -159,13 +159,14 @@ def _gates(settings: AutoSettings, labelled: bool, notes: list[str]) -> dict[str
 
 
 def _baselines(space: SearchSpace) -> list[dict[str, Any]]:
-    """Fold alone, and fold + quantize with its default options (the 'quantize-only' comparison)."""
+    """Fold alone, then every baseline a pass declares (its :attr:`~onnxopt.passes.SearchHint.baselines`), alone."""
     optional = [p for p in space.passes if not p.always]
     runs = [{p.name: False for p in optional}]
     for entry in optional:
-        if entry.name == "quantize":
-            params: dict[str, Any] = {p.name: p.name == "quantize" for p in optional}
-            params.update({f"quantize.{d.param}": entry.defaults[d.option] for d in entry.dims})
+        for overrides in entry.baselines:
+            chosen = {**entry.defaults, **overrides}
+            params: dict[str, Any] = {p.name: p is entry for p in optional}
+            params.update({f"{entry.name}.{d.param}": chosen[d.option] for d in entry.dims})
             runs.append(params)
     return runs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ class ResolvedPass:
     always: bool
     dims: tuple[ResolvedDim, ...]
     defaults: dict[str, Any]
+    baselines: tuple[Mapping[str, Any], ...] = ()
 
 
 class SearchSpace:
@@ -141,5 +143,5 @@ def build_space(registry: PassRegistry, *, requested: tuple[str, ...] = ()) -> S
         fields = spec.option_fields()
         types = {f.name: f.type for f in fields}
         dims = tuple(d for d in (_resolve_dim(spec, dim, types, notes) for dim in hint.dims) if d is not None)
-        passes.append(ResolvedPass(spec.name, hint.always, dims, {f.name: f.default for f in fields}))
+        passes.append(ResolvedPass(spec.name, hint.always, dims, {f.name: f.default for f in fields}, hint.baselines))
     return SearchSpace(passes, notes)

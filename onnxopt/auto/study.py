@@ -102,13 +102,18 @@ def outcome_attr(outcome: TrialOutcome) -> dict[str, Any]:
 def outcomes(study: Any) -> list[TrialOutcome]:
     """Every trial that finished with a recorded outcome, by number; these use up ``--max-trials``.
 
-    Interrupted trials have none: they were queued again and do not count.
+    Interrupted trials do not count: they were queued again, even one killed after its outcome was recorded but
+    before the study was told (it is left running, then marked failed without the error a failed trial records).
     """
+    optuna = import_optuna()
     found = []
     for trial in study.get_trials(deepcopy=False):
         data = trial.user_attrs.get(OUTCOME)
-        if data is not None:
-            found.append(TrialOutcome(**data))
+        if data is None:
+            continue
+        outcome = TrialOutcome(**data)
+        if trial.state == optuna.trial.TrialState.COMPLETE or (trial.state == optuna.trial.TrialState.FAIL and outcome.error):
+            found.append(outcome)
     return sorted(found, key=lambda o: o.number)
 
 

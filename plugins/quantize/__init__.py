@@ -403,6 +403,7 @@ SEARCH = SearchHint(
         SearchDim("block_size", (32, 64, 128), when=(("mode", ("weight_only",)),)),
     ),
     stage=40,
+    baselines=({}, {"mode": "dynamic"}),  # what a user tries first: static with calibration, dynamic without
 )
 
 
