@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,16 @@ def test_weight_only_4bit_quantizes_matmul_and_the_embedding_table(tmp_path):
     bits = {n.op_type: helper.get_attribute_value(a) for n in nodes for a in n.attribute if a.name == "bits"}
     assert bits["MatMulNBits"] == 8 and bits.get("GatherBlockQuantized", 4) == 4  # the table stays 4-bit
     assert mixed.steps[0].stats["eight_bit_nodes"] == 1
+
+
+def test_weight_only_8bit_leaves_the_embedding_table_float_without_errors(tmp_path, caplog):
+    # onnxruntime block-quantizes Gather to 4 bits only and logs an ERROR per table when asked for 8
+    source, out = _embedding_model(tmp_path / "emb.onnx"), tmp_path / "q8.onnx"
+    with caplog.at_level(logging.WARNING):
+        report = onnxopt.optimize(source, out, passes=["quantize:mode=weight_only,bits=8"], gates={"min_cosine": 0.99})
+    assert report.exit_code == 0, report.message
+    assert "MatMulNBits" in _ops(out) and "GatherBlockQuantized" not in _ops(out) and "Gather" in _ops(out)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def _conv_model(path: Path, opset: int) -> Path:

@@ -78,7 +78,7 @@ class QuantizeOptions:
     validation_data: str = option("", "accuracy_aware: judge trials on this .npz / folder (default: the run's data)")
     bits: Literal[4, 8] = option(4, "weight bits (weight_only)")
     block_size: int = option(32, "weights per quantization block (weight_only)")
-    quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only)")
+    quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only, 4 bits)")
     eight_bit_regex: str = option("", "weight_only: MatMul nodes whose name matches get 8-bit blocks instead")
     accuracy_level: Literal[0, 1, 2, 3, 4] = option(0, "weight_only: MatMulNBits compute type (0 onnxruntime's default, 4 int8)")
     streaming: Literal["auto", "on", "off"] = option("auto", "dynamic: quantize MatMul weights one at a time here (auto: models over 2 GiB, where onnxruntime's quantizer holds ~3x the model)")
@@ -378,7 +378,8 @@ class QuantizePass(ir.passes.FunctionalPass):
                  and n.name not in excluded]  # fmt: skip
         common = {"block_size": o.block_size, "is_symmetric": o.symmetric_weights is True,
                   "accuracy_level": o.accuracy_level or None}  # fmt: skip
-        op_types = ("MatMul", "Gather") if o.quantize_embeddings else ("MatMul",)
+        # onnxruntime block-quantizes a Gather table to 4 bits only (it logs an error per table at 8)
+        op_types = ("MatMul", "Gather") if o.quantize_embeddings and o.bits == 4 else ("MatMul",)
         quantizer = MatMulNBitsQuantizer(model, bits=o.bits, nodes_to_exclude=[*excluded, *eight], op_types_to_quantize=op_types,
                                          **common)  # fmt: skip
         quantizer.process()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ def rank_by_sqnr(search: Search, qdq_path: Path) -> list[tuple[str, float]]:
         augmented = work / f"{name}_augmented.onnx"
         modify_model_output_intermediate_tensors(str(path), str(augmented))
         activations[name] = collect_activations(str(augmented), search.reader())
-    errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["float"]))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a tensor the QDQ model reproduces exactly: 0 / 0
+        errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["float"]))
     graph = onnx.load(str(search.float_path), load_external_data=False).graph
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
@@ -120,6 +122,7 @@ def rank_by_sqnr(search: Search, qdq_path: Path) -> list[tuple[str, float]]:
     ranked: dict[str, float] = {}
     for tensor, error in errors.items():
         sqnr = float(error.get("qdq_err", math.inf))
+        sqnr = math.inf if math.isnan(sqnr) else sqnr  # no quantization error at all
         for node in consumers.get(tensor, []):
             if node not in search.base_excluded:
                 ranked[node] = min(sqnr, ranked.get(node, math.inf))
