@@ -1,11 +1,10 @@
 """Finding the weight tensors of a model, for passes that rewrite weights (prune, cluster).
 
 A weight is an initializer that every one of its readers uses as the weight input of a layer op
-(``input_index_by_op``, e.g. ``{"Conv": 1, "MatMul": 1}``): a float tensor, or an int8 / uint8 one where the
-reader is a quantized op (:data:`QUANTIZED_WEIGHT_INPUT`: the weights of an int8 graph) or reads a quantized
-embedding table. Biases, norm
-parameters, graph inputs and outputs, and tensors smaller than ``min_elements`` are never weights, so passes
-leave them exact.
+(``input_index_by_op``, e.g. ``{"Conv": 1, "MatMul": 1}``): a float tensor, or an int8 / uint8 one read by a
+quantized op (:data:`QUANTIZED_WEIGHT_INPUT`: the weights of an int8 graph) or as a quantized embedding table.
+Biases, norm parameters, graph inputs and outputs, and tensors smaller than ``min_elements`` are never weights,
+so passes leave them exact.
 """
 
 from __future__ import annotations

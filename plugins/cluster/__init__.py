@@ -19,9 +19,9 @@ clustering costs the outputs the most cosine per weight are clustered with ``sen
 tensor instead (``0``: left float), until the outputs keep ``min_cosine`` against the model before clustering.
 
 After ``quantize``, ``cluster`` clusters the int8 / uint8 weights of the quantized graph (QDQ or onnxruntime's
-integer ops, and quantized embedding tables) the same way: centroids are rounded to integers and the codebook keeps the weight's type, so the
-decoder yields the same int8 tensor the quantized op reads and onnxruntime still fuses it into QLinearConv / QGemm /
-DynamicQuantizeMatMul — 4-bit storage with int8 compute. A weight that already holds at most ``k`` values
+integer ops, and quantized embedding tables) the same way: centroids are rounded to integers and the codebook
+keeps the weight's type, so the decoder yields the same int8 tensor the quantized op reads and onnxruntime
+still fuses it into QLinearConv / QGemm / DynamicQuantizeMatMul — 4-bit storage with int8 compute. A weight that already holds at most ``k`` values
 (clustered before quantizing: ``cluster:encoding=snap`` then ``quantize``, whose per-channel scales turn each
 tensor's centroids into at most ``k`` integers per channel) is encoded exactly, per channel if need be.
 

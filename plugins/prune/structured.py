@@ -11,9 +11,9 @@ dominates by scale alone. Written here: no well-kept library prunes ONNX graphs 
 from __future__ import annotations
 
 import math
-from functools import partial
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np

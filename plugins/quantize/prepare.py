@@ -9,8 +9,8 @@ kept float so only its input and output are quantized.
 
 After quantizing, all-zero zero points of weight DequantizeLinear nodes are dropped (zero is the default;
 onnxruntime fuses the same QLinearConv / QLinearMatMul without them — but not QGemm, so a Gemm's weight keeps
-its zero point), equal initializers are shared and value_info is
-cleared (onnxruntime infers shapes itself): 57 kB, 4 % of the quantized PP-OCRv4 detector.
+its zero point), equal initializers are shared and value_info is cleared (onnxruntime infers shapes itself):
+57 kB, 4 % of the quantized PP-OCRv4 detector.
 """
 
 from __future__ import annotations
