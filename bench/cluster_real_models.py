@@ -30,7 +30,6 @@ A second table times clustering alone on MiniLM's weights against the floor of a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import os
 import shlex
@@ -328,10 +327,7 @@ def readme_section(results: list[dict], speed: str | None, command: str, elapsed
     body = [BEGIN, "## cluster_real_models.py: k-means weight clustering, size / start / latency / fidelity vs fp32", "",
             "```sh", "python bench/cluster_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx", "```", "",
             " ".join(doc[2].split()), "", " ".join(doc[3].split()), "",
-            READING, "", f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min. {qb.environment()}."]  # fmt: skip
-    if skipped:
-        body += ["", "Not measured in this run: " + "; ".join(skipped) + "."]
-    body += [x for result in results for x in ("", table(result))]
+            READING, "", *realmodels.run_lines(command, elapsed, qb.environment(), skipped, [table(result) for result in results])]  # fmt: skip
     if speed:
         body += ["", "### Clustering time", "", speed]
     body.append(END)

@@ -34,7 +34,6 @@ into the ``fold_real_models`` section of bench/README.md, leaving the file's oth
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -541,13 +540,9 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "(`initializers_as_constants=True`). Optimized files stay in `$ONNXOPT_CACHE/bench-out/` for inspection; "
         "`--ops` prints the node count per op type of every result.",
         "",
-        f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min. {environment()}.",
+        *realmodels.run_lines(command, elapsed, environment(), skipped, [table(result) for result in results]),
+        END,
     ]
-    if skipped:
-        body += ["", "Not measured in this run: " + "; ".join(skipped) + "."]
-    for result in results:
-        body += ["", table(result)]
-    body.append(END)
     return "\n".join(body) + "\n"
 
 

@@ -45,7 +45,6 @@ the ``quantize_real_models`` section of bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -698,7 +697,7 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "instead of a float Div between a DequantizeLinear and a QuantizeLinear: every hard-swish of PP-OCRv4), "
         "written-out layer norms stay float so onnxruntime still fuses them, biases stay float (onnxruntime "
         "quantizes them when it loads the model and fuses the same QLinearConv; the file loses a scale tensor and "
-        "a DequantizeLinear per bias), and all-zero weight zero points and value_info are dropped.",
+        "a DequantizeLinear per bias), and all-zero weight zero points (except a Gemm's: onnxruntime fuses QGemm only with them) and value_info are dropped.",
         "",
         "Columns: *size* is the file plus external data; *latency ratio* is variant / fp32 at ORT_ENABLE_ALL, "
         "intra-op threads 1 and 2, spinning off, median of per-round ratios over interleaved shuffled rounds "
@@ -723,13 +722,9 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "arithmetic; rec's synthetic glyphs are not real characters, so its fp32 output is not confident (mean top "
         "probability 0.7-0.9) and argmax flips come easily: read its sequence equality as a relative measure.",
         "",
-        f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min. {environment()}; CPU: {_vnni()}.",
+        *realmodels.run_lines(command, elapsed, f"{environment()}; CPU: {_vnni()}", skipped, [table(result) for result in results]),
+        END,
     ]
-    if skipped:
-        body += ["", "Not measured in this run: " + "; ".join(skipped) + "."]
-    for result in results:
-        body += ["", table(result)]
-    body.append(END)
     return "\n".join(body) + "\n"
 
 

