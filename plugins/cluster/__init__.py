@@ -220,7 +220,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
         PassSpec(
             name="cluster",
-            summary="k-means weight sharing with a codebook (4-bit / uint8 indices decoded in-graph) or snapped values",
+            summary="k-means weight sharing: 4-bit / uint8 indices + a codebook decoded in-graph (after quantize: int8 weights in 4 bits), or snapped values",
             create=ClusterPass,
             options=ClusterOptions,
             search=SEARCH,
