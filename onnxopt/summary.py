@@ -8,6 +8,7 @@ sparsity and unique-value counts make pruning and clustering visible; tensors ab
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def count_nodes(model: ir.Model) -> int:
     return sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
+def _constant_node_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
+    """The tensor of every Constant node (``value`` attribute), subgraphs included."""
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and (attr := node.attributes.get("value")) is not None:
+            yield attr.as_tensor()
+
+
 def count_parameters(model: ir.Model) -> int:
     """Elements in every initializer and Constant node, subgraphs included.
 
@@ -67,12 +75,12 @@ def count_parameters(model: ir.Model) -> int:
         for value in graph.initializers.values()
         if value.const_value is not None
     )
-    constants = sum(
-        attr.as_tensor().size
-        for node in ir.traversal.RecursiveGraphIterator(model.graph)
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and (attr := node.attributes.get("value")) is not None
-    )
-    return initializers + constants
+    return initializers + sum(tensor.size for tensor in _constant_node_tensors(model))
+
+
+def count_tensor_bytes(model: ir.Model) -> int:
+    """Bytes of every initializer and Constant node tensor: the weights as stored, whichever way a model holds them."""
+    return model_io.tensor_bytes(model) + sum(tensor.nbytes for tensor in _constant_node_tensors(model))
 
 
 def _value_text(value: ir.Value) -> str:
@@ -115,7 +123,7 @@ def summarize(model: ir.Model, path: str | Path | None = None, *, tensors: bool 
     return ModelSummary(
         nodes=sum(ops.values()),
         parameters=count_parameters(model),
-        tensor_bytes=model_io.tensor_bytes(model),
+        tensor_bytes=count_tensor_bytes(model),
         file_bytes=model_io.file_size(path) if path is not None else None,
         opset={domain or "ai.onnx": version for domain, version in model.opset_imports.items()},
         ops=dict(ops.most_common()),

@@ -14,8 +14,9 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
+import onnxopt
 from onnxopt import model_io
 from onnxopt.errors import ModelError
 
@@ -379,3 +380,15 @@ def test_sparse_initializers_are_loaded_dense_not_dropped(tmp_path, coordinates)
     x = rng.standard_normal((2, 16)).astype(np.float32)
     got = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, x @ weight, rtol=1e-5, atol=1e-6)
+
+
+def test_tensor_data_counts_weights_held_in_constant_nodes(tmp_path):
+    # paddle and older exporters keep weights in Constant nodes: "tensor data" must not read 0 for them
+    weight = numpy_helper.from_array(np.ones((16, 8), np.float32), "w")
+    nodes = [helper.make_node("Constant", [], ["w"], value=weight), helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])  # fmt: skip
+    path = tmp_path / "constant.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    summary = onnxopt.inspect(path)
+    assert summary.tensor_bytes == 16 * 8 * 4 and summary.parameters == 16 * 8
