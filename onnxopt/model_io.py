@@ -33,20 +33,28 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30
 EXTERNAL_TENSOR_MIN_BYTES = 1024
 
 
-def _iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
+def _graph_and_subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph``, then every If / Loop / Scan body nested in it, at any depth."""
+    yield graph
     for node in graph.node:
         for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
             if attr.HasField("g"):
-                yield from _iter_graph_tensors(attr.g)
+                yield from _graph_and_subgraphs(attr.g)
             for sub in attr.graphs:
-                yield from _iter_graph_tensors(sub)
+                yield from _graph_and_subgraphs(sub)
+
+
+def _iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    for each in _graph_and_subgraphs(graph):
+        yield from each.initializer
+        for sparse in each.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in each.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
 
 
 def _external_location(tensor: onnx.TensorProto) -> dict[str, str] | None:
@@ -205,21 +213,19 @@ def _check_attribute_names(graph: onnx.GraphProto, opset: int, path: str | os.Pa
     passes it, and onnxruntime ignores the attribute), yet the model is not what it claims to be and a
     pass that checks its own output against the schema would be blamed for it.
     """
-    for node in graph.node:
-        if node.domain in ("", "ai.onnx"):
-            try:
-                declared = onnx.defs.get_schema(node.op_type, opset, "").attributes
-            except onnx.defs.SchemaError:
-                declared = None  # an unknown op: the checker's to report
-            for attr in node.attribute:
-                if declared is not None and attr.name not in declared:
-                    raise ModelError(
-                        f"{path}: node {node.name or node.op_type!r}: {node.op_type} has no attribute "
-                        f"{attr.name!r} in opset {opset}"
-                    )
+    for node in (node for each in _graph_and_subgraphs(graph) for node in each.node):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            declared = onnx.defs.get_schema(node.op_type, opset, "").attributes
+        except onnx.defs.SchemaError:
+            continue  # an unknown op: the checker's to report
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _check_attribute_names(sub, opset, path)
+            if attr.name not in declared:
+                raise ModelError(
+                    f"{path}: node {node.name or node.op_type!r}: {node.op_type} has no attribute "
+                    f"{attr.name!r} in opset {opset}"
+                )
 
 
 def _densify_sparse_initializers(graph: onnx.GraphProto, model_dir: Path) -> None:
@@ -228,20 +234,17 @@ def _densify_sparse_initializers(graph: onnx.GraphProto, model_dir: Path) -> Non
     onnx_ir 1.1 drops sparse initializers when it reads a model, which would leave their readers dangling.
     onnxruntime densifies them at session start anyway, so the model computes the same.
     """
-    for sparse in graph.sparse_initializer:
-        values = onnx.numpy_helper.to_array(sparse.values, str(model_dir))
-        indices = onnx.numpy_helper.to_array(sparse.indices, str(model_dir)).astype(np.int64)
-        dense = np.zeros(tuple(sparse.dims), values.dtype)
-        if indices.ndim == 1:
-            dense.reshape(-1)[indices] = values
-        else:
-            dense[tuple(indices.T)] = values
-        graph.initializer.append(onnx.numpy_helper.from_array(dense, sparse.values.name))
-    del graph.sparse_initializer[:]
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _densify_sparse_initializers(sub, model_dir)
+    for each in _graph_and_subgraphs(graph):
+        for sparse in each.sparse_initializer:
+            values = onnx.numpy_helper.to_array(sparse.values, str(model_dir))
+            indices = onnx.numpy_helper.to_array(sparse.indices, str(model_dir)).astype(np.int64)
+            dense = np.zeros(tuple(sparse.dims), values.dtype)
+            if indices.ndim == 1:
+                dense.reshape(-1)[indices] = values
+            else:
+                dense[tuple(indices.T)] = values
+            each.initializer.append(onnx.numpy_helper.from_array(dense, sparse.values.name))
+        del each.sparse_initializer[:]
 
 
 def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
