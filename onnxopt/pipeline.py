@@ -27,7 +27,7 @@ from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
-from onnxopt.validation import RecordedReference, ValidationResult, compare, is_large, open_session
+from onnxopt.validation import LiveReference, RecordedReference, Reference, ValidationResult, compare, is_large, open_session
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
@@ -73,8 +73,7 @@ class Run:
         self.recipe = recipe
         self.pm = pm
         self.quiet = quiet
-        self.reference_session = None  # opened once per call, shared by every comparison
-        self.recorded_reference: RecordedReference | None = None  # instead of the session, for a large model
+        self.reference: Reference | None = None  # opened once per call, shared by every comparison
         self.registry = PassRegistry.from_plugins(pm)
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
@@ -106,12 +105,12 @@ class Run:
             # beside everything the passes need (a quantizer loads the whole model too); its outputs on the
             # data are recorded once instead, and the session closed.
             large = is_large(context.reference_path)
-            self.reference_session = None if large else open_session(context.reference_path, threads=self.recipe.threads)
+            self.reference = None if large else LiveReference(open_session(context.reference_path, threads=self.recipe.threads),
+                                                              context.reference_path)  # fmt: skip
             report = Report(str(source), None, _figures(model, context.reference_path))
             context.dataset = self._dataset(model, report)
-            self.recorded_reference = None
-            if large:
-                self.recorded_reference = RecordedReference(
+            if large:  # recorded on the run's data, which only exists now
+                self.reference = RecordedReference(
                     context.reference_path, context.dataset, self.recipe.threads, self.recipe.latency_runs, context
                 )
             best = model
@@ -204,15 +203,13 @@ class Run:
             return None
         return compare(
             context.reference_path, staged, context.dataset, self.recipe.gates, latency_runs=0,
-            threads=self.recipe.threads, context=context, reference_session=self.reference_session,
-            recorded_reference=self.recorded_reference,
+            threads=self.recipe.threads, context=context, opened=self.reference,
         )  # fmt: skip
 
     def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
         report.final = compare(
             context.reference_path, output, context.dataset, self.recipe.gates, latency_runs=self.recipe.latency_runs,
-            threads=self.recipe.threads, context=context, reference_session=self.reference_session,
-            recorded_reference=self.recorded_reference,
+            threads=self.recipe.threads, context=context, opened=self.reference,
         )  # fmt: skip
         if not report.final.passed and not report.exit_code:
             report.exit_code = EXIT_GATE_FAILED

@@ -292,7 +292,7 @@ def _median_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs:
     return statistics.median(times) * 1e3
 
 
-class _Reference:
+class Reference:
     """The reference's side of a comparison: its signature, its outputs for each feed, latency against a candidate."""
 
     signature: Signature
@@ -305,7 +305,7 @@ class _Reference:
         raise NotImplementedError
 
 
-class _LiveReference(_Reference):
+class LiveReference(Reference):
     """A reference session open beside the candidate's: outputs on demand, latency interleaved."""
 
     def __init__(self, session: ort.InferenceSession, path: str | Path) -> None:
@@ -320,7 +320,7 @@ class _LiveReference(_Reference):
         return measure_latency(self.session, candidate, feed, runs=runs)
 
 
-class RecordedReference(_Reference):
+class RecordedReference(Reference):
     """The reference run over every feed first and closed before the candidate is opened.
 
     onnxruntime copies a model's weights into its session, so two sessions side by side hold two models:
@@ -354,6 +354,15 @@ class RecordedReference(_Reference):
         return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9)
 
 
+def open_reference(path: str | Path, data: Dataset | None, *, threads: int = 0, latency_runs: int = 0,
+                   context: RunContext | None = None) -> Reference:  # fmt: skip
+    """The reference side of every comparison against ``path`` on ``data``: an open session, or for a model too
+    large to hold beside a candidate (:func:`is_large`) its outputs recorded once and the session closed."""
+    if is_large(path):
+        return RecordedReference(path, data, threads, latency_runs, context)
+    return LiveReference(open_session(path, threads=threads), path)
+
+
 def compare(
     reference: str | Path,
     candidate: str | Path,
@@ -364,25 +373,22 @@ def compare(
     threads: int = 0,
     channel_axis: int = 1,
     context: RunContext | None = None,
-    reference_session: ort.InferenceSession | None = None,
-    recorded_reference: RecordedReference | None = None,
+    opened: Reference | None = None,
 ) -> ValidationResult:
     """Run both model files in onnxruntime on ``data`` and judge the candidate against ``gates``.
 
     A reference onnxruntime cannot load or run is the user's problem (ModelError / DataError); a candidate
     it cannot load, run, or that gives differently-shaped outputs, fails validation with a reason.
     Without data (``None``) only loading, the signature and size are checked.
-    ``reference_session`` lets a caller validating many candidates open the reference once; for a model
-    too large to hold twice, ``recorded_reference`` (the reference's outputs on ``data``) does the same.
+    ``opened`` (from :func:`open_reference`, on the same ``data``) lets a caller validating many candidates open
+    the reference once.
     """
     gates = gates or Gates()
     name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
     result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
-    if recorded_reference is not None or (reference_session is None and is_large(reference)):
-        reference_side: _Reference = recorded_reference or RecordedReference(reference, data, threads, latency_runs, context)
+    reference_side = opened or open_reference(reference, data, threads=threads, latency_runs=latency_runs, context=context)
+    if isinstance(reference_side, RecordedReference):
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
-    else:
-        reference_side = _LiveReference(reference_session or open_session(reference, threads=threads), reference)
     try:
         cand_session = open_session(candidate, threads=threads)
     except ModelError as exc:
@@ -414,7 +420,7 @@ def compare(
 
 def _compare_outputs(
     result: ValidationResult,
-    reference: _Reference,
+    reference: Reference,
     cand_session: ort.InferenceSession,
     data: Dataset,
     gates: Gates,

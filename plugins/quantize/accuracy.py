@@ -35,9 +35,8 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
-
     from onnxopt import Dataset, RunContext, ValidationResult
+    from onnxopt.validation import Reference
 
     from .ort_quantizer import DatasetReader
 
@@ -77,7 +76,7 @@ class Search:
     candidates: int = 32
     trials: list[Trial] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    _reference: ort.InferenceSession | None = None
+    _reference: Reference | None = None
 
     @property
     def by_accuracy(self) -> bool:
@@ -85,13 +84,12 @@ class Search:
         return gates is not None and gates.max_accuracy_drop is not None and self.validation.labels is not None
 
     def judge(self, path: Path) -> ValidationResult:
-        from onnxopt.validation import compare, open_session
+        from onnxopt.validation import compare, open_reference
 
         context = self.context
-        if self._reference is None:
-            self._reference = open_session(context.reference_path)
-        return compare(context.reference_path, path, self.validation, context.gates, latency_runs=0,
-                       reference_session=self._reference)  # fmt: skip
+        if self._reference is None:  # recorded once for a model too large to hold beside each trial
+            self._reference = open_reference(context.reference_path, self.validation)
+        return compare(context.reference_path, path, self.validation, context.gates, latency_runs=0, opened=self._reference)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
