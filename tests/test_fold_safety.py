@@ -26,12 +26,12 @@ def _run(path: Path, feed: dict) -> list[np.ndarray]:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
-def _fold(tmp_path: Path, model: onnx.ModelProto, feed: dict, **kwargs) -> tuple[Path, onnxopt.Report]:
+def _fold(tmp_path: Path, model: onnx.ModelProto, feed: dict, fold: str = "fold", **kwargs) -> tuple[Path, onnxopt.Report]:
     source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(model, source)
     data = tmp_path / "data.npz"
     np.savez(data, **feed)
-    report = onnxopt.optimize(source, out, passes=["fold"], data=data, gates={"atol": 1e-5, "rtol": 1e-5}, **kwargs)
+    report = onnxopt.optimize(source, out, passes=[fold], data=data, gates={"atol": 1e-5, "rtol": 1e-5}, **kwargs)
     assert report.exit_code == 0, report.message
     assert report.steps[0].status in ("kept", "unchanged")
     for got, want in zip(_run(out, feed), _run(source, feed)):
@@ -81,10 +81,10 @@ def test_shape_specialization_folds_shape_arithmetic(tmp_path):
     (tmp_path / "generic").mkdir()
     (tmp_path / "special").mkdir()
     generic, _ = _fold(tmp_path / "generic", model, feed)
-    special, report = _fold(tmp_path / "special", model, feed, shapes={"x": (2, 4, 5)})
+    special, report = _fold(tmp_path / "special", model, feed, "fold:fix_input_shapes=true", shapes={"x": (2, 4, 5)})
     assert _ops(special) == ["Reshape"]
     assert len(_ops(special)) < len(_ops(generic))
-    assert report.steps[0].stats["shapes_specialized"] == 1
+    assert report.steps[0].stats["input_shapes_fixed"] == 1
     assert [d.dim_value for d in onnx.load(special).graph.input[0].type.tensor_type.shape.dim] == [2, 4, 5]
 
 
@@ -107,7 +107,7 @@ def test_nothing_outside_an_opset_12_model_is_emitted(tmp_path):
 
 def test_if_model_with_fixed_shapes_keeps_both_branches_working(tmp_path, fixtures_dir):
     out = tmp_path / "if.onnx"
-    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold"], shapes={"input": (1, 4)},
+    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold:fix_input_shapes=true"], shapes={"input": (1, 4)},
                               data=fixtures_dir / "if_model_val.npz", batch_size=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     rows = np.load(fixtures_dir / "if_model_val.npz")["input"]

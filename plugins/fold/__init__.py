@@ -4,9 +4,11 @@ Constant folding (shape arithmetic too), Constant nodes lifted to initializers, 
 shared, dead nodes / unused initializers / functions / opsets removed, Identity / inference Dropout /
 no-op Cast / Expand / Transpose / x*1 / x+0 removed, Reshape / Transpose / Cast chains merged, common
 subexpressions shared, BatchNorm / Mul / Add / Pad fused into Conv or Gemm, MatMul + Add into Gemm —
-in If / Loop / Scan bodies as well. With ``--shape`` the named inputs' symbolic dims are made static
-first, so shape computations fold away. The steps themselves live in :mod:`.steps`; this module orders
-them, repeats them until nothing changes, and counts what each did for the report.
+in If / Loop / Scan bodies as well. ``--shape`` shapes the test data only: the written model keeps every
+symbolic dim it came with, unless ``fix_input_shapes`` asks for the named inputs' dims to be made static
+first (shape computations then fold away, and the model accepts only those sizes). The steps themselves
+live in :mod:`.steps`; this module orders them, repeats them until nothing changes, and counts what each
+did for the report.
 
 It never grows the model by more than ``max_growth_mib`` through folding, never emits a node or an
 attribute outside the model's opset, and leaves ops of unknown domains in place.
@@ -38,7 +40,7 @@ class FoldOptions:
     remove_unused: bool = option(True, "remove dead nodes, unused initializers, functions and opsets")
     deduplicate: bool = option(True, "share initializers holding the same bytes")
     initializers_out_of_inputs: bool = option(True, "take initializers out of the graph inputs (IR 3 raised to 4)")
-    specialize_shapes: bool = option(True, "with --shape, make those inputs' symbolic dims static")
+    fix_input_shapes: bool = option(False, "make the --shape inputs' dims static in the written model (then it takes only those)")
     keep_value_info: bool = option(False, "keep the inferred shapes of intermediate values in the file")
     max_growth_mib: float = option(1.0, "never let folding add more than this many MiB of constants")
     max_rounds: int = option(4, "repeat the steps until nothing changes, at most this many times")
@@ -65,8 +67,8 @@ class FoldPass(ir.passes.InPlacePass):
     def _once(self) -> list[Step]:
         """Steps that change the model's interface or IR: run once, first."""
         o, found = self.options, []
-        if o.specialize_shapes and self.context.shapes:
-            found.append(("shapes_specialized", lambda m: steps.specialize_shapes(m, self.context.shapes)))
+        if o.fix_input_shapes and self.context.shapes:
+            found.append(("input_shapes_fixed", lambda m: steps.fix_input_shapes(m, self.context.shapes)))
         if o.initializers_out_of_inputs:
             found.append(("initializers_taken_out_of_inputs", steps.take_initializers_out_of_inputs))
         if o.lift_constants:

@@ -4,7 +4,7 @@ Taken from well-kept libraries where they do the job: onnxscript's constant fold
 (BatchNorm / affine / Pad fusion into Conv, MatMul + Add into Gemm, Cast / Reshape / Transpose / Expand
 no-ops and merges) and ``onnx_ir.passes.common`` (identity elimination, CSE, unused-node removal,
 initializer deduplication, constant lifting). Written here, because no library does them the way a
-deployed model needs: inference-Dropout removal in its common form, input-shape specialization, the IR-3
+deployed model needs: inference-Dropout removal in its common form, fixing input shapes on request, the IR-3
 upgrade that takes initializers out of the inputs, a size guard on folding, forgetting declared shapes so
 folding follows what the graph computes, and the opset conformance check that keeps every emitted node
 and attribute inside the model's opset.
@@ -68,7 +68,7 @@ def default_opset(model: ir.Model) -> int:
 # --- interface and IR ----------------------------------------------------------------------------------
 
 
-def specialize_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> int:
+def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> int:
     """Make the named inputs' symbolic dims static so shape arithmetic can fold away."""
     count = 0
     for value in model.graph.inputs:
