@@ -10,6 +10,7 @@ Tensors stay lazy (memory-mapped by onnx_ir) on load, so a multi-GB model is not
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import math
@@ -247,6 +248,58 @@ def _densify_sparse_initializers(graph: onnx.GraphProto, model_dir: Path) -> Non
         del each.sparse_initializer[:]
 
 
+#: Key of the value metadata that carries a type onnx_ir cannot model (base64 of its TypeProto) from load to save.
+KEPT_TYPE_KEY = "onnxopt.kept_type"
+
+
+def _ir_can_model(type_proto: onnx.TypeProto) -> bool:
+    """Whether onnx_ir can hold this type: tensors, sparse tensors and sequences / optionals of them (no maps)."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "sequence_type":
+        return _ir_can_model(type_proto.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _ir_can_model(type_proto.optional_type.elem_type)
+    return kind not in ("map_type", "opaque_type")
+
+
+def _value_infos(proto: onnx.ModelProto) -> Iterator[onnx.ValueInfoProto]:
+    for graph in _graph_and_subgraphs(proto.graph):
+        yield from graph.input
+        yield from graph.output
+        yield from graph.value_info
+    for function in proto.functions:
+        yield from function.value_info
+
+
+def _set_aside_types(proto: onnx.ModelProto) -> None:
+    """Move every type onnx_ir cannot model (a scikit-learn ZipMap's ``sequence<map<int64, float>>``) into the
+    value's metadata, leaving the value untyped for onnx_ir; :func:`_restore_types` puts it back on save.
+
+    Kept in the value's metadata rather than beside the model, so it follows the value through ``clone()`` and
+    through a pass that converts to protobuf and back.
+    """
+    for info in _value_infos(proto):
+        if info.HasField("type") and not _ir_can_model(info.type):
+            entry = info.metadata_props.add()
+            entry.key, entry.value = KEPT_TYPE_KEY, base64.b64encode(info.type.SerializeToString()).decode("ascii")
+            info.ClearField("type")
+
+
+def _restore_types(proto: onnx.ModelProto) -> bool:
+    """Put back the types :func:`_set_aside_types` kept; whether there were any."""
+    restored = False
+    for info in _value_infos(proto):
+        kept = [entry for entry in info.metadata_props if entry.key == KEPT_TYPE_KEY]
+        if kept:
+            info.type.ParseFromString(base64.b64decode(kept[-1].value))
+            others = [(e.key, e.value) for e in info.metadata_props if e.key != KEPT_TYPE_KEY]
+            del info.metadata_props[:]
+            for key, value in others:
+                info.metadata_props.add(key=key, value=value)
+            restored = True
+    return restored
+
+
 def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     """Load an ONNX file into onnx_ir, its external tensors left lazy on disk.
 
@@ -259,6 +312,7 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     if check:
         check_proto(proto, path)
     _densify_sparse_initializers(proto.graph, path.parent)
+    _set_aside_types(proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:
@@ -418,6 +472,13 @@ def save(
     return path
 
 
+def _restore_kept_types(staged_model: Path) -> None:
+    """Rewrite the staged file with the types onnx_ir could not model put back (its external data untouched)."""
+    proto = onnx.load(str(staged_model), load_external_data=False)
+    if _restore_types(proto):
+        onnx.save(proto, str(staged_model))
+
+
 def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_data: bool, destination: Path) -> list[Path]:
     """Write the model (and its data file) into the staging folder, synced; data first, model last."""
     try:
@@ -427,6 +488,7 @@ def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_
             else:
                 ir.external_data.load_to_model(model)
                 ir.save(model, staged_model)
+        _restore_kept_types(staged_model)
         data = staged_model.with_name(data_name)
         staged = [data, staged_model] if data.exists() else [staged_model]  # data first: never missing data
         for file in staged:

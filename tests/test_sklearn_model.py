@@ -1,0 +1,92 @@
+"""A scikit-learn model (ai.onnx.ml ops, a ``sequence<map<int64, float>>`` output) through load, save and every command.
+
+onnx-ir has no map type: ``model_io.load`` sets such types aside in the value's metadata and ``save`` puts them
+back, so the saved model is the one onnxruntime ran, with the passes applied to what onnx-ir can hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from onnxopt import api, model_io
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MODEL = FIXTURES / "sklearn_iris.onnx"
+VAL = FIXTURES / "sklearn_iris_val.npz"
+MAPS_NOT_COMPARED = "validation cannot compare sequence / map outputs yet (onnxopt/validation.py, the lead's)"
+
+
+def _run(path: Path) -> tuple[np.ndarray, list[dict[int, float]]]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, maps = session.run(None, {"float_input": np.load(VAL)["float_input"]})
+    return labels, maps
+
+
+def _assert_same_model_outputs(path: Path) -> None:
+    """``path`` declares the original's outputs, types included, and computes the same on the val split."""
+    original, written = onnx.load(MODEL), onnx.load(path)
+    assert [o.SerializeToString() for o in written.graph.output] == [o.SerializeToString() for o in original.graph.output]
+    onnx.checker.check_model(written, full_check=True)
+    labels, maps = _run(path)
+    want_labels, want_maps = _run(MODEL)
+    np.testing.assert_array_equal(labels, want_labels)
+    assert [sorted(m) for m in maps] == [[0, 1, 2]] * len(want_maps)
+    np.testing.assert_allclose([[m[c] for c in range(3)] for m in maps], [[m[c] for c in range(3)] for m in want_maps], rtol=1e-6)
+
+
+def test_map_type_survives_load_and_save(tmp_path: Path) -> None:
+    model = model_io.load(MODEL)
+    assert model.graph.outputs[1].type is None  # set aside: onnx_ir cannot hold it
+    saved = model_io.save(model, tmp_path / "same.onnx")
+    _assert_same_model_outputs(saved)
+    assert not any(o.metadata_props for o in onnx.load(saved).graph.output)  # the carrier is gone
+
+
+def test_map_type_survives_clone_and_a_protobuf_round_trip(tmp_path: Path) -> None:
+    """A pass may clone the model or convert it to protobuf and back: the kept type travels with the value."""
+    model = ir.from_proto(ir.to_proto(model_io.load(MODEL).clone()))
+    _assert_same_model_outputs(model_io.save(model, tmp_path / "round.onnx"))
+
+
+def test_fold_runs_on_what_onnx_ir_holds(tmp_path: Path) -> None:
+    """fold drops skl2onnx's int64 -> int64 Cast and leaves the ai.onnx.ml nodes alone."""
+    folded = api.apply_passes(model_io.load(MODEL), ["fold"])
+    saved = model_io.save(folded, tmp_path / "folded.onnx")
+    ops = [n.op_type for n in onnx.load(saved).graph.node]
+    assert ops == ["LinearClassifier", "Normalizer", "ZipMap"]
+    _assert_same_model_outputs(saved)
+
+
+def test_inspect(run_cli) -> None:
+    result = run_cli("inspect", MODEL)
+    assert result.returncode == 0, result.stderr
+    assert "ai.onnx.ml::ZipMap" in result.stdout and "ai.onnx.ml::LinearClassifier" in result.stdout
+    result = run_cli("inspect", MODEL, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"] == 4
+
+
+def _exit_zero_once_maps_compare(result) -> None:  # noqa: ANN001 - a CompletedProcess
+    """Exit 0, or an expected failure until validation compares sequence / map outputs (remove then)."""
+    if result.returncode != 0:
+        pytest.xfail(f"{MAPS_NOT_COMPARED}: exit {result.returncode}, {result.stderr.strip().splitlines()[-1:]}")
+
+
+def test_optimize_fold(run_cli, tmp_path: Path) -> None:
+    result = run_cli("optimize", MODEL, "-o", tmp_path / "out.onnx", "--pass", "fold", "--data", VAL)
+    assert "cannot be read" not in result.stderr, result.stderr
+    _exit_zero_once_maps_compare(result)
+    _assert_same_model_outputs(tmp_path / "out.onnx")
+
+
+def test_validate_on_itself(run_cli) -> None:
+    result = run_cli("validate", MODEL, MODEL, "--data", VAL)
+    assert "cannot be read" not in result.stderr, result.stderr
+    _exit_zero_once_maps_compare(result)
