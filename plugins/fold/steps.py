@@ -17,6 +17,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from functools import partial
 
 import onnx
 import onnx_ir as ir
@@ -314,28 +315,87 @@ def _would_duplicate(node: ir.Node) -> bool:
 #: onnxscript never folds ConstantOfShape; one this small (a mask, a pad amount) is worth folding.
 SMALL_GENERATED_ELEMENTS = 1024
 
+#: onnxscript weighs a folded tensor only after computing it: a 200-byte Expand to 2^28 elements took 2.2 GiB
+#: to be thrown away. A node whose output would be larger than this, and larger than its inputs, is never
+#: evaluated (onnxscript would discard the result anyway).
+FOLDED_ELEMENTS_LIMIT = 1 << 20
+
+
+def _ints(value: ir.Value | None) -> list[int] | None:
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    return None if tensor is None else [int(v) for v in tensor.numpy().reshape(-1).tolist()]
+
+
+def _const_dims(value: ir.Value | None) -> list[int] | None:
+    return None if value is None or value.const_value is None else [int(d) for d in value.const_value.shape]
+
+
+def _broadcast(a: list[int], b: list[int]) -> list[int]:
+    a, b = [1] * (len(b) - len(a)) + a, [1] * (len(a) - len(b)) + b
+    return [y if x == 1 else x for x, y in zip(a, b)]
+
+
+def _generated_elements(node: ir.Node) -> int | None:
+    """Elements ConstantOfShape / Expand / Tile / Range would produce, from their constant inputs alone."""
+    op, inputs = node.op_type, node.inputs
+    if op == "ConstantOfShape" and inputs:
+        shape = _ints(inputs[0])
+        return None if shape is None else math.prod(shape)
+    if op in ("Expand", "Tile") and len(inputs) == 2:
+        dims, second = _const_dims(inputs[0]), _ints(inputs[1])
+        if dims is None or second is None:
+            return None
+        if op == "Expand":
+            return math.prod(_broadcast(dims, second))
+        return math.prod(d * r for d, r in zip(dims, second)) if len(dims) == len(second) else None
+    if op == "Range" and len(inputs) == 3:
+        scalars = [ir.convenience.get_const_tensor(v) if v is not None else None for v in inputs]
+        if any(t is None or t.size != 1 for t in scalars):
+            return None
+        start, limit, delta = (float(t.numpy().reshape(-1)[0]) for t in scalars)
+        if delta == 0 or not math.isfinite(start + limit + delta):
+            return None
+        return max(math.ceil((limit - start) / delta), 0)
+    return None
+
+
+def output_elements(node: ir.Node) -> int | None:
+    """Elements a node would produce, known before evaluating it: from its constant inputs for the ops that
+    generate tensors, else from the outputs' inferred static shapes; None when unknown."""
+    if node.domain in ("", "ai.onnx"):
+        generated = _generated_elements(node)
+        if generated is not None:
+            return generated
+    shapes = [value.shape for value in node.outputs]
+    if not shapes or any(s is None or not all(isinstance(d, int) for d in s) for s in shapes):
+        return None
+    return sum(math.prod(s) for s in shapes)
+
+
+def _too_large(node: ir.Node) -> bool:
+    elements = output_elements(node)
+    if elements is None or elements <= FOLDED_ELEMENTS_LIMIT:
+        return False
+    read = sum(v.const_value.size for v in node.inputs if v is not None and v.const_value is not None)
+    return elements > read
+
 
 def _small_generator(node: ir.Node) -> bool:
-    if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or not node.inputs:
+    if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
         return False
-    shape = ir.convenience.get_const_tensor(node.inputs[0])
-    return shape is not None and math.prod(shape.numpy().tolist()) <= SMALL_GENERATED_ELEMENTS
+    elements = _generated_elements(node)
+    return elements is not None and elements <= SMALL_GENERATED_ELEMENTS
 
 
-def _fold_all(node: ir.Node) -> bool | None:
-    return True if _small_generator(node) else None
-
-
-def _keep_shared(node: ir.Node) -> bool | None:
+def _should_fold(node: ir.Node, *, keep_shared: bool = False, keep_generators: bool = False) -> bool | None:
+    """onnxscript's ``should_fold``: False leaves the node, True folds it, None lets onnxscript's rules decide."""
+    if _too_large(node):
+        return False
     if _small_generator(node):
         return True
-    return False if _would_duplicate(node) else None
-
-
-def _keep_shared_and_generators(node: ir.Node) -> bool | None:
-    if _small_generator(node):
-        return True
-    return False if node.op_type in GROWING_OPS or _would_duplicate(node) else None
+    if (keep_shared and _would_duplicate(node)) or (keep_generators and node.op_type in GROWING_OPS):
+        return False
+    return None
 
 
 def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> int:
@@ -348,7 +408,8 @@ def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> in
     not fold at all. What happened is recorded in ``stats``.
     """
     before_bytes = constant_bytes(model)
-    for should_fold in (_fold_all, _keep_shared, _keep_shared_and_generators):
+    for should_fold in (_should_fold, partial(_should_fold, keep_shared=True),
+                        partial(_should_fold, keep_shared=True, keep_generators=True)):  # fmt: skip
         trial, changed = _fold_clone(model, should_fold, stats)
         growth = constant_bytes(trial) - before_bytes
         if growth <= max_growth_bytes:
@@ -433,7 +494,8 @@ def _fold_once(model: ir.Model, should_fold) -> int:
     from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
     before = count_nodes(model)
-    result = FoldConstantsPass(shape_inference=True, input_size_limit=1 << 20, output_size_limit=1 << 20,
+    result = FoldConstantsPass(shape_inference=True, input_size_limit=FOLDED_ELEMENTS_LIMIT,
+                               output_size_limit=FOLDED_ELEMENTS_LIMIT,
                                should_fold=should_fold)(model)  # fmt: skip
     remove_unused(model)  # folded-away inputs must go before the size guard weighs the result
     return max(before - count_nodes(model), int(result.modified))
