@@ -151,7 +151,7 @@ def test_output_concat_stays_float_so_class_scores_survive(tmp_path):
     for keep in (True, False):
         out = tmp_path / f"q_{keep}.onnx"
         report = onnxopt.optimize(source, out, passes=[f"quantize:float_output_concat={keep}"], data=data,
-                                  gates={"min_cosine": 0.0})  # fmt: skip
+                                  gates={"min_cosine": 0.0, "min_channel_cosine": 0.0})  # fmt: skip
         results[keep] = report.final.outputs[0].worst_channel_cosine
         if keep:
             assert report.steps[0].stats["output_concat_kept_float"]

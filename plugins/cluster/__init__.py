@@ -1,12 +1,14 @@
 """cluster: k-means weight sharing (as TF-MOT offers for Keras) for any ONNX model, with a compact encoding.
 
-Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul or the table of a
-Gather (embeddings), with at least ``min_elements`` values; biases and norm parameters are never chosen — is
-clustered into ``k`` centroids per tensor or per output channel (:mod:`.kmeans`). Two encodings:
+Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul, the input and recurrent
+weights (W, R) of LSTM / GRU / RNN, or the table of a Gather (embeddings), with at least ``min_elements`` values;
+biases and norm parameters are never chosen — is clustered into ``k`` centroids per tensor or per output channel
+(a recurrent weight: per gate row of each direction) (:mod:`.kmeans`). ``binarize`` is the two-level case: a sign
+per weight and a scale per channel (XNOR-Net's binary weights), stored as 1-bit indices. Two encodings:
 
 - ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
   compresses well, and int8 quantization can follow (clustered, then quantized).
-- ``codebook`` (:mod:`.encode`): 4-bit (``k <= 16``) or uint8 indices plus a codebook, decoded in the graph
+- ``codebook`` (:mod:`.encode`): 1-bit (two values), 4-bit (``k <= 16``) or uint8 indices plus a codebook, decoded in the graph
   (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start: inference runs the
   same weights, the file is ~8x (4-bit) or ~4x (uint8) smaller; session start pays for the decoding. Each
   weight takes the smallest storage counting the decoder's own bytes (:func:`.encode.storage`): a weight too
@@ -25,9 +27,10 @@ still fuses it into QLinearConv / QGemm / DynamicQuantizeMatMul — 4-bit storag
 (clustered before quantizing: ``cluster:encoding=snap`` then ``quantize``, whose per-channel scales turn each
 tensor's centroids into at most ``k`` integers per channel) is encoded exactly, per channel if need be.
 
-Zeros (pruned weights) stay exactly zero, as a centroid of their own. The report lists, per tensor, the
-number of centroids, the relative L2 reconstruction error and the unique values, and which tensors were
-spared and what clustering them would have cost.
+Zeros (pruned weights) stay exactly zero, as a centroid of their own (not when binarized). The report lists, per
+tensor, the number of centroids, the relative L2 reconstruction error and the unique values, which tensors were
+spared and what clustering them would have cost, and (``weights_left_alone``) every other constant read as a
+weight that was not clustered, and why: too small, held in a Constant node, also read as data, ...
 """
 
 from __future__ import annotations
@@ -40,13 +43,17 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
-from onnxopt.weights import INTEGER_WEIGHT_TYPES, LAYER_WEIGHT_INPUT, QUANTIZED_WEIGHT_INPUT, weight_initializers
+from onnxopt.weights import (
+    INTEGER_WEIGHT_TYPES, LAYER_WEIGHT_INPUT, QUANTIZED_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone,
+    tensor_of, weight_initializers,
+)  # fmt: skip
 
 from .encode import encode, storage
-from .kmeans import cluster
+from .kmeans import binarize, cluster
 from .sensitivity import Probe, choose
 
-CLUSTERED_INPUTS = {**LAYER_WEIGHT_INPUT, **QUANTIZED_WEIGHT_INPUT, "Gather": 0}  # Gather: embedding tables
+# Gather: embedding tables
+CLUSTERED_INPUTS = {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT, **QUANTIZED_WEIGHT_INPUT, "Gather": 0}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class ClusterOptions:
     keep_zeros: bool = option(True, "exact zeros (pruned weights) stay zero, as a centroid of their own")
     min_cosine: float = option(0.0, "with data: spare the most sensitive tensors until every output keeps this cosine (0: off)")
     sensitive_k: int = option(256, "centroids per tensor for the spared tensors (0: leave them float)")
+    binarize: bool = option(False, "k=2 per channel: sign(w) x the channel's mean |w|, stored as 1-bit indices (k, per_channel ignored)")
 
     def __post_init__(self) -> None:
         if not 2 <= self.k <= 256:
@@ -82,6 +90,8 @@ def _channel_axis(consumers: list[ir.Node], rank: int) -> int:
         return 0 if node.attributes.get_int("transB", 0) else 1
     if node.op_type == "DequantizeLinear":
         return node.attributes.get_int("axis", 1) % rank
+    if node.op_type == "DynamicQuantizeLSTM":  # W, R transposed to [directions, size, 4 * hidden]
+        return rank - 1
     return 1 if rank >= 2 else 0
 
 
@@ -89,6 +99,21 @@ def _most_distinct_per_row(rows: np.ndarray) -> int:
     """The largest number of distinct values in any row of a 2-D array."""
     ordered = np.sort(rows, axis=1)
     return int((np.diff(ordered, axis=1) != 0).sum(axis=1).max()) + 1
+
+
+def _why_skipped(value: ir.Value, readers: list[ir.Node], min_elements: int) -> str:
+    """Why a constant read at a weight input is not a weight :func:`onnxopt.weights.weight_initializers` gives."""
+    op, tensor = readers[0].op_type, tensor_of(value)
+    if value.const_value is None:
+        return f"{op}: held in a {value.producer().op_type} node, not an initializer (run fold first)"
+    if tensor.size < min_elements:
+        return f"{op}: {tensor.size} values < min_elements"
+    if value.is_graph_output() or value.graph is not None and value in value.graph.inputs:
+        return f"{op}: also a graph input or output"
+    other = next((use for use in value.uses() if use.node not in readers), None)
+    if other is not None:
+        return f"{op}: also read by a {other.node.op_type} (input {other.idx}) as data"
+    return f"{op}: a {tensor.dtype.name} tensor {op} does not read as its weight"
 
 
 @dataclass
@@ -107,13 +132,17 @@ class ClusterPass(ir.passes.InPlacePass):
         self.options = options
         self.context = context
 
-    def _cluster(self, array: np.ndarray, axis: int | None, k: int, seed: int) -> Clustered:
-        """Per tensor (``axis`` None) or per channel along ``axis``: all channels in one batched k-means.
+    def _cluster(self, array: np.ndarray, axis: int | None, k: int, seed: int, binary: bool = False) -> Clustered:
+        """Per tensor (``axis`` None) or per channel along ``axis``: all channels in one batched k-means (or
+        binarized, ``binary``).
 
         Integer weights get integer centroids (rounded, within the type's range)."""
         o = self.options
         rows = array.reshape(1, -1) if axis is None else np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
-        result = cluster(rows, k, init=o.init, iterations=o.iterations, keep_zero=o.keep_zeros, seed=seed)
+        if binary:
+            result = binarize(rows)
+        else:
+            result = cluster(rows, k, init=o.init, iterations=o.iterations, keep_zero=o.keep_zeros, seed=seed)
         centroids = result.centroids
         if np.issubdtype(array.dtype, np.integer):
             limits = np.iinfo(array.dtype)
@@ -133,21 +162,32 @@ class ClusterPass(ir.passes.InPlacePass):
         if array.ndim < 2:
             return None
         axis = _channel_axis(consumers, array.ndim)
-        if self.options.per_channel:
+        if self.options.per_channel or self.options.binarize:
             return axis
         if ir.DataType.from_numpy(array.dtype) in INTEGER_WEIGHT_TYPES and np.unique(array).size > self.options.k:
             rows = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
             return axis if _most_distinct_per_row(rows) <= self.options.k else None
         return None
 
+    def _plan(self, array: np.ndarray, consumers: list[ir.Node], seed: int) -> Clustered:
+        """The weight clustered (or binarized) as the options say. A recurrent weight ``[directions, gates *
+        hidden, size]`` clustered per channel has one channel per gate row of each direction."""
+        o = self.options
+        k, axis = (2 if o.binarize else o.k), self._axis(array, consumers)
+        if axis is not None and consumers[0].op_type in RECURRENT_WEIGHT_INPUT:
+            plan = self._cluster(array.reshape(-1, array.shape[-1]), 0, k, seed, o.binarize)
+            return Clustered(plan.codebook, plan.labels.reshape(array.shape), 0, plan.approx.reshape(array.shape))
+        return self._cluster(array, axis, k, seed, o.binarize)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.options
         weights = weight_initializers(model, o.min_elements, CLUSTERED_INPUTS)
+        skipped = {value: readers for value, readers in constant_weights(model, CLUSTERED_INPUTS).items() if value not in weights}
         originals = {value: value.const_value.numpy() for value in weights}
         seeds = {value: int(self.context.rng(index).integers(2**31)) for index, value in enumerate(weights)}
         plans: dict[ir.Value, Clustered | None] = {}
         for value, consumers in weights.items():
-            plans[value] = self._cluster(originals[value], self._axis(originals[value], consumers), o.k, seeds[value])
+            plans[value] = self._plan(originals[value], consumers, seeds[value])
         if o.min_cosine > 0 and plans:
             self._spare_sensitive(model, plans, originals, seeds)
         report = {}
@@ -175,6 +215,10 @@ class ClusterPass(ir.passes.InPlacePass):
         if report:
             self.context.stats["tensors"] = report
             self.context.stats["encoding"] = " + ".join(f if f == "snap" else f"{f} codebook" for f in sorted(formats))
+        reasons = {value: _why_skipped(value, readers, o.min_elements) for value, readers in skipped.items()}
+        reasons |= {value: f"spared: {self.context.stats['spared'][value.name]}" for value, plan in plans.items() if plan is None}
+        if reasons:
+            self.context.stats["weights_left_alone"] = left_alone(reasons)
         return ir.passes.PassResult(model, modified=bool(report))
 
     def _spare_sensitive(self, model: ir.Model, plans: dict[ir.Value, Clustered | None],

@@ -11,7 +11,8 @@ Python loop over channels. A 22M-parameter model clusters in seconds, dominated 
 
 Initialisations follow TF-MOT's names: ``linear`` (evenly spaced between min and max), ``density`` (evenly
 spaced in the cumulative distribution) and ``kmeans++`` (seeded D² sampling on a sample of each row). With ``keep_zero``, a row holding exact zeros (pruned weights) gets a centroid pinned at 0: zeros
-decode to exactly 0 and the other centroids are fitted around it.
+decode to exactly 0 and the other centroids are fitted around it. :func:`binarize` is the two-level special
+case without k-means: a sign per weight and a scale per row.
 """
 
 from __future__ import annotations
@@ -147,3 +148,13 @@ def cluster(rows: np.ndarray, k: int, *, init: Init = "kmeans++", iterations: in
         zero_slot = np.broadcast_to(pinned.argmax(axis=1)[:, None], labels.shape)
         labels = np.where(zeros & pinned.any(axis=1)[:, None], zero_slot, labels)
     return _compact(centroids, labels)
+
+
+def binarize(rows: np.ndarray) -> Clustering:
+    """Every row of ``rows`` as ``sign(w) * mean(|w|)`` (XNOR-Net's binary weights): two centroids per row,
+    ``-a`` and ``+a``, where ``a`` is the scale with the least squared error for those signs. Zeros take ``+a``."""
+    values = np.asarray(rows, dtype=np.float64)
+    values = values.reshape(1, -1) if values.ndim == 1 else values
+    scale = np.abs(values).mean(axis=1, keepdims=True)
+    labels = (values >= 0).astype(np.intp)
+    return Clustering(np.concatenate([-scale, scale], axis=1), labels, np.full(values.shape[0], 2, np.intp))

@@ -41,7 +41,7 @@ import onnx_ir as ir
 from onnxopt import Dataset, PassSpec, RunContext, SearchDim, SearchHint, hookimpl, load, option
 from onnxopt.errors import UsageError
 
-from . import accuracy, ort_quantizer, prepare, streaming
+from . import accuracy, coverage, ort_quantizer, prepare, streaming
 
 logger = logging.getLogger("onnxopt.quantize")
 
@@ -145,36 +145,37 @@ def _subgraph_nodes(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> list[str]:
+def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> dict[str, str]:
+    """The nodes kept in float, each with the reason the report gives for a weight it reads."""
     names = {node.name for node in graph.node}
     unknown = sorted(set(options.exclude_nodes) - names)
     if unknown:
         raise UsageError(f"quantize: exclude_nodes names unknown node(s) {', '.join(unknown[:5])}")
     pattern = re.compile(options.exclude_regex) if options.exclude_regex else None
-    excluded = set(options.exclude_nodes)
-    excluded |= {n.name for n in graph.node if n.op_type in options.exclude_op_types}
+    excluded = dict.fromkeys(options.exclude_nodes, "exclude_nodes")
+    excluded |= {n.name: "exclude_op_types" for n in graph.node if n.op_type in options.exclude_op_types}
     if pattern is not None:
-        excluded |= {n.name for n in graph.node if pattern.search(n.name)}
+        excluded |= {n.name: "exclude_regex" for n in graph.node if pattern.search(n.name)}
     if options.float_output_concat and options.mode == "static":
         concats = _output_concats(graph)
         if concats:
             stats["output_concat_kept_float"] = concats
-        excluded |= set(concats)
+        excluded |= dict.fromkeys(concats, "a Concat building a model output")
     if options.float_layer_norm and options.mode == "static":
         norms = prepare.layer_norm_nodes(graph)
         if norms:
             stats["layer_norm_nodes_kept_float"] = len(norms)
-        excluded |= norms
+        excluded |= dict.fromkeys(norms, "part of a written-out layer norm")
     cone = _condition_cone(graph)
     if cone:
         stats["condition_nodes_kept_float"] = len(cone)
     subgraph = _subgraph_nodes(graph)
     if subgraph:
         stats["subgraph_nodes_kept_float"] = len(subgraph)
-    excluded |= cone | subgraph
+    excluded |= dict.fromkeys(cone, "computes an If / Loop condition") | dict.fromkeys(subgraph, "inside an If / Loop / Scan body")
     if excluded:
         stats["kept_float"] = len(excluded)
-    return sorted(excluded)
+    return dict(sorted(excluded.items()))
 
 
 def _names(model: ir.Model) -> set[str]:
@@ -257,7 +258,8 @@ class QuantizePass(ir.passes.FunctionalPass):
         if o.preprocess:
             source = ort_quantizer.preprocess(source, work / "preprocessed.onnx", stats)
         proto = onnx.load(str(source), load_external_data=False)
-        excluded = _excluded(proto.graph, o, stats)
+        reasons = _excluded(proto.graph, o, stats)
+        excluded = list(reasons)
         output = work / "quantized.onnx"
         quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
         if o.mode == "dynamic" and streaming.wanted(o.streaming, source, o.op_types):  # see streaming's docstring
@@ -266,6 +268,8 @@ class QuantizePass(ir.passes.FunctionalPass):
             stats["path"] = "onnxruntime quantize_dynamic"
         with ort_quantizer.quiet_onnxruntime_logs():
             result = quantize(source, output, excluded, large)
+            if o.mode == "static":  # onnxruntime's QDQ quantizer has no LSTM; its dynamic one does
+                result = coverage.quantize_lstm(result, work / "lstm.onnx", excluded, o, large, stats)
         quantized = load(result, check=False)
         # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
         ir.passes.common.TopologicalSortPass()(quantized)
@@ -276,6 +280,9 @@ class QuantizePass(ir.passes.FunctionalPass):
             shorten_generated_names(quantized, _names(model) | reported)
         if o.compact and (dropped := prepare.compact(quantized)):
             stats["zero_points_dropped"] = dropped
+        reasons |= dict.fromkeys(stats.get("kept_float_by_search", {}), "put back to float by the accuracy search")
+        if left := coverage.weights_left_float(quantized, o, reasons, stats.get("path", "")):
+            stats["weights_left_float"] = left
         return ir.passes.PassResult(quantized, modified=True)
 
     def _static(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:

@@ -1,0 +1,146 @@
+"""Recurrent weights (LSTM / GRU W and R) through quantize and cluster, binarization, and the weights each pass
+reports it left alone — on a small onnx.helper model run by onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+
+SEQ, FEATURES, HIDDEN, CLASSES = 6, 24, 32, 10
+#: Random weights clustered to 8 levels, or binarized, lose accuracy; these tests check structure, not fidelity.
+LOOSE = {"min_cosine": 0.0, "min_channel_cosine": 0.0}
+
+
+def _recurrent_model(path: Path, opset: int = 17) -> Path:
+    """x [batch, 6, 24] -> bidirectional LSTM -> GRU -> MatMul [32, 10] (too small to cluster) -> [6, batch, 10]."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32), name)
+
+    inits = [
+        weight("lstm_w", 2, 4 * HIDDEN, FEATURES), weight("lstm_r", 2, 4 * HIDDEN, HIDDEN), weight("lstm_b", 2, 8 * HIDDEN),
+        weight("gru_w", 1, 3 * HIDDEN, 2 * HIDDEN), weight("gru_r", 1, 3 * HIDDEN, HIDDEN), weight("head", HIDDEN, CLASSES),
+        numpy_helper.from_array(np.array([SEQ, -1, 2 * HIDDEN], np.int64), "merged"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["t", "lstm_w", "lstm_r", "lstm_b"], ["ly"], name="lstm", hidden_size=HIDDEN,
+                         direction="bidirectional"),
+        helper.make_node("Transpose", ["ly"], ["lt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["lt", "merged"], ["lr"]),
+        helper.make_node("GRU", ["lr", "gru_w", "gru_r"], ["gy"], name="gru", hidden_size=HIDDEN),
+        helper.make_node("Squeeze", ["gy", "axis1"], ["gs"]),
+        helper.make_node("MatMul", ["gs", "head"], ["y"], name="head_matmul"),
+    ]  # fmt: skip
+    graph = helper.make_graph(nodes, "recurrent", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", SEQ, FEATURES])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [SEQ, "n", CLASSES])], inits)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("recurrent")
+    path = _recurrent_model(folder / "recurrent.onnx")
+    np.savez(folder / "calib.npz", x=np.random.default_rng(1).standard_normal((16, SEQ, FEATURES)).astype(np.float32))
+    return path
+
+
+def _outputs(path: Path) -> np.ndarray:
+    x = np.random.default_rng(2).standard_normal((4, SEQ, FEATURES)).astype(np.float32)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
+def test_static_quantize_runs_the_lstm_as_dynamic_int8_and_names_the_gru_it_cannot(model, tmp_path):
+    out = tmp_path / "static.onnx"
+    report = onnxopt.optimize(model, out, passes=["quantize"], data=model.with_name("calib.npz"))
+    assert report.exit_code == 0, report.message
+    ops = [n.op_type for n in onnx.load(out).graph.node]
+    assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops and "GRU" in ops
+    stats = report.steps[0].stats
+    assert stats["lstm_dynamic_int8"] == 1
+    left = stats["weights_left_float"]
+    assert set(left) == {"gru_w", "gru_r"} and "no integer GRU kernel" in left["gru_w"]
+    assert _cosine(_outputs(out), _outputs(model)) > 0.99
+
+
+def test_static_quantize_leaves_an_excluded_lstm_float_and_says_why(model, tmp_path):
+    out = tmp_path / "excluded.onnx"
+    report = onnxopt.optimize(model, out, passes=[("quantize", {"exclude_nodes": ["lstm"]})], data=model.with_name("calib.npz"))
+    assert report.exit_code == 0, report.message
+    assert "LSTM" in [n.op_type for n in onnx.load(out).graph.node]
+    left = report.steps[0].stats["weights_left_float"]
+    assert left["lstm_w"] == "LSTM: exclude_nodes" and left["lstm_r"] == "LSTM: exclude_nodes"
+
+
+def test_cluster_shares_recurrent_weights_and_lists_the_small_head(model, tmp_path):
+    out = tmp_path / "cluster.onnx"
+    report = onnxopt.optimize(model, out, passes=["cluster:k=8,encoding=snap"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert set(stats["tensors"]) == {"lstm_w", "lstm_r", "gru_w", "gru_r"}
+    weights = _initializers(out)
+    assert all(np.unique(weights[name]).size <= 8 for name in stats["tensors"])
+    assert np.unique(weights["lstm_b"]).size > 8  # biases stay exact
+    assert stats["weights_left_alone"] == {"head": "MatMul: 320 values < min_elements"}
+
+
+def _channel_values(weight: np.ndarray) -> set[int]:
+    """Distinct values in each gate row of each direction."""
+    return {np.unique(row).size for row in weight.reshape(-1, weight.shape[-1])}
+
+
+def test_binarize_keeps_exactly_two_values_per_channel_in_one_bit(model, tmp_path):
+    snapped, binary, four = tmp_path / "snap.onnx", tmp_path / "binary.onnx", tmp_path / "four.onnx"
+    report = onnxopt.optimize(model, snapped, passes=["cluster:binarize=true,encoding=snap"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    weights, originals = _initializers(snapped), _initializers(model)
+    for name in ("lstm_w", "lstm_r", "gru_w", "gru_r"):
+        assert _channel_values(weights[name]) == {2}, name
+        rows = weights[name].reshape(-1, weights[name].shape[-1])
+        original = originals[name].reshape(rows.shape)
+        assert np.array_equal(np.sign(rows), np.where(original >= 0, 1, -1))  # a sign per weight
+        assert np.allclose(rows.max(axis=1), np.abs(original).mean(axis=1))  # and the channel's mean |w|
+    assert onnxopt.optimize(model, binary, passes=["cluster:binarize=true"], gates=LOOSE).exit_code == 0
+    assert onnxopt.optimize(model, four, passes=["cluster:per_channel=true"], gates=LOOSE).exit_code == 0
+    assert np.allclose(_outputs(binary), _outputs(snapped), atol=1e-5)  # the 1-bit decoder gives the same weights
+    assert binary.stat().st_size < 0.6 * four.stat().st_size
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 24), (1, 5, 13)])  # whole bytes, and 65 bits: padding sliced off
+def test_packed_bits_decode_in_onnxruntime(tmp_path, shape):
+    import onnx_ir as ir
+
+    from onnxopt_plugins.cluster.encode import encode, storage
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, size=shape)
+    codebook = np.array([-0.5, 0.25], np.float32)
+    value = ir.Value(name="w", const_value=ir.tensor(codebook[labels]))
+    value.type, value.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape(shape)
+    out = ir.node("Identity", inputs=[value])
+    out.outputs[0].name, out.outputs[0].type, out.outputs[0].shape = "y", value.type, value.shape
+    graph = ir.Graph([], [out.outputs[0]], nodes=[out], initializers=[value], opset_imports={"": 17})
+    assert storage(codebook[None], labels.size, 4, 17) == ("packed1" if labels.size >= 1024 else "snap")
+    encode(value, codebook, labels, None, "packed1")
+    path = tmp_path / "bits.onnx"
+    ir.save(ir.Model(graph, ir_version=8), path)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    assert np.array_equal(got, codebook[labels])
