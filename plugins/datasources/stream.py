@@ -1,0 +1,87 @@
+"""A dataset whose feeds are made when they are asked for, not held in memory.
+
+The host's :class:`onnxopt.data.Dataset` holds its arrays; a folder of 50 000 images must not. This class
+answers the same questions the host and the passes ask a dataset (``feeds()``, ``first_feed()``,
+``num_feeds``, ``num_samples``, ``labels``, ``synthetic``, ``name``, ``specs``, ``is_batched()``) from a
+function that makes the feeds afresh on every ``feeds()`` call, so a calibration pass and each validation can
+all read the data once more without keeping it. ``description`` holds the effective settings (also
+appended to ``name``, which the report prints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator
+
+import numpy as np
+
+from onnxopt.data import InputSpec
+from onnxopt.errors import DataError
+
+Feed = dict[str, np.ndarray]
+
+
+class StreamedDataset:
+    """Feeds made on demand by ``make_feeds``; the counts are known up front (progress bars, calibration caps)."""
+
+    synthetic = False
+    labels = None
+
+    def __init__(
+        self,
+        source: str,
+        specs: list[InputSpec],
+        make_feeds: Callable[[], Iterable[Feed]],
+        *,
+        num_feeds: int,
+        num_samples: int,
+        batched: Collection[str],
+        description: str,
+    ) -> None:
+        self.description = description
+        self.name = f"{source} ({description})"
+        self.specs = specs
+        self.num_feeds = num_feeds
+        self.num_samples = num_samples
+        self._make_feeds = make_feeds
+        self._batched = frozenset(batched)
+        self._first: Feed | None = None
+
+    def feeds(self) -> Iterator[Feed]:
+        """One input dict per onnxruntime run, read from the source as it is consumed."""
+        yield from self._make_feeds()
+
+    def first_feed(self) -> Feed:
+        if self._first is None:
+            self._first = next(iter(self.feeds()))
+        return self._first
+
+    def is_batched(self, name: str) -> bool:
+        """Whether input ``name`` carries samples on its leading axis (not the same array in every feed)."""
+        return name in self._batched
+
+
+def fits(shape: tuple[int, ...], dims: tuple[int | str | None, ...] | None) -> bool:
+    """Whether an array of ``shape`` can feed an input of ``dims`` (symbolic dims take any size)."""
+    if dims is None:
+        return True
+    return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
+
+
+def check_feed(feed: object, specs: list[InputSpec], where: str) -> Feed:
+    """``feed`` as a dict of arrays for ``specs``, or a one-line DataError saying what is wrong with it."""
+    if not isinstance(feed, dict):
+        raise DataError(f"{where}: is a {type(feed).__name__}, expected a dict of input name -> array")
+    wanted = {spec.name for spec in specs}
+    missing, extra = sorted(wanted - feed.keys()), sorted(map(str, feed.keys() - wanted))
+    if missing or extra:
+        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + ([f"unknown name(s) {', '.join(extra)}"] if extra else [])
+        raise DataError(f"{where}: {'; '.join(parts)} (model inputs: {', '.join(sorted(wanted))})")
+    arrays = {}
+    for spec in specs:
+        array = np.asarray(feed[spec.name])
+        if array.dtype != spec.dtype:
+            raise DataError(f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype}")
+        if not fits(array.shape, spec.dims):
+            raise DataError(f"{where}: input {spec.name!r} has shape {list(array.shape)}, the model expects {spec.shape_text}")
+        arrays[spec.name] = array
+    return arrays
