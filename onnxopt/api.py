@@ -91,30 +91,52 @@ def validate(
     batch_size: int | None = None,
     plugins: Sequence[str] = (),
     quiet: bool = True,
+    metrics: Sequence[str] = (),
+    defaults: bool = True,
 ) -> ValidationResult:
-    """Compare two model files in onnxruntime on ``data`` (default: random inputs) against ``gates``."""
+    """Compare two model files in onnxruntime on ``data`` against ``gates`` and task ``metrics``.
+
+    Without ``data`` the inputs are synthetic, at shapes derived until the reference runs (the result's
+    ``data_description`` says which); if none run, ``compared`` is False. ``defaults`` applies the default
+    verdict (detected task metrics, else cosine) where no gate is given.
+    """
     import tempfile
 
     from onnxopt import model_io, pipeline
     from onnxopt.context import RunContext
+    from onnxopt.errors import DataError
+    from onnxopt.metrics import parse_request
     from onnxopt.passes import PassRegistry
     from onnxopt.plugins import get_plugin_manager
-    from onnxopt.validation import compare
+    from onnxopt.validation import compare, open_reference
 
-    recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size)
+    recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size, threads=threads, latency_runs=latency_runs)
+    requests = [parse_request(text) for text in metrics]
     pm = get_plugin_manager(plugins)
     model = model_io.load(reference, check=False)
     model_io.read_proto(candidate)  # a missing or broken candidate file is bad input, not a failed gate
-    source = recipe.data if recipe.data is not None else f"synthetic:{pipeline.FALLBACK_SYNTHETIC_SAMPLES}"
-    dataset = pipeline.open_dataset(pm, source, model, recipe)
+    dataset = pipeline.open_dataset(pm, recipe.data, model, recipe) if recipe.data is not None else None
+    opened = open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
+    not_compared = None
+    if dataset is None:
+        try:
+            dataset = pipeline.judge_inputs(model, opened, recipe)
+        except DataError as exc:
+            not_compared = str(exc)
+        if dataset is not None and not isinstance(opened, pipeline.LiveReference):
+            opened = open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
     with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
         context = RunContext(
             pm, PassRegistry.from_plugins(pm), Path(workdir), reference_path=Path(reference), dataset=dataset,
             seed=seed, quiet=quiet,
         )  # fmt: skip
-        return compare(
-            reference, candidate, dataset, _gates(gates), latency_runs=latency_runs, threads=threads, context=context
-        )
+        result = compare(
+            reference, candidate, dataset, _gates(gates), metrics=requests, defaults=defaults,
+            latency_runs=latency_runs, threads=threads, context=context, opened=opened,
+        )  # fmt: skip
+    if not_compared:
+        result.notes.append(f"not validated: {not_compared}")
+    return result
 
 
 def distill(
@@ -149,7 +171,7 @@ def distill(
 
     step = ("distill", {"student": str(student), "width": width, "val": "" if val is None else str(val),
                         "export_logits": export_logits, **options})  # fmt: skip
-    recipe = build_recipe(passes=[step], data=data, seed=seed, validate_each_pass=False)
+    recipe = build_recipe(passes=[step], data=data, seed=seed, validate_each_pass=False, default_gates=False)
     recipe.gates = _gates(gates) or Gates()
     if export_logits or output is None:
         return run(teacher, None, recipe, plugins=plugins, quiet=quiet)

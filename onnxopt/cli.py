@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset: file.npz, a folder of .npy/.npz, or synthetic:N")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=DxD",
-                        help="fix an input's shape for synthetic data, e.g. input=1x3x224x224")  # fmt: skip
+                        help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
+                             "(default: derived until the original runs; the written model keeps its dims)")  # fmt: skip
+    parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
+                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, or file.py:function); "
+                             "'none' turns off the metrics detected by default")  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default 32)")
     parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
@@ -63,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxopt",
         description="Make ONNX models smaller and faster for onnxruntime, and prove they still agree.",
-        epilog="exit codes: 0 ok, 1 validation gate failed, 2 bad input or usage, 3 a plugin failed",
+        epilog="exit codes: 0 compared and within the gates, 1 validation gate failed, 2 bad input or usage, "
+               "3 a plugin failed, 4 written but not validated",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -77,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--in-place", action="store_true", help="allow -o to name the input file")
     opt.add_argument("--on-failure", choices=["rollback", "stop"], help="a failing pass is rolled back (default) or stops the run")
     opt.add_argument("--no-validate-each-pass", action="store_true", help="validate only the written model")
+    opt.add_argument("--no-validate", action="store_true", help="compare nothing; the run ends 'not validated' (exit 4)")
+    opt.add_argument("--val", help="data the verdict is judged on (default: --data, else synthetic inputs)")
     ext = opt.add_mutually_exclusive_group()
     ext.add_argument("--external-data", dest="external_data", action="store_true", default=None,
                      help="always write weights to <output>.data")  # fmt: skip
@@ -170,6 +178,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
         external_data=args.external_data,
         validate_each_pass=False if args.no_validate_each_pass else None,
+        val=args.val,
+        metrics=args.metric or None,
+        validate=False if args.no_validate else None,
     )
     _print(to_json(report) if args.json else render_report(report))
     if not report.ok:
@@ -201,6 +212,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from onnxopt import api
+    from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED
     from onnxopt.report import render_validation, to_json
 
     result = api.validate(
@@ -215,11 +227,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         plugins=args.plugins,
         quiet=args.quiet,
+        metrics=args.metric,
     )
     _print(to_json(result) if args.json else render_validation(result))
     if not result.passed:
         sys.stderr.write(f"onnxopt: validation failed: {result.failure_reason()}\n")
-        return 1
+        return EXIT_GATE_FAILED
+    if not result.compared:
+        sys.stderr.write("onnxopt: not validated: the outputs were not compared\n")
+        return EXIT_NOT_VALIDATED
     return 0
 
 
@@ -318,7 +334,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return run_command(args)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return run_command(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``with`` / ``finally`` (temporary and staging folders) cleans
+    up; a BaseException, so no ``except Exception`` (a pass's failure handling) takes it for a pass error."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise _Terminated
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -335,6 +365,9 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("onnxopt: interrupted\n")
         return 130
+    except _Terminated:
+        sys.stderr.write("onnxopt: terminated\n")
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `onnxopt passes | head`: the reader left; say nothing more, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
         return 141

@@ -78,7 +78,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _fits(shape: tuple[int, ...], dims: Dims) -> bool:
+def fits(shape: tuple[int, ...], dims: Dims) -> bool:
     return len(shape) == len(dims) and all(not isinstance(d, int) or d == s for s, d in zip(shape, dims))
 
 
@@ -92,9 +92,9 @@ def _layout(spec: InputSpec, array: np.ndarray) -> _Layout:
     if spec.dims is None:
         return _Layout("rows") if array.ndim else _Layout("constant")
     dims = spec.dims
-    if array.ndim == len(dims) + 1 and _fits(array.shape[1:], dims):
+    if array.ndim == len(dims) + 1 and fits(array.shape[1:], dims):
         return _Layout("feeds")
-    if array.ndim == len(dims) and dims and _fits(array.shape[1:], dims[1:]):
+    if array.ndim == len(dims) and dims and fits(array.shape[1:], dims[1:]):
         lead = dims[0]
         if not isinstance(lead, int):
             return _Layout("rows")
@@ -127,6 +127,7 @@ class Dataset:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.name = name
+        self.description: str | None = None  # what the data is, in words, for the report (e.g. synthetic shapes)
         self.synthetic = synthetic
         self.labels = labels
         self.specs = specs
@@ -209,9 +210,7 @@ def _np_load(path: Path, kind: str):  # noqa: ANN202 - an array or an archive, a
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc):
-            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+        raise _value_error(path, exc) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable {kind} file ({exc})") from exc
     is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
@@ -222,12 +221,19 @@ def _np_load(path: Path, kind: str):  # noqa: ANN202 - an array or an archive, a
     return loaded
 
 
+def _value_error(path: Path, exc: ValueError) -> DataError:
+    """numpy's ValueError on reading an array: pickled objects refused, or a file shorter than its header says."""
+    if "allow_pickle" in str(exc):
+        return DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays")
+    return DataError(f"{path}: cannot read ({exc})")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     with _np_load(path, ".npz") as npz:
         try:
             return {key: npz[key] for key in npz.files}
-        except ValueError as exc:  # a member holding pickled objects
-            raise DataError(f"{path}: holds pickled objects, which are never loaded; save plain numeric arrays") from exc
+        except ValueError as exc:  # a member holding pickled objects, or shorter than its header says
+            raise _value_error(path, exc) from exc
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
 
@@ -283,66 +289,6 @@ def from_arrays(
     return Dataset(name, arrays, input_specs(model), labels=labels, batch_size=batch_size)
 
 
-def synthetic(
-    count: int,
-    model: ir.Model,
-    *,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Dataset:
-    """``count`` random samples shaped by the model's input specs; ``shapes`` fixes symbolic dims.
-
-    Floats are standard normal; integers and booleans are 0 or 1 (valid token ids, masks and type ids alike).
-    Random data finds broken graphs but says little about accuracy: calibrate on real data.
-    """
-    shapes = dict(shapes or {})
-    specs = input_specs(model)
-    unknown = sorted(set(shapes) - {spec.name for spec in specs})
-    if unknown:
-        raise UsageError(f"--shape names unknown input(s) {', '.join(unknown)} (inputs: {', '.join(s.name for s in specs)})")
-    for spec in specs:
-        if spec.dims is None and spec.name not in shapes:
-            raise UsageError(f"input {spec.name!r} has an unknown shape: give --shape {spec.name}=DxD...")
-        if spec.name in shapes and spec.dims is not None and not _fits(shapes[spec.name], spec.dims):
-            shape_text = "x".join(map(str, shapes[spec.name]))
-            raise UsageError(f"--shape {spec.name}={shape_text} does not fit the model input {spec.shape_text}")
-    # Inputs symbolic only in the batch axis get ``count`` rows; the others are whole feeds, or constants
-    # beside batched inputs.
-    batched = {
-        spec.name
-        for spec in specs
-        if spec.name not in shapes and spec.dims and not isinstance(spec.dims[0], int)
-        and all(isinstance(d, int) for d in spec.dims[1:])
-    }
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for spec in specs:
-        if spec.name in batched:
-            arrays[spec.name] = _random((count, *spec.dims[1:]), spec.dtype, rng)
-            continue
-        shape = shapes.get(spec.name, spec.dims)
-        if any(not isinstance(d, int) for d in shape):
-            raise UsageError(f"input {spec.name!r} {spec.shape_text} has symbolic dimensions: give --shape {spec.name}=DxD...")
-        arrays[spec.name] = _random(tuple(shape) if batched else (count, *shape), spec.dtype, rng)
-    # An input of unknown rank takes its --shape as its dims, so each feed is that shape, not rows of it.
-    specs = [replace(spec, dims=tuple(shapes[spec.name])) if spec.dims is None else spec for spec in specs]
-    return Dataset(f"{SYNTHETIC_PREFIX}{count}", arrays, specs, synthetic=True, batch_size=batch_size)
-
-
-def _random(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
-    """Random values of ``shape``; always an ndarray, a 0-d one for a scalar (onnxruntime refuses numpy scalars)."""
-    if dtype.kind == "f":
-        values = rng.standard_normal(shape)
-    elif dtype.kind in "iu":
-        values = rng.integers(0, 2, size=shape)
-    elif dtype.kind == "b":
-        values = rng.random(shape) < 0.5
-    else:
-        raise UsageError(f"cannot make synthetic data of dtype {dtype}")
-    return np.asarray(values, dtype=dtype)
-
-
 def open_source(
     source: str,
     model: ir.Model,
@@ -356,5 +302,7 @@ def open_source(
         count_text = source[len(SYNTHETIC_PREFIX) :]
         if not count_text.isdigit() or int(count_text) <= 0:
             raise UsageError(f"{source!r}: expected synthetic:N with N a positive integer")
+        from onnxopt.synthetic import synthetic
+
         return synthetic(int(count_text), model, shapes=shapes, seed=seed, batch_size=batch_size)
     return from_arrays(str(source), load_arrays(source), model, batch_size=batch_size)

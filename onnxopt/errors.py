@@ -1,5 +1,7 @@
 """The errors onnxopt reports to a user, each tied to the exit code a pipeline gates on.
 
+0 means compared and within the gates, nothing less; 4 means written but not compared.
+
 Anything raised as an :class:`OnnxoptError` is a known condition: the CLI prints its message as one line
 and exits with its code. Anything else is a bug and keeps its traceback.
 """
@@ -10,6 +12,8 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_PLUGIN_FAILED = 3
+#: The model was written but not compared with the original (no runnable inputs, or validation switched off).
+EXIT_NOT_VALIDATED = 4
 
 
 class OnnxoptError(Exception):

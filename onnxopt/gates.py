@@ -7,10 +7,15 @@ Kept apart from :mod:`onnxopt.validation` (which needs numpy and onnxruntime) so
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from onnxopt.errors import UsageError
+
+
+#: Gates whose valid values are not "a finite number >= 0": a cosine lies in [-1, 1], an agreement in [0, 1].
+_RANGES = {"min_cosine": (-1.0, 1.0), "min_channel_cosine": (-1.0, 1.0), "min_top1": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,13 @@ class Gates:
     max_latency_ratio: float | None = field(default=None, metadata={"help": "max candidate/reference latency"})
     max_size_ratio: float | None = field(default=None, metadata={"help": "max candidate/reference size on disk"})
 
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            low, high = _RANGES.get(name, (0.0, math.inf))
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                span = f"between {low:g} and {high:g}" if math.isfinite(high) else f"a finite number >= {low:g}"
+                raise UsageError(f"gate {name} must be {span}, got {value!r}")
+
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Gates:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -47,3 +59,12 @@ class Gates:
 
     def is_empty(self) -> bool:
         return all(v is None for v in dataclasses.asdict(self).values())
+
+
+#: The default verdict on an output no task metric judges and no gate of the user covers: its direction kept
+#: (cosine) and none of its channels lost (a class column collapsed to zero has cosine 0 whatever the whole
+#: output's cosine). Evidence for the values: bench/verdict.py.
+DEFAULT_GATES = Gates(min_cosine=0.99, min_channel_cosine=0.9)
+#: What the default verdict still asks of an output a task metric judges: a floor that catches an output gone
+#: flat or wild where the metric alone could not tell (an empty reference mask has IoU 1 with any empty mask).
+TASK_FLOOR = Gates(min_cosine=0.9)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from onnxopt.context import RunContext
     from onnxopt.data import Dataset
+    from onnxopt.metrics import MetricSpec
     from onnxopt.passes import PassSpec
     from onnxopt.report import Report
     from onnxopt.training import Trainer
@@ -72,6 +73,17 @@ def onnxopt_validate(reference: str, candidate: str, data: Dataset | None, conte
     ``data`` is None when the run has no data to feed (only loading and the signature were compared).
     Each returned :class:`onnxopt.validation.Check` is gated like the built-in ones: a failing check fails
     the validation.
+    """
+
+
+@hookspec
+def onnxopt_register_metrics(register: Callable[[MetricSpec], None]) -> None:
+    """Call ``register(MetricSpec(...))`` for every task metric this plugin provides.
+
+    A metric judges one output by its task (top-1, CTC sequences, mask IoU, pooled embeddings, ...): it streams
+    each feed's reference and candidate arrays and gives one figure, gated as ``figure >= threshold``. Users ask
+    for it by name (``--metric [OUTPUT=]NAME[>=T]``); a spec whose ``detect`` claims an output makes it that
+    output's default judge in place of the generic cosine gates. Registration order is detection priority.
     """
 
 

@@ -6,6 +6,11 @@ default) or the run stops there (``"stop"``), and in both cases the best model s
 candidate is saved into the run's temporary folder and must pass onnx's checker, load in onnxruntime at
 ``ORT_ENABLE_ALL`` and meet the gates against the original model before it is kept. The file finally
 written is validated again, latency and size included: the report describes the file on disk.
+
+Data has two roles: ``data`` is what passes calibrate or train on, ``val`` what the verdict is judged on
+(default: ``data``). Without either, the verdict is judged on synthetic inputs at shapes derived until the
+original runs (:mod:`onnxopt.synthetic`); when none run, or with ``validate = false``, the model is written
+and the run ends "not validated" (exit 4): exit 0 always means compared and within the gates.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import onnx_ir as ir
 from onnxopt import model_io, summary
 from onnxopt.context import RunContext
 from onnxopt.data import Dataset
-from onnxopt.errors import EXIT_GATE_FAILED, ModelError, OnnxoptError, PluginError, UsageError
+from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED, DataError, ModelError, OnnxoptError, PluginError, UsageError
+from onnxopt.metrics import MetricRequest, parse_request
 from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
+from onnxopt.synthetic import runnable
 from onnxopt.validation import LiveReference, RecordedReference, Reference, ValidationResult, compare, is_large, open_session
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
@@ -74,6 +81,8 @@ class Run:
         self.pm = pm
         self.quiet = quiet
         self.reference: Reference | None = None  # opened once per call, shared by every comparison
+        self.judge_data: Dataset | None = None  # what every comparison runs on (None: nothing can be compared)
+        self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
         self.registry = PassRegistry.from_plugins(pm)
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
@@ -108,10 +117,13 @@ class Run:
             self.reference = None if large else LiveReference(open_session(context.reference_path, threads=self.recipe.threads),
                                                               context.reference_path)  # fmt: skip
             report = Report(str(source), None, _figures(model, context.reference_path))
-            context.dataset = self._dataset(model, report)
-            if large:  # recorded on the run's data, which only exists now
+            context.dataset = self._open(model, self.recipe.data)
+            self.judge_data = self._judge_data(model, context, report)
+            if context.dataset is None:  # passes that can use data get what the verdict runs on
+                context.dataset = self.judge_data
+            if large and self.judge_data is not None:  # recorded on the judging data, which only exists now
                 self.reference = RecordedReference(
-                    context.reference_path, context.dataset, self.recipe.threads, self.recipe.latency_runs, context
+                    context.reference_path, self.judge_data, self.recipe.threads, self.recipe.latency_runs, context
                 )
             best = model
             for index, step in enumerate(self.steps):
@@ -124,7 +136,9 @@ class Run:
                 # wrote even when another run writes the same path, and --in-place compares with the input
                 model_io.save(best, output, external_data=external,
                               before_replace=lambda staged: self._final_validation(staged, context, report))  # fmt: skip
-                report.output = report.final.candidate = str(output)
+                report.output = str(output)
+                if report.final is not None:
+                    report.final.candidate = str(output)
             self.pm.hook.onnxopt_report(report=report, context=context)
         return report
 
@@ -134,15 +148,26 @@ class Run:
             return source
         return model_io.save(model.clone(), context.workdir / "reference.onnx")
 
-    def _dataset(self, model: ir.Model, report: Report) -> Dataset | None:
-        if self.recipe.data is not None:
-            return open_dataset(self.pm, self.recipe.data, model, self.recipe)
-        try:
-            dataset = open_dataset(self.pm, f"synthetic:{FALLBACK_SYNTHETIC_SAMPLES}", model, self.recipe)
-        except OnnxoptError as exc:
-            report.notes.append(f"no --data and no synthetic inputs ({exc}): outputs are not compared, only loaded")
+    def _open(self, model: ir.Model, source: str | None) -> Dataset | None:
+        return open_dataset(self.pm, source, model, self.recipe) if source is not None else None
+
+    def _judge_data(self, model: ir.Model, context: RunContext, report: Report) -> Dataset | None:
+        """``val``, else ``data``, else synthetic inputs the original runs on; None when nothing is compared."""
+        if not self.recipe.validate:
+            report.not_validated = "validation was switched off (--no-validate)"
             return None
-        report.notes.append(f"no --data: passes are checked on {dataset.name} random inputs")
+        if self.recipe.val is not None:
+            dataset = self._open(model, self.recipe.val)
+        elif context.dataset is not None:
+            dataset = context.dataset
+        else:
+            try:
+                dataset = judge_inputs(model, self.reference, self.recipe)
+            except DataError as exc:
+                report.not_validated = str(exc)
+                report.notes.append(f"not validated: {exc}")
+                return None
+        report.notes.append(f"judged on {describe_data(dataset, role='val' if self.recipe.val else 'data')}")
         return dataset
 
     def _fail(self, report: Report, step: StepReport, status: str, exit_code: int, message: str) -> None:
@@ -194,26 +219,62 @@ class Run:
             if loads is not None and not loads.passed:
                 self._fail(report, entry, failed_status, PluginError.exit_code, f"produced a model onnxruntime cannot load: {loads.message}")
             else:
-                self._fail(report, entry, failed_status, EXIT_GATE_FAILED, f"validation failed: {verdict.failure_reason()}")
+                self._fail(report, entry, failed_status, EXIT_GATE_FAILED,
+                           f"validation failed: {verdict.failure_reason()}; {advice(verdict)}")  # fmt: skip
             return best
         return candidate
 
-    def _validate_step(self, staged: Path, context: RunContext) -> ValidationResult | None:
-        if not self.recipe.validate_each_pass:
-            return None
+    def _compare(self, path: Path, context: RunContext, latency_runs: int) -> ValidationResult:
         return compare(
-            context.reference_path, staged, context.dataset, self.recipe.gates, latency_runs=0,
-            threads=self.recipe.threads, context=context, opened=self.reference,
+            context.reference_path, path, self.judge_data, self.recipe.gates, metrics=self.metrics,
+            defaults=self.recipe.default_gates, latency_runs=latency_runs, threads=self.recipe.threads, context=context,
+            opened=self.reference,
         )  # fmt: skip
 
+    def _validate_step(self, staged: Path, context: RunContext) -> ValidationResult | None:
+        if not self.recipe.validate_each_pass or not self.recipe.validate:
+            return None
+        return self._compare(staged, context, latency_runs=0)
+
     def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
-        report.final = compare(
-            context.reference_path, output, context.dataset, self.recipe.gates, latency_runs=self.recipe.latency_runs,
-            threads=self.recipe.threads, context=context, opened=self.reference,
-        )  # fmt: skip
-        if not report.final.passed and not report.exit_code:
+        if self.recipe.validate:
+            report.final = self._compare(output, context, self.recipe.latency_runs)
+        if report.exit_code:
+            return
+        if report.final is not None and not report.final.passed:
             report.exit_code = EXIT_GATE_FAILED
             report.message = f"the written model fails validation: {report.final.failure_reason()}"
+        elif report.final is None or not report.final.compared:
+            report.exit_code = EXIT_NOT_VALIDATED
+            report.message = f"not validated: {report.not_validated or 'nothing was compared'}"
+
+
+def advice(verdict: ValidationResult) -> str:
+    """What to try after a pass failed its gates: the judge, the data, or the pass's own accuracy options."""
+    tips = []
+    if verdict.synthetic_data:
+        tips.append("judge on real inputs (--val) rather than random ones")
+    generic = {c.message.split(":")[0] for c in verdict.checks if not c.passed and c.name in ("cosine", "channel_cosine")}
+    if generic:
+        tips.append(f"if {', '.join(sorted(generic))} serves a task, judge it by its metric (--metric OUTPUT=NAME)")
+    tips.append("the pass's options that trade size for accuracy ('onnxopt passes')")
+    return "try " + "; or ".join(tips)
+
+
+def judge_inputs(model: ir.Model, reference: Reference | None, recipe: Recipe) -> Dataset:
+    """Synthetic inputs the original really runs on (tried in onnxruntime when its session is open)."""
+
+    def run(feed: dict) -> object:
+        return reference.outputs(0, feed) if isinstance(reference, LiveReference) else None
+
+    return runnable(FALLBACK_SYNTHETIC_SAMPLES, model, run, shapes=recipe.shapes, seed=recipe.seed, batch_size=recipe.batch_size)
+
+
+def describe_data(dataset: Dataset, role: str) -> str:
+    """One line for the report: which set judged the verdict, and what it holds."""
+    text = f"{dataset.name} ({dataset.num_samples} samples, --{role})" if not dataset.synthetic else (
+        f"{dataset.name} random inputs (no --data / --val)")
+    return text + (f": {dataset.description}" if dataset.description else "")
 
 
 def optimize(

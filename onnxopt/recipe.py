@@ -3,10 +3,12 @@
 One format serves the CLI, a TOML file and the Python API, so a run a person tried on the command line is
 the same run a pipeline repeats from its recipe::
 
-    data = "calib.npz"            # or a folder, or "synthetic:32"
+    data = "calib.npz"            # or a folder, or "synthetic:32": what passes calibrate / train on
+    val = "val.npz"               # what the verdict is judged on (default: data, else derived synthetic inputs)
+    metrics = ["ctc>=0.95"]       # task metrics as gates, [OUTPUT=]NAME[>=T] (default: detected per output)
     on_failure = "rollback"       # or "stop"
     seed = 0
-    [shapes]                      # fixes symbolic input dims for synthetic data
+    [shapes]                      # shapes of synthetic test data (the written model keeps its dims)
     input = "1x3x224x224"
     [gates]
     min_cosine = 0.999
@@ -28,10 +30,7 @@ from typing import Any, Literal
 
 from onnxopt.data import DEFAULT_BATCH_SIZE, parse_shape
 from onnxopt.errors import UsageError
-from onnxopt.gates import Gates
-
-#: Gates of an ``optimize`` run unless the recipe says otherwise: no output may drift in direction.
-DEFAULT_GATES = Gates(min_cosine=0.99)
+from onnxopt.gates import DEFAULT_GATES, Gates
 OnFailure = Literal["rollback", "stop"]
 
 
@@ -49,13 +48,42 @@ class Recipe:
     data: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_SIZE
-    gates: Gates = DEFAULT_GATES
+    gates: Gates = field(default_factory=Gates)  # the user's; the default verdict fills in the rest
+    val: str | None = None
+    metrics: list[str] = field(default_factory=list)
+    validate: bool = True  # False (--no-validate): nothing is compared and the run ends "not validated"
+    default_gates: bool = True  # the default verdict (task metrics detected, generic cosine) where no gate is set
     on_failure: OnFailure = "rollback"
     seed: int = 0
     validate_each_pass: bool = True
     latency_runs: int = 20
     threads: int = 0
     external_data: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+#: Integer settings, the least value each takes, and what its least value means.
+_INTEGER_SETTINGS = {
+    "batch_size": (1, "rows per onnxruntime run"),
+    "seed": (0, "numpy takes no negative seed"),
+    "latency_runs": (0, "0 skips the latency measurement"),
+    "threads": (0, "0 leaves the choice to onnxruntime"),
+}
+
+
+def check_settings(recipe: Recipe) -> None:
+    """Refuse integer settings out of range, however the recipe was built (TOML, CLI flags, Python API).
+
+    Called by every construction of a :class:`Recipe`, ``dataclasses.replace`` included.
+    """
+    for key, (least, meaning) in _INTEGER_SETTINGS.items():
+        value = getattr(recipe, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{key} must be an integer, got {value!r}")
+        if value < least:
+            raise UsageError(f"{key} must be at least {least} ({meaning}), got {value}")
 
 
 PassArg = str | tuple[str, Mapping[str, Any]] | PassStep
@@ -87,7 +115,7 @@ def _shapes(value: Any) -> dict[str, tuple[int, ...]]:
 
 _TOP_LEVEL = {
     "passes", "data", "shapes", "batch_size", "gates", "on_failure", "seed",
-    "validate_each_pass", "latency_runs", "threads", "external_data",
+    "validate_each_pass", "latency_runs", "threads", "external_data", "val", "metrics", "validate",
 }  # fmt: skip
 
 
@@ -98,6 +126,8 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
         raise UsageError(f"{origin}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(_TOP_LEVEL))})")
     recipe = Recipe()
     steps = []
+    if not isinstance(values.get("passes", []), list):
+        raise UsageError(f"{origin}: passes must be a list of tables, e.g. [[passes]] name = \"fold\"")
     for index, entry in enumerate(values.get("passes", [])):
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise UsageError(f"{origin}: passes[{index}] needs a name, e.g. [[passes]] name = \"fold\"")
@@ -107,18 +137,25 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
     if "gates" in values:
         if not isinstance(values["gates"], Mapping):
             raise UsageError(f"{origin}: [gates] must be a table")
-        recipe.gates = DEFAULT_GATES.merged(Gates.from_mapping(dict(values["gates"])))
+        recipe.gates = Gates.from_mapping(dict(values["gates"]))
     if "shapes" in values:
         recipe.shapes = _shapes(values["shapes"])
-    simple = {k: values[k] for k in _TOP_LEVEL - {"passes", "gates", "shapes"} if k in values}
-    expected = {"data": str, "batch_size": int, "on_failure": str, "seed": int, "validate_each_pass": bool,
+    if "metrics" in values:
+        if not isinstance(values["metrics"], list) or not all(isinstance(m, str) for m in values["metrics"]):
+            raise UsageError(f"{origin}: metrics must be a list of strings like \"ctc>=0.95\"")
+        recipe.metrics = list(values["metrics"])
+    simple = {k: values[k] for k in _TOP_LEVEL - {"passes", "gates", "shapes", "metrics"} if k in values}
+    expected = {"data": str, "val": str, "validate": bool, "batch_size": int, "on_failure": str, "seed": int, "validate_each_pass": bool,
                 "latency_runs": int, "threads": int, "external_data": bool}  # fmt: skip
     for key, value in simple.items():
         if not isinstance(value, expected[key]) or (expected[key] is int and isinstance(value, bool)):
             raise UsageError(f"{origin}: {key} must be a {expected[key].__name__}, got {value!r}")
     if simple.get("on_failure", "rollback") not in ("rollback", "stop"):
         raise UsageError(f"{origin}: on_failure must be \"rollback\" or \"stop\", got {simple['on_failure']!r}")
-    return dataclasses.replace(recipe, **simple)
+    try:
+        return dataclasses.replace(recipe, **simple)
+    except UsageError as exc:
+        raise UsageError(f"{origin}: {exc}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

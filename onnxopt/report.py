@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnxopt.errors import EXIT_NOT_VALIDATED
 from onnxopt.summary import ModelSummary
 from onnxopt.validation import ValidationResult
 
@@ -56,10 +57,21 @@ class Report:
     exit_code: int = 0
     message: str | None = None
     notes: list[str] = field(default_factory=list)
+    not_validated: str | None = None  # why nothing was compared, when nothing was
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+    def contents(self) -> str:
+        """What the written file holds, e.g. "contains fold, quantize; prune rolled back"."""
+        kept = [step.name for step in self.steps if step.status == KEPT]
+        parts = [f"contains {', '.join(kept)}" if kept else "contains no pass's change (the original model)"]
+        for status in (UNCHANGED, ROLLED_BACK, FAILED, NOT_RUN):
+            names = [step.name for step in self.steps if step.status == status]
+            if names:
+                parts.append(f"{', '.join(names)} {status}")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -73,6 +85,8 @@ def _jsonable(obj: Any) -> Any:
             data["size_ratio"] = obj.size_ratio
         if isinstance(obj, Report):
             data["ok"] = obj.ok
+            data["validated"] = obj.final is not None and obj.final.compared
+            data["contents"] = obj.contents()
         return data
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -152,14 +166,36 @@ def render_report(report: Report) -> str:
         if step.message:
             parts.append(f"{step.name}: {step.message}")
         if step.stats:
-            parts.append(f"{step.name}: " + ", ".join(f"{k}={_cell(v)}" for k, v in step.stats.items()))
+            parts.append(f"{step.name}:")
+            parts.extend(_stats_lines(step.stats))
     if report.final is not None:
         parts.append("")
         parts.append(render_validation(report.final))
     parts.extend(f"note: {note}" for note in report.notes)
-    verdict = f"written: {report.output}" if report.output else "nothing written"
-    parts.append(("OK" if report.ok else f"FAILED (exit {report.exit_code}): {report.message}") + f" — {verdict}")
+    written = f"written: {report.output} ({report.contents()})" if report.output else "nothing written"
+    if report.ok:
+        verdict = "OK"
+    elif report.exit_code == EXIT_NOT_VALIDATED:
+        verdict = f"NOT VALIDATED (exit {report.exit_code}): {report.message}"
+    else:
+        verdict = f"FAILED (exit {report.exit_code}): {report.message}"
+    parts.append(f"{verdict} — {written}")
     return "\n".join(parts)
+
+
+#: A stat longer than this prints as its size only; ``--json`` has it whole.
+STAT_CHARS = 100
+
+
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
+    """A pass's counters as an indented two-column table; long lists and tables are summarised."""
+    rows = []
+    for key, value in stats.items():
+        text = _cell(value) if not isinstance(value, (dict, list, tuple)) else json.dumps(_jsonable(value), default=str)
+        if len(text) > STAT_CHARS:
+            text = f"{len(value)} entries (see --json)"
+        rows.append([key, text])
+    return ["    " + line for line in table(["stat", "value"], rows).splitlines()[2:]]
 
 
 def render_validation(result: ValidationResult) -> str:
@@ -172,21 +208,31 @@ def render_validation(result: ValidationResult) -> str:
             o.max_rel,
             o.cosine,
             o.worst_channel_cosine,
+            o.worst_channel,
             o.top1_agreement,
             o.nonfinite_candidate,
         ]
         for o in result.outputs
     ]
-    parts = [
-        f"validation on {result.data} ({result.samples} samples)",
-        table(["output", "shape", "max_abs", "max_rel", "cosine", "worst_ch_cos", "top1", "nan/inf"], rows),
-    ]
+    parts = [f"validation on {result.data} ({result.samples} samples)" + (
+        f": {result.data_description}" if result.data_description else "")]  # fmt: skip
+    if result.outputs:
+        parts.append(table(["output", "shape", "max_abs", "max_rel", "cosine", "worst_ch_cos", "worst_ch", "top1", "nan/inf"], rows))
+    elif not result.compared:
+        parts.append("NOT VALIDATED: the outputs were not compared")
+    if result.metrics:
+        parts.append(table(["output", "metric", "value", "gate", "chosen", "what it measures"], [
+            [m.output, m.metric, m.value, f">= {m.threshold:g}", "default" if m.default else "asked", m.summary]
+            for m in result.metrics
+        ]))  # fmt: skip
     if result.accuracy_reference is not None:
         parts.append(f"accuracy: reference {result.accuracy_reference:.4f}, candidate {result.accuracy_candidate:.4f}")
     if result.latency_ratio is not None:
+        spread = (f", middle half {result.latency_spread[0]:.3f}x-{result.latency_spread[1]:.3f}x"
+                  if result.latency_spread else "")  # fmt: skip
         parts.append(
-            f"latency: {result.latency_ratio:.3f}x (median of interleaved runs; "
-            f"{result.latency_reference_ms:.3f} ms -> {result.latency_candidate_ms:.3f} ms)"
+            f"latency: {result.latency_ratio:.3f}x candidate / reference (median of paired runs{spread}; "
+            f"reference {result.latency_reference_ms:.3f} ms)"
         )
     if result.size_ratio is not None:
         parts.append(

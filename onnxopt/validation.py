@@ -7,7 +7,13 @@ cosine similarity, the worst per-channel cosine along the channel axis (a whole-
 0.9999 while the small-valued class scores beside box coordinates are all zero), non-finite values, top-1
 agreement for class scores, and accuracy when the data has labels. Latency is the median ratio of
 interleaved runs with intra-op spinning disabled (otherwise the idle session steals a core); size counts
-external data. Gates turn these figures into pass / fail with a one-line reason.
+external data. Positions an attention-mask input marks as padding are not compared. Gates turn these figures
+into pass / fail with a one-line reason.
+
+The default verdict (``defaults=True``): an output that a task metric claims (:mod:`onnxopt.metrics`: CTC
+sequences, probability-map IoU, pooled embeddings) is judged by that metric at its threshold; every other output
+by :data:`onnxopt.gates.DEFAULT_GATES` (cosine and worst-channel cosine). A gate or metric the user sets
+replaces the default of its kind. Without data nothing is compared and the result says so (``compared``).
 
 Written here: onnxruntime runs the models, numpy does the arithmetic; no library does the comparison.
 """
@@ -18,13 +24,15 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxopt import model_io
-from onnxopt.errors import DataError, ModelError
-from onnxopt.gates import Gates
+from onnxopt.errors import DataError, ModelError, UsageError
+from onnxopt.gates import DEFAULT_GATES, TASK_FLOOR, Gates
+from onnxopt.metrics import AUTO, NO_METRIC, Metric, MetricRegistry, MetricRequest, MetricSpec, OutputInfo, attention_mask
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -45,6 +53,18 @@ class Check:
 
 
 @dataclass
+class MetricOutcome:
+    """A task metric's figure on one output, and the threshold it is gated at."""
+
+    output: str
+    metric: str
+    summary: str
+    value: float
+    threshold: float
+    default: bool  # chosen by the default verdict (detected), not asked for
+
+
+@dataclass
 class OutputComparison:
     """How one output of the candidate compares with the reference's."""
 
@@ -59,6 +79,7 @@ class OutputComparison:
     nonfinite_candidate: int = 0
     within_tolerance: bool = True
     top1_agreement: float | None = None
+    masked_positions: int = 0  # padding positions (attention mask) left out of every figure
 
 
 @dataclass
@@ -70,12 +91,16 @@ class ValidationResult:
     data: str
     synthetic_data: bool
     samples: int
+    data_description: str | None = None  # e.g. the shapes and values of synthetic inputs
+    compared: bool = False  # outputs were run and compared on data (False: only loading and the signature)
     outputs: list[OutputComparison] = field(default_factory=list)
+    metrics: list[MetricOutcome] = field(default_factory=list)
     accuracy_reference: float | None = None
     accuracy_candidate: float | None = None
     latency_ratio: float | None = None
     latency_reference_ms: float | None = None
     latency_candidate_ms: float | None = None
+    latency_spread: tuple[float, float] | None = None  # quartiles of the paired runs' ratios
     size_reference: int | None = None
     size_candidate: int | None = None
     checks: list[Check] = field(default_factory=list)
@@ -128,9 +153,16 @@ def open_session(path: str | Path, *, threads: int = 0) -> ort.InferenceSession:
         raise ModelError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
 
 
+#: onnxruntime's messages can run to pages (a whole graph dump); a one-line error keeps this much of it.
+MESSAGE_CHARS = 400
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The whole message on one line (onnxruntime spreads one sentence over several), cut past MESSAGE_CHARS."""
+    text = " ".join(str(exc).split())
+    if len(text) > MESSAGE_CHARS:
+        text = text[: MESSAGE_CHARS - 3].rstrip() + "..."
+    return text or type(exc).__name__
 
 
 def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray], path: str | Path) -> list[np.ndarray]:
@@ -152,7 +184,7 @@ class _OutputAccumulator:
         self.top1_agree = self.top1_total = 0
         self.tolerance: tuple[float, float] | None = None
 
-    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+    def add(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping[str, np.ndarray]) -> None:
         r = self.result
         if ref.shape != cand.shape or ref.dtype != cand.dtype:
             raise _Mismatch(
@@ -167,10 +199,15 @@ class _OutputAccumulator:
             return
         ref64 = ref.astype(np.float64)
         cand64 = cand.astype(np.float64)
-        finite_ref, finite_cand = np.isfinite(ref64), np.isfinite(cand64)
+        kept = np.ones(ref.shape, dtype=bool)
+        mask = attention_mask(feed, *ref.shape[:2]) if ref.ndim >= 2 else None
+        if mask is not None:
+            kept = np.broadcast_to(mask.reshape(mask.shape + (1,) * (ref.ndim - 2)), ref.shape)
+            r.masked_positions += int((~mask).sum())
+        finite_ref, finite_cand = np.isfinite(ref64) | ~kept, np.isfinite(cand64) | ~kept
         r.nonfinite_reference += int((~finite_ref).sum())
         r.nonfinite_candidate += int((~finite_cand).sum())
-        both = finite_ref & finite_cand
+        both = finite_ref & finite_cand & kept
         diff = np.where(both, np.abs(ref64 - cand64), 0.0)
         if diff.size:
             r.max_abs = max(r.max_abs, float(diff.max()))
@@ -247,8 +284,8 @@ def measure_latency(
     *,
     runs: int = 20,
     warmup: int = 3,
-) -> tuple[float, float, float]:
-    """Median ms of each session and the median per-round ratio, runs interleaved so noise hits both."""
+) -> tuple[float, float, float, tuple[float, float] | None]:
+    """Median ms of each session, the median per-round ratio and its quartiles, runs interleaved so noise hits both."""
     for _ in range(warmup):
         reference.run(None, feed)
         candidate.run(None, feed)
@@ -263,7 +300,9 @@ def measure_latency(
         ref_times.append(elapsed[id(reference)])
         cand_times.append(elapsed[id(candidate)])
         ratios.append(elapsed[id(candidate)] / max(elapsed[id(reference)], 1e-9))
-    return statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else None
+    spread = (quartiles[0], quartiles[2]) if quartiles else None
+    return statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios), spread
 
 
 #: Above this many bytes (model file plus external data) the reference and the candidate are not held in
@@ -301,7 +340,7 @@ class Reference:
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
         raise NotImplementedError
 
 
@@ -316,7 +355,7 @@ class LiveReference(Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return _run(self.session, feed, self.path)
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
         return measure_latency(self.session, candidate, feed, runs=runs)
 
 
@@ -347,11 +386,11 @@ class RecordedReference(Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outputs[index]
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float] | None:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
         if self._latency_ms is None:  # recorded without latency runs
             return None
         candidate_ms = _median_ms(candidate, feed, runs)
-        return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9)
+        return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9), None
 
 
 def open_reference(path: str | Path, data: Dataset | None, *, threads: int = 0, latency_runs: int = 0,
@@ -369,6 +408,8 @@ def compare(
     data: Dataset | None,
     gates: Gates | None = None,
     *,
+    metrics: Sequence[MetricRequest] = (),
+    defaults: bool = True,
     latency_runs: int = 20,
     threads: int = 0,
     channel_axis: int = 1,
@@ -379,13 +420,15 @@ def compare(
 
     A reference onnxruntime cannot load or run is the user's problem (ModelError / DataError); a candidate
     it cannot load, run, or that gives differently-shaped outputs, fails validation with a reason.
-    Without data (``None``) only loading, the signature and size are checked.
-    ``opened`` (from :func:`open_reference`, on the same ``data``) lets a caller validating many candidates open
-    the reference once.
+    Without data (``None``) only loading, the signature and size are checked, and ``compared`` stays False.
+    ``metrics`` are task metrics asked for (``--metric``); ``defaults`` applies the default verdict (module
+    docstring) to whatever the user's gates and metrics leave unjudged. ``opened`` (from
+    :func:`open_reference`, on the same ``data``) lets a caller validating many candidates open the reference once.
     """
     gates = gates or Gates()
     name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
     result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
+    result.data_description = getattr(data, "description", None) if data is not None else None
     reference_side = opened or open_reference(reference, data, threads=threads, latency_runs=latency_runs, context=context)
     if isinstance(reference_side, RecordedReference):
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
@@ -398,18 +441,20 @@ def compare(
     if not _same_signature(reference_side.signature, _signature(cand_session), result):
         return result
     if data is None:
-        result.notes.append("no data: outputs were not compared")
+        result.notes.append("no data: outputs were not compared (not validated)")
     else:
-        if not _compare_outputs(result, reference_side, cand_session, data, gates, channel_axis, context):
+        judge = _Judge(gates, list(metrics), defaults, _metric_registry(context, metrics))
+        if not _compare_outputs(result, reference_side, cand_session, data, gates, judge, channel_axis, context):
             return result
+        result.compared = True
         latency = reference_side.latency(cand_session, data.first_feed(), latency_runs) if latency_runs > 0 else None
         if latency is not None:
-            result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio = latency
+            result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread = latency
         if data.synthetic:
             result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
     result.size_reference = model_io.file_size(reference)
     result.size_candidate = model_io.file_size(candidate)
-    result.checks.extend(_gate_checks(result, gates))
+    result.checks.extend(_gate_checks(result, gates, defaults))
     if context is not None:
         for checks in context.plugin_manager.hook.onnxopt_validate(
             reference=str(reference), candidate=str(candidate), data=data, context=context
@@ -418,17 +463,77 @@ def compare(
     return result
 
 
+def _metric_registry(context: RunContext | None, requests: Sequence[MetricRequest]) -> MetricRegistry:
+    """The plugins' metrics (none without a run context: only a user's own functions can be asked for)."""
+    registry = MetricRegistry.from_plugins(context.plugin_manager) if context is not None else MetricRegistry([])
+    registry.check(list(requests))
+    return registry
+
+
+@dataclass
+class _Judge:
+    """Which task metrics judge which output, decided on the first feed."""
+
+    gates: Gates
+    requests: list[MetricRequest]
+    defaults: bool
+    registry: MetricRegistry
+    chosen: dict[int, list[tuple[MetricSpec, Metric, float, bool]]] = field(default_factory=dict)
+
+    def choose(self, names: list[str], ref_out: list[np.ndarray], feed: Mapping[str, np.ndarray]) -> None:
+        for request in self.requests:
+            if request.output is not None and request.output not in names:
+                raise UsageError(f"--metric {request.text}: the model has no output {request.output!r} (outputs: {', '.join(names)})")
+        automatic = self.defaults and not any(r.metric == NO_METRIC for r in self.requests)
+        for index, (name, array) in enumerate(zip(names, ref_out)):
+            if not isinstance(array, np.ndarray):
+                continue
+            info = OutputInfo(name, index, array, feed, len(names))
+            picked = []
+            for request in self.requests:
+                if request.metric in (NO_METRIC, AUTO) or request.output not in (None, name):
+                    continue
+                spec = self.registry.get(request.metric)
+                metric = spec.create(info)
+                if metric is None:
+                    if request.output is not None:
+                        raise UsageError(f"--metric {request.text}: {request.metric!r} does not apply to output {name!r} {list(array.shape)}")
+                    continue
+                picked.append((spec, metric, spec.threshold if request.threshold is None else request.threshold, False))
+            if not picked and (automatic or any(r.metric == AUTO for r in self.requests)):
+                spec = self.registry.detect(info)
+                metric = spec.create(info) if spec is not None else None
+                if spec is not None and metric is not None:
+                    picked.append((spec, metric, spec.threshold, True))
+            if picked:
+                self.chosen[index] = picked
+
+    def add(self, ref_out: list[np.ndarray], cand_out: list[np.ndarray], feed: Mapping[str, np.ndarray]) -> None:
+        for index, picked in self.chosen.items():
+            for _, metric, _, _ in picked:
+                metric.add(ref_out[index], cand_out[index], feed)
+
+    def outcomes(self, names: list[str]) -> list[MetricOutcome]:
+        return [
+            MetricOutcome(names[index], spec.name, spec.summary, float(metric.value()), threshold, default)
+            for index, picked in self.chosen.items()
+            for spec, metric, threshold, default in picked
+        ]
+
+
 def _compare_outputs(
     result: ValidationResult,
     reference: Reference,
     cand_session: ort.InferenceSession,
     data: Dataset,
     gates: Gates,
+    judge: _Judge,
     channel_axis: int,
     context: RunContext | None,
 ) -> bool:
     """Stream every feed through both sessions into ``result``; False if the candidate failed outright."""
-    accumulators = [_OutputAccumulator(name, channel_axis) for name in reference.signature[1]]
+    names = reference.signature[1]
+    accumulators = [_OutputAccumulator(name, channel_axis) for name in names]
     if gates.atol is not None or gates.rtol is not None:
         for acc in accumulators:
             acc.tolerance = (gates.atol or 0.0, gates.rtol or 0.0)
@@ -446,8 +551,11 @@ def _compare_outputs(
             except Exception as exc:
                 result.checks.append(Check("runs", False, f"candidate fails on the data: {_first_line(exc)}"))
                 return False
+            if index == 0:
+                judge.choose(names, ref_out, feed)
             for acc, r, c in zip(accumulators, ref_out, cand_out):
-                acc.add(r, c)
+                acc.add(r, c, feed)
+            judge.add(ref_out, cand_out, feed)
             if score_index is not None:
                 ref_scores.append(ref_out[score_index])
                 cand_scores.append(cand_out[score_index])
@@ -455,6 +563,7 @@ def _compare_outputs(
         result.checks.append(Check("outputs", False, str(exc)))
         return False
     result.outputs = [acc.finish() for acc in accumulators]
+    result.metrics = judge.outcomes(names)
     if score_index is not None:
         result.accuracy_reference = _accuracy(ref_scores, data.labels)
         result.accuracy_candidate = _accuracy(cand_scores, data.labels)
@@ -481,13 +590,13 @@ def _same_signature(ref: Signature, cand: Signature, result: ValidationResult) -
     return True
 
 
-def _gate_checks(result: ValidationResult, gates: Gates) -> list[Check]:
+def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list[Check]:
     checks = []
 
     def at_least(name: str, what: str, value: float | None, threshold: float | None) -> None:
         if threshold is None or value is None:
             return
-        ok = value >= threshold
+        ok = value >= threshold  # NaN fails: a figure that could not be computed proves nothing
         checks.append(Check(name, ok, f"{what} {value:.6g} {'>=' if ok else '<'} {threshold:g}", value, threshold))
 
     def at_most(name: str, what: str, value: float | None, threshold: float | None) -> None:
@@ -496,6 +605,7 @@ def _gate_checks(result: ValidationResult, gates: Gates) -> list[Check]:
         ok = value <= threshold
         checks.append(Check(name, ok, f"{what} {value:.6g} {'<=' if ok else '>'} {threshold:g}", value, threshold))
 
+    judged = {outcome.output for outcome in result.metrics}
     for out in result.outputs:
         label = f"output {out.name!r}:"
         if out.nonfinite_candidate > out.nonfinite_reference:
@@ -514,11 +624,16 @@ def _gate_checks(result: ValidationResult, gates: Gates) -> list[Check]:
                     gates.atol,
                 )
             )
-        at_least("cosine", f"{label} cosine", out.cosine, gates.min_cosine)
-        at_least(
-            "channel_cosine", f"{label} worst channel ({out.worst_channel}) cosine", out.worst_channel_cosine, gates.min_channel_cosine
-        )
+        # the generic defaults judge only what no task metric judges; a gate the user set applies everywhere
+        fallback = (TASK_FLOOR if out.name in judged else DEFAULT_GATES) if defaults else Gates()
+        min_cosine = gates.min_cosine if gates.min_cosine is not None else fallback.min_cosine
+        min_channel = gates.min_channel_cosine if gates.min_channel_cosine is not None else fallback.min_channel_cosine
+        at_least("cosine", f"{label} cosine", out.cosine, min_cosine)
+        at_least("channel_cosine", f"{label} worst channel ({out.worst_channel}) cosine", out.worst_channel_cosine, min_channel)
         at_least("top1", f"{label} top-1 agreement", out.top1_agreement, gates.min_top1)
+    for outcome in result.metrics:
+        how = "default for this output" if outcome.default else "asked for"
+        at_least(f"metric:{outcome.metric}", f"output {outcome.output!r}: {outcome.metric} ({how})", outcome.value, outcome.threshold)
     if result.accuracy_reference is not None and result.accuracy_candidate is not None:
         drop = result.accuracy_reference - result.accuracy_candidate
         at_most("accuracy", f"accuracy drop ({result.accuracy_reference:.4f} -> {result.accuracy_candidate:.4f})", drop, gates.max_accuracy_drop)

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxopt import data
+from onnxopt.synthetic import synthetic
 from onnxopt.errors import DataError, UsageError
 
 
@@ -108,21 +109,20 @@ def test_synthetic_count_must_be_positive(iris: ir.Model, source: str) -> None:
         data.open_source(source, iris)
 
 
-def test_synthetic_symbolic_non_batch_dims_need_a_shape() -> None:
+def test_synthetic_symbolic_non_batch_dims_are_derived_or_taken_from_shape() -> None:
     model = _model(("tokens", ["batch", "seq", 8]))
-    with pytest.raises(UsageError, match="--shape tokens="):
-        data.synthetic(3, model)
-    dataset = data.synthetic(3, model, shapes={"tokens": (2, 5, 8)})
-    feeds = _rows(dataset, "tokens")
-    assert len(feeds) == 3 and all(f.shape == (2, 5, 8) and f.dtype == np.float32 for f in feeds)
+    derived = _rows(synthetic(3, model), "tokens")
+    assert len(derived) == 3 and all(f.shape == (1, 16, 8) for f in derived)  # batch 1, a sequence length tried first
+    given = _rows(synthetic(3, model, shapes={"tokens": (2, 5, 8)}), "tokens")
+    assert len(given) == 3 and all(f.shape == (2, 5, 8) and f.dtype == np.float32 for f in given)
 
 
 def test_synthetic_unknown_rank_needs_a_shape() -> None:
     model = _model(("x", None))
     with pytest.raises(UsageError, match="unknown shape"):
-        data.synthetic(2, model)
+        synthetic(2, model)
     # each feed is exactly the given shape (not rows of it, which would add an axis)
-    assert [f.shape for f in _rows(data.synthetic(2, model, shapes={"x": (1, 3)}), "x")] == [(1, 3), (1, 3)]
+    assert [f.shape for f in _rows(synthetic(2, model, shapes={"x": (1, 3)}), "x")] == [(1, 3), (1, 3)]
 
 
 @pytest.mark.parametrize(
@@ -132,14 +132,14 @@ def test_synthetic_unknown_rank_needs_a_shape() -> None:
 )
 def test_synthetic_bad_shapes(iris: ir.Model, shapes: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        data.synthetic(2, iris, shapes=shapes)
+        synthetic(2, iris, shapes=shapes)
 
 
 def test_synthetic_integer_and_bool_inputs() -> None:
-    ids = data.synthetic(4, _model(("ids", ["batch", 3]), dtype=TensorProto.INT64))
+    ids = synthetic(4, _model(("ids", ["batch", 3]), dtype=TensorProto.INT64))
     (feed,) = _rows(ids, "ids")
     assert feed.dtype == np.int64 and feed.shape == (4, 3) and feed.min() >= 0 and feed.max() < 10
-    mask = data.synthetic(4, _model(("mask", ["batch", 3]), dtype=TensorProto.BOOL))
+    mask = synthetic(4, _model(("mask", ["batch", 3]), dtype=TensorProto.BOOL))
     assert _rows(mask, "mask")[0].dtype == np.bool_
 
 

@@ -76,7 +76,7 @@ def test_on_failure_stop_skips_later_passes(digits, fault, exit_code):
 def test_lowered_gate_accepts_what_the_default_refuses(digits):
     report = onnxopt.optimize(
         digits["model"], digits["out"], passes=["fault-negate"], data=digits["data"],
-        plugins=["faulty_plugins"], gates={"min_cosine": -1.0},
+        plugins=["faulty_plugins"], gates={"min_cosine": -1.0, "min_channel_cosine": -1.0},
     )  # fmt: skip
     assert report.steps[0].status == "kept"
     assert report.exit_code == 0

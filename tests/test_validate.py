@@ -56,7 +56,9 @@ def test_identical_models_pass_every_gate(pair):
 
 def test_tolerance_and_size_gates_fail_with_the_measured_figure(pair):
     reference, candidate, data = pair
-    result = onnxopt.validate(reference, candidate, data=data, gates={"atol": 1e-6, "max_size_ratio": 0.5}, latency_runs=0)
+    result = onnxopt.validate(
+        reference, candidate, data=data, gates={"atol": 1e-6, "max_size_ratio": 0.5}, latency_runs=0, defaults=False
+    )
     failed = {c.name: c for c in result.checks if not c.passed}
     assert set(failed) == {"tolerance", "size"}
     assert "beyond atol 1e-06" in failed["tolerance"].message
