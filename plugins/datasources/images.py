@@ -158,20 +158,19 @@ def _image_input(model: ir.Model, source: str) -> InputSpec:
 
 
 def _layout(dims: tuple, forced: str | None, name: str) -> str:
-    """Where the channels are: the side holding 1 or 3 (NCHW if both), else a small fixed dim, else ask."""
+    """Where the channels are: the side holding 1 or 3 (NCHW first), else a small fixed dim, else ask."""
     if forced:
         return forced
-    for layout, dim in (("nchw", dims[1]), ("nhwc", dims[3])):
+    sides = (("nchw", dims[1]), ("nhwc", dims[3]))
+    for layout, dim in sides:
         if dim in (1, 3):
             return layout
-    first, last = (isinstance(d, int) for d in (dims[1], dims[3]))
-    if first and last:
-        raise DataError(f"input {name!r} {_text(dims)} takes {dims[1]} (NCHW) or {dims[3]} (NHWC) channels; "
-                        f"images give 1 (grayscale) or 3 (RGB)")  # fmt: skip
-    if not first and not last:
+    for layout, dim in sides:
+        if isinstance(dim, int) and dim <= 4:  # an odd channel count, refused by the caller
+            return layout
+    if isinstance(dims[1], int) == isinstance(dims[3], int):
         raise UsageError(f"input {name!r} {_text(dims)}: cannot tell where the channels are; add layout=nchw or layout=nhwc")
-    fixed = dims[1] if first else dims[3]
-    return ("nchw" if first else "nhwc") if fixed <= 4 else ("nhwc" if first else "nchw")
+    return "nhwc" if isinstance(dims[1], int) else "nchw"  # the fixed one is a spatial dim
 
 
 def _text(dims: tuple) -> str:
