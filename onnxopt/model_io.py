@@ -16,6 +16,7 @@ import fcntl
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +74,8 @@ def external_data_files(proto: onnx.ModelProto, model_dir: Path) -> set[Path]:
         if info is None:
             continue
         location = info.get("location", "")
+        if "\0" in location:
+            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} holds a NUL byte")
         if not location or os.path.isabs(location) or Path(location).drive:
             raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} must be a relative path")
         target = (root / location).resolve()
@@ -130,6 +133,9 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except DecodeError as exc:
+        if "MaxDepth" in str(exc):  # upb's recursion limit: 100 nested messages, about 32 nested If / Loop bodies
+            raise ModelError(f"{path}: nested too deep to read (If / Loop / Scan bodies inside each other beyond "
+                             f"protobuf's limit of 100 nested messages)") from exc
         raise ModelError(f"{path}: not an ONNX model, or truncated (protobuf: {exc})") from exc
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -377,7 +383,24 @@ def _writable_folder(path: Path) -> Path:
         raise ModelError(f"{path}: output folder {folder} is not writable")
     if path.is_dir():
         raise ModelError(f"{path}: is a folder, not a file name")
+    _check_replaceable(path)
     return folder
+
+
+def _check_replaceable(path: Path) -> None:
+    """A save replaces ``path`` by a rename: only a regular file (or nothing) may be there.
+
+    A FIFO, a device or a socket would be swapped for a regular file (as root, ``-o /dev/null`` would replace
+    the system's /dev/null). A symbolic link is followed for the check, as the user named what it points to.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return  # a new path, or a dangling link (the rename replaces the link)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot check the output path ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(mode):
+        raise ModelError(f"{path}: not a regular file (a device, FIFO or socket); write to a file path")
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -454,6 +477,7 @@ def save(
     if external_data is None:
         external_data = has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = data_file_name(path)
+    _check_replaceable(folder / data_name)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
     except OSError as exc:
@@ -464,7 +488,11 @@ def save(
             before_replace(staged[-1])
         try:
             with _locked_folder(folder):
+                stale = _own_data_file(path, data_name)
                 _replace_all(staged, folder, staging)
+                if stale is not None and len(staged) == 1:  # the new model is self-contained
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
         except OSError as exc:
             raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
     finally:
@@ -477,6 +505,22 @@ def _restore_kept_types(staged_model: Path) -> None:
     proto = onnx.load(str(staged_model), load_external_data=False)
     if _restore_types(proto):
         onnx.save(proto, str(staged_model))
+
+
+def _own_data_file(path: Path, data_name: str) -> Path | None:
+    """``<name>.data`` beside ``path`` if the model now at ``path`` keeps its tensors there (a previous save), else None.
+
+    Only that file, and only when the model being replaced refers to it: a file of that name the old model does
+    not use, or beside a model that cannot be read, may be someone else's and is left alone.
+    """
+    data = path.with_name(data_name)
+    if not data.is_file() or not path.is_file():
+        return None
+    try:
+        referenced = external_data_files(read_proto(path), path.parent)
+    except ModelError:
+        return None
+    return data if data.resolve() in referenced else None
 
 
 def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_data: bool, destination: Path) -> list[Path]:

@@ -10,6 +10,7 @@ types here, so a wrong name or value is a clear error before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -188,10 +189,13 @@ def coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected an integer")
         return int(value)
-    if tp is float:
+    if tp is float:  # finite: an option's range check (``x > 0``, ``x <= 1``) lets inf and nan through
         if isinstance(value, bool):
             raise ValueError("expected a number")
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ValueError("expected a string")

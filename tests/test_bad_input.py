@@ -10,11 +10,14 @@ no output file, no temporary file or folder. The commands' start-up time dominat
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import resource
 import shutil
+import stat
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -369,6 +372,158 @@ def inspect_random_bytes(tmp: Path) -> Case:
     return Case(["inspect", str(src / "model.onnx")], ("not an ONNX model",))
 
 
+def _nul_location_model(src: Path) -> Path:
+    """The external-data iris MLP whose location reads ``model.onnx.data<NUL>x`` (the data file itself exists)."""
+    path, proto = _external_model(src)
+    _set_location(proto, "model.onnx.data\0x")
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def external_data_nul_inspect(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    return Case(["inspect", str(_nul_location_model(src))], ("external data location", "NUL byte"))
+
+
+def external_data_nul_validate(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    path = _nul_location_model(src)
+    return Case(["validate", str(path), str(path), "--data", str(_iris_val(src))], ("external data location", "NUL byte"))
+
+
+def recipe_passes_not_a_list(tmp: Path) -> Case:
+    return _recipe_case(tmp, "passes = 5\n", "recipe.toml", "passes must be a list")
+
+
+def recipe_negative_seed(tmp: Path) -> Case:
+    return _recipe_case(tmp, 'seed = -1\n[[passes]]\nname = "fold"\n', "recipe.toml", "seed must be at least 0", "-1")
+
+
+def cli_negative_seed(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    return Case(_optimize(_iris(src), out / "m.onnx", "--seed", "-1"), ("seed must be at least 0",))
+
+
+def recipe_zero_batch_size(tmp: Path) -> Case:
+    return _recipe_case(tmp, 'batch_size = 0\n[[passes]]\nname = "fold"\n', "recipe.toml", "batch_size must be at least 1")
+
+
+def cli_negative_batch_size(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    return Case(_optimize(_iris(src), out / "m.onnx", "--batch-size", "-1"), ("batch_size must be at least 1", "-1"))
+
+
+def recipe_negative_threads(tmp: Path) -> Case:
+    return _recipe_case(tmp, 'threads = -1\n[[passes]]\nname = "fold"\n', "recipe.toml", "threads must be at least 0")
+
+
+def validate_negative_latency_runs(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    model = _iris(src)
+    args = ["validate", str(model), str(model), "--data", str(_iris_val(src)), "--latency-runs", "-5"]
+    return Case(args, ("latency_runs must be at least 0", "-5"))
+
+
+def recipe_negative_latency_runs(tmp: Path) -> Case:
+    return _recipe_case(tmp, 'latency_runs = -5\n[[passes]]\nname = "fold"\n', "recipe.toml", "latency_runs must be at least 0")
+
+
+def option_infinite(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    args = ["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "fold:max_growth_mib=inf"]
+    return Case(args, ("max_growth_mib='inf'", "expected a finite number"))
+
+
+def recipe_option_nan(tmp: Path) -> Case:
+    text = '[[passes]]\nname = "fold"\nmax_growth_mib = nan\n'
+    return _recipe_case(tmp, text, "max_growth_mib=nan", "expected a finite number")
+
+
+def gate_nan(tmp: Path) -> Case:
+    src, _ = _dirs(tmp)
+    model = _iris(src)
+    return Case(["validate", str(model), str(model), "--data", str(_iris_val(src)), "--atol", "nan"], ("gate atol", "finite"))
+
+
+def recipe_gate_out_of_range(tmp: Path) -> Case:
+    text = '[gates]\nmin_cosine = 1.5\n[[passes]]\nname = "fold"\n'
+    return _recipe_case(tmp, text, "gate min_cosine must be between -1 and 1", "1.5")
+
+
+def shape_wrong_rank(tmp: Path) -> Case:
+    """``--shape input=5`` for the digits CNN's rank-4 input: a usage error before any pass runs."""
+    src, out = _dirs(tmp)
+    model = Path(shutil.copy2(FIXTURES / "digits_cnn.onnx", src / "digits_cnn.onnx"))
+    return Case(_optimize(model, out / "m.onnx", "--shape", "input=5"), ("--shape input=5", "does not fit"))
+
+
+def output_is_fifo(tmp: Path) -> Case:
+    """``-o`` naming a FIFO (as a device would be, e.g. /dev/null): replacing it with a file is refused."""
+    src, out = _dirs(tmp)
+    os.mkfifo(out / "pipe")
+    return Case(_optimize(_iris(src), out / "pipe"), ("pipe", "not a regular file"))
+
+
+def output_data_file_is_fifo(tmp: Path) -> Case:
+    """``OUT.data`` a FIFO: the save that would replace it is refused (the model would need external data)."""
+    src, out = _dirs(tmp)
+    path, _ = _external_model(src)
+    os.mkfifo(out / "m.onnx.data")
+    return Case(_optimize(path, out / "m.onnx"), ("m.onnx.data", "not a regular file"))
+
+
+def _nested_if_bytes(depth: int) -> bytes:
+    """A model ``depth`` Ifs deep, each then-branch holding the next, written as raw protobuf fields.
+
+    onnx.helper cannot build it: copying a message that deep fails in protobuf itself.
+    """
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field
+        key, size = bytearray(), bytearray()
+        for out, value in ((key, number << 3 | 2), (size, len(payload))):
+            while value > 0x7F:
+                out.append(value & 0x7F | 0x80)
+                value >>= 7
+            out.append(value)
+        return bytes(key + size) + payload
+
+    def graph(name: str, output: str, nodes: bytes) -> bytes:
+        info = helper.make_tensor_value_info(output, TensorProto.FLOAT, [4])
+        return nodes + field(2, name.encode()) + field(12, info.SerializeToString())
+
+    body = graph("g0", "y0", field(1, helper.make_node("Identity", ["input"], ["y0"]).SerializeToString()))
+    for level in range(1, depth + 1):
+        other = helper.make_graph([helper.make_node("Identity", ["input"], [f"e{level}"])], f"e{level}", [],
+                                  [helper.make_tensor_value_info(f"e{level}", TensorProto.FLOAT, [4])])  # fmt: skip
+        node = helper.make_node("If", ["cond"], [f"y{level}"], else_branch=other)
+        then = onnx.AttributeProto(name="then_branch", type=onnx.AttributeProto.GRAPH).SerializeToString() + field(6, body)
+        body = graph(f"g{level}", f"y{level}", field(1, node.SerializeToString() + field(5, then)))
+    model = helper.make_model(helper.make_graph([], "main", [], []), opset_imports=[helper.make_opsetid("", 13)])
+    return model.SerializeToString() + field(7, body)
+
+
+def nested_too_deep(tmp: Path) -> Case:
+    return _bad_model_case(tmp, _nested_if_bytes(200), "nested too deep")
+
+
+def npz_member_short(tmp: Path) -> Case:
+    """An .npz whose array's header declares more data than the member holds: unreadable, not pickled."""
+    src, out = _dirs(tmp)
+    full = io.BytesIO()
+    np.save(full, np.zeros((30, 4), np.float32))
+    with zipfile.ZipFile(src / "data.npz", "w") as archive:
+        archive.writestr("input.npy", full.getvalue()[:-100])
+    return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data.npz")), ("data.npz", "cannot read"))
+
+
+def npy_short(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    (src / "data").mkdir()
+    np.save(src / "data" / "input.npy", np.zeros((30, 4), np.float32))
+    (src / "data" / "input.npy").write_bytes((src / "data" / "input.npy").read_bytes()[:-100])
+    return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data")), ("input.npy", "cannot read"))
+
+
 
 CASES: list[Callable[[Path], Case]] = [
     missing_file,
@@ -409,6 +564,26 @@ CASES: list[Callable[[Path], Case]] = [
     validate_truncated_reference,
     validate_wrong_dtype,
     inspect_random_bytes,
+    external_data_nul_inspect,
+    external_data_nul_validate,
+    recipe_passes_not_a_list,
+    recipe_negative_seed,
+    cli_negative_seed,
+    recipe_zero_batch_size,
+    cli_negative_batch_size,
+    recipe_negative_threads,
+    validate_negative_latency_runs,
+    recipe_negative_latency_runs,
+    option_infinite,
+    recipe_option_nan,
+    gate_nan,
+    recipe_gate_out_of_range,
+    shape_wrong_rank,
+    output_is_fifo,
+    output_data_file_is_fifo,
+    nested_too_deep,
+    npz_member_short,
+    npy_short,
 ]
 
 
@@ -421,7 +596,12 @@ def _snapshot(root: Path) -> dict[str, str | None]:
     tree: dict[str, str | None] = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        tree[rel] = None if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_dir():
+            tree[rel] = None
+        elif path.is_file():
+            tree[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:  # a FIFO (reading it would block): its kind must not change
+            tree[rel] = f"mode {stat.S_IFMT(path.stat().st_mode):o}"
     return tree
 
 
