@@ -1,8 +1,11 @@
-"""fold is bounded in memory (issue 19): a tiny model that generates a huge constant is never evaluated.
+"""fold is bounded in memory and time (issue 19).
 
 onnxscript's folder computes a node and weighs the result afterwards; a 200-byte model with Expand / Tile /
 Range / ConstantOfShape to 2^28 elements took 1.1-3.2 GiB of memory for a tensor then thrown away (and in an
 If branch as well). fold decides from the output's element count before evaluating.
+
+Its bookkeeping of where each folded value came from made a chain of folds quadratic; fold turns it off
+(the timing itself is measured by bench/fold_scaling.py, not here).
 """
 
 from __future__ import annotations
@@ -108,3 +111,18 @@ def test_the_element_limit_has_two_sides(op, cols):
 def test_output_elements_are_known_before_evaluating(op, rows, cols, expected):
     graph = ir.from_proto(generator_model(op, rows, cols)).graph
     assert steps.output_elements(graph.node(0)) == expected
+
+
+def test_a_chain_of_folds_keeps_no_provenance():
+    """onnxscript's record of the values each constant was folded from grew with the chain (quadratic time);
+    the folded chain is one Add whose constant carries no such record."""
+    inits = [numpy_helper.from_array(np.array([float(i)], np.float32), f"c{i}") for i in range(200)]
+    nodes = [helper.make_node("Add", [f"c{i - 1}" if i == 1 else f"a{i - 1}", f"c{i}"], [f"a{i}"]) for i in range(1, 200)]
+    nodes.append(helper.make_node("Add", ["x", "a199"], ["y"]))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits)  # fmt: skip
+    folded = onnxopt.apply_passes(ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])), ["fold"])
+    (add,) = folded.graph
+    constant = add.inputs[1]
+    assert constant.const_value.numpy().tolist() == [float(sum(range(200)))]
+    assert not constant.meta and not constant.metadata_props
