@@ -183,7 +183,7 @@ def test_images_defaults_read_off_a_fixed_nchw_input(tmp_path: Path) -> None:
     dataset = open_data(tmp_path / "imgs", model)
     assert (dataset.num_feeds, dataset.num_samples, dataset.is_batched("x")) == (3, 3, True)
     assert "NCHW 3ch 8x6 stretch, RGB, scale 1/255, mean 0, std 1 (preset 0-1)" in dataset.description
-    assert dataset.description in dataset.name and not dataset.synthetic and dataset.labels is None
+    assert dataset.name == str(tmp_path / "imgs") and not dataset.synthetic and dataset.labels is None
     first = dataset.first_feed()["x"]
     expected = np.asarray(Image.open(files[0]).convert("RGB").resize((6, 8), Image.Resampling.BILINEAR), np.float32) / 255
     np.testing.assert_allclose(first[0], expected.transpose(2, 0, 1), atol=1e-6)
@@ -197,7 +197,7 @@ def test_images_preset_order_and_nhwc(tmp_path: Path) -> None:
     pixels = np.asarray(Image.open(file), np.float32)[:, :, ::-1] / 255
     expected = (pixels - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(dataset.first_feed()["x"][0], expected, atol=1e-5)
-    assert "NHWC" in dataset.name and "BGR" in dataset.name and "preset imagenet" in dataset.name
+    assert "NHWC" in dataset.description and "BGR" in dataset.description and "preset imagenet" in dataset.description
     custom = open_data(f"{tmp_path / 'imgs'}?scale=1,mean=128,std=2", model)
     np.testing.assert_allclose(custom.first_feed()["x"][0], (pixels[:, :, ::-1] * 255 - 128) / 2, atol=1e-4)
     assert "preset" not in custom.description
@@ -224,7 +224,7 @@ def test_images_letterbox_and_keep(tmp_path: Path) -> None:
     kept = open_data(f"{folder}?resize=keep,multiple=16,fill=0", model)
     feed = kept.first_feed()["x"][0]
     assert feed.shape == (3, 32, 16) and np.all(feed[:, :20, :10] == 1) and np.all(feed[:, 20:, :] == 0) and np.all(feed[:, :, 10:] == 0)
-    assert "keep pad to x16" in kept.name and kept.num_feeds == 1
+    assert "keep pad to x16" in kept.description and kept.num_feeds == 1
     limited = open_data(f"{folder}?resize=keep,size=10", model).first_feed()["x"][0]
     assert limited.shape == (3, 32, 32)  # fit in 10x10 (5x10), then padded to 32
 
@@ -252,7 +252,7 @@ def test_images_recursive_batches_and_samples(tmp_path: Path) -> None:
     fixed = conv_model(tmp_path / "f.onnx", [2, 3, 4, 4])
     assert [f["x"].shape[0] for f in open_data(tmp_path / "imgs", fixed).feeds()] == [2, 2, 2]  # the 7th is dropped
     a, b, c = (open_data(f"{tmp_path / 'imgs'}?samples=3", dynamic, seed=s) for s in (0, 0, 5))
-    assert a.num_samples == 3 and "3 of 7 files" in a.name
+    assert a.num_samples == 3 and "3 of 7 files" in a.description
     np.testing.assert_array_equal(a.first_feed()["x"], b.first_feed()["x"])
     assert not np.array_equal(a.first_feed()["x"], c.first_feed()["x"])
 
@@ -308,7 +308,7 @@ def test_text_lines_tokenized_and_padded_per_batch(tmp_path: Path, tok: Path) ->
     np.testing.assert_array_equal(first["input_ids"], [[2, 4, 5, 6, 3, 0, 0, 0], [2, 7, 4, 8, 1, 9, 10, 3]])
     np.testing.assert_array_equal(first["attention_mask"][0], [1, 1, 1, 1, 1, 0, 0, 0])
     assert first["input_ids"].dtype == np.int64 and second["input_ids"].shape == (1, 3)
-    assert "padding longest" in dataset.name and "3 examples" in dataset.name
+    assert "padding longest" in dataset.description and "3 examples" in dataset.description
     assert len(run_all(model, dataset)) == 2
 
 
@@ -365,7 +365,7 @@ def test_audio_windows_and_declared_inputs(tmp_path: Path) -> None:
     np.testing.assert_allclose(joined[:1200], signal, atol=1 / 32767)
     assert not joined[1200:].any()
     assert dataset.is_batched("input") and not dataset.is_batched("state")
-    assert "3 windows of 512 samples at 16000 Hz" in dataset.name and "sr=16000" in dataset.name
+    assert "3 windows of 512 samples at 16000 Hz" in dataset.description and "sr=16000" in dataset.description
     assert len(run_all(model, dataset)) == 3
     eight = open_data(f"{tmp_path / 'a.wav'}?rate=8000", model).first_feed()
     assert eight["input"].shape == (1, 256) and int(eight["sr"]) == 8000
@@ -377,7 +377,7 @@ def test_audio_resampled_or_rejected(tmp_path: Path) -> None:
     model = vad_model(tmp_path / "vad.onnx")
     dataset = open_data(tmp_path / "low.wav", model)
     up = np.concatenate([f["input"][0] for f in dataset.feeds()])
-    assert dataset.num_samples == 4 and "1 resampled" in dataset.name  # 1600 samples at 16 kHz
+    assert dataset.num_samples == 4 and "1 resampled" in dataset.description  # 1600 samples at 16 kHz
     expected = np.sin(2 * np.pi * 200 * np.arange(1600) / 16000) * 0.5
     assert np.abs(up[100:1500] - expected[100:1500]).max() < 0.01
     with pytest.raises(DataError, match="8000 Hz, the model runs at 16000 Hz"):

@@ -4,8 +4,8 @@ The host's :class:`onnxopt.data.Dataset` holds its arrays; a folder of 50 000 im
 answers the same questions the host and the passes ask a dataset (``feeds()``, ``first_feed()``,
 ``num_feeds``, ``num_samples``, ``labels``, ``synthetic``, ``name``, ``specs``, ``is_batched()``) from a
 function that makes the feeds afresh on every ``feeds()`` call, so a calibration pass and each validation can
-all read the data once more without keeping it. ``description`` holds the effective settings (also
-appended to ``name``, which the report prints).
+all read the data once more without keeping it. ``name`` is the source's path; ``description`` holds the
+effective settings, which the report prints after it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class StreamedDataset:
         description: str,
     ) -> None:
         self.description = description
-        self.name = f"{source} ({description})"
+        self.name = source
         self.specs = specs
         self.num_feeds = num_feeds
         self.num_samples = num_samples
