@@ -369,6 +369,9 @@ def test_audio_windows_and_declared_inputs(tmp_path: Path) -> None:
     assert len(run_all(model, dataset)) == 3
     eight = open_data(f"{tmp_path / 'a.wav'}?rate=8000", model).first_feed()
     assert eight["input"].shape == (1, 256) and int(eight["sr"]) == 8000
+    with_context = list(open_data(f"{tmp_path / 'a.wav'}?context=64", model).feeds())
+    assert with_context[1]["input"].shape == (1, 576) and not with_context[0]["input"][0, :64].any()
+    np.testing.assert_array_equal(with_context[1]["input"][0], joined[512 - 64 : 1024])  # 64 samples before the window
 
 
 def test_audio_resampled_or_rejected(tmp_path: Path) -> None:

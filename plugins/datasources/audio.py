@@ -4,7 +4,8 @@ Claims a ``.wav`` file or a folder holding them (recursively). The standard libr
 (8/16/24/32-bit); other encodings (float, compressed) go through soundfile when it is installed, else are a
 one-line error. Written here: channels are mixed to mono, a file at another rate is resampled (band-limited,
 through numpy's FFT) or, with ``resample=no``, rejected, and the signal is cut into windows of the model's
-length (its fixed last dim, ``window=N``, or 32 ms: 512 samples at 16 kHz), the last one zero-padded.
+length (its fixed last dim, ``window=N``, or 32 ms: 512 samples at 16 kHz), the last one zero-padded;
+``context=N`` puts the N samples before each window in front of it (silero-vad's own wrapper feeds 64).
 
 The audio input is the model's one float input of rank 1 or 2 (``input=NAME`` picks among several). Every
 other input is filled as the model declares it: an integer scalar (or [1]) is the sample rate, anything else
@@ -37,6 +38,7 @@ OPTIONS: dict[str, src.Parser] = {
     "window": src.positive_int,
     "resample": src.choice("yes", "no"),
     "input": str,
+    "context": int,
 }
 
 
@@ -140,10 +142,13 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
     if unknown:
         raise DataError(f"{source}: the model input {unknown[0]!r} has an unknown shape; use a loader script to fill it")
     rate = values.get("rate", DEFAULT_RATE)
+    context = values.get("context", 0)
+    if context < 0:
+        raise UsageError(f"{source!r}: context={context} must not be negative")
     fixed = audio.dims[-1] if isinstance(audio.dims[-1], int) else None
-    window = values.get("window", fixed or round(rate * DEFAULT_WINDOW_SECONDS))
-    if fixed and window != fixed:
-        raise UsageError(f"{source!r}: window={window}, but the model input {audio.name!r} takes {fixed} samples")
+    window = values.get("window", fixed - context if fixed else round(rate * DEFAULT_WINDOW_SECONDS))
+    if fixed and window + context != fixed:
+        raise UsageError(f"{source!r}: window={window} + context={context}, but the model input {audio.name!r} takes {fixed} samples")
     found = [path] if path.is_file() else src.files(path, SUFFIXES)
     if not found:
         raise DataError(f"{path}: no .wav files")
@@ -170,9 +175,9 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
             wanted = chosen[owner[chosen] == index] - starts[index]
             signal, file_rate = read_wav(found[index])
             signal = resample(signal, file_rate, rate)
-            padded = np.zeros(counts[index] * window, np.float32)
-            padded[: len(signal)] = signal[: len(padded)]
-            yield from padded.reshape(-1, window)[wanted]
+            padded = np.zeros(context + counts[index] * window, np.float32)
+            padded[context : context + len(signal)] = signal[: counts[index] * window]
+            yield from np.lib.stride_tricks.sliding_window_view(padded, context + window)[::window][wanted]
 
     def feeds() -> Any:
         stream = windows()
@@ -183,7 +188,8 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
 
     resampled = sum(1 for file_rate, _ in headers if file_rate != rate)
     filled = ", ".join(f"{s.name}={rate}" if _is_rate(s) else f"{s.name}=zeros {s.shape_text}" for s in extras)
-    description = (f"audio: {usable} windows of {window} samples at {rate} Hz from {len(found)} file(s)"
+    description = (f"audio: {usable} windows of {window} samples" + (f" after {context} of context" if context else "")
+                   + f" at {rate} Hz from {len(found)} file(s)"
                    + (f", {resampled} resampled" if resampled else "") + (f", {filled}" if filled else ""))  # fmt: skip
     return StreamedDataset(str(path), specs, feeds, num_feeds=-(-usable // rows), num_samples=usable,
                            batched={audio.name} if len(audio.dims) == 2 else set(), description=description)  # fmt: skip
