@@ -74,7 +74,7 @@ class MetricRequest:
         return f"{out}{self.metric}" + (f">={self.threshold:g}" if self.threshold is not None else "")
 
 
-_REQUEST = re.compile(r"^(?:(?P<output>[^=]+)=)?(?P<metric>[^=>]+?)(?:>=(?P<threshold>.+))?$")
+_REQUEST = re.compile(r"^(?:(?P<output>[^=>]+)=)?(?P<metric>[^=>]+?)(?:>=(?P<threshold>.+))?$")
 #: ``--metric none`` turns the automatic choice off: every output is judged by the generic gates.
 NO_METRIC = "none"
 AUTO = "auto"

@@ -1,0 +1,239 @@
+"""The verdict a pipeline gates on: never an unchecked OK, never a good model refused by a metric that does not fit.
+
+Each failure issue 14 reported has a regression test here, on models built by fixtures/build_verdict_fixtures.py
+or by onnx.helper below, run for real in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt.errors import EXIT_NOT_VALIDATED, UsageError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+from build_verdict_fixtures import COLLAPSED, detector, token_encoder  # noqa: E402
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, path)
+    return path
+
+
+def _model(nodes, inputs, outputs, inits=(), opset: int = 17) -> onnx.ModelProto:  # noqa: ANN001
+    graph = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _softmax_model(scale: float, bias_at: int | None = None) -> onnx.ModelProto:
+    """y = softmax(scale * x + bias) over the last axis of [batch, steps, 5]: per-step class probabilities."""
+    bias = np.zeros(5, np.float32)
+    if bias_at is not None:
+        bias[bias_at] = 50.0  # one class wins every step: a recogniser reading garbage
+    return _model(
+        [helper.make_node("Mul", ["x", "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 12, 5])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 12, 5])],
+        [numpy_helper.from_array(np.float32(scale), "scale"), numpy_helper.from_array(bias, "bias")],
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- no unchecked OK
+
+
+def _multiple_of_eleven(path: Path) -> Path:
+    """Runs only when its symbolic dim is a multiple of 11: no size the synthetic trials try."""
+    return _save(_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [11, None])],
+        [numpy_helper.from_array(np.array([11, -1], np.int64), "shape")],
+    ), path)  # fmt: skip
+
+
+def test_no_runnable_inputs_means_not_validated_with_its_own_exit_code(tmp_path, run_cli):
+    model = _multiple_of_eleven(tmp_path / "eleven.onnx")
+    run = run_cli("optimize", model, "-o", tmp_path / "out.onnx", "--pass", "fold")
+    assert run.returncode == EXIT_NOT_VALIDATED, run.stdout + run.stderr
+    assert "NOT VALIDATED" in run.stdout and "OK" not in run.stdout.splitlines()[-1]
+    assert "--shape" in run.stderr and "--data" in run.stderr  # says what to pass
+    assert (tmp_path / "out.onnx").exists()
+    # told the shape, it compares and says OK
+    run = run_cli("optimize", model, "-o", tmp_path / "out.onnx", "--pass", "fold", "--shape", "x=1x22")
+    assert run.returncode == 0, run.stderr
+    assert "x [1, 22] float32" in run.stdout
+
+
+def test_validate_without_runnable_inputs_exits_not_validated(tmp_path, run_cli):
+    model = _multiple_of_eleven(tmp_path / "eleven.onnx")
+    run = run_cli("validate", model, model, "--latency-runs", "0")
+    assert run.returncode == EXIT_NOT_VALIDATED and "not validated" in run.stderr
+
+
+def test_no_validate_flag_writes_but_never_says_ok(tmp_path, run_cli, fixtures_dir):
+    run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "fold", "--no-validate")
+    assert run.returncode == EXIT_NOT_VALIDATED
+    assert run.stdout.splitlines()[-1].startswith("NOT VALIDATED") and "--no-validate" in run.stdout
+    assert (tmp_path / "out.onnx").exists()
+
+
+def test_symbolic_image_dims_are_derived_and_reported(tmp_path):
+    # MaxPool 32x32 needs height and width of at least 32: derived, not asked for
+    model = _save(_model(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[32, 32], strides=[32, 32])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, None, None])],
+    ), tmp_path / "pool.onnx")  # fmt: skip
+    report = onnxopt.optimize(model, tmp_path / "out.onnx", passes=["fold"], latency_runs=0)
+    assert report.exit_code == 0 and report.final.compared
+    assert report.final.data_description == "x [1, 3, 224, 224] float32 standard normal"
+
+
+def test_token_ids_stay_inside_the_embedding_table(tmp_path):
+    model = _save(token_encoder(), tmp_path / "enc.onnx")
+    result = onnxopt.validate(model, model, latency_runs=0)
+    assert result.compared and result.passed
+    assert "input_ids [1, 16] int64 ids in [0, 50)" in result.data_description
+    assert "attention_mask [1, 16] int64 ones" in result.data_description
+
+
+def test_a_pruned_cnn_without_data_is_rolled_back_not_shipped(tmp_path, fixtures_dir):
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx",
+                              passes=["fold", "prune:kind=structured,sparsity=0.5"], latency_runs=0)  # fmt: skip
+    assert report.exit_code == 1
+    assert [s.status for s in report.steps] == ["kept", "rolled back"]
+    assert report.contents().startswith("contains fold; prune") and report.contents().endswith("rolled back")
+    assert "try judge on real inputs (--val)" in report.steps[1].message
+
+
+# --------------------------------------------------------------------------- gates that see what is deployed
+
+
+def test_a_collapsed_class_row_fails_the_default_verdict_under_cosine_0_9999(tmp_path):
+    reference = _save(detector(), tmp_path / "det.onnx")
+    collapsed = _save(detector(COLLAPSED), tmp_path / "collapsed.onnx")
+    result = onnxopt.validate(reference, collapsed, latency_runs=0)
+    out = result.outputs[0]
+    assert out.cosine > 0.9999 and out.worst_channel in [4 + c for c in COLLAPSED] and out.worst_channel_cosine == 0
+    assert not result.passed and "worst channel" in result.failure_reason()
+    assert onnxopt.validate(reference, reference, latency_runs=0).passed
+    # a user who deploys only the boxes can say so; the channel gate is the user's to lower
+    assert onnxopt.validate(reference, collapsed, gates={"min_channel_cosine": 0}, latency_runs=0).passed
+
+
+def _mask_data(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, size=(8, 6)).astype(np.int64)
+    mask = np.ones((8, 6), np.int64)
+    mask[:, 4:] = 0  # two padded positions per sentence
+    np.savez(path, input_ids=ids, attention_mask=mask)
+    return path
+
+
+def test_padded_positions_are_not_compared(tmp_path):
+    reference = _save(token_encoder(), tmp_path / "enc.onnx")
+    padding_changed = _save(token_encoder("padding"), tmp_path / "pad.onnx")
+    broken = _save(token_encoder("all"), tmp_path / "broken.onnx")
+    data = _mask_data(tmp_path / "tokens.npz")
+    result = onnxopt.validate(reference, padding_changed, data=data, latency_runs=0, gates={"atol": 0})
+    assert result.passed, result.failure_reason()
+    assert result.outputs[0].cosine == 1.0 and result.outputs[0].masked_positions == 16
+    assert [(m.metric, m.default) for m in result.metrics] == [("embedding", True)]
+    assert not onnxopt.validate(reference, broken, data=data, latency_runs=0).passed
+
+
+def test_a_task_metric_replaces_the_cosine_that_does_not_fit(tmp_path):
+    """A softer softmax changes every probability (cosine < 0.99) but no decoded sequence."""
+    reference = _save(_softmax_model(3.0), tmp_path / "ref.onnx")
+    softer = _save(_softmax_model(1.0), tmp_path / "soft.onnx")
+    garbage = _save(_softmax_model(3.0, bias_at=2), tmp_path / "garbage.onnx")
+    result = onnxopt.validate(reference, softer, latency_runs=0)
+    assert result.outputs[0].cosine < 0.99 and result.passed, result.failure_reason()
+    assert [(m.metric, m.value) for m in result.metrics] == [("ctc", 1.0)]
+    # the generic default would have refused it: the metric is what accepted it
+    assert not onnxopt.validate(reference, softer, metrics=["none"], latency_runs=0).passed
+    wrong = onnxopt.validate(reference, garbage, latency_runs=0)
+    failed = [c.message for c in wrong.checks if not c.passed]
+    assert any("ctc (default for this output) 0 < 0.9" in m for m in failed), failed
+
+
+def test_metric_thresholds_both_sides_and_bad_requests(tmp_path):
+    reference = _save(_softmax_model(3.0), tmp_path / "ref.onnx")
+    softer = _save(_softmax_model(1.0), tmp_path / "soft.onnx")
+    assert onnxopt.validate(reference, softer, metrics=["probs=ctc>=1.0"], latency_runs=0).passed
+    cosine = onnxopt.validate(reference, softer, metrics=["none"], latency_runs=0, defaults=False).outputs[0].cosine
+    assert not onnxopt.validate(reference, softer, gates={"min_cosine": cosine + 1e-6}, latency_runs=0).passed
+    assert onnxopt.validate(reference, softer, gates={"min_cosine": cosine - 1e-6}, latency_runs=0).passed
+    with pytest.raises(UsageError, match="unknown metric 'nope'"):
+        onnxopt.validate(reference, softer, metrics=["nope"], latency_runs=0)
+    with pytest.raises(UsageError, match="no output 'logits'"):
+        onnxopt.validate(reference, softer, metrics=["logits=ctc"], latency_runs=0)
+
+def test_a_metric_asked_for_an_output_it_does_not_fit_is_a_usage_error(fixtures_dir):
+    digits = fixtures_dir / "digits_cnn.onnx"
+    with pytest.raises(UsageError, match="'ctc' does not apply to output 'logits'"):
+        onnxopt.validate(digits, digits, metrics=["logits=ctc"], latency_runs=0)
+
+
+def test_a_user_metric_from_a_file_gates_both_sides(tmp_path, run_cli):
+    reference = _save(detector(), tmp_path / "det.onnx")
+    collapsed = _save(detector(COLLAPSED), tmp_path / "collapsed.onnx")
+    (tmp_path / "my_metric.py").write_text(
+        "import numpy as np\n"
+        "def scores_kept(reference, candidate, feed):\n"
+        "    return float(np.mean(np.abs(candidate[:, 4:] - reference[:, 4:]) < 0.5))\n"
+    )
+    metric = f"{tmp_path / 'my_metric.py'}:scores_kept"
+    ok = run_cli("validate", reference, reference, "--metric", f"{metric}>=0.99", "--latency-runs", "0")
+    assert ok.returncode == 0, ok.stderr
+    bad = run_cli("validate", reference, collapsed, "--metric", f"{metric}>=0.99", "--min-channel-cosine", "0",
+                  "--latency-runs", "0")  # fmt: skip
+    assert bad.returncode == 1 and "scores_kept" in bad.stderr
+    missing = run_cli("validate", reference, reference, "--metric", f"{tmp_path / 'nope.py'}:f")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- figures and messages
+
+
+def test_accuracy_drop_gate_both_sides(tmp_path, fixtures_dir):
+    """Negated logits lose nearly all accuracy: a 0.01 budget must refuse them, a budget of 1.0 accept them."""
+    model = fixtures_dir / "digits_cnn.onnx"
+    data = fixtures_dir / "digits_cnn_val.npz"
+    negated = tmp_path / "neg.onnx"
+    proto = onnx.load(model)
+    last = proto.graph.output[0].name
+    proto.graph.node[-1].output[0] = "pre_negation"
+    proto.graph.node.append(helper.make_node("Neg", ["pre_negation"], [last]))
+    onnx.save(proto, negated)
+    loose = {"max_accuracy_drop": 1.0, "min_cosine": -1, "min_channel_cosine": -1}
+    accepted = onnxopt.validate(model, negated, data=data, gates=loose, latency_runs=0)
+    assert accepted.passed and accepted.accuracy_reference - accepted.accuracy_candidate > 0.5
+    refused = onnxopt.validate(model, negated, data=data, gates={**loose, "max_accuracy_drop": 0.01}, latency_runs=0)
+    assert [c.name for c in refused.checks if not c.passed] == ["accuracy"]
+
+
+def test_a_written_model_failing_the_final_gate_exits_1(tmp_path, fixtures_dir, run_cli):
+    run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "fold",
+                  "--data", fixtures_dir / "digits_cnn_val.npz", "--max-latency-ratio", "0.01", "--latency-runs", "3")  # fmt: skip
+    assert run.returncode == 1 and "the written model fails validation: latency ratio" in run.stderr
+
+
+def test_an_onnxruntime_error_is_reported_whole_on_one_line(tmp_path):
+    """A candidate fixed to batch 1 fed batch 8: the message keeps onnxruntime's "Expected" part."""
+    reference = _save(detector(), tmp_path / "det.onnx")
+    fixed = detector()
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed_path = _save(fixed, tmp_path / "fixed.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.zeros((8, 3, 16, 16), np.float32))
+    result = onnxopt.validate(reference, fixed_path, data=data, latency_runs=0)
+    message = result.failure_reason()
+    assert "Expected: 1" in message and "\n" not in message
