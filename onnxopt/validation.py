@@ -184,8 +184,11 @@ class _OutputAccumulator:
         self.top1_agree = self.top1_total = 0
         self.tolerance: tuple[float, float] | None = None
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, feed: Mapping[str, np.ndarray]) -> None:
+    def add(self, ref: np.ndarray | list, cand: np.ndarray | list, feed: Mapping[str, np.ndarray]) -> None:
         r = self.result
+        (ref, ref_keys), (cand, cand_keys) = _as_array(r.name, ref), _as_array(r.name, cand)
+        if ref_keys != cand_keys:
+            raise _Mismatch(f"output {r.name!r}: candidate's map keys {cand_keys}, reference's {ref_keys}")
         if ref.shape != cand.shape or ref.dtype != cand.dtype:
             raise _Mismatch(
                 f"output {r.name!r}: candidate gives {cand.dtype} {list(cand.shape)}, reference {ref.dtype} {list(ref.shape)}"
@@ -250,6 +253,24 @@ class _OutputAccumulator:
 
 class _Mismatch(Exception):
     """The candidate's outputs differ in name, shape or dtype: not comparable at all."""
+
+
+def _as_array(name: str, value: np.ndarray | list) -> tuple[np.ndarray, list | None]:
+    """A sequence output as an array and its map keys: maps (a ZipMap's class -> probability) as rows of values
+    in sorted key order, tensors stacked."""
+    if isinstance(value, np.ndarray):
+        return value, None
+    if not isinstance(value, list):
+        raise _Mismatch(f"output {name!r}: a {type(value).__name__}, which cannot be compared")
+    if value and all(isinstance(item, dict) for item in value):
+        keys = sorted(value[0])
+        if any(sorted(item) != keys for item in value):
+            raise _Mismatch(f"output {name!r}: the maps of one output have different keys")
+        return np.array([[item[k] for k in keys] for item in value], dtype=np.float32), keys
+    try:
+        return (np.stack([np.asarray(item) for item in value]) if value else np.zeros((0,))), None
+    except ValueError as exc:
+        raise _Mismatch(f"output {name!r}: a sequence of unequal tensors ({exc})") from None
 
 
 def _cosine(dot: float, a: float, b: float) -> float:
