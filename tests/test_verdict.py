@@ -237,3 +237,12 @@ def test_an_onnxruntime_error_is_reported_whole_on_one_line(tmp_path):
     result = onnxopt.validate(reference, fixed_path, data=data, latency_runs=0)
     message = result.failure_reason()
     assert "Expected: 1" in message and "\n" not in message
+
+
+def test_a_third_party_metric_plugin_gates_like_a_built_in(tmp_path, run_cli, monkeypatch, fixtures_dir):
+    monkeypatch.setenv("PYTHONPATH", str(fixtures_dir.parent / "examples" / "metric-plugin"))
+    args = ["--metric", "scores_kept>=0.99", "--min-channel-cosine", "0", "--latency-runs", "0", "-p", "onnxopt_box_metric"]
+    kept = run_cli("validate", fixtures_dir / "detector.onnx", fixtures_dir / "detector.onnx", *args)
+    assert kept.returncode == 0, kept.stderr
+    lost = run_cli("validate", fixtures_dir / "detector.onnx", fixtures_dir / "detector_collapsed.onnx", *args)
+    assert lost.returncode == 1 and "scores_kept (asked for)" in lost.stderr

@@ -15,8 +15,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from onnxopt import hookimpl
-from onnxopt.metrics import MetricSpec, OutputInfo, attention_mask
+from onnxopt import MetricSpec, OutputInfo, attention_mask, hookimpl
 
 #: Probability maps are binarised here (PaddleOCR's DB post-processing uses 0.3 on its text maps).
 MASK_THRESHOLD = 0.3
