@@ -116,3 +116,18 @@ def left_alone(reasons: Mapping[ir.Value, str], limit: int = 8) -> dict[str, str
         rest = ordered[limit:]
         shown["..."] = f"{len(rest)} more ({sum(sizes[value] for value in rest):,} values)"
     return shown
+
+
+def why_not_a_weight(value: ir.Value, readers: list[ir.Node], min_elements: int) -> str:
+    """Why a constant that ``readers`` read at a weight input is not a weight :func:`weight_initializers` gives."""
+    op, tensor = readers[0].op_type, tensor_of(value)
+    if value.const_value is None:
+        return f"{op}: held in a {value.producer().op_type} node, not an initializer (run fold first)"
+    if tensor.size < min_elements:
+        return f"{op}: {tensor.size} values < min_elements"
+    if value.is_graph_output() or value.graph is not None and value in value.graph.inputs:
+        return f"{op}: also a graph input or output"
+    other = next((use for use in value.uses() if use.node not in readers), None)
+    if other is not None:
+        return f"{op}: also read by a {other.node.op_type} (input {other.idx}) as data"
+    return f"{op}: a {tensor.dtype.name} tensor {op} does not read as its weight"

@@ -144,3 +144,46 @@ def test_packed_bits_decode_in_onnxruntime(tmp_path, shape):
     ir.save(ir.Model(graph, ir_version=8), path)
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {})[0]
     assert np.array_equal(got, codebook[labels])
+
+
+def test_cluster_after_static_quantize_stores_the_int8_lstm_weights_in_four_bits(model, tmp_path):
+    out = tmp_path / "int8_4bit.onnx"
+    report = onnxopt.optimize(model, out, passes=["quantize", "cluster"], data=model.with_name("calib.npz"), gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    proto = onnx.load(out)
+    lstm = next(n for n in proto.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    assert all(name in producers for name in lstm.input[1:3])  # W and R decoded in-graph, no int8 initializer left
+    tensors = report.steps[1].stats["tensors"]
+    for name in lstm.input[1:3]:
+        assert tensors[name.removesuffix("_decoded")]["unique"] <= 16
+    assert _cosine(_outputs(out), _outputs(model)) > 0.9
+
+
+def test_left_alone_names_constant_node_weights_and_caps_the_list(tmp_path):
+    rng = np.random.default_rng(7)
+    nodes, inits, previous = [], [], "x"
+    for index in range(10):  # ten 8x8 weights: under min_elements
+        inits.append(numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{index}"))
+        nodes.append(helper.make_node("MatMul", [previous, f"w{index}"], [f"h{index}"]))
+        previous = f"h{index}"
+    big = numpy_helper.from_array(rng.standard_normal((8, 256)).astype(np.float32), "big")
+    nodes += [helper.make_node("Constant", [], ["big_w"], value=big), helper.make_node("MatMul", [previous, "big_w"], ["y"])]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])], inits)  # fmt: skip
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = onnxopt.optimize(path, tmp_path / "out.onnx", passes=["cluster"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    left = report.steps[0].stats["weights_left_alone"]
+    assert list(left)[0] == "big_w" and "held in a Constant node" in left["big_w"]
+    assert len(left) == 9 and left["..."] == "3 more (192 values)"
+    assert left["w0"] == "MatMul: 64 values < min_elements"
+
+
+def test_magnitude_prune_names_the_recurrent_and_small_weights_it_leaves(model, tmp_path):
+    report = onnxopt.optimize(model, tmp_path / "pruned.onnx", passes=["prune"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    left = report.steps[0].stats["weights_left_alone"]
+    assert set(left) == {"lstm_w", "lstm_r", "gru_w", "gru_r", "head"}
+    assert left["gru_r"].startswith("GRU: magnitude pruning covers") and left["head"] == "MatMul: 320 values < min_elements"

@@ -45,7 +45,7 @@ import onnx_ir as ir
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
 from onnxopt.weights import (
     INTEGER_WEIGHT_TYPES, LAYER_WEIGHT_INPUT, QUANTIZED_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone,
-    tensor_of, weight_initializers,
+    weight_initializers, why_not_a_weight,
 )  # fmt: skip
 
 from .encode import encode, storage
@@ -99,21 +99,6 @@ def _most_distinct_per_row(rows: np.ndarray) -> int:
     """The largest number of distinct values in any row of a 2-D array."""
     ordered = np.sort(rows, axis=1)
     return int((np.diff(ordered, axis=1) != 0).sum(axis=1).max()) + 1
-
-
-def _why_skipped(value: ir.Value, readers: list[ir.Node], min_elements: int) -> str:
-    """Why a constant read at a weight input is not a weight :func:`onnxopt.weights.weight_initializers` gives."""
-    op, tensor = readers[0].op_type, tensor_of(value)
-    if value.const_value is None:
-        return f"{op}: held in a {value.producer().op_type} node, not an initializer (run fold first)"
-    if tensor.size < min_elements:
-        return f"{op}: {tensor.size} values < min_elements"
-    if value.is_graph_output() or value.graph is not None and value in value.graph.inputs:
-        return f"{op}: also a graph input or output"
-    other = next((use for use in value.uses() if use.node not in readers), None)
-    if other is not None:
-        return f"{op}: also read by a {other.node.op_type} (input {other.idx}) as data"
-    return f"{op}: a {tensor.dtype.name} tensor {op} does not read as its weight"
 
 
 @dataclass
@@ -215,7 +200,7 @@ class ClusterPass(ir.passes.InPlacePass):
         if report:
             self.context.stats["tensors"] = report
             self.context.stats["encoding"] = " + ".join(f if f == "snap" else f"{f} codebook" for f in sorted(formats))
-        reasons = {value: _why_skipped(value, readers, o.min_elements) for value, readers in skipped.items()}
+        reasons = {value: why_not_a_weight(value, readers, o.min_elements) for value, readers in skipped.items()}
         reasons |= {value: f"spared: {self.context.stats['spared'][value.name]}" for value, plan in plans.items() if plan is None}
         if reasons:
             self.context.stats["weights_left_alone"] = left_alone(reasons)

@@ -23,6 +23,7 @@ from typing import Literal
 import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
+from onnxopt.weights import LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, why_not_a_weight
 
 from . import bitmask
 from .magnitude import prune_weights
@@ -62,6 +63,8 @@ class PrunePass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=stats["layers_pruned"] > 0)
         tensors = prune_weights(model, o.sparsity, o.scope, o.min_elements)
         stats["tensors"] = tensors
+        if left := _left_alone(model, tensors, o.min_elements):
+            stats["weights_left_alone"] = left
         if o.storage == "bitmask":
             stats["bitmask_encoded"] = self._encode(model, tensors)
         return ir.passes.PassResult(model, modified=bool(tensors))
@@ -78,6 +81,17 @@ class PrunePass(ir.passes.InPlacePass):
                     bitmask.encode(value)
                     encoded += 1
         return encoded
+
+
+def _left_alone(model: ir.Model, pruned: dict[str, float], min_elements: int) -> dict[str, str]:
+    """Constants read as layer or recurrent weights that magnitude pruning did not touch, and why."""
+    reasons = {}
+    for value, readers in constant_weights(model, {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT}).items():
+        if value.name not in pruned:
+            op = readers[0].op_type
+            reasons[value] = (f"{op}: magnitude pruning covers Conv / ConvTranspose / Gemm / MatMul weights" if op in RECURRENT_WEIGHT_INPUT
+                              else why_not_a_weight(value, readers, min_elements))  # fmt: skip
+    return left_alone(reasons)
 
 
 def _needs_data(options: PruneOptions) -> bool:
