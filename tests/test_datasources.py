@@ -302,7 +302,7 @@ def test_text_lines_tokenized_and_padded_per_batch(tmp_path: Path, tok: Path) ->
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat\n\non the mat with a dog\na\n")
     model = text_model(tmp_path / "m.onnx", rows=len(WORDS) + 4)
-    dataset = open_data(f"{corpus}?tokenizer={tok}", model, batch_size=2)
+    dataset = open_data(f"{corpus}?tokenizer={tok},padding=longest", model, batch_size=2)
     assert (dataset.num_samples, dataset.num_feeds) == (3, 2)
     first, second = dataset.feeds()
     np.testing.assert_array_equal(first["input_ids"], [[2, 4, 5, 6, 3, 0, 0, 0], [2, 7, 4, 8, 1, 9, 10, 3]])
@@ -331,8 +331,8 @@ def test_text_inputs_mapped_by_name(tmp_path: Path, tok: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat\n")
     model = text_model(tmp_path / "m.onnx", rows=32, names=("ids", "input_mask", "segment_ids"))
-    feed = open_data(f"{corpus}?tokenizer={tok}", model).first_feed()
-    assert list(feed["ids"][0]) == [2, 4, 5, 3] and list(feed["input_mask"][0]) == [1] * 4
+    feed = open_data(f"{corpus}?tokenizer={tok},max_length=6", model).first_feed()
+    assert list(feed["ids"][0]) == [2, 4, 5, 3, 0, 0] and list(feed["input_mask"][0]) == [1, 1, 1, 1, 0, 0]  # padded to max_length
     fixed = text_model(tmp_path / "f.onnx", rows=32, seq=8)
     assert open_data(f"{corpus}?tokenizer={tok}", fixed).first_feed()["input_ids"].shape == (1, 8)
     with pytest.raises(UsageError, match="fixes the sequence length at 8"):
@@ -554,6 +554,8 @@ BAD = {
     "loader wrong shape": _loader("def load_data():\n    return [{'x': np.zeros((1, 4, 4), np.float32)}]\n", "input 'x' has shape [1, 4, 4]"),
     "loader not iterable": _loader("def load_data():\n    return 3\n", "returned a int, not an iterable of feed dicts"),
     "loader no function": _loader("", "has no function 'load_data'"),
+    "loader module missing": lambda tmp_path: (conv_model(tmp_path / "m.onnx", ["N", 3, 4, 4]), "no_such_module_xyz.data:load_data",
+                                               "no_such_module_xyz.data: no such module"),
     "loader yields nothing": _loader("def load_data():\n    return []\n", "yielded no feeds"),
 }  # fmt: skip
 

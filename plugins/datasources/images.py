@@ -137,7 +137,7 @@ def _resized(image: Any, prep: Preprocess) -> Any:
         offset = (0, 0)
     if (height, width) == (fitted.height, fitted.width):
         return fitted
-    canvas = Image.new(fitted.mode, (width, height), (prep.fill,) * len(fitted.getbands()) if len(fitted.getbands()) > 1 else prep.fill)
+    canvas = Image.new(fitted.mode, (width, height), (prep.fill,) * len(fitted.getbands()))
     canvas.paste(fitted, offset)
     return canvas
 

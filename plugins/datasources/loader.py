@@ -59,7 +59,7 @@ def _module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise DataError(f"{name}: no such module (not a .py path either)") from None
         raise DataError(f"{name}: raised {_first_line(exc)} while importing") from None
     except (Exception, SystemExit) as exc:

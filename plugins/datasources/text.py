@@ -5,8 +5,9 @@ object whose ``field``, ``text`` by default, holds a string or a pair of strings
 (``pip install 'onnxopt[data]'``) tokenizes with the model's own tokenizer.json, truncating to ``max_length``;
 written here is the glue: the ids, attention mask and token type ids go to the model inputs named for them
 (``input_ids`` / ``*ids``, ``attention_mask`` / ``*mask``, ``token_type_ids`` / ``*type*`` / ``*segment*``),
-padded per batch to its longest example (``padding=longest``), to ``max_length`` (``max``, forced when the
-model fixes the sequence length), or after sorting by length so a batch holds similar lengths (``bucket``).
+padded to ``max_length`` (``padding=max``, the default: every feed has the same shape), per batch to its
+longest example (``longest``), or per batch after sorting by length so a batch holds similar lengths
+(``bucket``).
 
 A tokenizer whose vocabulary overruns the model's embedding table (the Gather the ids feed, read off the
 graph when it can be found) is a one-line error, not an out-of-range index inside onnxruntime.
@@ -157,7 +158,7 @@ def open_text(path: Path, source: str, values: dict[str, Any], model: ir.Model, 
     seq = specs[0].dims[1]
     fixed = seq if isinstance(seq, int) else None
     max_length = values.get("max_length", fixed or DEFAULT_MAX_LENGTH)
-    padding = values.get("padding", "max" if fixed else "longest")
+    padding = values.get("padding", "max")
     if fixed and (max_length != fixed or padding != "max"):
         raise UsageError(f"{source!r}: the model fixes the sequence length at {fixed}: use max_length={fixed},padding=max")
     examples = _examples(path, values.get("field", "text"))
