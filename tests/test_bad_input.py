@@ -14,9 +14,11 @@ import io
 import os
 import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -695,3 +697,71 @@ def test_bad_input(build: Callable[[Path], Case], corpus: Corpus) -> None:
         assert text in line, f"{text!r} not in {line!r}"
     assert result.returncode == 2, (result.returncode, line)
     assert outcome.after == outcome.before, "inputs changed, or an output or temporary file was left behind"
+
+
+def test_sigterm_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    """SIGTERM while the written model is being validated (its staging folder beside the output, the run's
+    temporary folder in TMPDIR): exit 143, one line, and neither folder left behind."""
+    out, tmpdir = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    tmpdir.mkdir()
+    args = ["optimize", str(FIXTURES / "digits_cnn.onnx"), "-o", str(out / "m.onnx"), "--pass", "fold",
+            "--no-validate-each-pass", "--data", "synthetic:300000", "--latency-runs", "0"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "onnxopt.cli", *args], env={**os.environ, "TMPDIR": str(tmpdir)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(out.iterdir()):  # the staged model appears once the passes are done
+            assert process.poll() is None, f"ended before its output was staged: {process.communicate()}"
+            assert time.monotonic() < deadline, "no staged output after 120 s"
+            time.sleep(0.01)
+        assert any(p.name.startswith("onnxopt-") for p in tmpdir.iterdir())
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, stderr
+    assert stderr.splitlines() == ["onnxopt: terminated"]
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmpdir.iterdir() if p.name != ".ses") == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "bad", "least"), [("batch_size", 0, 1), ("seed", -1, 0), ("threads", -1, 0), ("latency_runs", -5, 0)]
+)
+def test_settings_out_of_range_are_refused_however_the_recipe_is_built(setting: str, bad: int, least: int) -> None:
+    """The Python API, a recipe mapping and a Recipe built directly share one check; its least value passes."""
+    from onnxopt.api import build_recipe
+    from onnxopt.errors import UsageError
+    from onnxopt.recipe import Recipe, recipe_from_mapping
+
+    for build in (lambda v: build_recipe(**{setting: v}), lambda v: recipe_from_mapping({setting: v}),
+                  lambda v: Recipe(**{setting: v})):  # fmt: skip
+        with pytest.raises(UsageError, match=f"{setting} must be at least {least}"):
+            build(bad)
+        assert getattr(build(least), setting) == least
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", float("inf")])
+def test_float_pass_options_must_be_finite(text: str | float) -> None:
+    from onnxopt.passes import coerce
+
+    with pytest.raises(ValueError, match="finite"):
+        coerce(text, float)
+    assert coerce("1e308", float) == 1e308 and coerce("-0.5", float | None) == -0.5
+
+
+@pytest.mark.parametrize(
+    ("gate", "good", "bad"),
+    [("atol", 0.0, -1e-9), ("max_size_ratio", 1e6, float("inf")), ("min_cosine", -1.0, -1.01), ("min_cosine", 1.0, 1.01),
+     ("min_top1", 1.0, float("nan")), ("max_accuracy_drop", 0.0, -0.01)],
+)  # fmt: skip
+def test_gates_out_of_range_are_refused(gate: str, good: float, bad: float) -> None:
+    from onnxopt.errors import UsageError
+    from onnxopt.gates import Gates
+
+    assert getattr(Gates.from_mapping({gate: good}), gate) == good
+    with pytest.raises(UsageError, match=f"gate {gate} must be"):
+        Gates.from_mapping({gate: bad})

@@ -145,6 +145,48 @@ def test_save_replaces_an_existing_output(tmp_path: Path, fixtures_dir: Path) ->
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
+def test_self_contained_save_removes_the_data_file_the_replaced_model_used(tmp_path: Path, fixtures_dir: Path) -> None:
+    out = tmp_path / "out.onnx"
+    model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), out, external_data=True)
+    model_io.save(model_io.load(fixtures_dir / "tiny_transformer.onnx"), out, external_data=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+    feed = np.load(fixtures_dir / "tiny_transformer_val.npz")["input"]
+    np.testing.assert_array_equal(_run(out, feed)[0], _run(fixtures_dir / "tiny_transformer.onnx", feed)[0])
+
+
+@pytest.mark.parametrize("previous", ["self-contained model", "unreadable file", "none"])
+def test_self_contained_save_leaves_a_data_file_the_replaced_model_did_not_use(
+    tmp_path: Path, fixtures_dir: Path, previous: str
+) -> None:
+    """``out.onnx.data`` beside a model that does not refer to it (or beside no model) may be someone else's."""
+    out, data = tmp_path / "out.onnx", tmp_path / "out.onnx.data"
+    if previous == "self-contained model":
+        model_io.save(model_io.load(fixtures_dir / "iris_mlp.onnx"), out)
+    elif previous == "unreadable file":
+        out.write_bytes(b"not a model")
+    data.write_bytes(b"a user's file")
+    model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), out, external_data=False)
+    assert data.read_bytes() == b"a user's file"
+
+
+@pytest.mark.parametrize("name", ["out.onnx", "out.onnx.data"])
+def test_save_refuses_to_replace_a_fifo(tmp_path: Path, fixtures_dir: Path, name: str) -> None:
+    """A FIFO (or a device: /dev/null as root) at the output or its data file stays what it is."""
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(ModelError, match="not a regular file"):
+        model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), tmp_path / "out.onnx", external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert (tmp_path / name).is_fifo()
+
+
+def test_save_through_a_symlink_to_a_regular_file(tmp_path: Path, fixtures_dir: Path) -> None:
+    """The check follows a link: one to a regular file is a writable output (the rename replaces the link)."""
+    (tmp_path / "target.onnx").write_bytes(b"old")
+    (tmp_path / "out.onnx").symlink_to(tmp_path / "target.onnx")
+    model_io.save(model_io.load(fixtures_dir / "iris_mlp.onnx"), tmp_path / "out.onnx")
+    onnx.checker.check_model(str(tmp_path / "out.onnx"))
+
+
 # --- atomic save ----------------------------------------------------------------------------------------------
 
 
