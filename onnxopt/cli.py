@@ -30,7 +30,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
                         help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
                              "(default: derived until the original runs; the written model keeps its dims)")  # fmt: skip
     parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
-                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, or file.py:function); "
+                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, or file.py:function); "
                              "'none' turns off the metrics detected by default")  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default 32)")
     parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")

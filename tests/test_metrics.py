@@ -87,3 +87,28 @@ def test_metric_requests_parse():
     assert (request.output, request.metric, request.threshold) == ("probs", "ctc", 0.95)
     user = parse_request("my_metric.py:score>=0.5")
     assert (user.output, user.metric, user.threshold) == (None, "my_metric.py:score", 0.5)
+
+
+def test_detection_agreement_loses_the_collapsed_classes(tmp_path):
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+    from build_verdict_fixtures import COLLAPSED, detector
+
+    from onnxopt_plugins.metrics import DetectionAgreement, detections
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    heads = {}
+    for name, collapsed in (("ref", ()), ("cand", COLLAPSED)):
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(detector(collapsed).SerializeToString())
+        heads[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    found = detections(heads["ref"][0])
+    assert found and {c for c, _ in found} & set(COLLAPSED)
+    same, lost = DetectionAgreement(), DetectionAgreement()
+    same.add(heads["ref"], heads["ref"], {})
+    lost.add(heads["ref"], heads["cand"], {})
+    assert same.value() == 1.0 and lost.value() < 0.9

@@ -184,6 +184,66 @@ def _detect_embedding(info: OutputInfo) -> bool:
     return named or unit_rows
 
 
+# --------------------------------------------------------------------------- detections
+
+#: A YOLO-style head's detections: class score at least this, greedy NMS at NMS_IOU, matched at MATCH_IOU.
+SCORE_THRESHOLD, NMS_IOU, MATCH_IOU, MAX_DETECTIONS = 0.25, 0.45, 0.5, 300
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    """[n, 4] centre x, centre y, width, height -> corners."""
+    half = np.abs(boxes[:, 2:]) / 2
+    return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    low, high = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=1)
+    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def detections(head: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(class, corners) kept by score and per-class greedy NMS from one [4 + K, anchors] head."""
+    scores = head[4:]
+    classes, best = scores.argmax(axis=0), scores.max(axis=0)
+    order = np.argsort(-best)[: MAX_DETECTIONS]
+    order = order[best[order] >= SCORE_THRESHOLD]
+    boxes = _xyxy(head[:4, order].T)
+    kept: list[tuple[int, np.ndarray]] = []
+    for index, box in zip(order, boxes):
+        same = [b for c, b in kept if c == classes[index]]
+        if not same or _iou(box, np.array(same)).max() < NMS_IOU:
+            kept.append((int(classes[index]), box))
+    return kept
+
+
+class DetectionAgreement:
+    """F1 of the candidate's detections against the reference's: same class, IoU >= MATCH_IOU, matched greedily."""
+
+    def __init__(self) -> None:
+        self.matched = self.total = 0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray, feed: Mapping[str, np.ndarray]) -> None:
+        for ref_head, cand_head in zip(reference, candidate):
+            wanted, found = detections(ref_head), detections(cand_head)
+            self.total += len(wanted) + len(found)
+            free = list(found)
+            for cls, box in wanted:
+                hits = [i for i, (c, b) in enumerate(free) if c == cls and _iou(box, b[None])[0] >= MATCH_IOU]
+                if hits:
+                    free.pop(hits[0])
+                    self.matched += 2
+
+    def value(self) -> float:
+        return self.matched / self.total if self.total else 1.0
+
+
+def _detection_head(info: OutputInfo) -> bool:
+    ref = info.reference
+    return ref.ndim == 3 and ref.dtype.kind == "f" and 5 <= ref.shape[1] < ref.shape[2]
+
+
 def _when(applies: Callable[[OutputInfo], bool], metric: type) -> Callable[[OutputInfo], object | None]:
     return lambda info: metric() if applies(info) else None
 
@@ -196,5 +256,8 @@ def onnxopt_register_metrics(register: Callable[[MetricSpec], None]) -> None:
                         _when(_maps, MaskIoU), _detect_mask, "metrics"))  # fmt: skip
     register(MetricSpec("embedding", "mean cosine of pooled embeddings (attention-masked mean over tokens)", 0.99,
                         _when(_embeddings, PooledCosine), _detect_embedding, "metrics"))  # fmt: skip
+    register(MetricSpec("detection", f"detections agreeing (F1; class scores >= {SCORE_THRESHOLD}, NMS, IoU >= {MATCH_IOU}) "
+                        "of a [batch, 4 + classes, anchors] head", 0.9, _when(_detection_head, DetectionAgreement),
+                        plugin="metrics"))  # fmt: skip
     register(MetricSpec("neighbours", "nearest-neighbour agreement of pooled embeddings across samples", 0.9,
                         _when(_embeddings, NeighbourAgreement), plugin="metrics"))  # fmt: skip
