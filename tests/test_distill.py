@@ -96,7 +96,7 @@ def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_di
     pytest.importorskip("torch")
     teacher, out = fixtures_dir / "iris_mlp.onnx", tmp_path / "student.onnx"
     report = onnxopt.distill(teacher, out, data=fixtures_dir / "iris_mlp_calib.npz", val=fixtures_dir / "iris_mlp_val.npz",
-                             width=0.5, epochs=30, lr=0.01)  # fmt: skip
+                             width=0.5, epochs=30, lr=0.01, threads=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
     assert stats["narrowed_by_prune"]["layers"] == {"fc1_out_Gemm": "10 -> 5"}
@@ -155,7 +155,7 @@ def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_di
     val = fixtures_dir / "digits_cnn_val.npz"
     out = tmp_path / "student.onnx"
     report = onnxopt.distill(fixtures_dir / "digits_cnn.onnx", out, data=val, student=pruned, val_fraction=0.25,
-                             epochs=15, lr=0.01)  # fmt: skip
+                             epochs=15, lr=0.01, threads=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     assert report.steps[0].stats["student"] == "pruned.onnx"
     before, after = _accuracy(pruned, val), _accuracy(out, val)
@@ -179,7 +179,7 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
     (tmp_path / "mystudent.py").write_text(STUDENT_MODULE)
     out = tmp_path / "q.onnx"
     result = run_cli("optimize", fixtures_dir / "iris_mlp.onnx", "-o", out, "--data", fixtures_dir / "iris_mlp_calib.npz",
-                     "--pass", f"distill:student={tmp_path / 'mystudent.py'}:build,epochs=150,lr=0.03,batch_size=8,val_fraction=0",
+                     "--pass", f"distill:student={tmp_path / 'mystudent.py'}:build,epochs=150,lr=0.03,batch_size=8,val_fraction=0,threads=1",
                      "--pass", "quantize:mode=dynamic", "--min-cosine", "0", "--min-top1", "0.8", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -190,7 +190,7 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--student", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
-    (["--width", "1.5"], "width must be in (0, 1]"),
+    (["--width", "1.5"], "width and depth must be in (0, 1]"),
     (["--data", "synthetic:8"], "distill trains on real data"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):

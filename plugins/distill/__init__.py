@@ -3,10 +3,11 @@
 The teacher is the run's original model; its outputs on the run's data are computed once with
 onnxruntime and cached (:mod:`.logits`). The student is the model in the pipeline, an ONNX file, a
 ``module:function`` building a torch or keras model, or any of these narrowed by ``width`` through the
-``prune`` pass (:mod:`.students`). Training is a backend's job, found through the
+``prune`` pass, and / or made shallower by dropping repeated encoder blocks found in the graph
+(``depth``, :mod:`.depth`) (:mod:`.students`). Training is a backend's job, found through the
 ``onnxopt_distill_trainer`` hook: :mod:`.torch_backend` (ONNX students via :mod:`.onnx_to_torch`, and
 ``torch.nn.Module`` s) and :mod:`.keras_backend` (``keras.Model`` s) ship here. The objective is in
-:mod:`.losses`. ``onnxopt distill`` runs this pass with the input model as the teacher.
+:mod:`.losses`, chosen from the teacher's output unless ``loss`` names one. ``onnxopt distill`` runs this pass with the input model as the teacher.
 
 Used as ``--pass distill:width=0.5,epochs=30`` after other passes, the pass retrains what they left
 (e.g. a pruned model) against the original. Gate a distilled student on agreement / accuracy
@@ -34,21 +35,27 @@ class DistillOptions:
     cosine: bool = option(True, "decay the learning rate to zero over the epochs on a cosine")
     alpha: float = option(0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)")
     temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)")
-    loss: Literal["kl", "mse"] = option("kl", "kl: soft targets for class scores; mse: raw outputs, for regression heads")
+    loss: Literal["auto", "kl", "bce", "embedding", "mse"] = option(
+        "auto", "auto: from the output's shape and range; kl: class scores / sequence logits (per step); bce: probability maps; embedding: MSE + cosine; mse: regression heads"
+    )
     patience: int = option(10, "stop after this many epochs without better validation agreement (then loss) (0: never)")
     val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
     val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given")
     output: str = option("", "the teacher output to distill on (default: the first)")
     backend: str = option("auto", "training backend: auto, torch, keras, or one a plugin provides")
-    threads: int = option(1, "framework intra-op threads while training")
+    threads: int = option(0, "framework intra-op threads while training (0: every core this process may use)")
+    max_time: float = option(0.0, "stop training after this many seconds (the learning rate decays over them; 0: no budget)")
+    device: str = option("cpu", "torch device: cpu, cuda (cuda:N), or auto (cuda when torch sees one)")
+    checkpoint: str = option("", "save the training state here after every epoch; resume from it when it exists")
+    depth: float = option(1.0, "keep this fraction of the (ONNX) student's repeated encoder blocks (0.5: every other one dropped)")
     cache_dir: str = option("", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)")
     export_logits: bool = option(False, "only compute (and cache) the teacher's outputs; the model is left unchanged")
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.width <= 1.0:
-            raise ValueError("width must be in (0, 1]")
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1 or self.patience < 0:
-            raise ValueError("epochs, batch_size and threads must be at least 1, patience at least 0")
+        if not 0.0 < self.width <= 1.0 or not 0.0 < self.depth <= 1.0:
+            raise ValueError("width and depth must be in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 0 or self.patience < 0 or self.max_time < 0:
+            raise ValueError("epochs and batch_size must be at least 1, threads, patience and max_time at least 0")
         if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0 or self.lr <= 0:
             raise ValueError("alpha must be in [0, 1], temperature and lr positive")
         if not 0.0 <= self.val_fraction < 1.0:

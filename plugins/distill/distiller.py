@@ -8,6 +8,7 @@ trainer wrote, and measures the student against the teacher in onnxruntime on th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ from onnxopt.training import Hyperparameters, Split, TrainingJob
 from onnxopt.validation import compare
 
 from . import logits, students
-from .losses import MIN_PROBABILITY
+from .hyper import DistillHyperparameters
+from .losses import MIN_PROBABILITY, SCORES, choose, sums_to_one
 
 if TYPE_CHECKING:
     from . import DistillOptions
@@ -48,10 +50,11 @@ def _fed_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
-def _probabilities(teacher: ir.Model, output: str) -> bool:
+def _probabilities(teacher: ir.Model, output: str, outputs: np.ndarray) -> bool:
+    """The output is a softmax: made by one, or probabilities along its last axis whatever made them."""
     value = next(v for v in teacher.graph.outputs if v.name == output)
     producer = value.producer()
-    return producer is not None and producer.op_type == "Softmax"
+    return (producer is not None and producer.op_type == "Softmax") or sums_to_one(outputs)
 
 
 def _targets(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
@@ -75,20 +78,23 @@ class Distillation:
         self.context.stats.setdefault("teacher_outputs", []).append({"file": str(found.path), "reused": found.cached})
         return found
 
-    def _splits(self, target: str, probabilities: bool) -> tuple[Split, Split | None]:
+    def _splits(self, target: str) -> tuple[Split, Split | None, bool]:
+        """(training rows, validation rows, whether the target output is a softmax)."""
         dataset = self.context.dataset
         inputs = dataset_rows(dataset)
-        teacher = _targets(self._outputs(inputs).outputs[target], probabilities)
-        train = Split(inputs, teacher, dataset.labels)
+        outputs = self._outputs(inputs).outputs[target]
+        probabilities = _probabilities(self.teacher, target, outputs)
+        train = Split(inputs, _targets(outputs, probabilities), dataset.labels)
         if self.options.val:
             val_set = from_arrays(self.options.val, load_arrays(self.options.val), self.teacher)
             val_inputs = dataset_rows(val_set)
-            return train, Split(val_inputs, _targets(self._outputs(val_inputs).outputs[target], probabilities), val_set.labels)
+            val_teacher = _targets(self._outputs(val_inputs).outputs[target], probabilities)
+            return train, Split(val_inputs, val_teacher, val_set.labels), probabilities
         count = int(round(len(train) * self.options.val_fraction))
         if count == 0:
-            return train, None
+            return train, None, probabilities
         order = self.context.rng(7).permutation(len(train))
-        return train.rows(order[count:]), train.rows(order[:count])
+        return train.rows(order[count:]), train.rows(order[:count]), probabilities
 
     def _target(self) -> str:
         names = [v.name for v in self.teacher.graph.outputs]
@@ -103,28 +109,32 @@ class Distillation:
     def run(self, current: ir.Model) -> ir.Model:
         o, stats = self.options, self.context.stats
         target = self._target()
-        probabilities = _probabilities(self.teacher, target)
-        train, val = self._splits(target, probabilities)
-        student, description = students.resolve(o.student, current, o.width, self.context)
+        train, val, probabilities = self._splits(target)
+        loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
+        student, description = students.resolve(o.student, current, o.width, o.depth, self.context)
         trainer = self.context.plugin_manager.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
         if trainer is None:
             kind = "an ONNX student" if isinstance(student, ir.Model) else type(student).__name__
             extra = _EXTRAS.get(o.backend, f"a plugin providing the {o.backend!r} backend")
             raise UsageError(f"no training backend {o.backend!r} for {kind}: install {extra}")
         output = self.context.workdir / f"distilled-{id(self)}.onnx"
-        hyper = Hyperparameters(
+        hyper = DistillHyperparameters(
             epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha, temperature=o.temperature,
-            loss=o.loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
+            loss=loss, patience=o.patience, seed=self.context.seed, threads=o.threads, max_time=o.max_time,
+            device=o.device, checkpoint=o.checkpoint,
         )  # fmt: skip
         job = TrainingJob(
             student=student, train=train, val=val, input_names=[v.name for v in _fed_inputs(self.teacher)],
             output_names=[v.name for v in self.teacher.graph.outputs], target=[v.name for v in self.teacher.graph.outputs].index(target),
             probabilities=probabilities, hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
         )  # fmt: skip
+        started = time.monotonic()
         result = trainer.fit(job)
+        seconds = time.monotonic() - started
         trained = self._checked(result.model_file or output, trainer.name)
         stats.update(
             student=description, backend=trainer.name, train_rows=len(train), val_rows=len(val) if val else 0,
+            loss=loss, held_out_score=SCORES[loss], best_score=result.best_score, train_seconds=round(seconds, 1),
             epochs=result.epochs, best_epoch=result.best_epoch,
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip

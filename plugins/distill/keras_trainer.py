@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxopt.errors import UsageError
 from onnxopt.training import Split, TrainingJob, TrainingResult, agreement, batches
 
 from .losses import MIN_PROBABILITY, weights
@@ -71,6 +72,8 @@ class KerasTrainer:
 
     def fit(self, job: TrainingJob) -> TrainingResult:
         hyper = job.hyper
+        if hyper.loss not in ("kl", "mse"):
+            raise UsageError(f"the keras backend trains with loss kl or mse, not {hyper.loss!r} (give --loss, or a torch student)")
         _set_threads(hyper.threads)
         keras.utils.set_random_seed(hyper.seed)
         objective = _Objective(job)

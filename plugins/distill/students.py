@@ -6,8 +6,9 @@
 - ``module:function`` or ``path/to/file.py:function``: a function that takes no arguments and returns an
   untrained framework model (a ``torch.nn.Module`` or a ``keras.Model``);
 
-and, with ``width < 1``, that ONNX student narrowed through the registry's ``prune`` pass (structured,
-sparsity ``1 - width``): a student derived from the teacher automatically. Plugins never import each
+and, with ``depth < 1``, that ONNX student with some of its repeated encoder layers dropped (:mod:`.depth`);
+with ``width < 1``, narrowed through the registry's ``prune`` pass (structured, sparsity ``1 - width``):
+students derived from the teacher automatically. Plugins never import each
 other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear error.
 """
 
@@ -24,6 +25,8 @@ import onnx_ir as ir
 from onnxopt import model_io
 from onnxopt.context import RunContext
 from onnxopt.errors import OnnxoptError, UsageError
+
+from .depth import shallower
 
 
 def _import(module_text: str) -> Any:
@@ -83,17 +86,21 @@ def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     return result.model
 
 
-def resolve(text: str, current: ir.Model, width: float, context: RunContext) -> tuple[Any, str]:
+def resolve(text: str, current: ir.Model, width: float, depth: float, context: RunContext) -> tuple[Any, str]:
     """(the student: an onnx_ir.Model or a framework model, a short description for the report)."""
     if text and is_import_path(text):
-        if width < 1.0:
-            raise UsageError("width narrows an ONNX student; a module:function student is built at its own size")
+        if width < 1.0 or depth < 1.0:
+            raise UsageError("width and depth shrink an ONNX student; a module:function student is built at its own size")
         return from_import_path(text), text
     if text:
         student = model_io.load(text, check=False)
         description = Path(text).name
     else:
         student, description = current, "the model in the pipeline"
+    if depth < 1.0:
+        student, found = shallower(student, depth)
+        context.stats["shallower"] = found
+        description += f", encoder layers {found['kept_layers']} of {found['encoder_layers']} kept"
     if width < 1.0:
         return narrowed(student, width, context), f"{description} at width {width:g} (structured prune)"
     return student, description

@@ -1,10 +1,14 @@
 """The torch backend's trainer: Adam on the distillation loss, early stopping, export with torch.onnx.
 
 An ONNX student is turned into a trainable module by :mod:`.onnx_to_torch`; a user's ``torch.nn.Module``
-trains as it is. The student is exported with ``torch.onnx.export`` (the dynamo exporter, torch's
-default) under the teacher's input and output names with a dynamic batch dimension. torch runs with
-``hyper.threads`` intra-op threads (1 by default): torch's default thread count was measured ~100x slower
-on the 2-core machines this runs on, and small students gain nothing from more.
+trains as it is. One loop over optimizer steps drives a progress bar (train loss, held-out score of the
+loss, best so far); the learning rate decays on a cosine over the planned steps or the time budget
+(``max_time``), whichever ends first; after each epoch (and when the budget runs out) the held-out score
+is measured, the best weights kept, and with ``checkpoint`` the whole run state saved, so an interrupted
+run resumes where its last epoch ended. Deterministic for a seed when no time budget cuts it short. torch
+runs with ``threads`` intra-op threads (0: every core this process may use) on ``device``.
+The student is exported with ``torch.onnx.export`` (the dynamo exporter, torch's default) under the
+teacher's input and output names with a dynamic batch dimension.
 """
 
 from __future__ import annotations
@@ -13,20 +17,24 @@ import contextlib
 import copy
 import inspect
 import logging
+import math
+import os
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 import torch
-import torch.nn.functional as F
 
 from onnxopt.errors import PluginError, UsageError
-from onnxopt.training import Split, TrainingJob, TrainingResult, agreement, batches
+from onnxopt.training import Split, TrainingJob, TrainingResult, batches
 
-from .losses import MIN_PROBABILITY, weights
+from .hyper import DistillHyperparameters, cores
 from .onnx_to_torch import OnnxModule, UnsupportedOp
+from .torch_losses import Score, log_probabilities, objective
 
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo")
 
@@ -69,85 +77,165 @@ class TorchStudent:
         return tuple(result) if isinstance(result, (tuple, list)) else (result,)
 
     def scores(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The distilled output as logits (log-probabilities for a softmax output)."""
+        """The distilled output as the loss reads it (log-probabilities for a softmax output)."""
         outputs = self.outputs(inputs)
         out = outputs[self.job.target if len(outputs) > 1 else 0]
-        return torch.log(out.clamp_min(MIN_PROBABILITY)) if self.job.probabilities else out
+        return log_probabilities(out) if self.job.probabilities else out
 
 
 def _tensors(split: Split) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
     inputs = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in split.inputs.items()}
     labels = None if split.labels is None else torch.from_numpy(split.labels.astype(np.int64))
-    return inputs, torch.from_numpy(split.teacher.astype(np.float32)), labels
+    return inputs, torch.from_numpy(np.ascontiguousarray(split.teacher, dtype=np.float32)), labels
 
 
-def _loss(job: TrainingJob, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def _hyper(job: TrainingJob) -> DistillHyperparameters:
+    """The job's hyperparameters with the distill plugin's fields (defaults for a host-only object)."""
     hyper = job.hyper
-    soft, hard = weights(hyper.alpha, labels is not None)
-    if hyper.loss == "mse":
-        term = F.mse_loss(student, teacher)
-    else:
-        t = hyper.temperature
-        term = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean") * t * t
-    if hard:
-        term = soft * term + hard * F.cross_entropy(student, labels)
-    return term
+    return hyper if isinstance(hyper, DistillHyperparameters) else DistillHyperparameters(**vars(hyper))
 
 
-def _score(job: TrainingJob, student: TorchStudent, split: Split) -> tuple[float, float]:
-    """(top-1 agreement with the teacher, -loss): agreement first, the loss breaks its ties (-MSE for ``mse``)."""
-    inputs, teacher, labels = _tensors(split)
-    student.module.eval()
-    with torch.no_grad():
-        scores = student.scores(inputs)
-        loss = float(_loss(job, scores, teacher, labels))
-    student.module.train()
-    if job.hyper.loss == "mse":
-        return -loss, 0.0
-    return agreement(scores.numpy(), teacher.numpy()), -loss
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r}: torch sees no CUDA device here (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"device {name!r}: {exc}") from exc
+
+
+class _Run:
+    """One training run: the data on its device, the objective, the held-out score."""
+
+    def __init__(self, job: TrainingJob, student: TorchStudent, device: torch.device) -> None:
+        self.job, self.student, self.device = job, student, device
+        self.hyper = _hyper(job)
+        self.inputs, self.teacher, self.labels = _tensors(job.train)
+
+    def rows(self, split: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None], index: np.ndarray):
+        inputs, teacher, labels = split
+        rows = torch.from_numpy(index)
+        moved = {name: value[rows].to(self.device) for name, value in inputs.items()}
+        return moved, teacher[rows].to(self.device), None if labels is None else labels[rows].to(self.device)
+
+    def loss(self, inputs, teacher, labels) -> torch.Tensor:
+        h = self.hyper
+        return objective(h.loss, h.alpha, h.temperature, self.student.scores(inputs), teacher, labels)
+
+    def score(self, split: Split) -> tuple[float, float]:
+        """(held-out score of the loss, -loss): the score first, the loss breaks its ties."""
+        tensors = _tensors(split)
+        meter, total = Score(self.hyper.loss), 0.0
+        self.student.module.eval()
+        with torch.no_grad():
+            for start in range(0, len(split), self.hyper.batch_size):
+                inputs, teacher, labels = self.rows(tensors, np.arange(start, min(start + self.hyper.batch_size, len(split))))
+                scores = self.student.scores(inputs)
+                meter.update(scores, teacher)
+                total += float(objective(self.hyper.loss, self.hyper.alpha, self.hyper.temperature, scores, teacher, labels)) * len(teacher)
+        self.student.module.train()
+        return meter.value(), -total / len(split)
 
 
 def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
     """Train ``student`` in place, keeping the weights of the best validation epoch."""
-    with _threads(job.hyper.threads):
-        return _train(job, student)
+    hyper = _hyper(job)
+    with _threads(hyper.threads or cores()):
+        return _train(job, student, _device(hyper.device))
 
 
-def _train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
-    hyper = job.hyper
+def _learning_rate(hyper: DistillHyperparameters, step: int, total: int, elapsed: float) -> float:
+    """Cosine decay to zero over the planned steps, or over the time budget when that ends first."""
+    if not hyper.cosine:
+        return hyper.lr
+    done = step / total
+    if hyper.max_time:
+        done = max(done, elapsed / hyper.max_time)
+    return hyper.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
+def _train(job: TrainingJob, student: TorchStudent, device: torch.device) -> TrainingResult:
+    hyper = _hyper(job)
     torch.manual_seed(hyper.seed)
+    student.module.to(device)
+    run = _Run(job, student, device)
     rng = np.random.default_rng(hyper.seed)
     optimizer = torch.optim.Adam(student.module.parameters(), lr=hyper.lr)
-    # cosine decay to zero over the planned epochs: late epochs refine instead of bouncing around
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hyper.epochs) if hyper.cosine else None
-    inputs, teacher, labels = _tensors(job.train)
     result = TrainingResult(epochs=0, best_epoch=0, best_score=None)
-    best: tuple[float, float] | None = None
-    best_state = copy.deepcopy(student.module.state_dict())
+    state = {"best": None, "best_state": copy.deepcopy(student.module.state_dict())}
+    checkpoint = Path(hyper.checkpoint) if hyper.checkpoint else None
+    first_epoch = _resume(checkpoint, student, optimizer, rng, result, state) if checkpoint and checkpoint.exists() else 0
+    per_epoch = -(-len(job.train) // hyper.batch_size)
+    total = hyper.epochs * per_epoch
+    bar = job.progress(range(first_epoch * per_epoch, total), total=total, desc="distill")
+    started, order, running, seen = time.monotonic(), [], 0.0, 0
     student.module.train()
-    for epoch in job.progress(range(1, hyper.epochs + 1), total=hyper.epochs, desc="distill"):
-        total = 0.0
-        for index in batches(len(job.train), hyper.batch_size, rng):
-            rows = torch.from_numpy(index)
-            optimizer.zero_grad()
-            scores = student.scores({name: value[rows] for name, value in inputs.items()})
-            loss = _loss(job, scores, teacher[rows], None if labels is None else labels[rows])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(index)
-        if schedule is not None:
-            schedule.step()
-        score = _score(job, student, job.val if job.val is not None else job.train)
-        result.epochs = epoch
-        result.history.append({"epoch": epoch, "loss": total / len(job.train), "val_score": score[0], "val_loss": -score[1]})
-        if best is None or score > best:
-            best, result.best_score, result.best_epoch = score, score[0], epoch
-            best_state = copy.deepcopy(student.module.state_dict())
-        elif hyper.patience and epoch - result.best_epoch >= hyper.patience:
+    for step in bar:
+        epoch, within = divmod(step, per_epoch)
+        if within == 0:
+            order, running, seen = batches(len(job.train), hyper.batch_size, rng), 0.0, 0
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(hyper, step, total, time.monotonic() - started)
+        optimizer.zero_grad()
+        loss = run.loss(*run.rows((run.inputs, run.teacher, run.labels), order[within]))
+        loss.backward()
+        optimizer.step()
+        running, seen = running + float(loss.detach()) * len(order[within]), seen + len(order[within])
+        out_of_time = bool(hyper.max_time) and time.monotonic() - started >= hyper.max_time
+        if within < per_epoch - 1 and not out_of_time:
+            continue
+        score = run.score(job.val if job.val is not None else job.train)
+        result.epochs = epoch + 1
+        result.history.append({"epoch": epoch + 1, "loss": running / seen, "val_score": score[0], "val_loss": -score[1],
+                               "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
+        if state["best"] is None or score > state["best"]:
+            state["best"], result.best_score, result.best_epoch = score, score[0], epoch + 1
+            state["best_state"] = copy.deepcopy(student.module.state_dict())
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{running / seen:.4g}", held_out=f"{score[0]:.4f}", best=f"{result.best_score:.4f}")
+        if checkpoint:
+            _save(checkpoint, epoch + 1, student, optimizer, rng, result, state)
+        if out_of_time or (hyper.patience and epoch + 1 - result.best_epoch >= hyper.patience):
+            result.history[-1]["stopped"] = "time budget" if out_of_time else "patience"
             break
-    student.module.load_state_dict(best_state)
-    student.module.eval()
+    if hasattr(bar, "close"):
+        bar.close()
+    student.module.load_state_dict(state["best_state"])
+    student.module.to("cpu").eval()
     return result
+
+
+def _save(path: Path, epoch: int, student: TorchStudent, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+          result: TrainingResult, state: dict[str, Any]) -> None:  # fmt: skip
+    """Everything a resumed run needs to continue as if never interrupted, written atomically."""
+    payload = {
+        "epoch": epoch, "model": student.module.state_dict(), "optimizer": optimizer.state_dict(),
+        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": result.history,
+        "best": state["best"], "best_epoch": result.best_epoch, "best_score": result.best_score, "best_state": state["best_state"],
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def _resume(path: Path, student: TorchStudent, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+            result: TrainingResult, state: dict[str, Any]) -> int:  # fmt: skip
+    """Load a checkpoint into the run; returns the number of epochs it had finished."""
+    try:
+        payload = torch.load(path, weights_only=False)
+        student.module.load_state_dict(payload["model"])
+    except Exception as exc:  # a checkpoint of another student, or not a checkpoint
+        raise UsageError(f"checkpoint {path}: cannot resume from it ({type(exc).__name__}: {exc})") from exc
+    optimizer.load_state_dict(payload["optimizer"])
+    rng.bit_generator.state = payload["rng"]
+    torch.set_rng_state(payload["torch_rng"])
+    result.history[:] = payload["history"]
+    result.epochs, result.best_epoch, result.best_score = payload["epoch"], payload["best_epoch"], payload["best_score"]
+    state["best"], state["best_state"] = payload["best"], payload["best_state"]
+    return payload["epoch"]
 
 
 def export(job: TrainingJob, student: TorchStudent) -> Path:
@@ -159,7 +247,7 @@ def export(job: TrainingJob, student: TorchStudent) -> Path:
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
         dims = (dims,)  # forward(*inputs) takes all inputs as one tuple argument
     try:
-        with _quiet_exporter(), _threads(job.hyper.threads), torch.no_grad():
+        with _quiet_exporter(), _threads(job.hyper.threads or cores()), torch.no_grad():
             torch.onnx.export(
                 student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
                 dynamic_shapes=dims, opset_version=job.opset, dynamo=True, external_data=False, verbose=False,

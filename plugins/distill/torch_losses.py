@@ -1,0 +1,69 @@
+"""The objectives of :mod:`.losses` in torch, and the held-out score that ranks the epochs (torch backend)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .losses import MAP_THRESHOLD, MIN_PROBABILITY, weights
+
+_EPSILON = 1e-7
+
+
+def teacher_term(loss: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The distance of ``student`` from ``teacher`` (same shape) for the named loss, a scalar."""
+    if loss == "kl":  # per position (row, time step): flatten everything but the class axis
+        t = temperature
+        s, q = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
+        return F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True, reduction="batchmean") * t * t
+    if loss == "bce":
+        return F.binary_cross_entropy(student.clamp(_EPSILON, 1.0 - _EPSILON), teacher)
+    if loss == "embedding":
+        return F.mse_loss(student, teacher) + (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+    if loss == "mse":
+        return F.mse_loss(student, teacher)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def objective(loss: str, alpha: float, temperature: float, student: torch.Tensor, teacher: torch.Tensor,
+              labels: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """The teacher term, mixed with cross-entropy on the labels for class scores when the data has labels."""
+    use_labels = labels is not None and loss == "kl" and student.dim() == 2
+    soft, hard = weights(alpha, use_labels)
+    term = teacher_term(loss, student, teacher, temperature)
+    return soft * term + hard * F.cross_entropy(student, labels) if use_labels else term
+
+
+class Score:
+    """The held-out figure for a loss, accumulated over batches: agreement of the argmax per position (kl),
+    IoU of the maps thresholded at :data:`MAP_THRESHOLD` (bce), mean cosine (embedding), -MSE (mse)."""
+
+    def __init__(self, loss: str) -> None:
+        self.loss = loss
+        self.hits = 0.0
+        self.total = 0.0
+
+    def update(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+        if self.loss == "kl":
+            self.hits += float((student.argmax(-1) == teacher.argmax(-1)).sum())
+            self.total += student.argmax(-1).numel()
+        elif self.loss == "bce":
+            s, t = student > MAP_THRESHOLD, teacher > MAP_THRESHOLD
+            self.hits += float((s & t).sum())
+            self.total += float((s | t).sum())
+        elif self.loss == "embedding":
+            cosine = F.cosine_similarity(student, teacher, dim=-1)
+            self.hits += float(cosine.sum())
+            self.total += cosine.numel()
+        else:
+            self.hits -= float(((student - teacher) ** 2).sum())
+            self.total += student.numel()
+
+    def value(self) -> float:
+        if self.total == 0:
+            return 1.0 if self.loss == "bce" else 0.0  # two empty maps agree
+        return self.hits / self.total
+
+
+def log_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    return torch.log(probabilities.clamp_min(MIN_PROBABILITY))

