@@ -306,6 +306,28 @@ def _restore_types(proto: onnx.ModelProto) -> bool:
     return restored
 
 
+def kept_type_text(value: ir.Value) -> str | None:
+    """The type :func:`load` set aside for ``value``, spelt as ``seq(map(int64, float))``."""
+    kept = value.metadata_props.get(KEPT_TYPE_KEY)
+    if kept is None:
+        return None
+    return _type_text(onnx.TypeProto.FromString(base64.b64decode(kept)))
+
+
+def _type_text(type_proto: onnx.TypeProto) -> str:
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return ir.DataType(getattr(type_proto, kind).elem_type).name.lower()
+    if kind == "sequence_type":
+        return f"seq({_type_text(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = ir.DataType(type_proto.map_type.key_type).name.lower()
+        return f"map({key}, {_type_text(type_proto.map_type.value_type)})"
+    return kind or "unknown"
+
+
 def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     """Load an ONNX file into onnx_ir, its external tensors left lazy on disk.
 

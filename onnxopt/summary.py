@@ -84,6 +84,8 @@ def count_tensor_bytes(model: ir.Model) -> int:
 
 
 def _value_text(value: ir.Value) -> str:
+    if (kept := model_io.kept_type_text(value)) is not None:  # a type onnx_ir cannot hold (a ZipMap's map)
+        return f"{value.name} {kept}"
     dims = "?" if value.shape is None else "x".join(str(d) for d in value.shape) or "scalar"
     dtype = value.type.dtype.name.lower() if isinstance(value.type, ir.TensorType) else str(value.type)
     return f"{value.name} {dtype}[{dims}]"

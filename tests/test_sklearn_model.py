@@ -68,6 +68,7 @@ def test_inspect(run_cli) -> None:
     result = run_cli("inspect", MODEL)
     assert result.returncode == 0, result.stderr
     assert "ai.onnx.ml::ZipMap" in result.stdout and "ai.onnx.ml::LinearClassifier" in result.stdout
+    assert "output_probability seq(map(int64, float))" in result.stdout
     result = run_cli("inspect", MODEL, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["nodes"] == 4
