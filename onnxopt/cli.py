@@ -55,9 +55,10 @@ def _distill_parser(commands: argparse._SubParsersAction) -> None:
     dst.add_argument("--width", type=float, default=1.0, help="narrow the ONNX student (default: the teacher) to this fraction with structured prune")
     dst.add_argument("--export-logits", action="store_true", help="only compute and cache the teacher's outputs")
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("alpha", float), ("temperature", float),
-                       ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str)):  # fmt: skip
+                       ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str), ("max-time", float),
+                       ("device", str), ("depth", float), ("checkpoint", str)):  # fmt: skip
         dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
-    dst.add_argument("--loss", choices=["kl", "mse"], help="kl (class scores, default) or mse (regression heads)")
+    dst.add_argument("--loss", choices=["auto", "kl", "bce", "embedding", "mse"], help="default auto: from the output's shape and range")
     dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
     dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
     _gate_options(dst)
@@ -246,7 +247,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if args.output is None and not args.export_logits:
         raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
-    names = ("epochs", "batch_size", "lr", "alpha", "temperature", "patience", "threads", "backend", "cache_dir", "loss")
+    names = ("epochs", "batch_size", "lr", "alpha", "temperature", "patience", "threads", "backend", "cache_dir", "loss",
+             "max_time", "device", "depth", "checkpoint")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.output_name:
         options["output"] = args.output_name

@@ -217,3 +217,19 @@ def test_students_no_backend_can_train_are_refused_and_nothing_is_written(fixtur
     out = tmp_path / "s.onnx"
     report = onnxopt.distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz", **options)
     assert report.exit_code == 2 and message in report.message and report.output is None and not out.exists()
+
+
+def test_cli_time_budget_and_device(fixtures_dir, tmp_path, run_cli):
+    """--max-time ends training early (the report says so); a device torch cannot see is a one-line error."""
+    pytest.importorskip("torch")
+    base = ["distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz", "--threads", "1"]
+    result = run_cli(*base, "-o", tmp_path / "s.onnx", "--epochs", "100000", "--max-time", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)["steps"][0]["stats"]
+    assert stats["epochs"] < 100000 and stats["train_seconds"] < 30 and stats["loss"] == "kl"
+    import torch
+
+    if not torch.cuda.is_available():
+        result = run_cli(*base, "-o", tmp_path / "c.onnx", "--device", "cuda")
+        assert result.returncode == 2 and "torch sees no CUDA device" in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "c.onnx").exists()
