@@ -13,14 +13,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
-import pytest
 
 from onnxopt import api, model_io
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODEL = FIXTURES / "sklearn_iris.onnx"
 VAL = FIXTURES / "sklearn_iris_val.npz"
-MAPS_NOT_COMPARED = "validation cannot compare sequence / map outputs yet (onnxopt/validation.py, the lead's)"
 
 
 def _run(path: Path) -> tuple[np.ndarray, list[dict[int, float]]]:
@@ -74,20 +72,14 @@ def test_inspect(run_cli) -> None:
     assert json.loads(result.stdout)["nodes"] == 4
 
 
-def _exit_zero_once_maps_compare(result) -> None:  # noqa: ANN001 - a CompletedProcess
-    """Exit 0, or an expected failure until validation compares sequence / map outputs (remove then)."""
-    if result.returncode != 0:
-        pytest.xfail(f"{MAPS_NOT_COMPARED}: exit {result.returncode}, {result.stderr.strip().splitlines()[-1:]}")
-
-
 def test_optimize_fold(run_cli, tmp_path: Path) -> None:
     result = run_cli("optimize", MODEL, "-o", tmp_path / "out.onnx", "--pass", "fold", "--data", VAL)
-    assert "cannot be read" not in result.stderr, result.stderr
-    _exit_zero_once_maps_compare(result)
+    assert result.returncode == 0, result.stderr
+    assert "[pass] output 'output_probability'" in result.stdout  # compared, not skipped
     _assert_same_model_outputs(tmp_path / "out.onnx")
 
 
 def test_validate_on_itself(run_cli) -> None:
     result = run_cli("validate", MODEL, MODEL, "--data", VAL)
-    assert "cannot be read" not in result.stderr, result.stderr
-    _exit_zero_once_maps_compare(result)
+    assert result.returncode == 0, result.stderr
+    assert "[pass] output 'output_probability'" in result.stdout
