@@ -7,7 +7,7 @@ Data: captcha-like images rendered here with Pillow (4-6 random letters and digi
 rotated, over noise and a few lines), 64 x 168, grey, scaled to [-1, 1] as ddddocr does; 32 images calibrate,
 ``--images`` others judge. Every variant runs through ``onnxopt.optimize`` in this process with permissive gates
 (nothing rolled back); the variants and fp32 are then compared here the same way. "LSTM float" rows reproduce
-what quantize did before it reached LSTM weights (``exclude_op_types=[LSTM]``).
+what quantize did before it reached LSTM weights (``exclude_op_types=LSTM``).
 
 Columns: *size* file / fp32; *latency* onnxruntime ORT_ENABLE_ALL, 1 thread, median of per-round ratios over
 interleaved shuffled rounds (bench/quantize_real_models.py's measure); *logit cosine* over every output value

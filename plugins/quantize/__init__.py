@@ -22,6 +22,9 @@ per bias (33 kB of PP-OCRv4 det: 0.277x -> 0.270x); other runtimes may want ``in
 Weight-only blocks are asymmetric by default: on MiniLM 4-bit, symmetric blocks gave a sentence-embedding
 cosine of 0.966, asymmetric 0.974 (0.158x -> 0.162x the size); ``eight_bit_regex`` keeps chosen MatMuls at 8
 bits. Per-channel weights apply to Conv and, unless ``per_channel_matmul=false``, to MatMul / Gemm.
+
+Static mode runs LSTM nodes as onnxruntime's DynamicQuantizeLSTM (its QDQ quantizer has no LSTM), and every
+mode reports the weights it left float and why (``weights_left_float``): see :mod:`.coverage`.
 """
 
 from __future__ import annotations
