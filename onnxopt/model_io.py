@@ -16,8 +16,10 @@ import fcntl
 import math
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -392,6 +394,29 @@ def _locked_folder(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then act as they would have: the renames that publish a
+    model and its data file are never cut between the two (an old model beside new data).
+
+    Done with Python-level handlers, not a signal mask: any thread of the process (onnxruntime's pools) may take
+    the signal, and Python always runs its handler in the main thread. Off the main thread, nothing is deferred.
+    """
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    if threading.current_thread() is not threading.main_thread() or not signals:
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -509,7 +534,7 @@ def save(
         if before_replace is not None:
             before_replace(staged[-1])
         try:
-            with _locked_folder(folder):
+            with _signals_deferred(), _locked_folder(folder):
                 stale = _own_data_file(path, data_name)
                 _replace_all(staged, folder, staging)
                 if stale is not None and len(staged) == 1:  # the new model is self-contained

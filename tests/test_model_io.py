@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -434,3 +435,37 @@ def test_tensor_data_counts_weights_held_in_constant_nodes(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     summary = onnxopt.inspect(path)
     assert summary.tensor_bytes == 16 * 8 * 4 and summary.parameters == 16 * 8
+
+
+def test_a_signal_during_the_renames_acts_once_model_and_data_are_both_in_place(
+    previous_output: Path, fixtures_dir: Path, monkeypatch
+) -> None:
+    """SIGTERM right after the data file's rename: the model's rename still happens, then the handler runs."""
+
+    class Terminated(BaseException):
+        pass
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    real_replace = os.replace
+
+    def replace_then_signal(source: Path, target: Path) -> None:
+        real_replace(source, target)
+        if Path(target).parent == previous_output.parent:  # a publishing rename, not one inside the staging folder
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        monkeypatch.setattr(model_io.os, "replace", replace_then_signal)
+        with pytest.raises(Terminated):
+            model_io.save(model_io.load(fixtures_dir / "tiny_transformer.onnx"), previous_output, external_data=True)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    expected, got = _initializers(fixtures_dir / "tiny_transformer.onnx"), _initializers(previous_output)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert sorted(p.name for p in previous_output.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
