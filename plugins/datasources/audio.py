@@ -16,6 +16,7 @@ every feed). Files are read feed by feed; ``samples=N`` keeps a seeded choice of
 from __future__ import annotations
 
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from onnxopt.data import InputSpec, input_specs
 from onnxopt.errors import DataError, UsageError
 
 from . import source as src
-from .stream import StreamedDataset
+from .stream import Feed, StreamedDataset
 
 SUFFIXES = (".wav",)
 DEFAULT_RATE = 16000
@@ -170,7 +171,7 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
     chosen = chosen[:usable]
     starts = np.concatenate([[0], np.cumsum(counts)])
 
-    def windows() -> Any:
+    def windows() -> Iterator[np.ndarray]:
         for index in np.unique(owner[chosen]):
             wanted = chosen[owner[chosen] == index] - starts[index]
             signal, file_rate = read_wav(found[index])
@@ -179,7 +180,7 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
             padded[context : context + len(signal)] = signal[: counts[index] * window]
             yield from np.lib.stride_tricks.sliding_window_view(padded, context + window)[::window][wanted]
 
-    def feeds() -> Any:
+    def feeds() -> Iterator[Feed]:
         stream = windows()
         for start in range(0, usable, rows):
             pending = [next(stream) for _ in range(min(rows, usable - start))]

@@ -20,6 +20,7 @@ error before any work.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,7 @@ def open_images(path: Path, source: str, values: dict[str, Any], model: ir.Model
     rows, usable = src.batching(1 if prep.resize == "keep" and not isinstance(batch, int) else batch, len(chosen), options, source)
     chosen = chosen[:usable]
 
-    def feeds() -> Any:
+    def feeds() -> Iterator[Feed]:
         for start in range(0, len(chosen), rows):
             samples = [_decoded(file, prep) for file in chosen[start : start + rows]]
             if len({s.shape for s in samples}) > 1:

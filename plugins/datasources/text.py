@@ -16,6 +16,7 @@ graph when it can be found) is a one-line error, not an out-of-range index insid
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from onnxopt.data import InputSpec, input_specs
 from onnxopt.errors import DataError, UsageError
 
 from . import source as src
-from .stream import StreamedDataset
+from .stream import Feed, StreamedDataset
 
 SUFFIXES = (".txt", ".jsonl")
 DEFAULT_MAX_LENGTH = 128
@@ -179,7 +180,7 @@ def open_text(path: Path, source: str, values: dict[str, Any], model: ir.Model, 
     dtypes = {spec.name: spec.dtype for spec in specs}
     fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
 
-    def feeds() -> Any:
+    def feeds() -> Iterator[Feed]:
         for start in range(0, usable, rows):
             batch_rows = [order[i] for i in range(start, min(start + rows, usable))]
             length = max_length if padding == "max" else max(len(encodings[i].ids) for i in batch_rows)
