@@ -21,11 +21,12 @@ FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.
 LAYER_WEIGHT_INPUT: Mapping[str, int] = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 #: The input (W) and recurrent (R) weights of the recurrent ops, ``[directions, gates * hidden, size]``.
 RECURRENT_WEIGHT_INPUT: Mapping[str, tuple[int, ...]] = {"LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
-#: The integer weight input of quantized graphs: QDQ (DequantizeLinear of a constant) and onnxruntime's
-#: QOperator ops (static QLinear*, dynamic *Integer).
+#: The integer weight input of quantized graphs: QDQ (DequantizeLinear of a constant), onnxruntime's
+#: QOperator ops (static QLinear*, dynamic *Integer), and int8 weights stored for float compute (a Cast from
+#: int8 to float, then a scale: quantize's recurrent weights).
 QUANTIZED_WEIGHT_INPUT: Mapping[str, int | tuple[int, ...]] = {
     "DequantizeLinear": 0, "ConvInteger": 1, "MatMulInteger": 1, "QLinearConv": 3, "QLinearMatMul": 3,
-    "DynamicQuantizeLSTM": (1, 2),
+    "DynamicQuantizeLSTM": (1, 2), "Cast": 0,
 }  # fmt: skip
 INTEGER_WEIGHT_TYPES = (ir.DataType.INT8, ir.DataType.UINT8)
 
@@ -42,6 +43,8 @@ def _reads_as_weight(node: ir.Node, index: int, dtype: ir.DataType,
         return dtype in FLOAT_TYPES and op not in QUANTIZED_WEIGHT_INPUT
     if op == "Gather":
         return all(use.node.op_type == "DequantizeLinear" and use.idx == 0 for use in node.outputs[0].uses())
+    if op == "Cast":  # not the uint8 indices of a decoder
+        return dtype == ir.DataType.INT8 and ir.DataType(node.attributes.get_int("to", 0)) in FLOAT_TYPES
     return op in QUANTIZED_WEIGHT_INPUT
 
 
@@ -101,8 +104,11 @@ def constant_weights(model: ir.Model, input_index_by_op: Mapping[str, int | tupl
         for index in _indices(input_index_by_op.get(node.op_type)):
             value = node.inputs[index] if index < len(node.inputs) else None
             tensor = None if value is None else tensor_of(value)
-            if tensor is not None and (tensor.dtype in FLOAT_TYPES or tensor.dtype in INTEGER_WEIGHT_TYPES):
-                found.setdefault(value, []).append(node)
+            if tensor is None or tensor.dtype not in FLOAT_TYPES + INTEGER_WEIGHT_TYPES:
+                continue
+            if node.op_type == "Cast" and not _reads_as_weight(node, index, tensor.dtype, input_index_by_op):
+                continue  # a Cast of anything but an int8 weight is no weight read
+            found.setdefault(value, []).append(node)
     return found
 
 

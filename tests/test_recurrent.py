@@ -68,26 +68,59 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
 
 
-def test_static_quantize_runs_the_lstm_as_dynamic_int8_and_names_the_gru_it_cannot(model, tmp_path):
+def _optimized(path: Path, tmp_path: Path) -> list[onnx.NodeProto]:
+    """The nodes of the graph onnxruntime runs after its session-start optimizations."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return list(onnx.load(tmp_path / "optimized.onnx").graph.node)
+
+
+def _decoders_folded(nodes: list[onnx.NodeProto]) -> bool:
+    """No node left reading a stored int8 recurrent weight (its decoder was folded into a float initializer)."""
+    return not any(name.endswith("_int8") or "_int8_cluster" in name for node in nodes for name in node.input)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "weight_only"])
+def test_quantize_stores_recurrent_weights_as_int8_that_onnxruntime_decodes_at_start(model, tmp_path, mode):
+    out = tmp_path / f"{mode}.onnx"
+    report = onnxopt.optimize(model, out, passes=[f"quantize:mode={mode}"], data=model.with_name("calib.npz"), gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["recurrent_int8_weights"] == 4 and "weights_left_float" not in stats or set(stats["weights_left_float"]) == {"head"}
+    weights = _initializers(out)
+    for name in ("lstm_w", "lstm_r", "gru_w", "gru_r"):
+        assert name not in weights and weights[f"{name}_int8"].dtype == np.int8
+        rows = weights[f"{name}_int8"].reshape(-1, weights[f"{name}_int8"].shape[-1])
+        assert np.all(np.abs(rows).max(axis=1) == 127)  # one scale per gate row of each direction
+    nodes = _optimized(out, tmp_path)
+    assert {"LSTM", "GRU"} <= {n.op_type for n in nodes} and _decoders_folded(nodes)  # float kernels on decoded weights
+    assert _cosine(_outputs(out), _outputs(model)) > 0.99
+
+
+def test_static_quantize_with_dynamic_lstm_runs_onnxruntimes_integer_lstm(model, tmp_path):
     out = tmp_path / "static.onnx"
-    report = onnxopt.optimize(model, out, passes=["quantize"], data=model.with_name("calib.npz"))
+    report = onnxopt.optimize(model, out, passes=["quantize:recurrent=dynamic_lstm"], data=model.with_name("calib.npz"))
     assert report.exit_code == 0, report.message
     ops = [n.op_type for n in onnx.load(out).graph.node]
     assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops and "GRU" in ops
     stats = report.steps[0].stats
-    assert stats["lstm_dynamic_int8"] == 1
-    left = stats["weights_left_float"]
-    assert set(left) == {"gru_w", "gru_r"} and "no integer GRU kernel" in left["gru_w"]
+    assert stats["lstm_dynamic_int8"] == 1 and stats["recurrent_int8_weights"] == 2  # the GRU: no integer kernel
+    assert "weights_left_float" not in stats
     assert _cosine(_outputs(out), _outputs(model)) > 0.99
 
 
-def test_static_quantize_leaves_an_excluded_lstm_float_and_says_why(model, tmp_path):
-    out = tmp_path / "excluded.onnx"
-    report = onnxopt.optimize(model, out, passes=[("quantize", {"exclude_nodes": ["lstm"]})], data=model.with_name("calib.npz"))
+def test_recurrent_weights_left_float_are_reported_with_their_reason(model, tmp_path):
+    report = onnxopt.optimize(model, tmp_path / "float.onnx", passes=["quantize:recurrent=float"], data=model.with_name("calib.npz"))
     assert report.exit_code == 0, report.message
-    assert "LSTM" in [n.op_type for n in onnx.load(out).graph.node]
     left = report.steps[0].stats["weights_left_float"]
-    assert left["lstm_w"] == "LSTM: exclude_nodes" and left["lstm_r"] == "LSTM: exclude_nodes"
+    assert left == {name: f"{name.split('_')[0].upper()}: recurrent=float" for name in ("lstm_w", "lstm_r", "gru_w", "gru_r")}
+    report = onnxopt.optimize(model, tmp_path / "excluded.onnx", passes=[("quantize", {"exclude_nodes": ["lstm"]})],
+                              data=model.with_name("calib.npz"))  # fmt: skip
+    assert report.exit_code == 0, report.message
+    assert report.steps[0].stats["weights_left_float"] == {"lstm_r": "LSTM: exclude_nodes", "lstm_w": "LSTM: exclude_nodes"}
+    assert report.steps[0].stats["recurrent_int8_weights"] == 2
 
 
 def test_cluster_shares_recurrent_weights_and_lists_the_small_head(model, tmp_path):
@@ -146,17 +179,14 @@ def test_packed_bits_decode_in_onnxruntime(tmp_path, shape):
     assert np.array_equal(got, codebook[labels])
 
 
-def test_cluster_after_static_quantize_stores_the_int8_lstm_weights_in_four_bits(model, tmp_path):
+def test_cluster_after_quantize_stores_the_int8_recurrent_weights_in_four_bits(model, tmp_path):
     out = tmp_path / "int8_4bit.onnx"
     report = onnxopt.optimize(model, out, passes=["quantize", "cluster"], data=model.with_name("calib.npz"), gates=LOOSE)
     assert report.exit_code == 0, report.message
-    proto = onnx.load(out)
-    lstm = next(n for n in proto.graph.node if n.op_type == "DynamicQuantizeLSTM")
-    producers = {o: n for n in proto.graph.node for o in n.output}
-    assert all(name in producers for name in lstm.input[1:3])  # W and R decoded in-graph, no int8 initializer left
-    tensors = report.steps[1].stats["tensors"]
-    for name in lstm.input[1:3]:
-        assert tensors[name.removesuffix("_decoded")]["unique"] <= 16
+    tensors, weights = report.steps[1].stats["tensors"], _initializers(out)
+    for name in ("lstm_w_int8", "lstm_r_int8", "gru_w_int8", "gru_r_int8"):
+        assert tensors[name]["unique"] <= 16 and tensors[name]["stored"] in ("packed4", "uint4") and name not in weights
+    assert _decoders_folded(_optimized(out, tmp_path))
     assert _cosine(_outputs(out), _outputs(model)) > 0.9
 
 

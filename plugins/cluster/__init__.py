@@ -156,10 +156,11 @@ class ClusterPass(ir.passes.InPlacePass):
 
     def _plan(self, array: np.ndarray, consumers: list[ir.Node], seed: int) -> Clustered:
         """The weight clustered (or binarized) as the options say. A recurrent weight ``[directions, gates *
-        hidden, size]`` clustered per channel has one channel per gate row of each direction."""
+        hidden, size]`` clustered per channel has one channel per gate row of each direction (so has its int8
+        copy that quantize stores for float compute, read by a Cast, whose scales are per row too)."""
         o = self.options
         k, axis = (2 if o.binarize else o.k), self._axis(array, consumers)
-        if axis is not None and consumers[0].op_type in RECURRENT_WEIGHT_INPUT:
+        if axis is not None and (consumers[0].op_type in RECURRENT_WEIGHT_INPUT or consumers[0].op_type == "Cast"):
             plan = self._cluster(array.reshape(-1, array.shape[-1]), 0, k, seed, o.binarize)
             return Clustered(plan.codebook, plan.labels.reshape(array.shape), 0, plan.approx.reshape(array.shape))
         return self._cluster(array, axis, k, seed, o.binarize)

@@ -23,8 +23,9 @@ Weight-only blocks are asymmetric by default: on MiniLM 4-bit, symmetric blocks 
 cosine of 0.966, asymmetric 0.974 (0.158x -> 0.162x the size); ``eight_bit_regex`` keeps chosen MatMuls at 8
 bits. Per-channel weights apply to Conv and, unless ``per_channel_matmul=false``, to MatMul / Gemm.
 
-Static mode runs LSTM nodes as onnxruntime's DynamicQuantizeLSTM (its QDQ quantizer has no LSTM), and every
-mode reports the weights it left float and why (``weights_left_float``): see :mod:`.coverage`.
+LSTM / GRU / RNN weights, which onnxruntime's static quantizer does not reach, are stored as int8 for float
+compute (or, ``recurrent=dynamic_lstm``, LSTMs run as onnxruntime's DynamicQuantizeLSTM), and every mode reports
+the weights it left float and why (``weights_left_float``): see :mod:`.coverage`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class QuantizeOptions:
     quantize_embeddings: bool = option(True, "also block-quantize Gather embedding tables (weight_only, 4 bits)")
     eight_bit_regex: str = option("", "weight_only: MatMul nodes whose name matches get 8-bit blocks instead")
     accuracy_level: Literal[0, 1, 2, 3, 4] = option(0, "weight_only: MatMulNBits compute type (0 onnxruntime's default, 4 int8)")
+    recurrent: Literal["int8_weights", "dynamic_lstm", "float"] = option("int8_weights", "LSTM / GRU / RNN weights: int8 decoded at session start (float compute), LSTM as onnxruntime's DynamicQuantizeLSTM (static / dynamic), or float")
     streaming: Literal["auto", "on", "off"] = option("auto", "dynamic: quantize MatMul weights one at a time here (auto: models over 2 GiB, where onnxruntime's quantizer holds ~3x the model)")
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class QuantizeOptions:
             raise ValueError("calibration_samples must be at least 1")
         if self.max_trials < 1 or self.step < 1 or self.candidates < 1 or self.max_time <= 0:
             raise ValueError("max_trials, step and candidates must be at least 1, max_time positive")
+        if self.recurrent == "dynamic_lstm" and self.mode == "weight_only":
+            raise ValueError("recurrent=dynamic_lstm needs mode=static or dynamic (weight_only has no integer LSTM)")
         if self.accuracy_aware and self.mode != "static":
             raise ValueError("accuracy_aware needs mode=static (it ranks QDQ nodes)")
         if self.streaming == "on" and self.op_types and set(self.op_types) != {"MatMul"}:
@@ -263,6 +267,9 @@ class QuantizePass(ir.passes.FunctionalPass):
         proto = onnx.load(str(source), load_external_data=False)
         reasons = _excluded(proto.graph, o, stats)
         excluded = list(reasons)
+        recurrent = coverage.recurrent_nodes(proto.graph)
+        if o.mode == "dynamic" and o.recurrent != "dynamic_lstm":  # onnxruntime's dynamic quantizer would take LSTMs
+            excluded += [name for name in recurrent if name not in reasons]
         output = work / "quantized.onnx"
         quantize = {"static": self._static, "dynamic": self._dynamic, "weight_only": self._weight_only}[o.mode]
         if o.mode == "dynamic" and streaming.wanted(o.streaming, source, o.op_types):  # see streaming's docstring
@@ -271,7 +278,7 @@ class QuantizePass(ir.passes.FunctionalPass):
             stats["path"] = "onnxruntime quantize_dynamic"
         with ort_quantizer.quiet_onnxruntime_logs():
             result = quantize(source, output, excluded, large)
-            if o.mode == "static":  # onnxruntime's QDQ quantizer has no LSTM; its dynamic one does
+            if o.mode == "static" and o.recurrent == "dynamic_lstm":  # onnxruntime's QDQ quantizer has no LSTM
                 result = coverage.quantize_lstm(result, work / "lstm.onnx", excluded, o, large, stats)
         quantized = load(result, check=False)
         # onnxruntime's quantizer orders nodes ignoring values If / Loop bodies read from outside: sort again
@@ -283,6 +290,9 @@ class QuantizePass(ir.passes.FunctionalPass):
             shorten_generated_names(quantized, _names(model) | reported)
         if o.compact and (dropped := prepare.compact(quantized)):
             stats["zero_points_dropped"] = dropped
+        if o.recurrent != "float":
+            other_ops = {node.name for node in proto.graph.node if o.op_types and node.op_type not in o.op_types}
+            coverage.store_int8(quantized, set(reasons) | other_ops, stats)
         reasons |= dict.fromkeys(stats.get("kept_float_by_search", {}), "put back to float by the accuracy search")
         if left := coverage.weights_left_float(quantized, o, reasons, stats.get("path", "")):
             stats["weights_left_float"] = left

@@ -1,13 +1,17 @@
-"""Which weights quantize reaches: LSTM weights in a static model, and a report of every weight left float.
+"""Which weights quantize reaches: recurrent weights (LSTM / GRU / RNN), and a report of every weight left float.
 
-onnxruntime's static (QDQ) quantizer has no LSTM: an LSTM-based OCR model kept its recurrent weights in float,
-about half its file, where dynamic quantization, which does have it, reached them (bench/recurrent.py).
-onnxruntime runs its integer LSTM (``DynamicQuantizeLSTM``: int8 weights, activations quantized on the fly)
-inside an otherwise static QDQ model, so after the static quantizer, :func:`quantize_lstm` calls onnxruntime's
-dynamic quantizer on the LSTM nodes only (its ``LSTMQuant`` does the work; nothing is re-written here). At
-batch 1 that integer LSTM ran slower than onnxruntime's float one: ``exclude_op_types=LSTM`` keeps it float
-(smaller gain, faster), and the report says so. GRU and RNN have no integer kernel in onnxruntime in either mode
-and stay float (cluster shares their weights).
+onnxruntime's static (QDQ) quantizer has no LSTM, GRU or RNN: an LSTM-based OCR model kept its recurrent weights
+in float, about half its file (bench/recurrent.py). Two ways to reach them (option ``recurrent``):
+
+- ``int8_weights`` (default, every mode): :func:`store_int8` stores W and R as int8 with a scale per gate row of
+  each direction, decoded by ``Cast`` + ``Mul``, which onnxruntime folds at session start: the file is as small
+  as with int8 weights and the recurrent op runs onnxruntime's float kernel on the decoded weights. Written here:
+  no onnxruntime quantizer stores weights for float compute, and its DequantizeLinear is not folded (measured
+  slower: it runs on every inference). Covers GRU and RNN too, which have no integer kernel in onnxruntime.
+- ``dynamic_lstm`` (static / dynamic): LSTMs become onnxruntime's ``DynamicQuantizeLSTM`` (int8 weights,
+  activations quantized on the fly), which onnxruntime runs inside an otherwise static QDQ model too:
+  :func:`quantize_lstm` calls onnxruntime's dynamic quantizer on the LSTM nodes only (its ``LSTMQuant`` does the
+  work). At batch 1 it ran slower than the float LSTM, hence not the default.
 
 :func:`weights_left_float` reads the quantized model: every constant still read in float at a weight input
 (Conv, Gemm, MatMul, LSTM / GRU / RNN W and R, Gather tables) is named with the reason it stayed float, so a
@@ -20,15 +24,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxopt.weights import FLOAT_TYPES, LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, tensor_of
+from onnxopt.weights import (
+    FLOAT_TYPES, LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, new_initializer, tensor_of,
+)  # fmt: skip
 
 #: The float weight inputs the report looks at: layer weights, recurrent W / R, and Gather tables (embeddings).
 WEIGHT_INPUTS: Mapping[str, int | tuple[int, ...]] = {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT, "Gather": 0}
 #: Ops whose weights each mode's quantizer can turn into int8 (beyond these, onnxruntime has no integer kernel).
-_STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM"})  # QDQ, + LSTM by quantize_lstm
+_STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})  # onnxruntime's QDQ registry
 _DYNAMIC_OPS = frozenset({"Conv", "MatMul", "Gather", "LSTM"})  # onnxruntime's IntegerOps registry
 _STREAMING_OPS = frozenset({"MatMul", "Gemm"})
 
@@ -57,6 +64,41 @@ def quantize_lstm(source: Path, output: Path, excluded: list[str], options: Any,
     return output
 
 
+def recurrent_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of the LSTM / GRU / RNN nodes of the main graph."""
+    return [node.name for node in graph.node if node.op_type in RECURRENT_WEIGHT_INPUT]
+
+
+def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
+    """Store the float W and R initializers of the main graph's LSTM / GRU / RNN nodes (not in ``skip``) as int8,
+    symmetric, one scale per gate row of each direction, decoded by ``Cast`` + ``Mul`` in front of the node."""
+    graph, stored = model.graph, 0
+    for node in list(graph):
+        if node.op_type not in RECURRENT_WEIGHT_INPUT or node.name in skip:
+            continue
+        for index in RECURRENT_WEIGHT_INPUT[node.op_type]:
+            value = node.inputs[index] if index < len(node.inputs) else None
+            if value is None or not value.is_initializer() or value.const_value is None or value.const_value.dtype not in FLOAT_TYPES:
+                continue
+            if value.is_graph_output() or len(value.uses()) != 1:
+                continue
+            weight = value.const_value.numpy()
+            scale = np.abs(weight).max(axis=-1, keepdims=True).astype(np.float64) / 127
+            safe = np.where(scale > 0, scale, 1.0)
+            quantized = np.clip(np.rint(weight / safe), -127, 127).astype(np.int8)
+            name = value.name
+            cast = ir.node("Cast", inputs=[new_initializer(graph, f"{name}_int8", quantized)],
+                           attributes={"to": value.const_value.dtype})  # fmt: skip
+            decoded = ir.node("Mul", inputs=[cast.outputs[0], new_initializer(graph, f"{name}_scale", scale.astype(weight.dtype))])
+            decoded.outputs[0].name, decoded.outputs[0].type, decoded.outputs[0].shape = f"{name}_decoded", value.type, value.shape
+            graph.insert_before(node, [cast, decoded])
+            node.replace_input_with(index, decoded.outputs[0])
+            del graph.initializers[name]
+            stored += 1
+    if stored:
+        stats["recurrent_int8_weights"] = stored
+
+
 def _covered(options: Any, path: str) -> frozenset[str]:
     if options.mode == "weight_only":
         return frozenset({"MatMul", "Gather"} if options.quantize_embeddings and options.bits == 4 else {"MatMul"})
@@ -79,12 +121,12 @@ def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[s
         node = readers[0]
         if node.name in reasons_by_node:
             reasons[value] = f"{node.op_type}: {reasons_by_node[node.name]}"
-        elif node.op_type in RECURRENT_WEIGHT_INPUT and node.op_type != "LSTM":
-            reasons[value] = f"{node.op_type}: onnxruntime has no integer {node.op_type} kernel"
-        elif node.op_type not in covered:
-            reasons[value] = f"{node.op_type}: onnxruntime's {options.mode} quantizer does not quantize {node.op_type}"
         elif options.op_types and node.op_type not in options.op_types:
             reasons[value] = f"{node.op_type}: not in op_types"
+        elif node.op_type in RECURRENT_WEIGHT_INPUT and options.recurrent == "float":
+            reasons[value] = f"{node.op_type}: recurrent=float"
+        elif node.op_type not in covered and node.op_type not in RECURRENT_WEIGHT_INPUT:
+            reasons[value] = f"{node.op_type}: onnxruntime's {options.mode} quantizer does not quantize {node.op_type}"
         elif value.producer() is not None:
             reasons[value] = f"{node.op_type}: held in a {value.producer().op_type} node, not an initializer"
         else:
