@@ -224,7 +224,7 @@ def test_images_letterbox_and_keep(tmp_path: Path) -> None:
     kept = open_data(f"{folder}?resize=keep,multiple=16,fill=0", model)
     feed = kept.first_feed()["x"][0]
     assert feed.shape == (3, 32, 16) and np.all(feed[:, :20, :10] == 1) and np.all(feed[:, 20:, :] == 0) and np.all(feed[:, :, 10:] == 0)
-    assert "keep pad to x16" in kept.description and kept.num_feeds == 1
+    assert "aspect kept, padded to x16 with 0" in kept.description and kept.num_feeds == 1
     limited = open_data(f"{folder}?resize=keep,size=10", model).first_feed()["x"][0]
     assert limited.shape == (3, 32, 32)  # fit in 10x10 (5x10), then padded to 32
 
@@ -570,6 +570,17 @@ def test_bad_data_is_one_line_exit_2_nothing_written(case: str, command: str, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("onnxopt: error: ") and message in err, err
     assert "Traceback" not in err and sorted(p.name for p in tmp_path.rglob("*") if p.name != "__pycache__") == before
+
+
+def test_static_quantize_calibrates_from_an_image_folder(tmp_path: Path, capsys) -> None:
+    """quantize's calibration reader takes the streamed dataset, its cap cutting the second feed of 4 to 1 row."""
+    write_images(tmp_path / "imgs", 7)
+    model = conv_model(tmp_path / "m.onnx", ["N", 3, 8, 8])
+    args = ["optimize", str(model), "-o", str(tmp_path / "q.onnx"), "--pass", "quantize:calibration_samples=5", "--data", str(tmp_path / "imgs")]
+    assert main([*args, "--batch-size", "4", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"calibration_samples": 5' in out and '"status": "kept"' in out
+    assert {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
 
 
 def test_cli_reports_the_effective_settings(tmp_path: Path, run_cli) -> None:

@@ -85,12 +85,12 @@ class Preprocess:
     preset: str | None
 
     def describe(self) -> str:
-        size = "native size" if self.size is None else "x".join(map(str, self.size))
-        geometry = f"{self.layout.upper()} {self.channels}ch {size} {self.resize}"
-        if self.resize == "letterbox":
-            geometry += f" fill {self.fill}"
-        if self.resize == "keep":
-            geometry += f" pad to x{self.multiple}"
+        size = "" if self.size is None else "x".join(map(str, self.size))
+        geometry = f"{self.layout.upper()} {self.channels}ch " + {
+            "stretch": f"{size} stretch",
+            "letterbox": f"{size} letterbox fill {self.fill}",
+            "keep": f"aspect kept{' within ' + size if size else ''}, padded to x{self.multiple} with {self.fill}",
+        }[self.resize]
         values = f"scale {_fraction(self.scale)}, mean {_list(self.mean)}, std {_list(self.std)}"
         preset = f" (preset {self.preset})" if self.preset else ""
         return f"{geometry}, {self.order.upper() if self.channels == 3 else 'gray'}, {values}{preset}"
