@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 import wave
 from pathlib import Path
 
@@ -285,6 +286,18 @@ def test_images_leave_npy_folders_and_other_files_to_the_host(tmp_path: Path) ->
     write_images(tmp_path / "sub", 1)
     dataset = get_plugin_manager().hook.onnxopt_open_dataset(source=str(tmp_path), model=model, options={})
     assert type(dataset).__name__ == "Dataset" and dataset.num_samples == 2
+
+
+@pytest.mark.parametrize("module, package, make", [
+    ("PIL.Image", "pillow", lambda tmp: (write_images(tmp / "imgs", 1), str(tmp / "imgs"), conv_model(tmp / "m.onnx", [1, 3, 4, 4]))),
+    ("tokenizers", "tokenizers", lambda tmp: ((tmp / "c.txt").write_text("a\n"), f"{tmp / 'c.txt'}?tokenizer={write_tokenizer(tmp / 't.json', [])}",
+                                              text_model(tmp / "m.onnx", rows=8))),
+])  # fmt: skip
+def test_missing_extra_is_one_line_naming_it(module: str, package: str, make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, data, model = make(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were not installed
+    with pytest.raises(DataError, match=re.escape(f"needs {package}: pip install 'onnxopt[data]'")):
+        open_data(data, model)
 
 
 # --- text -----------------------------------------------------------------------------------------------------
@@ -570,6 +583,13 @@ def test_bad_data_is_one_line_exit_2_nothing_written(case: str, command: str, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("onnxopt: error: ") and message in err, err
     assert "Traceback" not in err and sorted(p.name for p in tmp_path.rglob("*") if p.name != "__pycache__") == before
+
+
+def test_bad_data_in_a_real_process(tmp_path: Path, run_cli) -> None:
+    model, data, message = _overrun(tmp_path)
+    result = run_cli("optimize", model, "-o", tmp_path / "out.onnx", "--pass", "fold", "--data", data)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_static_quantize_calibrates_from_an_image_folder(tmp_path: Path, capsys) -> None:
