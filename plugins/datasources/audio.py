@@ -196,17 +196,11 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
                            batched={audio.name} if len(audio.dims) == 2 else set(), description=description)  # fmt: skip
 
 
-def claims(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix.lower() in SUFFIXES
-    return path.is_dir() and not any(path.glob("*.np[yz]")) and src.has_files(path, SUFFIXES)
-
-
 @hookimpl
 def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) -> StreamedDataset | None:
     text, raw = src.split(source)
     path = Path(text).expanduser()
-    if not claims(path):
+    if not src.claims(path, SUFFIXES):
         return None
     values = src.parse(source, "WAV audio", raw, OPTIONS)
     return open_audio(path, source, values, model, options)

@@ -143,12 +143,6 @@ def _resized(image: Any, prep: Preprocess) -> Any:
     return canvas
 
 
-def claims(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix.lower() in SUFFIXES
-    return path.is_dir() and not any(path.glob("*.np[yz]")) and src.has_files(path, SUFFIXES)
-
-
 def _image_input(model: ir.Model, source: str) -> InputSpec:
     specs = input_specs(model)
     if len(specs) != 1 or specs[0].dims is None or len(specs[0].dims) != 4:
@@ -265,7 +259,7 @@ def open_images(path: Path, source: str, values: dict[str, Any], model: ir.Model
 def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) -> StreamedDataset | None:
     text, raw = src.split(source)
     path = Path(text).expanduser()
-    if not claims(path):
+    if not src.claims(path, SUFFIXES):
         return None
     values = src.parse(source, "an image folder", raw, OPTIONS)
     return open_images(path, source, values, model, options)

@@ -141,6 +141,14 @@ def has_files(folder: Path, suffixes: Sequence[str]) -> bool:
     return False
 
 
+def claims(path: Path, suffixes: Sequence[str]) -> bool:
+    """Whether ``path`` is a file with one of ``suffixes``, or a folder holding such files (recursively) and
+    no .npy / .npz at its top, which the host reads."""
+    if path.is_file():
+        return path.suffix.lower() in suffixes
+    return path.is_dir() and not any(path.glob("*.np[yz]")) and has_files(path, suffixes)
+
+
 def require(module: str, package: str, purpose: str) -> ModuleType:
     """Import an optional dependency of the ``data`` extra, or a one-line DataError naming the extra."""
     try:
