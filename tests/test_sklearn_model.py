@@ -83,3 +83,41 @@ def test_validate_on_itself(run_cli) -> None:
     result = run_cli("validate", MODEL, MODEL, "--data", VAL)
     assert result.returncode == 0, result.stderr
     assert "[pass] output 'output_probability'" in result.stdout
+
+
+def _dict_vectorizer_model() -> onnx.ModelProto:
+    """The fixture behind a DictVectorizer (input ``map(int64, float)``) with string class labels (output
+    ``seq(map(string, float))``): a map on the input side, and another key type."""
+    model = onnx.load(MODEL)
+    graph, names = model.graph, ["setosa", "versicolor", "virginica"]
+    classifier, zipmap = graph.node[0], graph.node[3]
+    for node, old, new in ((classifier, "classlabels_ints", "classlabels_strings"), (zipmap, "classlabels_int64s", "classlabels_strings")):
+        node.attribute.remove(next(a for a in node.attribute if a.name == old))
+        node.attribute.append(onnx.helper.make_attribute(new, names))
+    classifier.output[0] = "output_label"
+    graph.node.remove(graph.node[2])  # the Cast
+    graph.node.insert(0, onnx.helper.make_node("DictVectorizer", ["features"], ["float_input"], domain="ai.onnx.ml",
+                                               int64_vocabulary=[0, 1, 2, 3]))  # fmt: skip
+    scalar = onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [])
+    graph.input[0].CopyFrom(onnx.helper.make_value_info("features", onnx.helper.make_map_type_proto(onnx.TensorProto.INT64, scalar)))
+    graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("output_label", onnx.TensorProto.STRING, [None]))
+    string_map = onnx.helper.make_map_type_proto(onnx.TensorProto.STRING, scalar)
+    graph.output[1].CopyFrom(onnx.helper.make_value_info("output_probability", onnx.helper.make_sequence_type_proto(string_map)))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_map_input_and_string_keys_survive_load_and_save(tmp_path: Path) -> None:
+    original = _dict_vectorizer_model()
+    onnx.save(original, tmp_path / "dv.onnx")
+    model = model_io.load(tmp_path / "dv.onnx")
+    assert [model_io.kept_type_text(v) for v in (model.graph.inputs[0], *model.graph.outputs)] == [
+        "map(int64, float)", None, "seq(map(string, float))"
+    ]
+    written = onnx.load(model_io.save(model, tmp_path / "out.onnx"))
+    assert list(written.graph.input) == list(original.graph.input)
+    assert list(written.graph.output) == list(original.graph.output)
+    feed = {"features": {0: 5.1, 1: 3.5, 2: 1.4, 3: 0.2}}
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed) for p in (tmp_path / "dv.onnx", tmp_path / "out.onnx")]
+    assert runs[0][0].tolist() == runs[1][0].tolist() == ["setosa"]
+    assert runs[0][1] == runs[1][1]
