@@ -6,6 +6,8 @@ data may never point outside the model's folder, and a save is atomic — the ne
 data are written into a temporary folder beside the destination and renamed into place, under a lock on
 the destination folder so two processes writing the same path leave one complete model, never a mix.
 Tensors stay lazy (memory-mapped by onnx_ir) on load, so a multi-GB model is not copied into memory.
+A type onnx_ir cannot hold (a scikit-learn ZipMap's ``sequence<map<int64, float>>``) rides in the value's
+metadata from load to save, so such a model is optimized where onnx_ir can and written back as it declared.
 """
 
 from __future__ import annotations
@@ -524,7 +526,8 @@ def save(
     if external_data is None:
         external_data = has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = data_file_name(path)
-    _check_replaceable(folder / data_name)
+    if external_data:
+        _check_replaceable(folder / data_name)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
     except OSError as exc:
@@ -545,6 +548,16 @@ def save(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _has_kept_types(model: ir.Model) -> bool:
+    """Whether any value carries a type :func:`load` set aside (so the staged file must be patched)."""
+    values = (
+        value
+        for graph in (*model.graphs(), *model.functions.values())
+        for value in (*graph.inputs, *graph.outputs, *(out for node in graph for out in node.outputs))
+    )
+    return any(KEPT_TYPE_KEY in value.metadata_props for value in values)
 
 
 def _restore_kept_types(staged_model: Path) -> None:
@@ -579,7 +592,8 @@ def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_
             else:
                 ir.external_data.load_to_model(model)
                 ir.save(model, staged_model)
-        _restore_kept_types(staged_model)
+        if _has_kept_types(model):
+            _restore_kept_types(staged_model)
         data = staged_model.with_name(data_name)
         staged = [data, staged_model] if data.exists() else [staged_model]  # data first: never missing data
         for file in staged:
