@@ -6,8 +6,8 @@ CTC head; most of its 54 MB are the LSTM's and the head's weights), size, latenc
 Data: captcha-like images rendered here with Pillow (4-6 random letters and digits in DejaVu fonts, jittered,
 rotated, over noise and a few lines), 64 x 168, grey, scaled to [-1, 1] as ddddocr does; 32 images calibrate,
 ``--images`` others judge. Every variant runs through ``onnxopt.optimize`` in this process with permissive gates
-(nothing rolled back); the variants and fp32 are then compared here the same way. "LSTM float" rows reproduce
-what quantize did before it reached LSTM weights (``exclude_op_types=LSTM``).
+(nothing rolled back); the variants and fp32 are then compared here the same way. The ``recurrent=float`` row
+reproduces what quantize did before it reached LSTM weights.
 
 Columns: *size* file / fp32; *latency* onnxruntime ORT_ENABLE_ALL, 1 thread, median of per-round ratios over
 interleaved shuffled rounds (bench/quantize_real_models.py's measure); *logit cosine* over every output value
@@ -36,8 +36,9 @@ PERMISSIVE = {"min_cosine": 0.0, "min_channel_cosine": 0.0}
 CHARACTERS = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSans.ttf")
 VARIANTS = (
-    ("quantize static, LSTM float (before)", [("quantize", {"exclude_op_types": ["LSTM"]})]),
-    ("quantize static", ["quantize"]),
+    ("quantize static, recurrent=float (before)", ["quantize:recurrent=float"]),
+    ("quantize static (LSTM: int8 weights, float compute)", ["quantize"]),
+    ("quantize static, recurrent=dynamic_lstm", ["quantize:recurrent=dynamic_lstm"]),
     ("quantize dynamic", ["quantize:mode=dynamic"]),
     ("cluster k=16", ["cluster"]),
     ("cluster k=16 per channel", ["cluster:per_channel=true"]),

@@ -67,7 +67,7 @@ class ClusterOptions:
     keep_zeros: bool = option(True, "exact zeros (pruned weights) stay zero, as a centroid of their own")
     min_cosine: float = option(0.0, "with data: spare the most sensitive tensors until every output keeps this cosine (0: off)")
     sensitive_k: int = option(256, "centroids per tensor for the spared tensors (0: leave them float)")
-    binarize: bool = option(False, "k=2 per channel: sign(w) x the channel's mean |w|, stored as 1-bit indices (k, per_channel ignored)")
+    binarize: bool = option(False, "k=2 per channel: sign(w) x the channel's mean |w|, stored as 1-bit indices (k, per_channel, init, keep_zeros ignored)")
 
     def __post_init__(self) -> None:
         if not 2 <= self.k <= 256:
