@@ -25,7 +25,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="dataset: file.npz, a folder of .npy/.npz, or synthetic:N")
+    parser.add_argument("--data", help="dataset: file.npz, a folder of .npy/.npz, synthetic:N, or what a data plugin "
+                                       "reads (an image folder, text + tokenizer, WAV files, loader.py:fn; see README)")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=DxD",
                         help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
                              "(default: derived until the original runs; the written model keeps its dims)")  # fmt: skip

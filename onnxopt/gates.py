@@ -62,8 +62,8 @@ class Gates:
 
 
 #: The default verdict on an output no task metric judges and no gate of the user covers: its direction kept
-#: (cosine) and none of its channels lost (a class column collapsed to zero has cosine 0 whatever the whole
-#: output's cosine). Evidence for the values: bench/verdict.py.
+#: (cosine) and none of its channels lost along axis 1 (a detector's class row collapsed to zero has cosine 0
+#: whatever the whole output's cosine). Evidence for the values: bench/verdict.py.
 DEFAULT_GATES = Gates(min_cosine=0.99, min_channel_cosine=0.9)
 #: What the default verdict still asks of an output a task metric judges: a floor that catches an output gone
 #: flat or wild where the metric alone could not tell (an empty reference mask has IoU 1 with any empty mask).

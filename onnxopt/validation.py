@@ -20,6 +20,7 @@ Written here: onnxruntime runs the models, numpy does the arithmetic; no library
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -154,12 +155,14 @@ def open_session(path: str | Path, *, threads: int = 0) -> ort.InferenceSession:
 
 
 #: onnxruntime's messages can run to pages (a whole graph dump); a one-line error keeps this much of it.
-MESSAGE_CHARS = 400
+MESSAGE_CHARS = 600
+#: The C++ source location and function signature onnxruntime puts in the middle of a sentence.
+_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
 
 
 def _first_line(exc: BaseException) -> str:
     """The whole message on one line (onnxruntime spreads one sentence over several), cut past MESSAGE_CHARS."""
-    text = " ".join(str(exc).split())
+    text = _SOURCE_LOCATION.sub("", " ".join(str(exc).split()))
     if len(text) > MESSAGE_CHARS:
         text = text[: MESSAGE_CHARS - 3].rstrip() + "..."
     return text or type(exc).__name__
@@ -236,6 +239,11 @@ class _OutputAccumulator:
         r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
         c = np.moveaxis(cand, axis, 0).reshape(ref.shape[axis], -1)
         stats = np.stack([(r * c).sum(axis=1), (r * r).sum(axis=1), (c * c).sum(axis=1)])
+        if self.channel_stats is not None and self.channel_stats.shape != stats.shape:
+            # the channel axis changes length between feeds (tokens padded to each batch's longest): channels
+            # missing from a feed add nothing to its cosine
+            width = max(self.channel_stats.shape[1], stats.shape[1])
+            self.channel_stats, stats = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (self.channel_stats, stats))
         self.channel_stats = stats if self.channel_stats is None else self.channel_stats + stats
         self.channel_len += r.shape[1]
 

@@ -30,7 +30,7 @@ def images(fixtures_dir: Path) -> dict[str, np.ndarray]:
 def test_magnitude_per_layer_prunes_each_weight_to_the_target_and_leaves_biases(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:sparsity=0.6,min_elements=256"],
-                              gates={"min_cosine": 0.0})  # fmt: skip
+                              gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     before, after = _initializers(fixtures_dir / "tiny_transformer.onnx"), _initializers(out)
     pruned = report.steps[0].stats["tensors"]
@@ -49,7 +49,7 @@ def test_magnitude_per_layer_prunes_each_weight_to_the_target_and_leaves_biases(
 def test_magnitude_global_uses_one_threshold_so_layers_differ(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
-                              passes=["prune:sparsity=0.5,scope=global,min_elements=256"], gates={"min_cosine": 0.0})  # fmt: skip
+                              passes=["prune:sparsity=0.5,scope=global,min_elements=256"], gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     tensors = report.steps[0].stats["tensors"]
     after = _initializers(out)
     total = sum(after[n].size for n in tensors)
@@ -63,7 +63,7 @@ def test_bitmask_storage_is_smaller_decodes_exactly_and_is_folded_at_session_sta
     dense, packed = tmp_path / "dense.onnx", tmp_path / "packed.onnx"
     for path, storage in ((dense, "dense"), (packed, "bitmask")):
         report = onnxopt.optimize(source, path, passes=[f"prune:sparsity=0.8,min_elements=512,storage={storage}"],
-                                  gates={"min_cosine": 0.0})  # fmt: skip
+                                  gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
         assert report.exit_code == 0, report.message
     assert report.steps[0].stats["bitmask_encoded"] == 1  # fc.weight, the one tensor of >= 512 values
     assert packed.stat().st_size < 0.45 * dense.stat().st_size
@@ -100,7 +100,7 @@ def test_structured_removes_exactly_the_dead_channels_through_every_coupling(tmp
 def test_structured_shrinks_a_cnn_and_makes_it_smaller_and_lighter(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
     report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["prune:kind=structured,sparsity=0.5,round_to=1"],
-                              data=fixtures_dir / "digits_cnn_val.npz", gates={"min_cosine": 0.0})  # fmt: skip
+                              data=fixtures_dir / "digits_cnn_val.npz", gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     pruned, original = report.steps[0].figures, report.original
     assert report.steps[0].stats["layers_pruned"] == 2
@@ -118,7 +118,7 @@ def test_structured_by_activation_needs_data_and_uses_it(tmp_path, fixtures_dir)
     data = fixtures_dir / "digits_cnn_val.npz"
     for path, criterion in ((by_norm, "l1"), (by_activation, "activation")):
         report = onnxopt.optimize(source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
-                                  data=data, gates={"min_cosine": 0.0})  # fmt: skip
+                                  data=data, gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
         assert report.exit_code == 0, report.message
     assert not np.array_equal(_initializers(by_norm)["fc.weight"], _initializers(by_activation)["fc.weight"])
 
@@ -126,7 +126,7 @@ def test_structured_by_activation_needs_data_and_uses_it(tmp_path, fixtures_dir)
 def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
-                              gates={"min_cosine": 0.0})  # fmt: skip
+                              gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
     assert layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"  # 16 is a multiple of the default round_to=8  # the MLP's hidden neurons, through Gelu, into fc2
     assert "read by LayerNormalization" in layers["embed/MatMul_MatMul"]
@@ -136,7 +136,7 @@ def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_d
 
 def test_round_to_keeps_the_nearest_multiple_of_channels(tmp_path, fixtures_dir):
     report = onnxopt.optimize(fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx",
-                              passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"], gates={"min_cosine": 0.0})  # fmt: skip
+                              passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"], gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
     assert layers["c1"] == "8 -> 4"  # 3.2 -> 4
     assert layers["s1"].startswith("4 kept")  # no wider than round_to: left whole
@@ -222,7 +222,7 @@ def test_structured_pruning_of_random_cnns_keeps_every_shape_consistent(tmp_path
         onnx.save(_random_cnn(rng, steps=int(rng.integers(6, 20))), source)
         feed = {"input": rng.standard_normal((2, 8, 16, 16)).astype(np.float32)}
         report = onnxopt.optimize(source, out, passes=["prune:kind=structured,sparsity=0.4,round_to=1"],
-                                  gates={"min_cosine": -1.0})  # fmt: skip
+                                  gates={"min_cosine": -1.0, "min_channel_cosine": -1.0})  # fmt: skip
         assert report.exit_code == 0 and report.steps[0].status in ("kept", "unchanged"), (seed, report.message)
         want, got = _run(source, feed)[0], _run(out, feed)[0]
         assert got.shape == want.shape and np.isfinite(got).all(), seed
@@ -236,7 +236,7 @@ def test_structured_prunes_inside_if_branches(fixtures_dir, tmp_path, criterion)
     # outer-scope initializer of the main graph, the else-branch's its own
     source, out = fixtures_dir / "branch_cnn.onnx", tmp_path / "out.onnx"
     report = onnxopt.optimize(source, out, passes=[f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
-                              data="synthetic:8", gates={"min_cosine": 0.0})  # fmt: skip
+                              data="synthetic:8", gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     layers = report.steps[0].stats["layers"]
     note = " (by L1: activations are measured in the main graph only)" if criterion == "activation" else ""

@@ -246,3 +246,18 @@ def test_a_third_party_metric_plugin_gates_like_a_built_in(tmp_path, run_cli, mo
     assert kept.returncode == 0, kept.stderr
     lost = run_cli("validate", fixtures_dir / "detector.onnx", fixtures_dir / "detector_collapsed.onnx", *args)
     assert lost.returncode == 1 and "scores_kept (asked for)" in lost.stderr
+
+
+def test_a_token_axis_that_changes_length_between_feeds_is_compared(tmp_path):
+    """Text padded to each batch's longest sentence: the per-position channels differ in number between feeds."""
+    model = _save(token_encoder(), tmp_path / "enc.onnx")
+    (tmp_path / "feeds.py").write_text(
+        "import numpy as np\n"
+        "def load():\n"
+        "    for length in (3, 7, 5):\n"
+        "        mask = np.ones((2, length), np.int64); mask[0, -1] = 0\n"
+        "        yield {'input_ids': np.arange(2 * length, dtype=np.int64).reshape(2, length) % 50, 'attention_mask': mask}\n"
+    )
+    result = onnxopt.validate(model, model, data=f"{tmp_path / 'feeds.py'}:load", latency_runs=0)
+    assert result.passed and result.compared and result.samples == 6, result.failure_reason()
+    assert result.outputs[0].masked_positions == 3
