@@ -207,6 +207,8 @@ class Dataset:
 
 def _np_load(path: Path, kind: str):  # noqa: ANN202 - an array or an archive, as numpy gives
     """``np.load`` with pickles refused and every failure turned into a one-line DataError."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise DataError(f"{path}: not a regular file")
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -161,6 +161,8 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
 def load_recipe(path: str | Path) -> Recipe:
     """Read a TOML recipe; a missing file or bad TOML is a one-line UsageError."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO whose read would block forever
+        raise UsageError(f"{path}: not a regular file")
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

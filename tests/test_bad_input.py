@@ -518,6 +518,27 @@ def npz_member_short(tmp: Path) -> Case:
     return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data.npz")), ("data.npz", "cannot read"))
 
 
+def data_fifo(tmp: Path) -> Case:
+    """``--data`` naming a FIFO (its read would wait for a writer forever)."""
+    src, out = _dirs(tmp)
+    os.mkfifo(src / "data.npz")
+    return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data.npz")), ("data.npz", "not a regular file"))
+
+
+def data_folder_with_fifo(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    (src / "data").mkdir()
+    os.mkfifo(src / "data" / "input.npy")
+    return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data")), ("input.npy", "not a regular file"))
+
+
+def recipe_fifo(tmp: Path) -> Case:
+    src, out = _dirs(tmp)
+    os.mkfifo(src / "recipe.toml")
+    return Case(["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--recipe", str(src / "recipe.toml")],
+                ("recipe.toml", "not a regular file"))  # fmt: skip
+
+
 def npy_short(tmp: Path) -> Case:
     src, out = _dirs(tmp)
     (src / "data").mkdir()
@@ -586,6 +607,9 @@ CASES: list[Callable[[Path], Case]] = [
     nested_too_deep,
     npz_member_short,
     npy_short,
+    data_fifo,
+    data_folder_with_fifo,
+    recipe_fifo,
 ]
 
 
