@@ -94,7 +94,8 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
     sizes = {}
     for path in files:
         if not path.is_file():
-            raise ModelError(f"external data file {path.name!r} is missing (expected in {model_dir})")
+            state = "not a regular file" if path.exists() else "missing"
+            raise ModelError(f"external data file {path.name!r} is {state} (expected in {model_dir})")
         sizes[path] = path.stat().st_size
     root = model_dir.resolve()
     for tensor in _iter_graph_tensors(proto.graph):

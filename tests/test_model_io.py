@@ -469,3 +469,11 @@ def test_a_signal_during_the_renames_acts_once_model_and_data_are_both_in_place(
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     assert sorted(p.name for p in previous_output.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+
+
+def test_external_data_file_that_is_a_fifo_is_refused_not_read(tmp_path: Path, fixtures_dir: Path) -> None:
+    path = _save_external(fixtures_dir / "iris_mlp.onnx", tmp_path / "model.onnx")
+    (tmp_path / "model.onnx.data").unlink()
+    os.mkfifo(tmp_path / "model.onnx.data")
+    with pytest.raises(ModelError, match="'model.onnx.data' is not a regular file"):
+        model_io.load(path)
