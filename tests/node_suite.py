@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -495,11 +495,131 @@ def run_case(case_dir: str | os.PathLike, workdir: str | os.PathLike, on_stage: 
     return done("regression", reason)
 
 
+# --- the same tests with every input made a constant: which optimizer folds each op away? ---------------
+
+#: How each optimizer is called on a model file; the result is saved to ``out`` (imports are lazy: a peer
+#: that is not installed fails its own rows only).
+CONSTANT_TOOLS = ("onnxopt", "onnxscript", "onnxsim")
+
+
+def _optimize(tool: str, path: Path, out: Path) -> None:
+    import onnx
+
+    if tool == "onnxopt":
+        import onnxopt
+
+        onnxopt.save(onnxopt.apply_passes(onnxopt.load(path, check=False), ["fold"]), out)
+    elif tool == "onnxscript":
+        import onnxscript.optimizer
+
+        onnx.save(onnxscript.optimizer.optimize(onnx.load(path)), out)
+    elif tool == "onnxsim":
+        import onnxsim
+
+        onnx.save(onnxsim.simplify(onnx.load(path))[0], out)
+    else:
+        raise ValueError(f"unknown optimizer {tool!r}")
+
+
+def constant_model(case: NodeCase) -> Any:
+    """The case's model with every input an initializer holding the test's data (an onnx.ModelProto), or a
+    one-line reason why it cannot be (an input that is not a tensor, or one the test gives no data for)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(case.model_path)
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        data = case.inputs.get(value.name)
+        if data is None or value.type.WhichOneof("value") != "tensor_type":
+            return f"input {value.name!r} is not a tensor with data"
+        model.graph.initializer.append(numpy_helper.from_array(data, value.name))
+    del model.graph.input[:]  # from IR 4 on, an initializer need not be an input
+    model.ir_version = max(model.ir_version, 4)
+    return model
+
+
+def non_constant_nodes(path: str | os.PathLike) -> list[str]:
+    """Op types of the top-level nodes of a model that are not Constant (an empty list: folded to constants)."""
+    import onnx
+
+    return [n.op_type for n in onnx.load(path).graph.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx"))]
+
+
+@dataclass
+class ConstantCaseResult:
+    name: str
+    outcome: str  # "compared"; "not-run": not constifiable, random, or onnxruntime fails the constant model
+    reason: str = ""
+    ops: list[str] = field(default_factory=list)  # op types of the original graph
+    tools: dict[str, dict] = field(default_factory=dict)  # tool -> {"left": [op types], "broken": str, "error": str}
+
+
+def run_constant_case(case_dir: str | os.PathLike, workdir: str | os.PathLike, on_stage: Any = None,
+                      tools: tuple[str, ...] = CONSTANT_TOOLS) -> ConstantCaseResult:  # fmt: skip
+    """The node test with its inputs made constant: onnxruntime must pass that model against the shipped
+    outputs; then each optimizer runs on it, and its result is judged by the nodes left besides Constant
+    ("folded" when none) and by onnxruntime against the shipped outputs ("broken" when they differ)."""
+    import onnx
+
+    stage = on_stage or (lambda name: None)
+    case_dir = Path(case_dir)
+    result = ConstantCaseResult(case_dir.name, "not-run")
+    try:
+        case = load_case(case_dir)
+        randoms = random_ops(case.model_path)
+        model = constant_model(case)
+    except Exception as exc:
+        result.reason = f"cannot read the test: {_one_line(exc)}"
+        return result
+    if randoms or isinstance(model, str):
+        result.reason = f"random output ({', '.join(sorted(randoms))})" if randoms else model
+        return result
+    result.ops = [n.op_type for n in model.graph.node]
+    folder = Path(workdir) / case_dir.name
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "constant.onnx"
+    onnx.save(model, source)
+    constant_case = NodeCase(case.name, source, {}, case.outputs, case.output_names, {}, case.output_types)
+    stage("original")
+    try:
+        reason = outputs_mismatch(constant_case, run_model(source, constant_case))
+    except Exception as exc:
+        reason = f"onnxruntime: {_one_line(exc)}"
+    if reason is not None:
+        result.reason = reason
+        shutil.rmtree(folder, ignore_errors=True)
+        return result
+    result.outcome = "compared"
+    for tool in tools:
+        stage(f"tool:{tool}")
+        out = folder / f"{tool}.onnx"
+        row: dict[str, Any] = {"left": [], "broken": "", "error": ""}
+        try:
+            _optimize(tool, source, out)
+        except Exception as exc:
+            row["error"] = _one_line(exc)
+            result.tools[tool] = row
+            continue
+        try:
+            row["left"] = non_constant_nodes(out)
+            reason = outputs_mismatch(constant_case, run_model(out, constant_case))
+        except Exception as exc:
+            reason = f"onnxruntime: {_one_line(exc)}"
+        row["broken"] = reason or ""
+        result.tools[tool] = row
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
 # --- many cases, in worker processes (a crash or hang in onnxruntime or fold costs one case, not the run) ---
 
 
-def _worker_main(workdir: str) -> None:
-    """``node_suite.py --worker WORKDIR``: read case folders on stdin, answer JSON lines on the real stdout."""
+def _worker_main(workdir: str, mode: str = "fold") -> None:
+    """``node_suite.py --worker WORKDIR [MODE]``: read case folders on stdin, answer JSON lines on the real
+    stdout; MODE ``fold`` runs :func:`run_case`, ``constant`` :func:`run_constant_case`."""
     import json
 
     import onnxruntime as ort
@@ -516,13 +636,14 @@ def _worker_main(workdir: str) -> None:
     for line in sys.stdin:
         case_dir = line.strip()
         if case_dir:
-            result = run_case(case_dir, workdir, on_stage=lambda name: say({"stage": name}))
+            run = run_constant_case if mode == "constant" else run_case
+            result = run(case_dir, workdir, on_stage=lambda name: say({"stage": name}))
             say({"result": result.__dict__})
 
 
 class _Worker:
-    def __init__(self, workdir: Path, index: int) -> None:
-        self.workdir, self.index = workdir, index
+    def __init__(self, workdir: Path, index: int, mode: str = "fold") -> None:
+        self.workdir, self.index, self.mode = workdir, index, mode
         self.proc: subprocess.Popen | None = None
         self.log = workdir / f"worker-{index}.log"
 
@@ -530,11 +651,11 @@ class _Worker:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         with open(self.log, "ab") as log:
             return subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--worker", str(self.workdir)],
+                [sys.executable, str(Path(__file__).resolve()), "--worker", str(self.workdir), self.mode],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
             )  # fmt: skip
 
-    def run(self, case_dir: Path, timeout: float) -> CaseResult:
+    def run(self, case_dir: Path, timeout: float) -> CaseResult | ConstantCaseResult:
         import json
         import threading
 
@@ -559,7 +680,7 @@ class _Worker:
                 if "stage" in message:
                     stage = message["stage"]
                 else:
-                    return CaseResult(**message["result"])
+                    return (ConstantCaseResult if self.mode == "constant" else CaseResult)(**message["result"])
         except (BrokenPipeError, json.JSONDecodeError, OSError):
             pass
         finally:
@@ -568,8 +689,10 @@ class _Worker:
         proc.kill()
         code = proc.wait()
         self.proc = None
-        outcome, where = STAGE_OUTCOMES[stage]
         why = f"timed out after {timeout:g} s" if timed_out.is_set() else f"process died (exit code {code})"
+        if self.mode == "constant":  # the stage names the optimizer that was running ("tool:NAME")
+            return ConstantCaseResult(case_dir.name, "crash", f"{stage}: {why}")
+        outcome, where = STAGE_OUTCOMES[stage]
         return CaseResult(case_dir.name, outcome, f"{where}: {why}")
 
     def close(self) -> None:
@@ -584,15 +707,17 @@ class _Worker:
             self.proc = None
 
 
-def run_cases(case_dirs: list[Path], workdir: Path, *, workers: int = 2, timeout: float = 300.0) -> list[CaseResult]:
-    """Run every case in ``workers`` worker processes; results in the order of ``case_dirs``."""
+def run_cases(case_dirs: list[Path], workdir: Path, *, workers: int = 2, timeout: float = 300.0,
+              mode: str = "fold") -> list[Any]:  # fmt: skip
+    """Run every case in ``workers`` worker processes; results in the order of ``case_dirs``. ``mode``
+    ``fold`` gives :class:`CaseResult` s (:func:`run_case`), ``constant`` :class:`ConstantCaseResult` s."""
     import queue
     import threading
 
     todo: queue.Queue[tuple[int, Path]] = queue.Queue()
     for item in enumerate(case_dirs):
         todo.put(item)
-    results: list[CaseResult | None] = [None] * len(case_dirs)
+    results: list[Any] = [None] * len(case_dirs)
     errors: list[BaseException] = []
 
     def drive(worker: _Worker) -> None:
@@ -608,7 +733,7 @@ def run_cases(case_dirs: list[Path], workdir: Path, *, workers: int = 2, timeout
         finally:
             worker.close()
 
-    pool = [_Worker(workdir, i) for i in range(max(1, workers))]
+    pool = [_Worker(workdir, i, mode) for i in range(max(1, workers))]
     threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in pool]
     for thread in threads:
         thread.start()
@@ -625,7 +750,7 @@ def run_cases(case_dirs: list[Path], workdir: Path, *, workers: int = 2, timeout
 def _main(argv: list[str]) -> int:
     """``python tests/node_suite.py CASE...`` runs node tests in this process and prints each result."""
     if argv[:1] == ["--worker"]:
-        _worker_main(argv[1])
+        _worker_main(*argv[1:3])
         return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.split("\n\n")[0] + "\n\nusage: python tests/node_suite.py TEST_NAME...  (e.g. test_scan_sum)")
