@@ -223,3 +223,28 @@ def test_magnitude_prune_names_the_recurrent_and_small_weights_it_leaves(model, 
     left = report.steps[0].stats["weights_left_alone"]
     assert set(left) == {"lstm_w", "lstm_r", "gru_w", "gru_r", "head"}
     assert left["gru_r"].startswith("GRU: magnitude pruning covers") and left["head"] == "MatMul: 320 values < min_elements"
+
+
+def test_weight_only_reaches_gemm_weights_and_names_the_conv_it_cannot(tmp_path):
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "conv_w"),
+             numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "gemm_w"),
+             numpy_helper.from_array(np.array([-1, 2, 4, 4], np.int64), "image")]  # fmt: skip
+    nodes = [helper.make_node("Reshape", ["x", "image"], ["i"]),
+             helper.make_node("Conv", ["i", "conv_w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Gemm", ["f", "gemm_w"], ["y"], transB=1, name="gemm")]  # fmt: skip
+    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])], inits)  # fmt: skip
+    path = tmp_path / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = tmp_path / "weight_only.onnx"
+    report = onnxopt.optimize(path, out, passes=["quantize:mode=weight_only,fold_first=false"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    assert "MatMulNBits" in [n.op_type for n in onnx.load(out).graph.node]  # the Gemm, rewritten as MatMul (+ Add)
+    conv = "Conv: onnxruntime's weight_only quantizer does not quantize Conv"
+    assert report.steps[0].stats["weights_left_float"] == {"conv_w": conv}
+    options = {"mode": "weight_only", "fold_first": False, "exclude_nodes": ["gemm"]}
+    report = onnxopt.optimize(path, tmp_path / "excluded.onnx", passes=[("quantize", options)], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    left = report.steps[0].stats["weights_left_float"]  # the Gemm's weight, transposed, under a generated name
+    assert left["conv_w"] == conv and sorted(left.values()) == sorted([conv, "MatMul: exclude_nodes"])

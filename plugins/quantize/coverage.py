@@ -36,7 +36,7 @@ from onnxopt.weights import (
 WEIGHT_INPUTS: Mapping[str, int | tuple[int, ...]] = {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT, "Gather": 0}
 #: Ops whose weights each mode's quantizer can turn into int8 (beyond these, onnxruntime has no integer kernel).
 _STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})  # onnxruntime's QDQ registry
-_DYNAMIC_OPS = frozenset({"Conv", "MatMul", "Gather", "LSTM"})  # onnxruntime's IntegerOps registry
+_DYNAMIC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Gather", "LSTM"})  # IntegerOps registry; Gemm becomes MatMul
 _STREAMING_OPS = frozenset({"MatMul", "Gemm"})
 
 
@@ -101,7 +101,7 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
 
 def _covered(options: Any, path: str) -> frozenset[str]:
     if options.mode == "weight_only":
-        return frozenset({"MatMul", "Gather"} if options.quantize_embeddings and options.bits == 4 else {"MatMul"})
+        return frozenset({"MatMul", "Gemm", "Gather"} if options.quantize_embeddings and options.bits == 4 else {"MatMul", "Gemm"})
     if options.mode == "dynamic":
         return _STREAMING_OPS if path.startswith("streaming") else _DYNAMIC_OPS
     return _STATIC_OPS
