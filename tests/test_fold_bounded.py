@@ -24,7 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxopt
-from onnxopt_plugins.fold import steps
+from onnxopt_plugins.fold import folding
 
 GENERATORS = ("ConstantOfShape", "Expand", "Tile", "Range")
 
@@ -98,7 +98,7 @@ def test_the_element_limit_has_two_sides(op, cols):
     and the generator stays (ConstantOfShape too: above 1024 elements onnxscript never folds it)."""
     model = ir.from_proto(generator_model(op, 1024, cols))
     folded = onnxopt.apply_passes(model, ["fold"])
-    if cols * 1024 <= steps.FOLDED_ELEMENTS_LIMIT and op != "ConstantOfShape":
+    if cols * 1024 <= folding.FOLDED_ELEMENTS_LIMIT and op != "ConstantOfShape":
         assert _ops(folded) == ["Add"]
     else:
         assert op in _ops(folded)
@@ -110,7 +110,7 @@ def test_the_element_limit_has_two_sides(op, cols):
 )
 def test_output_elements_are_known_before_evaluating(op, rows, cols, expected):
     graph = ir.from_proto(generator_model(op, rows, cols)).graph
-    assert steps.output_elements(graph.node(0)) == expected
+    assert folding.output_elements(graph.node(0)) == expected
 
 
 def test_a_chain_of_folds_keeps_no_provenance():

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxopt
-from onnxopt_plugins.fold import steps
+from onnxopt_plugins.fold import folding
 
 
 def _model(nodes, inits, outputs, opset=18) -> onnx.ModelProto:
@@ -66,7 +66,7 @@ def test_quantization_and_training_dropout_stay(tmp_path):
 @pytest.mark.parametrize("extra", [0, 2])
 def test_the_element_limit_holds_for_evaluated_nodes(extra):
     """A Split of a constant with the limit's number of elements folds; two more elements and it stays."""
-    size = steps.FOLDED_ELEMENTS_LIMIT + extra
+    size = folding.FOLDED_ELEMENTS_LIMIT + extra
     inits = [numpy_helper.from_array(np.zeros(size, np.float32), "w")]
     nodes = [
         helper.make_node("Split", ["w"], ["a", "b"], axis=0, num_outputs=2),

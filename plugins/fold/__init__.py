@@ -1,6 +1,7 @@
 """fold: graph simplification that keeps what the model computes, subgraphs included.
 
-Constant folding (shape arithmetic too), Constant nodes lifted to initializers, duplicate initializers
+Constant folding (shape arithmetic too; what onnxscript's folder cannot evaluate runs alone in onnxruntime,
+see :mod:`.evaluate`), Constant nodes lifted to initializers, duplicate initializers
 shared, dead nodes / unused initializers / functions / opsets removed, Identity / inference Dropout /
 no-op Cast / Expand / Transpose / x*1 / x+0 removed, Reshape / Transpose / Cast chains merged, common
 subexpressions shared, BatchNorm / Mul / Add / Pad fused into Conv or Gemm, MatMul + Add into Gemm —
@@ -10,8 +11,9 @@ first (shape computations then fold away, and the model accepts only those sizes
 live in :mod:`.steps`; this module orders them, repeats them until nothing changes, and counts what each
 did for the report.
 
-It never grows the model by more than ``max_growth_mib`` through folding, never emits a node or an
-attribute outside the model's opset, and leaves ops of unknown domains in place.
+It never grows the model by more than ``max_growth_mib`` through folding, never evaluates a node whose
+output would exceed 2^20 elements and its inputs (decided from shapes, before anything is computed), never
+emits a node or an attribute outside the model's opset, and leaves ops of unknown domains in place.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchHint, hookimpl, option
 
-from . import steps
+from . import folding, steps
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class FoldPass(ir.passes.InPlacePass):
         candidates: list[tuple[bool, str, Callable[[ir.Model], int]]] = [
             (o.eliminate_no_ops, "no_ops_removed", partial(steps.remove_no_ops, fired=fired)),
             (o.constant_folding, "constants_folded",
-             lambda m: steps.fold_constants(m, max_growth_bytes=growth, stats=self.context.stats)),
+             lambda m: folding.fold_constants(m, max_growth_bytes=growth, stats=self.context.stats)),
             (o.lift_constants, "constants_lifted", steps.lift_constants),
             (o.merge_chains, "chains_merged", partial(steps.merge_chains, fired=fired)),
             (o.fuse_batchnorm, "batchnorm_fused", partial(steps.fuse_batchnorm, fired=fired)),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from .steps import output_elements
+from .folding import output_elements
 
 #: Never evaluated here: control flow (its bodies are folded where they are), random ops, and what onnxscript
 #: keeps by default (a small ConstantOfShape it folds when fold's should_fold asks; a large one stays).
