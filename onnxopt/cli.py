@@ -33,7 +33,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
                         help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, or file.py:function); "
                              "'none' turns off the metrics detected by default")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default 32)")
+    parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default: up to 32, fewer for large inputs)")
     parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     parser.add_argument("--latency-runs", type=int, help="interleaved latency rounds (0 skips; default 20)")
@@ -252,7 +252,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
              "max_time", "device", "depth", "checkpoint")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.output_name:
-        options["output"] = args.output_name
+        options["target"] = args.output_name  # not "output": api.distill's output is the student's path
     report = api.distill(
         args.teacher, args.output, data=args.data, student=args.student, width=args.width, val=args.val,
         export_logits=args.export_logits, gates=_gates(args), seed=args.seed, plugins=args.plugins, quiet=args.quiet,

@@ -3,8 +3,10 @@
 Layout (what a user puts in ``calib.npz``): one array per model input, keyed by the input's name, plus an
 optional ``labels`` array of class ids. Samples are stacked on the model input's leading (batch) axis:
 
-- an input ``[batch, 3, 32, 32]`` takes an array ``[N, 3, 32, 32]``, fed ``batch_size`` rows at a time
-  (or, when the model fixes the batch dimension to ``d``, ``d`` rows at a time);
+- an input ``[batch, 3, 32, 32]`` takes an array ``[N, 3, 32, 32]``, fed ``batch_size`` rows at a time (by
+  default as many as fit in :data:`FEED_INPUT_BYTES`, at most 32: a model's activations are many times its
+  inputs, and 32 rows of a 640x640 image are gigabytes of them), or, when the model fixes the batch dimension
+  to ``d``, ``d`` rows at a time;
 - an array with one axis more than the input (``[F, 1, 3, 32, 32]`` for an input ``[1, 3, 32, 32]``) holds
   ``F`` whole feeds, fed one after another;
 - an array exactly the shape of an input with a fixed leading dimension (a state ``[2, 1, 128]``, a
@@ -29,6 +31,8 @@ from onnxopt.errors import DataError, UsageError
 
 LABELS_KEY = "labels"
 DEFAULT_BATCH_SIZE = 32
+#: Input bytes of one feed when the batch size is left to the data (``batch_size=None``).
+FEED_INPUT_BYTES = 4 << 20
 SYNTHETIC_PREFIX = "synthetic:"
 
 Dims = tuple[int | str | None, ...]
@@ -124,7 +128,7 @@ class Dataset:
         *,
         labels: np.ndarray | None = None,
         synthetic: bool = False,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
     ) -> None:
         self.name = name
         self.description: str | None = None  # what the data is, in words, for the report (e.g. synthetic shapes)
@@ -156,7 +160,7 @@ class Dataset:
             raise DataError(f"input {spec.name!r}: dtype {array.dtype}, the model expects {spec.dtype}")
         return array
 
-    def _plan(self, batch_size: int) -> tuple[int, int]:
+    def _plan(self, batch_size: int | None) -> tuple[int, int]:
         kinds = {layout.kind for layout in self._layouts.values()} - {"constant"}
         if kinds == {"rows", "feeds"}:
             raise DataError(f"{self.name}: mixes stacked rows and whole feeds; stack every input the same way")
@@ -170,8 +174,13 @@ class Dataset:
         chunks = {layout.chunk for layout in self._layouts.values() if layout.chunk}
         if len(chunks) > 1:
             raise DataError(f"{self.name}: the model fixes different batch sizes on its inputs")
-        rows = chunks.pop() if chunks else max(1, batch_size)
+        rows = chunks.pop() if chunks else max(1, batch_size or self._rows_that_fit())
         return math.ceil(total / rows), rows
+
+    def _rows_that_fit(self) -> int:
+        """Rows per feed within FEED_INPUT_BYTES of inputs, between 1 and DEFAULT_BATCH_SIZE."""
+        row_bytes = sum(self._arrays[n][0].nbytes for n, layout in self._layouts.items() if layout.kind == "rows")
+        return max(1, min(DEFAULT_BATCH_SIZE, FEED_INPUT_BYTES // max(row_bytes, 1)))
 
     @property
     def num_samples(self) -> int:
@@ -280,7 +289,7 @@ def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
 
 
 def from_arrays(
-    name: str, arrays: Mapping[str, np.ndarray], model: ir.Model, *, batch_size: int = DEFAULT_BATCH_SIZE
+    name: str, arrays: Mapping[str, np.ndarray], model: ir.Model, *, batch_size: int | None = None
 ) -> Dataset:
     """A dataset from in-memory arrays (the layout of an ``.npz``, ``labels`` optional)."""
     arrays = dict(arrays)
@@ -297,7 +306,7 @@ def open_source(
     *,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> Dataset:
     """Open ``synthetic:N``, an ``.npz`` file, or a folder — the formats the host reads itself."""
     if source.startswith(SYNTHETIC_PREFIX):

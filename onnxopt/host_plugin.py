@@ -26,7 +26,7 @@ def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) 
         model,
         shapes=options.get("shapes"),
         seed=options.get("seed", 0),
-        batch_size=options.get("batch_size", data.DEFAULT_BATCH_SIZE),
+        batch_size=options.get("batch_size"),
     )
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from onnxopt.data import DEFAULT_BATCH_SIZE, parse_shape
+from onnxopt.data import parse_shape
 from onnxopt.errors import UsageError
 from onnxopt.gates import DEFAULT_GATES, Gates
 OnFailure = Literal["rollback", "stop"]
@@ -47,7 +47,7 @@ class Recipe:
     passes: list[PassStep] = field(default_factory=list)
     data: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # rows per onnxruntime run; None: as many as fit the data's byte budget
     gates: Gates = field(default_factory=Gates)  # the user's; the default verdict fills in the rest
     val: str | None = None
     metrics: list[str] = field(default_factory=list)
@@ -80,6 +80,8 @@ def check_settings(recipe: Recipe) -> None:
     """
     for key, (least, meaning) in _INTEGER_SETTINGS.items():
         value = getattr(recipe, key)
+        if value is None and key == "batch_size":
+            continue
         if not isinstance(value, int) or isinstance(value, bool):
             raise UsageError(f"{key} must be an integer, got {value!r}")
         if value < least:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.data import DEFAULT_BATCH_SIZE, SYNTHETIC_PREFIX, Dataset, InputSpec, fits, input_specs
+from onnxopt.data import SYNTHETIC_PREFIX, Dataset, InputSpec, fits, input_specs
 from onnxopt.errors import DataError, UsageError
 
 #: Sizes tried for a symbolic dim, by role; trial ``i`` takes the ``i``-th of each list (the last when shorter).
@@ -205,7 +205,7 @@ def synthetic(
     *,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     trial: int = 0,
 ) -> Dataset:
     """``count`` random samples at the shapes of trial ``trial`` (see :func:`plan`).
@@ -240,7 +240,7 @@ def runnable(
     *,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> Dataset:
     """The first trial's synthetic dataset whose first feed ``run`` (the original in onnxruntime) accepts.
 

@@ -263,3 +263,17 @@ def test_parse_shape_errors(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as info:
         data.parse_shape(text)
     assert text in str(info.value)
+
+
+def test_default_batch_fits_a_byte_budget_and_an_explicit_one_is_kept() -> None:
+    images = _model(("x", ["batch", 3, 640, 640]))
+    big = {"x": np.zeros((3, 3, 640, 640), np.float32)}  # 4.9 MB a row: one row per feed
+    assert data.from_arrays("pages", big, images).num_feeds == 3
+    assert data.from_arrays("pages", big, images, batch_size=2).num_feeds == 2
+    small = _model(("x", ["batch", 4]))
+    assert data.from_arrays("rows", {"x": np.zeros((40, 4), np.float32)}, small).num_feeds == 2  # 32 + 8 rows
+    row_bytes = 3 * 64 * 64 * 4
+    fitting = data.FEED_INPUT_BYTES // row_bytes  # 85 rows fit, capped at 32; at 128x128 each, 21 fit
+    assert fitting > data.DEFAULT_BATCH_SIZE
+    wide = _model(("x", ["batch", 3, 128, 128]))
+    assert data.from_arrays("w", {"x": np.zeros((42, 3, 128, 128), np.float32)}, wide).num_feeds == 2
