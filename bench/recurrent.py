@@ -40,6 +40,7 @@ VARIANTS = (
     ("quantize static (LSTM: int8 weights, float compute)", ["quantize"]),
     ("quantize static, recurrent=dynamic_lstm", ["quantize:recurrent=dynamic_lstm"]),
     ("quantize dynamic", ["quantize:mode=dynamic"]),
+    ("quantize weight_only (4-bit blocks)", ["quantize:mode=weight_only"]),
     ("cluster k=16", ["cluster"]),
     ("cluster k=16 per channel", ["cluster:per_channel=true"]),
     ("cluster k=16 per channel, min_cosine=0.995", ["cluster:per_channel=true,min_cosine=0.995"]),
@@ -91,9 +92,10 @@ def fidelity(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[str, str]:
     return f"{cosines.mean():.4f} / {cosines.min():.4f}", f"{equal}/{len(ref)}"
 
 
-def left_alone(stats: list[dict]) -> str:
-    entries = {k: v for s in stats for key in ("weights_left_float", "weights_left_alone") for k, v in s.get(key, {}).items()}
-    return "; ".join(f"{k}: {v}" for k, v in entries.items()) or "none"
+def left_alone(stats: list[dict], shown: int = 3) -> str:
+    """The passes' reports of weights left alone, the first ``shown`` (the largest) and a count of the rest."""
+    entries = [f"{k}: {v}" for s in stats for key in ("weights_left_float", "weights_left_alone") for k, v in s.get(key, {}).items()]
+    return "; ".join(entries[:shown]) + (f"; ... ({len(entries) - shown} more entries)" if len(entries) > shown else "") or "none"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -2,19 +2,20 @@
 
 Each chosen weight — the constant weight input of Conv, ConvTranspose, Gemm and MatMul, the input and recurrent
 weights (W, R) of LSTM / GRU / RNN, or the table of a Gather (embeddings), with at least ``min_elements`` values;
-biases and norm parameters are never chosen — is clustered into ``k`` centroids per tensor or per output channel
-(a recurrent weight: per gate row of each direction) (:mod:`.kmeans`). ``binarize`` is the two-level case: a sign
-per weight and a scale per channel (XNOR-Net's binary weights), stored as 1-bit indices. Two encodings:
+biases and norm parameters are never chosen — is clustered into ``k`` centroids per tensor or per output channel,
+a recurrent weight's channels being the gate rows of each direction (:mod:`.kmeans`). ``binarize`` is the
+two-level case: a sign per weight and a scale per channel (XNOR-Net's binary weights), stored as 1-bit indices.
+Two encodings:
 
 - ``snap``: the values are replaced by their centroids, dtype unchanged. The file is as large as before but
   compresses well, and int8 quantization can follow (clustered, then quantized).
-- ``codebook`` (:mod:`.encode`): 1-bit (two values), 4-bit (``k <= 16``) or uint8 indices plus a codebook, decoded in the graph
-  (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start: inference runs the
-  same weights, the file is ~8x (4-bit) or ~4x (uint8) smaller; session start pays for the decoding. Each
-  weight takes the smallest storage counting the decoder's own bytes (:func:`.encode.storage`): a weight too
-  short to gain stays snapped, and the report says which (``stored``). Run ``fold`` before ``cluster``, not
-  after: folding would decode the weights back into the file; ``quantize`` decodes them too (its ``fold_first``),
-  so for int8 compute run ``cluster`` again after it (below).
+- ``codebook`` (:mod:`.encode`): 1-bit (two values), 4-bit (``k <= 16``) or uint8 indices plus a codebook,
+  decoded in the graph (``Cast`` + ``Gather`` / ``GatherElements``), which onnxruntime folds at session start:
+  inference runs the same weights, the weights take up to ~32x (1-bit), ~8x (4-bit) or ~4x (uint8) fewer bytes;
+  session start pays for the decoding. Each weight takes the smallest storage counting the decoder's own bytes
+  (:func:`.encode.storage`): a weight too short to gain stays snapped, and the report says which (``stored``).
+  Run ``fold`` before ``cluster``, not after: folding would decode the weights back into the file; ``quantize``
+  decodes them too (its ``fold_first``), so for int8 compute run ``cluster`` again after it (below).
 
 With ``min_cosine`` and data, the choice is fidelity-driven (:mod:`.sensitivity`): the tensors whose
 clustering costs the outputs the most cosine per weight are clustered with ``sensitive_k`` centroids per

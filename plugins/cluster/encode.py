@@ -3,8 +3,8 @@
 Indices are 1 bit when a codebook holds two values (binarized weights: eight per uint8 byte, unpacked by
 BitShift / Mod from opset 11), 4 bits when every index fits (the uint4 type from opset 21; two per uint8 byte
 from opset 11, unpacked by BitShift / Mod, or for a large per-tensor codebook looked up whole in a table of
-centroid pairs) or uint8. The decoder is ``Cast`` (to int32: half the bytes of int64 for onnxruntime to materialise at session
-start) + ``Gather`` (+ an ``Add`` of per-channel offsets into a flattened ``[channels * width]`` codebook, so
+centroid pairs) or uint8. The decoder is ``Cast`` (to int32: half the bytes of int64 for onnxruntime to
+materialise at session start) + ``Gather`` (+ an ``Add`` of per-channel offsets into a flattened ``[channels * width]`` codebook, so
 the stored indices keep their 4 or 8 bits).
 Every input of the decoder is constant, so onnxruntime folds it at session start and runs the same float
 weights as before.
@@ -25,15 +25,16 @@ PAIR_TABLE_MIN_ELEMENTS = 65536
 #: Bits one index takes in each storage.
 INDEX_BITS = {"packed1": 1, "uint4": 4, "packed4": 4, "uint8": 8}
 #: What a decoder adds to the file besides indices and codebook (nodes, names, shapes), measured on the
-#: serialized fixtures: a Cast + Gather ~250 bytes, the packed-nibble unpacking ~600. It decides the storage of
+#: serialized fixtures: a Cast + Gather ~250 bytes, the packed-nibble (and packed-bit) unpacking ~600. It decides the storage of
 #: small weights, where it is not negligible: a 72-value weight stays snapped rather than encoded.
 DECODER_BYTES = {"packed1": 600, "uint4": 250, "packed4": 600, "uint8": 250}
 
 
 def storage(codebook: np.ndarray, size: int, itemsize: int, opset: int) -> str:
     """The smallest storage for ``size`` values clustered into ``codebook``: ``packed1`` (eight indices a byte,
-    two-value codebooks, opset 11+), ``uint4`` (opset 21+), ``packed4`` (two indices a byte, opset 11+), ``uint8`` indices, or ``snap`` (the values themselves, when no index
-    storage is smaller: short weights, or int8 weights that would need uint8 indices)."""
+    two-value codebooks, opset 11+), ``uint4`` (opset 21+), ``packed4`` (two indices a byte, opset 11+), ``uint8``
+    indices, or ``snap`` (the values themselves, when no index storage is smaller: short weights, or int8 weights
+    that would need uint8 indices)."""
     costs = {"snap": size * itemsize}
     candidates = ["uint8"]
     if codebook.shape[-1] <= 16:
