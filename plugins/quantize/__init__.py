@@ -19,7 +19,8 @@ PP-OCRv4 rec 0.70x -> 0.54x fp32 latency), and compacts the result. Biases stay 
 the model and fuses the same QLinearConv kernels, and the file loses one scale tensor and one DequantizeLinear
 per bias (33 kB of PP-OCRv4 det: 0.277x -> 0.270x); other runtimes may want ``int32_bias=true``.
 
-Weight-only blocks are asymmetric by default: on MiniLM 4-bit, symmetric blocks gave a sentence-embedding
+Weight-only mode rewrites Gemm as MatMul (+ Add) first, with onnxruntime's own rewrite (its MatMulNBits has no
+Gemm). Weight-only blocks are asymmetric by default: on MiniLM 4-bit, symmetric blocks gave a sentence-embedding
 cosine of 0.966, asymmetric 0.974 (0.158x -> 0.162x the size); ``eight_bit_regex`` keeps chosen MatMuls at 8
 bits. Per-channel weights apply to Conv and, unless ``per_channel_matmul=false``, to MatMul / Gemm.
 
