@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onnxopt-constant-") as workdir:
         results = node_suite.run_cases([folder / n for n in names], Path(workdir), workers=args.workers,
-                                       timeout=args.timeout, mode="constant")  # fmt: skip
+                                       timeout=args.timeout, mode="constant:" + ",".join(tools))  # fmt: skip
     elapsed = time.perf_counter() - start
     if args.json is not None:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
@@ -123,7 +123,8 @@ def main(argv: list[str]) -> int:
     if not args.no_readme:
         environment = ", ".join(f"{t} {v}" for t, v in versions.items() if v) + f", Python {platform.python_version()}, 2 CPUs"
         skipped = [f"{t} (not installed)" for t in missing]
-        command = "python bench/fold_node_suite.py" + "".join(f" {shlex.quote(a)}" for a in argv if a != "--no-readme")
+        shown = [a for i, a in enumerate(argv) if a != "--no-readme" and "--json" not in (a, argv[i - 1] if i else "")]
+        command = "python bench/fold_node_suite.py" + "".join(f" {shlex.quote(a)}" for a in shown)
         doc = " ".join(__doc__.split("\n\n", 2)[2].split("Prints a table")[0].split())
         section = "\n".join([
             BEGIN, "## fold_node_suite.py: node tests with constant inputs — how much each optimizer folds", "",

@@ -18,6 +18,9 @@ Values are read the way ``onnx.backend.test.runner`` reads them: by the graph in
   it passes, fold and the folded model; :func:`run_cases` runs many in worker processes, so a crash or a
   hang in onnxruntime or fold costs one case, not the run. ``python tests/node_suite.py NAME...`` runs
   named tests in-process and prints each outcome (the reproduction for a failing case).
+- :func:`run_constant_case` runs one test with every input made an initializer: onnxruntime must pass that
+  constant model, then each optimizer (onnxopt's fold, onnxscript's optimizer, onnxsim) runs on it and is
+  judged by the nodes it leaves besides Constant and by onnxruntime on its result (bench/fold_node_suite.py).
 
 Tensors of ml_dtypes types (bfloat16, float8*, int4, int2...) go to onnxruntime as OrtValues built from
 the raw ONNX bytes and come back the same way, since onnxruntime's numpy bridge rejects them.
@@ -619,7 +622,7 @@ def run_constant_case(case_dir: str | os.PathLike, workdir: str | os.PathLike, o
 
 def _worker_main(workdir: str, mode: str = "fold") -> None:
     """``node_suite.py --worker WORKDIR [MODE]``: read case folders on stdin, answer JSON lines on the real
-    stdout; MODE ``fold`` runs :func:`run_case`, ``constant`` :func:`run_constant_case`."""
+    stdout; MODE ``fold`` runs :func:`run_case`, ``constant:TOOL,TOOL`` :func:`run_constant_case`."""
     import json
 
     import onnxruntime as ort
@@ -636,8 +639,11 @@ def _worker_main(workdir: str, mode: str = "fold") -> None:
     for line in sys.stdin:
         case_dir = line.strip()
         if case_dir:
-            run = run_constant_case if mode == "constant" else run_case
-            result = run(case_dir, workdir, on_stage=lambda name: say({"stage": name}))
+            stage = lambda name: say({"stage": name})  # noqa: E731
+            if mode.startswith("constant:"):
+                result = run_constant_case(case_dir, workdir, stage, tuple(mode.split(":", 1)[1].split(",")))
+            else:
+                result = run_case(case_dir, workdir, on_stage=stage)
             say({"result": result.__dict__})
 
 
@@ -680,7 +686,7 @@ class _Worker:
                 if "stage" in message:
                     stage = message["stage"]
                 else:
-                    return (ConstantCaseResult if self.mode == "constant" else CaseResult)(**message["result"])
+                    return (ConstantCaseResult if self.mode != "fold" else CaseResult)(**message["result"])
         except (BrokenPipeError, json.JSONDecodeError, OSError):
             pass
         finally:
@@ -690,7 +696,7 @@ class _Worker:
         code = proc.wait()
         self.proc = None
         why = f"timed out after {timeout:g} s" if timed_out.is_set() else f"process died (exit code {code})"
-        if self.mode == "constant":  # the stage names the optimizer that was running ("tool:NAME")
+        if self.mode != "fold":  # the stage names the optimizer that was running ("tool:NAME")
             return ConstantCaseResult(case_dir.name, "crash", f"{stage}: {why}")
         outcome, where = STAGE_OUTCOMES[stage]
         return CaseResult(case_dir.name, outcome, f"{where}: {why}")
@@ -710,7 +716,8 @@ class _Worker:
 def run_cases(case_dirs: list[Path], workdir: Path, *, workers: int = 2, timeout: float = 300.0,
               mode: str = "fold") -> list[Any]:  # fmt: skip
     """Run every case in ``workers`` worker processes; results in the order of ``case_dirs``. ``mode``
-    ``fold`` gives :class:`CaseResult` s (:func:`run_case`), ``constant`` :class:`ConstantCaseResult` s."""
+    ``fold`` gives :class:`CaseResult` s (:func:`run_case`), ``constant:TOOL,TOOL`` :class:`ConstantCaseResult` s
+    (:func:`run_constant_case` with those optimizers)."""
     import queue
     import threading
 

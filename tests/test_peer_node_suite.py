@@ -6,6 +6,9 @@ own tolerance, rtol 1e-3 / atol 1e-5), the model is folded (``onnxopt.load`` -> 
 or onnxruntime cannot load / run the folded model); crash (load, fold or save raised). Known skips, each
 with its reason, are in ``peer_known_skips.toml``. Any other regression or crash fails the test.
 
+A second test makes every input of every node test a constant: fold must then leave nothing but constants
+in at least ``CONSTANT_FOLDED_FLOOR`` of them, and never change an output.
+
 Marked ``peer``: deselected by default, run by CI (``pytest -m "slow or peer"``). The suite is fetched
 (``pip download``, cached under ``$ONNXOPT_CACHE`` or ``~/.cache/onnxopt``) only inside the test, never at
 collection. Cases run in 2 worker processes (``ONNXOPT_PEER_WORKERS`` to change), so a crash or hang in
@@ -127,3 +130,25 @@ def test_fold_keeps_node_test_outputs(capsys):
         + "\n"
         + summary
     )
+
+
+#: fold folded 1569 of 1649 node tests with constant inputs to constants (onnxsim 1390; bench/fold_node_suite.py).
+CONSTANT_FOLDED_FLOOR = 1500
+
+
+@pytest.mark.peer
+def test_fold_evaluates_node_tests_with_constant_inputs(capsys):
+    """With every input a constant, fold leaves nothing but constants in nearly every test, and breaks none."""
+    folder = node_suite.node_tests_dir()
+    todo = [folder / name for name in node_suite.node_test_names(folder)]
+    workers = int(os.environ.get("ONNXOPT_PEER_WORKERS", "2"))
+    with tempfile.TemporaryDirectory(prefix="onnxopt-peer-constant-") as workdir:
+        results = node_suite.run_cases(todo, Path(workdir), workers=workers, timeout=CASE_TIMEOUT_S, mode="constant:onnxopt")
+    rows = {r.name: r.tools["onnxopt"] for r in results if r.outcome == "compared"}
+    folded = sum(not row["left"] and not row["error"] for row in rows.values())
+    with capsys.disabled():
+        print(f"\nfold with constant inputs: {folded} of {len(rows)} node tests folded to constants", flush=True)
+    bad = [f"{name}: {row['broken'] or row['error']}"[:240] for name, row in rows.items() if row["broken"] or row["error"]]
+    crashed = [f"{r.name}: {r.reason}" for r in results if r.outcome == "crash"]
+    assert not bad and not crashed, "\n".join(bad + crashed)
+    assert folded >= CONSTANT_FOLDED_FLOOR
