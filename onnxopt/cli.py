@@ -22,6 +22,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the machine-readable report on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", "-v", action="store_true", help="also print the time and memory of each phase")
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -154,7 +155,7 @@ def _print(text: str) -> None:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from onnxopt import api
     from onnxopt.errors import UsageError
-    from onnxopt.report import render_report, to_json
+    from onnxopt.report import render_costs, render_report, to_json
 
     if args.output is None:
         if not args.in_place:
@@ -185,6 +186,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         validate=False if args.no_validate else None,
     )
     _print(to_json(report) if args.json else render_report(report))
+    if args.verbose and not args.json:
+        _print(render_costs(report))
     if not report.ok:
         sys.stderr.write(f"onnxopt: {report.message}\n")
     return report.exit_code

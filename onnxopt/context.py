@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from onnxopt.costs import Costs
+
 if TYPE_CHECKING:
     import onnx_ir as ir
 
@@ -43,6 +45,7 @@ class RunContext:
     seed: int = 0
     quiet: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    costs: Costs = field(default_factory=Costs)  # time and peak memory per phase of the run
     logger: logging.Logger = logger
 
     def rng(self, salt: int = 0) -> np.random.Generator:

@@ -98,7 +98,9 @@ class Run:
             if same_file(source, output) and not in_place:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
+        load_start = time.perf_counter()
         model = load_model(self.pm, source)
+        load_seconds = time.perf_counter() - load_start
         # a model that came with external data leaves with it, whatever its passes did to tensor sizes
         external = self.recipe.external_data
         if external is None and model_io.has_external_tensors(model):
@@ -108,17 +110,20 @@ class Run:
                 self.pm, self.registry, Path(workdir), shapes=self.recipe.shapes, gates=self.recipe.gates,
                 seed=self.recipe.seed, quiet=self.quiet,
             )  # fmt: skip
+            context.costs.add("load", load_seconds)
             context.reference_path = self._reference_file(model, source, context)
             # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
             # comparison, except for a large model: onnxruntime holds a copy of its weights, which would sit
             # beside everything the passes need (a quantizer loads the whole model too); its outputs on the
             # data are recorded once instead, and the session closed.
             large = is_large(context.reference_path)
-            self.reference = None if large else LiveReference(open_session(context.reference_path, threads=self.recipe.threads),
-                                                              context.reference_path)  # fmt: skip
+            with context.costs.phase("onnxruntime session (reference)"):
+                self.reference = None if large else LiveReference(
+                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path)  # fmt: skip
             report = Report(str(source), None, _figures(model, context.reference_path))
-            context.dataset = self._open(model, self.recipe.data)
-            self.judge_data = self._judge_data(model, context, report)
+            with context.costs.phase("data"):
+                context.dataset = self._open(model, self.recipe.data)
+                self.judge_data = self._judge_data(model, context, report)
             if context.dataset is None:  # passes that can use data get what the verdict runs on
                 context.dataset = self.judge_data
             if large and self.judge_data is not None:  # recorded on the judging data, which only exists now
@@ -134,11 +139,13 @@ class Run:
             if output is not None:
                 # validated as staged, before it replaces anything: the report describes the file this run
                 # wrote even when another run writes the same path, and --in-place compares with the input
-                model_io.save(best, output, external_data=external,
-                              before_replace=lambda staged: self._final_validation(staged, context, report))  # fmt: skip
+                with context.costs.phase("save (with the final validation)"):
+                    model_io.save(best, output, external_data=external,
+                                  before_replace=lambda staged: self._final_validation(staged, context, report))  # fmt: skip
                 report.output = str(output)
                 if report.final is not None:
                     report.final.candidate = str(output)
+            report.costs = context.costs.phases
             self.pm.hook.onnxopt_report(report=report, context=context)
         return report
 
@@ -198,6 +205,7 @@ class Run:
             self._fail(report, entry, failed_status, error.exit_code, f"raised {type(exc).__name__}: {exc}")
             return best
         entry.seconds = time.perf_counter() - start
+        context.costs.add(f"pass {step.label}", entry.seconds)
         entry.modified = bool(result.modified)
         if not result.modified:
             entry.status = UNCHANGED
@@ -206,8 +214,9 @@ class Run:
         candidate = result.model
         staged = context.workdir / f"step{index + 1}.onnx"
         try:
-            model_io.save(candidate, staged)
-            model_io.check_proto(model_io.read_proto(staged), f"output of pass {step.spec.name!r}")
+            with context.costs.phase("save + checker (each pass)"):
+                model_io.save(candidate, staged)
+                model_io.check_proto(model_io.read_proto(staged), f"output of pass {step.spec.name!r}")
         except (ModelError, ValueError) as exc:
             self._fail(report, entry, failed_status, PluginError.exit_code, f"produced an invalid model: {exc}")
             return best

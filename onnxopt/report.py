@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnxopt.costs import Phase
 from onnxopt.errors import EXIT_NOT_VALIDATED
 from onnxopt.summary import ModelSummary
 from onnxopt.validation import ValidationResult
@@ -58,6 +59,7 @@ class Report:
     message: str | None = None
     notes: list[str] = field(default_factory=list)
     not_validated: str | None = None  # why nothing was compared, when nothing was
+    costs: list[Phase] = field(default_factory=list)  # time and peak RSS per phase of the run
 
     @property
     def ok(self) -> bool:
@@ -140,6 +142,12 @@ def _validation_cell(result: ValidationResult | None) -> str:
         return "FAIL"
     cosine = result.worst_cosine
     return f"ok cos={cosine:.6f}" if cosine is not None else "ok"
+
+
+def render_costs(report: Report) -> str:
+    """What ``--verbose`` adds: each phase's count, wall seconds and the peak RSS reached by its end."""
+    rows = [[p.name, p.count, round(p.seconds, 3), round(p.peak_rss_mib)] for p in report.costs]
+    return table(["phase", "count", "seconds", "peak RSS MiB"], rows)
 
 
 def render_report(report: Report) -> str:

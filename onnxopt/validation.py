@@ -20,6 +20,7 @@ Written here: onnxruntime runs the models, numpy does the arithmetic; no library
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import statistics
@@ -495,7 +496,8 @@ def compare(
     if isinstance(reference_side, RecordedReference):
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
     try:
-        cand_session = open_session(candidate, threads=threads)
+        with _phase(context, "onnxruntime session (candidate)"):
+            cand_session = open_session(candidate, threads=threads)
     except ModelError as exc:
         result.checks.append(Check("loads", False, f"candidate: {exc}"))
         return result
@@ -509,7 +511,10 @@ def compare(
         if not _compare_outputs(result, reference_side, cand_session, data, gates, judge, channel_axis, context):
             return result
         result.compared = True
-        latency = reference_side.latency(cand_session, data.first_feed(), latency_runs) if latency_runs > 0 else None
+        latency = None
+        if latency_runs > 0:
+            with _phase(context, "latency"):
+                latency = reference_side.latency(cand_session, data.first_feed(), latency_runs)
         if latency is not None:
             result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread = latency
         if data.synthetic:
@@ -523,6 +528,10 @@ def compare(
         ):
             result.checks.extend(checks or [])
     return result
+
+
+def _phase(context: RunContext | None, name: str) -> contextlib.AbstractContextManager:
+    return context.costs.phase(name) if context is not None else contextlib.nullcontext()
 
 
 def _metric_registry(context: RunContext | None, requests: Sequence[MetricRequest]) -> MetricRegistry:
@@ -607,9 +616,11 @@ def _compare_outputs(
         feeds = context.progress(feeds, total=data.num_feeds, desc="validate")
     try:
         for index, feed in enumerate(feeds):
-            ref_out = reference.outputs(index, feed)
+            with _phase(context, "reference runs"):
+                ref_out = reference.outputs(index, feed)
             try:
-                cand_out = cand_session.run(None, feed)
+                with _phase(context, "candidate runs"):
+                    cand_out = cand_session.run(None, feed)
             except Exception as exc:
                 result.checks.append(Check("runs", False, f"candidate fails on the data: {_first_line(exc)}"))
                 return False

@@ -112,3 +112,15 @@ def test_quantize_prints_only_onnxopt_output(run_cli, fixtures_dir, tmp_path):
         assert result.returncode == 0, result.stderr
         assert "WARNING" not in result.stderr and "out-of-range" not in result.stderr, quantize
         assert "Removing initializer" not in result.stderr + result.stdout, quantize
+
+
+def test_verbose_prints_the_cost_of_each_phase_and_json_carries_it(run_cli, fixtures_dir, tmp_path):
+    args = ["optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--pass", "fold",
+            "--data", fixtures_dir / "digits_cnn_val.npz", "--latency-runs", "2"]  # fmt: skip
+    run = run_cli(*args, "--verbose")
+    assert run.returncode == 0, run.stderr
+    for phase in ("load", "pass fold", "reference runs", "candidate runs", "latency", "save (with the final validation)"):
+        assert re.search(rf"^{re.escape(phase)} +\d+ +[\d.]+ +\d+$", run.stdout, re.M), phase
+    costs = {p["name"]: p for p in json.loads(run_cli(*args, "--json").stdout)["costs"]}
+    assert costs["candidate runs"]["count"] == 2 * costs["reference runs"]["count"] // 2 > 0
+    assert costs["latency"]["count"] == 1 and all(p["peak_rss_mib"] > 0 for p in costs.values())
