@@ -1,0 +1,196 @@
+"""The verdict's thresholds on both sides, its figures against numpy, and the run's exit codes, in-process.
+
+Written to kill mutants that survived the rest of the suite (issue 20, bench/README.md "Mutation testing"):
+every gate is tried at exactly its measured value (which must pass: gates are inclusive) and one float step
+beyond it (which must fail), so a reversed comparison, a tolerance made looser, or a gate reading the wrong
+figure fails here. The exit-code tests run in-process because a mutation tool only sees code the test's own
+process runs (the CLI tests in test_verdict.py run the same paths in a subprocess).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxopt
+from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED
+
+STEP = 2.0**-10  # a power of two: x * (1 + STEP) + STEP is exact in float32 for the data below, so are the bounds
+NO_DEFAULTS = {"defaults": False, "latency_runs": 0}
+
+
+def _affine(path: Path, scale: float, bias: list[float]) -> Path:
+    """y = x * scale + bias over x [batch, 2]."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "bias"], ["y"])],
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.float32(scale), "scale"), numpy_helper.from_array(np.array(bias, np.float32), "bias")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
+def tolerance_pair(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Candidate = reference * (1 + STEP) + STEP * sign: every element is off by exactly STEP + STEP * |reference|."""
+    reference = _affine(tmp_path / "ref.onnx", 1.0, [0.0, 0.0])
+    candidate = _affine(tmp_path / "cand.onnx", 1.0 + STEP, [STEP, -STEP])
+    x = np.array([[a, -b] for a in (1.0, 2.0, 4.0) for b in (0.5, 1.0, 4.0)], np.float32)  # column 1 negative
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    return reference, candidate, data
+
+
+def _passed(reference: Path, candidate: Path, data: Path, **gates: float) -> bool:
+    result = onnxopt.validate(reference, candidate, data=data, gates=gates, **NO_DEFAULTS)
+    return result.passed
+
+
+@pytest.mark.parametrize(
+    ("atol", "rtol", "passes"),
+    [
+        (STEP, STEP, True),  # exactly at atol + rtol * |reference|: inclusive
+        (STEP * 0.9, STEP, False),  # atol 10 % short
+        (STEP, STEP * 0.9, False),  # rtol 10 % short
+        (STEP * 0.9, STEP * 0.9, False),
+        (2 * STEP, 0.0, False),  # atol alone covers only the |reference| < 1 elements
+        (5 * STEP, 0.0, True),  # |reference| <= 4: STEP + 4 STEP
+        (0.0, 2 * STEP, False),  # rtol alone misses the |reference| = 0.5 elements (STEP + STEP / 2 > STEP)
+        (0.0, 3 * STEP, True),  # 3 STEP |reference| >= STEP + STEP |reference| once |reference| >= 0.5
+    ],
+)
+def test_tolerance_gate_on_both_sides_of_atol_and_rtol(tolerance_pair, atol, rtol, passes):
+    assert _passed(*tolerance_pair, atol=atol, rtol=rtol) is passes
+
+
+def test_tolerance_figures_match_numpy(tolerance_pair):
+    reference, candidate, data = tolerance_pair
+    x = np.load(data)["x"]
+    ref = ort.InferenceSession(str(reference)).run(None, {"x": x})[0].astype(np.float64)
+    cand = ort.InferenceSession(str(candidate)).run(None, {"x": x})[0].astype(np.float64)
+    result = onnxopt.validate(reference, candidate, data=data, gates={"atol": 1.0}, **NO_DEFAULTS)
+    out = result.outputs[0]
+    diff = np.abs(ref - cand)
+    assert out.max_abs == diff.max() == 5 * STEP
+    assert out.max_rel == pytest.approx((diff / np.abs(ref)).max(), rel=1e-12) and out.max_rel == pytest.approx(3 * STEP)
+    cosine = float((ref * cand).sum() / math.sqrt((ref * ref).sum() * (cand * cand).sum()))
+    assert out.cosine == pytest.approx(cosine, abs=1e-12)
+    channels = [float(ref[:, i] @ cand[:, i] / math.sqrt((ref[:, i] @ ref[:, i]) * (cand[:, i] @ cand[:, i]))) for i in (0, 1)]
+    assert out.worst_channel == int(np.argmin(channels))
+    assert out.worst_channel_cosine == pytest.approx(min(channels), abs=1e-12)
+    assert result.passed and out.within_tolerance
+
+
+@pytest.fixture
+def flipped_pair(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The candidate negates column 1 (y = x * [1, -1]): its class scores change winner on some rows."""
+    reference = _affine(tmp_path / "ref.onnx", 1.0, [0.0, 0.0])
+    graph = onnx.load(reference)
+    graph.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([1.0, -1.0], np.float32), "scale"))
+    candidate = tmp_path / "cand.onnx"
+    onnx.save(graph, candidate)
+    x = np.array([[a, -b] for a in (1.0, 2.0, 4.0) for b in (0.5, 3.0)], np.float32)  # winner flips where b > a
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    return reference, candidate, data
+
+
+def _figures(reference: Path, candidate: Path, data: Path) -> dict[str, float]:
+    x = np.load(data)["x"]
+    ref = ort.InferenceSession(str(reference)).run(None, {"x": x})[0].astype(np.float64)
+    cand = ort.InferenceSession(str(candidate)).run(None, {"x": x})[0].astype(np.float64)
+    cos = lambda a, b: float((a * b).sum() / math.sqrt((a * a).sum() * (b * b).sum()))  # noqa: E731
+    return {
+        "min_cosine": cos(ref, cand),
+        "min_channel_cosine": min(cos(ref[:, i], cand[:, i]) for i in (0, 1)),
+        "min_top1": float(np.mean(ref.argmax(1) == cand.argmax(1))),
+        "max_size_ratio": candidate.stat().st_size / reference.stat().st_size,
+    }
+
+
+CHECK_OF_GATE = {"min_cosine": "cosine", "min_channel_cosine": "channel_cosine", "min_top1": "top1", "max_size_ratio": "size"}
+
+
+@pytest.mark.parametrize("gate", sorted(CHECK_OF_GATE))
+def test_every_gate_passes_at_its_value_and_fails_one_step_beyond(flipped_pair, gate):
+    reference, candidate, data = flipped_pair
+    result = onnxopt.validate(reference, candidate, data=data, **NO_DEFAULTS)
+    out = result.outputs[0]
+    measured = {"min_cosine": out.cosine, "min_channel_cosine": out.worst_channel_cosine,
+                "min_top1": out.top1_agreement, "max_size_ratio": result.size_ratio}[gate]  # fmt: skip
+    assert measured == pytest.approx(_figures(*flipped_pair)[gate], abs=1e-12)
+    assert _passed(*flipped_pair, **{gate: measured})
+    beyond = onnxopt.validate(reference, candidate, data=data, gates={gate: math.nextafter(measured, -math.inf if gate.startswith("max") else math.inf)}, **NO_DEFAULTS)
+    assert [c.name for c in beyond.checks if not c.passed] == [CHECK_OF_GATE[gate]]
+
+
+def test_flipped_pair_figures_are_what_the_data_was_built_for(flipped_pair):
+    figures = _figures(*flipped_pair)
+    assert figures["min_top1"] == pytest.approx(4 / 6) and figures["min_channel_cosine"] == pytest.approx(-1.0)
+    assert 0 < figures["min_cosine"] < 1
+
+
+def test_accuracy_drop_gate_at_its_value_and_one_step_beyond(tmp_path, fixtures_dir):
+    """The negated digits model: accuracies hand-counted from onnxruntime's outputs and the labels."""
+    model, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_val.npz"
+    negated = tmp_path / "neg.onnx"
+    proto = onnx.load(model)
+    last = proto.graph.output[0].name
+    proto.graph.node[-1].output[0] = "pre_negation"
+    proto.graph.node.append(helper.make_node("Neg", ["pre_negation"], [last]))
+    onnx.save(proto, negated)
+    arrays = np.load(data)
+    accuracy = {
+        path: float(np.mean(ort.InferenceSession(str(path)).run(None, {"input": arrays["input"]})[0].argmax(1) == arrays["labels"]))
+        for path in (model, negated)
+    }
+    drop = accuracy[model] - accuracy[negated]
+    assert drop > 0.5
+    result = onnxopt.validate(model, negated, data=data, gates={"max_accuracy_drop": drop}, **NO_DEFAULTS)
+    assert (result.accuracy_reference, result.accuracy_candidate) == (accuracy[model], accuracy[negated])
+    assert result.passed, result.failure_reason()
+    beyond = onnxopt.validate(model, negated, data=data, gates={"max_accuracy_drop": math.nextafter(drop, 0.0)}, **NO_DEFAULTS)
+    assert [c.name for c in beyond.checks if not c.passed] == ["accuracy"]
+    improved = onnxopt.validate(negated, model, data=data, gates={"max_accuracy_drop": 0.0}, **NO_DEFAULTS)
+    assert improved.passed  # a better candidate has a negative drop
+
+
+def test_latency_gate_both_sides(fixtures_dir):
+    model, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_val.npz"
+    generous = onnxopt.validate(model, model, data=data, gates={"max_latency_ratio": 100.0}, defaults=False, latency_runs=3)
+    assert generous.passed and generous.latency_ratio is not None
+    tight = onnxopt.validate(model, model, data=data, gates={"max_latency_ratio": 0.01}, defaults=False, latency_runs=3)
+    assert [c.name for c in tight.checks if not c.passed] == ["latency"]
+
+
+def test_default_verdict_gates_at_0_99_cosine_and_0_9_worst_channel(tolerance_pair):
+    """The defaults apply without any gate of the user, and exactly the documented values."""
+    result = onnxopt.validate(*tolerance_pair[:2], data=tolerance_pair[2], latency_runs=0)
+    checks = {c.name: c for c in result.checks}
+    assert checks["cosine"].threshold == 0.99 and checks["channel_cosine"].threshold == 0.9
+    assert result.passed
+
+
+# --------------------------------------------------------------------------- exit codes of a run, in-process
+
+
+def test_run_exit_codes_in_process(tmp_path, fixtures_dir):
+    model, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_val.npz"
+    ok = onnxopt.optimize(model, tmp_path / "ok.onnx", passes=["fold"], data=data, latency_runs=0)
+    assert ok.exit_code == 0 and ok.final.compared and ok.final.passed, ok.message
+    slow = onnxopt.optimize(model, tmp_path / "slow.onnx", passes=["fold"], data=data, latency_runs=3,
+                            gates={"max_latency_ratio": 0.01})  # fmt: skip
+    assert slow.exit_code == EXIT_GATE_FAILED
+    assert slow.message.startswith("the written model fails validation: latency ratio")
+    assert (tmp_path / "slow.onnx").exists() and [s.status for s in slow.steps] == ["kept"]
+    unchecked = onnxopt.optimize(model, tmp_path / "off.onnx", passes=["fold"], validate=False)
+    assert unchecked.exit_code == EXIT_NOT_VALIDATED and unchecked.final is None
+    assert unchecked.message == "not validated: validation was switched off (--no-validate)"
