@@ -199,24 +199,25 @@ def previous_output(tmp_path: Path, fixtures_dir: Path) -> Path:
     return model_io.save(model_io.load(fixtures_dir / "digits_cnn.onnx"), folder / "model.onnx", external_data=True)
 
 
-def test_save_failing_midway_leaves_previous_output(previous_output: Path, fixtures_dir: Path, monkeypatch) -> None:
+def test_save_failing_midway_leaves_previous_output(previous_output: Path, fixtures_dir: Path) -> None:
+    """A disk that fills up halfway: a real failing write (RLIMIT_FSIZE: ``write`` returns EFBIG, as Python
+    ignores SIGXFSZ), lowered for this save only, not a mock of onnx_ir's writer."""
+    import resource
+
     folder = previous_output.parent
     before = _listing(folder)
     assert sorted(before) == ["model.onnx", "model.onnx.data"]
-    written = []
-
-    def failing_save(model, path, **kwargs):  # a disk that fills up halfway through the model file
-        Path(path).write_bytes(b"\x08\x07partial")
-        written.append(Path(path))
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(model_io.ir, "save", failing_save)
     model = model_io.load(fixtures_dir / "tiny_transformer.onnx")
-    with pytest.raises(ModelError, match="No space left on device"):
-        model_io.save(model, previous_output, external_data=True)
-
-    assert written and written[0].parent != folder  # it wrote somewhere else first
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # tiny_transformer's weights are ~13 kB
+    try:
+        with pytest.raises(ModelError, match="File too large"):
+            model_io.save(model, previous_output, external_data=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert _listing(folder) == before  # old model and data intact, no temp folder left
+    model_io.save(model, previous_output, external_data=True)  # and the same save succeeds with room to write
+    assert _listing(folder) != before
 
 
 def test_save_failing_rename_leaves_previous_output(previous_output: Path, fixtures_dir: Path, monkeypatch) -> None:
@@ -477,3 +478,53 @@ def test_external_data_file_that_is_a_fifo_is_refused_not_read(tmp_path: Path, f
     os.mkfifo(tmp_path / "model.onnx.data")
     with pytest.raises(ModelError, match="'model.onnx.data' is not a regular file"):
         model_io.load(path)
+
+
+
+# --- symlinks (issue 20: containment by resolve(), not by normpath) -------------------------------------------
+
+
+def _model_in(folder: Path, fixtures_dir: Path, location: str) -> Path:
+    """``folder/model.onnx`` whose tensors point at ``location``; iris's data written at ``folder/location``'s target."""
+    proto = _with_location(folder, fixtures_dir, location)
+    onnx.save(proto, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def test_a_symlinked_folder_pointing_outside_is_refused(tmp_path: Path, fixtures_dir: Path) -> None:
+    outside, folder = tmp_path / "outside", tmp_path / "model"
+    outside.mkdir()
+    folder.mkdir()
+    _save_external(fixtures_dir / "iris_mlp.onnx", outside / "model.onnx")  # a real data file, outside
+    (folder / "sub").symlink_to(outside, target_is_directory=True)
+    path = _model_in(folder, fixtures_dir, "sub/model.onnx.data")
+    assert (folder / "sub" / "model.onnx.data").is_file()  # readable through the link: only resolve() tells
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        model_io.external_data_files(onnx.load(path, load_external_data=False), folder)
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        model_io.load(path)
+
+
+def test_a_symlinked_data_file_pointing_outside_is_refused(tmp_path: Path, fixtures_dir: Path) -> None:
+    outside, folder = tmp_path / "outside", tmp_path / "model"
+    outside.mkdir()
+    folder.mkdir()
+    _save_external(fixtures_dir / "iris_mlp.onnx", outside / "model.onnx")
+    path = _model_in(folder, fixtures_dir, "model.onnx.data")
+    (folder / "model.onnx.data").unlink()
+    (folder / "model.onnx.data").symlink_to(outside / "model.onnx.data")
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        model_io.load(path)
+
+
+def test_a_symlink_that_stays_inside_the_folder_is_accepted(tmp_path: Path, fixtures_dir: Path) -> None:
+    folder = tmp_path / "model"
+    (folder / "weights").mkdir(parents=True)
+    _save_external(fixtures_dir / "iris_mlp.onnx", folder / "weights" / "model.onnx")
+    (folder / "link").symlink_to(folder / "weights", target_is_directory=True)
+    path = _model_in(folder, fixtures_dir, "link/model.onnx.data")
+    assert model_io.external_data_files(onnx.load(path, load_external_data=False), folder) == {
+        (folder / "weights" / "model.onnx.data").resolve()
+    }
+    loaded = model_io.load(path)
+    assert model_io.tensor_bytes(loaded) > 0
