@@ -310,3 +310,40 @@ def test_per_channel_for_conv_and_optionally_per_tensor_for_matmul(tmp_path):
                 scales[node.op_type, per_channel_matmul] = inits[producers[node.input[1]].input[1]].size
     assert scales["Conv", True] == scales["Conv", False] == 8
     assert scales["MatMul", True] == 8 and scales["MatMul", False] == 1
+
+
+def test_calibration_reads_exactly_the_first_calibration_samples_rows(fixtures_dir, tmp_path):
+    """The calibration_samples stat against the feeds onnxruntime's calibrator really pulled (issue 20): the
+    reader trims the last batch to the cap, and a capped run quantizes exactly like a run given only those rows."""
+    from onnxopt import model_io
+    from onnxopt.context import RunContext
+    from onnxopt.data import from_arrays
+    from onnxopt_plugins.quantize.ort_quantizer import DatasetReader
+
+    calib = np.load(fixtures_dir / "digits_cnn_calib.npz")["input"]
+    model = model_io.load(fixtures_dir / "digits_cnn.onnx")
+    reader = DatasetReader(from_arrays("calib", {"input": calib[:32]}, model, batch_size=2), 5,
+                           RunContext(None, None, tmp_path, quiet=True), {"input"})  # fmt: skip
+    feeds = list(reader)
+    assert [len(feed["input"]) for feed in feeds] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([feed["input"] for feed in feeds]), calib[:5])
+    assert reader.get_next() is None  # exhausted: the calibrator gets nothing past the cap
+
+    loose = {"min_cosine": 0.0, "min_channel_cosine": -1.0}
+    np.savez(tmp_path / "all.npz", input=calib[:32])
+    np.savez(tmp_path / "five.npz", input=calib[:5])
+    capped = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "capped.onnx", passes=["quantize:calibration_samples=5"],
+                              data=tmp_path / "all.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
+    alone = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "alone.onnx", passes=["quantize"],
+                             data=tmp_path / "five.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
+    assert capped.exit_code == alone.exit_code == 0, capped.message or alone.message
+    assert capped.steps[0].stats["calibration_samples"] == alone.steps[0].stats["calibration_samples"] == 5
+    arrays = lambda path: {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}  # noqa: E731
+    capped_arrays, alone_arrays = arrays(tmp_path / "capped.onnx"), arrays(tmp_path / "alone.onnx")
+    assert capped_arrays.keys() == alone_arrays.keys()  # activation scales and zero points included
+    for name, value in capped_arrays.items():
+        np.testing.assert_array_equal(value, alone_arrays[name], err_msg=name)
+    everything = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "all.onnx", passes=["quantize"],
+                                  data=tmp_path / "all.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
+    assert everything.steps[0].stats["calibration_samples"] == 32
+    assert any(not np.array_equal(v, capped_arrays[k]) for k, v in arrays(tmp_path / "all.onnx").items())  # the cap mattered
