@@ -251,3 +251,38 @@ def test_structured_prunes_inside_if_branches(fixtures_dir, tmp_path, criterion)
     for sign in (1.0, -1.0):  # both branches run
         x = {"input": (sign * np.abs(rng.standard_normal((2, 3, 16, 16)))).astype(np.float32)}
         np.testing.assert_allclose(_run(out, x)[0], _run(source, x)[0], atol=1e-5)
+
+
+def _kept_rows(pruned: np.ndarray, whole: np.ndarray) -> list[int]:
+    """Which rows (output channels) of ``whole`` the pruned weight kept, found by their values."""
+    return [next(i for i in range(len(whole)) if np.array_equal(row, whole[i])) for row in pruned]
+
+
+def test_structured_pruning_equals_zeroing_the_removed_channels(tmp_path, fixtures_dir):
+    """An exact bound on the outputs (issue 20: the prune tests on real-looking models bounded none): after fold
+    (BatchNorm fused) a channel whose Conv weight and bias are zero is zero after Relu and MaxPool, so the folded
+    digits CNN with the pruned channels zeroed by hand must give what the pruned model gives."""
+    folded, pruned = tmp_path / "folded.onnx", tmp_path / "pruned.onnx"
+    loose = {"min_cosine": 0.0, "min_channel_cosine": -1.0}
+    assert onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", folded, passes=["fold"], latency_runs=0).exit_code == 0
+    report = onnxopt.optimize(folded, pruned, passes=["prune:kind=structured,sparsity=0.25,round_to=1"],
+                              data=fixtures_dir / "digits_cnn_val.npz", gates=loose, latency_runs=0)  # fmt: skip
+    assert report.exit_code == 0, report.message
+    whole, kept = _initializers(folded), _initializers(pruned)
+    assert kept["conv1.weight"].shape[0] == 6 and kept["conv2.weight"].shape[:2] == (12, 6)
+    zeroed = onnx.load(folded)
+    conv1 = _kept_rows(kept["conv1.weight"], whole["conv1.weight"])
+    conv2 = _kept_rows(kept["conv2.weight"], whole["conv2.weight"][:, conv1])
+    removed = {"conv1": sorted(set(range(8)) - set(conv1)), "conv2": sorted(set(range(16)) - set(conv2))}
+    assert len(removed["conv1"]) == 2 and len(removed["conv2"]) == 4
+    for tensor in zeroed.graph.initializer:
+        layer = tensor.name.split(".")[0]
+        if layer in removed and tensor.name != "fc.weight":
+            array = numpy_helper.to_array(tensor).copy()
+            array[removed[layer]] = 0
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    onnx.save(zeroed, tmp_path / "zeroed.onnx")
+    feed = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"][:64]}
+    np.testing.assert_allclose(_run(pruned, feed)[0], _run(tmp_path / "zeroed.onnx", feed)[0], rtol=1e-5, atol=1e-5)
+    # and the zeroing is not a no-op: the pruned model does differ from the folded one
+    assert not np.allclose(_run(pruned, feed)[0], _run(folded, feed)[0], atol=1e-3)
