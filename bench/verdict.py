@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         environment = qb.environment() + f", polygraphy {qb._version('polygraphy')}"
         body = [BEGIN, "## verdict.py: onnxopt's default verdict against task-level truth on held-out data", "",
                 "```sh", "python -m pip install polygraphy tokenizers   # bench only", "python bench/verdict.py", "```", "",
-                *__doc__.split("\n\n")[2:6], "",
+                *[line for paragraph in __doc__.split("\n\n")[2:6] for line in (paragraph, "")],
                 *realmodels.run_lines(command.strip(), elapsed, environment + f", load average {os.getloadavg()[0]:.1f} at the end",
                                       skipped, [confusion, per_case, MARGINS, gates]), END]  # fmt: skip
         realmodels.write_readme_section(README, BEGIN, END, "\n".join(body) + "\n")
