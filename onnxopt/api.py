@@ -42,6 +42,8 @@ def build_recipe(
     recipe.passes = [*recipe.passes, *pass_steps(passes)]
     if data is not None:
         recipe.data = str(data)
+    if settings.get("val") is not None:
+        settings["val"] = str(settings["val"])
     if (extra := _gates(gates)) is not None:
         recipe.gates = recipe.gates.merged(extra)
     if shapes:

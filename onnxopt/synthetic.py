@@ -28,7 +28,9 @@ SPATIAL_SIZES = (224, 320, 640, 256, 128, 64, 48, 32)
 SEQUENCE_SIZES = (16, 32, 64, 128, 8)
 OTHER_SIZES = (16, 32, 64, 128, 256, 512, 1024, 8)
 SAMPLE_RATES = (16000, 8000)
-TRIALS = max(len(SPATIAL_SIZES), len(SEQUENCE_SIZES), len(OTHER_SIZES))
+SIZE_TRIALS = max(len(SPATIAL_SIZES), len(SEQUENCE_SIZES), len(OTHER_SIZES))
+#: Every size trial with the first sample rate, then with the next: 16 kHz is what most speech models run at.
+TRIALS = SIZE_TRIALS * len(SAMPLE_RATES)
 
 _SPATIAL_NAME = re.compile(r"(^|[^a-z])(h|w|height|width|image_width|image_height)([^a-z]|$)", re.I)
 _SEQUENCE_NAME = re.compile(r"seq|sequence|length|len|token|time|step", re.I)
@@ -119,7 +121,7 @@ def plan(model: ir.Model, *, shapes: Mapping[str, tuple[int, ...]] | None = None
                 size = 1  # a batch, or the batch of a state whose other dims are fixed
             else:
                 candidates = _role(spec, position, name)
-                size = candidates[min(trial, len(candidates) - 1)]
+                size = candidates[min(trial % SIZE_TRIALS, len(candidates) - 1)]
             if name is not None:
                 named[name] = size
             sizes.append(size)
@@ -156,7 +158,7 @@ def _fill(model: ir.Model, spec: InputSpec, trial: int) -> _Fill:
     if "mask" in spec.name.lower():
         return _Fill("ones")
     if not spec.dims and _RATE_NAME.match(spec.name):
-        return _Fill("rate", value=SAMPLE_RATES[trial % len(SAMPLE_RATES)])
+        return _Fill("rate", value=SAMPLE_RATES[trial // SIZE_TRIALS % len(SAMPLE_RATES)])
     return _Fill("bits")
 
 

@@ -139,7 +139,7 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures arrive as exceptions, reported once; no ERROR lines on stderr
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -254,7 +254,7 @@ def onnxopt_register_metrics(register: Callable[[MetricSpec], None]) -> None:
                         _when(_sequence_scores, SequenceAgreement), _detect_sequence, "metrics"))  # fmt: skip
     register(MetricSpec("mask_iou", f"IoU of the maps thresholded at {MASK_THRESHOLD}", 0.85,
                         _when(_maps, MaskIoU), _detect_mask, "metrics"))  # fmt: skip
-    register(MetricSpec("embedding", "mean cosine of pooled embeddings (attention-masked mean over tokens)", 0.99,
+    register(MetricSpec("embedding", "mean cosine of pooled embeddings (attention-masked mean over tokens)", 0.98,
                         _when(_embeddings, PooledCosine), _detect_embedding, "metrics"))  # fmt: skip
     register(MetricSpec("detection", f"detections agreeing (F1; class scores >= {SCORE_THRESHOLD}, NMS, IoU >= {MATCH_IOU}) "
                         "of a [batch, 4 + classes, anchors] head", 0.9, _when(_detection_head, DetectionAgreement),
