@@ -126,14 +126,19 @@ def readme_section(text: str, command: str, elapsed: float) -> str:
     import onnx_ir
     import onnxscript
 
-    doc = __doc__.split("\n\n", 2)
+    prose: list[str] = []  # the docstring's description, paragraphs joined, list items kept on their lines
+    for line in __doc__.split("\n\n", 2)[2].split("Prints a markdown")[0].strip().splitlines():
+        if prose and prose[-1] and line.strip() and not line.startswith("- "):
+            prose[-1] += " " + line.strip()
+        else:
+            prose.append(line)
     environment = (f"onnxscript {onnxscript.__version__}, onnx-ir {onnx_ir.__version__}, "
                    f"Python {platform.python_version()}, 2 CPUs shared with other jobs")  # fmt: skip
     return "\n".join([
         BEGIN,
         "## fold_scaling.py: fold's time on chains of 10 000 to 100 000 Adds",
         "", "```sh", command, "```", "",
-        " ".join(doc[2].split("Prints a markdown")[0].split()),
+        *prose,
         "", *realmodels.run_lines(command, elapsed, environment, [], [text]),
         END, "",
     ])  # fmt: skip
