@@ -33,6 +33,8 @@ _EXPORTS = {
     "MetricSpec": "onnxopt.metrics",
     "OutputInfo": "onnxopt.metrics",
     "attention_mask": "onnxopt.metrics",
+    "load_function": "onnxopt.user_code",
+    "REFERENCE": "onnxopt.user_code",
     "ValidationResult": "onnxopt.validation",
     "Report": "onnxopt.report",
     "OnnxoptError": "onnxopt.errors",

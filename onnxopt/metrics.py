@@ -13,17 +13,14 @@ Written here: the contract and the selection; the metrics themselves live in plu
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxopt.errors import UsageError
+from onnxopt.user_code import is_reference, load_function
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,7 +95,7 @@ def parse_request(text: str) -> MetricRequest:
 
 def is_user_function(name: str) -> bool:
     """``file.py:function`` or ``package.module:function``."""
-    return ":" in name
+    return is_reference(name)
 
 
 def user_function_metric(reference: str) -> MetricSpec:
@@ -132,32 +129,6 @@ class _MeanOfFunction:
 
     def value(self) -> float:
         return self.total / self.weight if self.weight else float("nan")
-
-
-def load_function(reference: str) -> Callable[..., Any]:
-    """Import ``file.py:function`` (a path) or ``module:function``; errors are one-line UsageErrors."""
-    target, _, name = reference.rpartition(":")
-    if not target or not name:
-        raise UsageError(f"{reference!r}: expected file.py:function or module:function")
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise UsageError(f"{target}: no such file")
-            spec = importlib.util.spec_from_file_location(f"onnxopt_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            sys.modules[spec.name] = module  # type: ignore[union-attr]
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            module = importlib.import_module(target)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"{reference}: cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise UsageError(f"{reference}: {target!r} has no function {name!r}")
-    return function
 
 
 def attention_mask(feed: Mapping[str, np.ndarray], batch: int, length: int) -> np.ndarray | None:

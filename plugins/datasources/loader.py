@@ -13,65 +13,24 @@ or a scalar is the same kind of thing in every feed.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import re
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import onnx_ir as ir
 
-from onnxopt import hookimpl
+from onnxopt import REFERENCE, hookimpl, load_function
 from onnxopt.data import InputSpec, input_specs
 from onnxopt.errors import DataError
 
 from . import source as src
 from .stream import Feed, StreamedDataset, check_feed
 
-TARGET = re.compile(r"^(?P<target>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)$")
 HOST_PREFIXES = {"synthetic"}  # ``synthetic:N`` is the host's
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _script(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise DataError(f"{path}: no such loader script")
-    spec = importlib.util.spec_from_file_location(f"onnxopt_loader_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent.resolve()))  # the script may import its neighbours
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        raise DataError(f"{path}: raised {_first_line(exc)} while importing") from None
-    finally:
-        sys.path.remove(str(path.parent.resolve()))
-    return module
-
-
-def _module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise DataError(f"{name}: no such module (not a .py path either)") from None
-        raise DataError(f"{name}: raised {_first_line(exc)} while importing") from None
-    except (Exception, SystemExit) as exc:
-        raise DataError(f"{name}: raised {_first_line(exc)} while importing") from None
-
-
-def load_function(target: str, function: str) -> Callable[[], Any]:
-    module = _script(Path(target).expanduser()) if target.endswith(".py") else _module(target)
-    found = getattr(module, function, None)
-    if not callable(found):
-        raise DataError(f"{target}: has no function {function!r}")
-    return found
 
 
 def _call(function: Callable[[], Any], where: str) -> Any:
@@ -105,7 +64,7 @@ def _batched(spec: InputSpec) -> bool:
 
 def open_loader(target: str, name: str, source: str, model: ir.Model) -> StreamedDataset:
     where = f"{target}:{name}"
-    function = load_function(target, name)
+    function = load_function(f"{target}:{name}", error=DataError)
     specs = input_specs(model)
     batched = {spec.name for spec in specs if _batched(spec)}
     result = _call(function, where)
@@ -130,7 +89,7 @@ def open_loader(target: str, name: str, source: str, model: ir.Model) -> Streame
 
 def parse_target(text: str) -> tuple[str, str] | None:
     """``('loader.py', 'load_data')`` for ``loader.py:load_data`` / ``pkg.mod:fn``, else None."""
-    match = TARGET.match(text)
+    match = REFERENCE.match(text)
     if match is None or match["target"] in HOST_PREFIXES:
         return None
     return match["target"], match["function"]
