@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from .folding import output_elements
+from .folding import HIDDEN_DOMAIN, output_elements
 
 #: Never evaluated here: control flow (its bodies are folded where they are), random ops, and what onnxscript
 #: keeps by default (a small ConstantOfShape it folds when fold's should_fold asks; a large one stays).
@@ -40,7 +40,7 @@ DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 def _candidate(node: ir.Node, limit: int) -> bool:
     """Standard-domain, every input a constant within the limit, tensor outputs, no subgraph."""
-    if node.domain not in DOMAINS or node.op_type in LEFT_ALONE or node.graph is None:
+    if node.domain not in (*DOMAINS, HIDDEN_DOMAIN) or node.op_type in LEFT_ALONE or node.graph is None:
         return False
     inputs = [v for v in node.inputs if v is not None]
     if not inputs or any(v.const_value is None or v.is_graph_input() or v.const_value.size > limit for v in inputs):
@@ -63,6 +63,7 @@ def _one_node_model(node: ir.Node, opsets: dict[str, int], ir_version: int):
         initializers.append(tensor)
     outputs = [f"out{i}" if v.name else "" for i, v in enumerate(node.outputs)]  # an optional output stays off
     proto = ir.serde.serialize_node(node)
+    proto.domain = "" if proto.domain == HIDDEN_DOMAIN else proto.domain
     del proto.input[:], proto.output[:]
     proto.input.extend(inputs)
     proto.output.extend(outputs)

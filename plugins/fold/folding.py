@@ -178,8 +178,9 @@ def fold_constants(model: ir.Model, *, max_growth_bytes: int, stats: dict) -> in
     return 0
 
 
-#: Nodes moved to this domain are invisible to onnxscript's folder (it skips domains the model does not import).
-_HIDDEN_DOMAIN = "onnxopt.fold.hidden"
+#: Nodes moved to this domain are invisible to onnxscript's folder (it skips domains the model does not import);
+#: :mod:`.evaluate` still runs them, as the standard ops they are.
+HIDDEN_DOMAIN = "onnxopt.fold.hidden"
 _MAX_FOLD_ATTEMPTS = 8
 
 
@@ -196,12 +197,12 @@ def _hidden(node: ir.Node, op_types: set[str]) -> bool:
 def _hidden_from_folder(model: ir.Model, op_types: set[str]) -> Iterator[None]:
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if _hidden(node, op_types):
-            node.domain = _HIDDEN_DOMAIN
+            node.domain = HIDDEN_DOMAIN
     try:
         yield
     finally:
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.domain == _HIDDEN_DOMAIN:
+            if node.domain == HIDDEN_DOMAIN:
                 node.domain = ""
 
 
