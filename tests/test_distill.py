@@ -233,3 +233,12 @@ def test_cli_time_budget_and_device(fixtures_dir, tmp_path, run_cli):
         result = run_cli(*base, "-o", tmp_path / "c.onnx", "--device", "cuda")
         assert result.returncode == 2 and "torch sees no CUDA device" in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "c.onnx").exists()
+
+
+def test_cli_output_name_picks_the_output_distilled_on(fixtures_dir, tmp_path, run_cli):
+    pytest.importorskip("torch")
+    base = ["distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz", "--epochs", "1", "--threads", "1"]
+    result = run_cli(*base, "-o", tmp_path / "s.onnx", "--output-name", "nope")
+    assert result.returncode == 2 and "the teacher has no output 'nope'" in result.stderr, result.stderr
+    result = run_cli(*base, "-o", tmp_path / "s.onnx", "--output-name", "probabilities")
+    assert result.returncode == 0, result.stderr

@@ -41,7 +41,7 @@ class DistillOptions:
     patience: int = option(10, "stop after this many epochs without better validation agreement (then loss) (0: never)")
     val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
     val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given")
-    output: str = option("", "the teacher output to distill on (default: the first)")
+    target: str = option("", "the teacher output to distill on (default: the first)")
     backend: str = option("auto", "training backend: auto, torch, keras, or one a plugin provides")
     threads: int = option(0, "framework intra-op threads while training (0: every core this process may use)")
     max_time: float = option(0.0, "stop training after this many seconds (the learning rate decays over them; 0: no budget)")

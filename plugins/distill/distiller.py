@@ -61,6 +61,31 @@ def _targets(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
     return np.log(np.clip(outputs, MIN_PROBABILITY, None)) if probabilities else outputs
 
 
+def _global_pools(graph: ir.Graph) -> None:
+    """ReduceMean over every spatial axis (keepdims) -> GlobalAveragePool, as the teacher had it.
+
+    torch.onnx writes global average pooling as ReduceMean; onnxruntime's quantizer has an int8 kernel for
+    GlobalAveragePool and none for ReduceMean, so a squeeze-excite CNN student quantized ran 1.3x slower."""
+    for node in list(graph):
+        if node.op_type != "ReduceMean" or node.attributes.get_int("keepdims", 1) != 1:
+            continue
+        data = node.inputs[0]
+        axes = node.inputs[1].const_value if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        axes = axes.numpy().tolist() if axes is not None else node.attributes.get_ints("axes", None)
+        if data.shape is None or len(data.shape) < 3 or axes is None:
+            continue
+        rank = len(data.shape)
+        if sorted(a % rank for a in axes) != list(range(2, rank)):
+            continue
+        pool = ir.node("GlobalAveragePool", [data])
+        graph.insert_before(node, pool)
+        ir.convenience.replace_all_uses_with(node.outputs[0], pool.outputs[0], replace_graph_outputs=True)
+        axes_input = node.inputs[1] if len(node.inputs) > 1 else None
+        graph.remove(node, safe=True)
+        if axes_input is not None and not axes_input.uses() and axes_input.name in graph.initializers:
+            del graph.initializers[axes_input.name]
+
+
 class Distillation:
     """See the module docstring: ``run`` returns the trained student, ``export_logits`` only fills the cache."""
 
@@ -98,7 +123,7 @@ class Distillation:
 
     def _target(self) -> str:
         names = [v.name for v in self.teacher.graph.outputs]
-        wanted = self.options.output or names[0]
+        wanted = self.options.target or names[0]
         if wanted not in names:
             raise UsageError(f"distill: the teacher has no output {wanted!r} (outputs: {', '.join(names)})")
         return wanted
@@ -155,6 +180,7 @@ class Distillation:
                 raise PluginError(backend, f"the student has {len(got)} {kind}, the teacher {len(want)}")
             for theirs, ours in zip(want, got):
                 ours.name = theirs.name  # same order, the teacher's names: a drop-in replacement
+        _global_pools(trained.graph)
         graph = trained.graph  # the exporter's stack traces, signature notes and value_info: kilobytes of noise
         for value in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
             value.metadata_props.clear()

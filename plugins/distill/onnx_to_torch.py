@@ -178,7 +178,9 @@ class OnnxModule(torch.nn.Module):
 
     @staticmethod
     def _evaluate(op: str, fn: Op, values: list[Any], attrs: dict[str, Any]) -> Any:
-        if op in shape_ops.OPS and all(v is None or isinstance(v, np.ndarray) for v in values):
+        host = all(v is None or isinstance(v, np.ndarray) for v in values)
+        symbolic_size = any(i < len(values) and values[i] is not None and values[i].dtype == object for i in shape_ops.SIZED.get(op, ()))
+        if host and op in shape_ops.OPS and not symbolic_size:
             return shape_ops.OPS[op](*values, **attrs)
         args = [v if v is None or torch.is_tensor(v) or (op, i) in STATIC_INPUTS else _tensor(v) for i, v in enumerate(values)]
         result = fn(*args, **attrs)

@@ -103,6 +103,11 @@ def _expand(x: Host, shape: Host) -> Host:
     return np.array(np.broadcast_to(x, target))
 
 
+#: ops that build an array of a computed size: numpy would turn a symbolic size into a constant, so with a
+#: SymInt among their inputs they run in torch (torch.arange / full / expand / reshape keep it symbolic)
+SIZED = {"Range": (0, 1, 2), "ConstantOfShape": (0,), "Expand": (1,), "Reshape": (1,)}  # op: its size inputs
+
+
 def _binary(fn: Callable[[Any, Any], Any]) -> HostOp:
     return lambda a, b, **_: np.asarray(fn(a, b))
 

@@ -319,6 +319,12 @@ def _lstm(x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p
     return y.reshape(y.shape[0], batch, directions, h).permute(0, 2, 1, 3), y_h, y_c
 
 
+def _hard_sigmoid(x, *, alpha=0.2, beta=0.5):
+    if abs(alpha - 1 / 6) < 1e-6 and beta == 0.5:
+        return F.hardsigmoid(x)  # exported as one HardSigmoid node again, not Mul + Add + Clip
+    return torch.clamp(alpha * x + beta, 0.0, 1.0)
+
+
 def _no_attributes(fn: Op) -> Op:
     """A torch function that takes only tensors, for an ONNX op whose attributes change nothing here."""
     return lambda *args, **_: fn(*args)
@@ -345,7 +351,7 @@ OPS: dict[str, Op] = {
     "Identity": _no_attributes(lambda x: x), "Dropout": lambda x, *_, **__: x,
     "LeakyRelu": lambda x, *, alpha=0.01: F.leaky_relu(x, alpha),
     "Gelu": lambda x, *, approximate="none": F.gelu(x, approximate=approximate),
-    "HardSigmoid": lambda x, *, alpha=0.2, beta=0.5: torch.clamp(alpha * x + beta, 0.0, 1.0),
+    "HardSigmoid": _hard_sigmoid,
     "Softmax": _softmax(F.softmax), "LogSoftmax": _softmax(F.log_softmax), "Clip": _clip, "Cast": _cast,
     "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose, "LayerNormalization": _layer_norm,
     "MaxPool": _pool("Max"), "AveragePool": _pool("Average"),

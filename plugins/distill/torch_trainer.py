@@ -238,23 +238,41 @@ def _resume(path: Path, student: TorchStudent, optimizer: torch.optim.Optimizer,
     return payload["epoch"]
 
 
+def _symbolic_axes(job: TrainingJob, name: str) -> list[int]:
+    """Axes after the batch that the ONNX student's input ``name`` leaves symbolic."""
+    if not isinstance(job.student, ir.Model):
+        return []
+    value = next((v for v in job.student.graph.inputs if v.name == name), None)
+    if value is None or value.shape is None:
+        return []
+    return [axis for axis, dim in enumerate(value.shape) if axis > 0 and not isinstance(dim, int)]
+
+
 def export(job: TrainingJob, student: TorchStudent) -> Path:
-    """Write the student as ONNX with the teacher's names and a dynamic batch dimension."""
+    """Write the student as ONNX with the teacher's names and a dynamic batch dimension; an ONNX student's other
+    symbolic dimensions (sequence length, image size) stay dynamic unless the traced code fixes them, or unless
+    torch.export cannot solve their arithmetic (PP-OCR rec's width), when only the batch stays dynamic."""
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.train.inputs[name][:2])) for name in job.input_names)
     batch = torch.export.Dim("batch")
-    dims = tuple({0: batch} for _ in example)
+    free = tuple({0: batch, **{axis: torch.export.Dim.AUTO for axis in _symbolic_axes(job, name)}} for name in job.input_names)
+    attempts = [free, tuple({0: batch} for _ in example)] if any(len(d) > 1 for d in free) else [free]
     parameters = inspect.signature(student.module.forward).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
-        dims = (dims,)  # forward(*inputs) takes all inputs as one tuple argument
-    try:
-        with _quiet_exporter(), _threads(job.hyper.threads or cores()), torch.no_grad():
-            torch.onnx.export(
-                student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
-                dynamic_shapes=dims, opset_version=job.opset, dynamo=True, external_data=False, verbose=False,
-            )  # fmt: skip
-    except Exception as exc:  # the exporter's messages run to pages; the report wants its gist
-        summary = next((line for line in str(exc).splitlines() if "Error" in line and ":" in line), str(exc).splitlines()[0])
-        raise PluginError("distill-torch", f"torch.onnx.export failed: {summary.strip()}") from exc
+    wrap = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)  # forward(*inputs): one tuple argument
+    for attempt, dims in enumerate(attempts):
+        try:
+            with _quiet_exporter(), _threads(job.hyper.threads or cores()), torch.no_grad():
+                torch.onnx.export(
+                    student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
+                    dynamic_shapes=(dims,) if wrap else dims, opset_version=job.opset, dynamo=True, external_data=False,
+                    verbose=False,
+                )  # fmt: skip
+            return job.output
+        except Exception as exc:  # the exporter's messages run to pages; the report wants its gist
+            if attempt + 1 < len(attempts):
+                job.logger.info("export with dynamic %s failed; exporting with a dynamic batch only", "/".join(map(str, free)))
+                continue
+            summary = next((line for line in str(exc).splitlines() if "Error" in line and ":" in line), str(exc).splitlines()[0])
+            raise PluginError("distill-torch", f"torch.onnx.export failed: {summary.strip()}") from exc
     return job.output
 
 
