@@ -248,3 +248,31 @@ def test_weight_only_reaches_gemm_weights_and_names_the_conv_it_cannot(tmp_path)
     assert report.exit_code == 0, report.message
     left = report.steps[0].stats["weights_left_float"]  # the Gemm's weight, transposed, under a generated name
     assert left["conv_w"] == conv and sorted(left.values()) == sorted([conv, "MatMul: exclude_nodes"])
+
+
+def test_lstm_weights_inside_if_branches_are_stored_as_int8_too(tmp_path):
+    rng = np.random.default_rng(9)
+
+    def branch(name: str) -> onnx.GraphProto:
+        inits = [numpy_helper.from_array((rng.standard_normal((1, 64, 8)) / 3).astype(np.float32), f"{name}_w"),
+                 numpy_helper.from_array((rng.standard_normal((1, 64, 16)) / 4).astype(np.float32), f"{name}_r")]  # fmt: skip
+        node = helper.make_node("LSTM", ["x", f"{name}_w", f"{name}_r"], [f"{name}_y"], hidden_size=16, name=f"{name}_lstm")
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [SEQ, 1, 1, 16])
+        return helper.make_graph([node], name, [], [out], inits)
+
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"))
+    graph = helper.make_graph([node], "if_lstm", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                                                  helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [SEQ, 1, 1, 16])])  # fmt: skip
+    path, out = tmp_path / "if_lstm.onnx", tmp_path / "out.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = onnxopt.optimize(path, out, passes=["quantize:mode=dynamic"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["recurrent_int8_weights"] == 4 and "weights_left_float" not in stats
+    x = rng.standard_normal((SEQ, 1, 8)).astype(np.float32)
+    for cond in (True, False):
+        feed = {"cond": np.array(cond), "x": x}
+        ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (path, out))
+        assert _cosine(ref, got) > 0.999
+    assert out.stat().st_size < 0.5 * path.stat().st_size

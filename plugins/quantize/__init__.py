@@ -50,6 +50,8 @@ from . import accuracy, coverage, ort_quantizer, prepare, streaming
 
 logger = logging.getLogger("onnxopt.quantize")
 
+#: Why a node inside an If / Loop / Scan body is kept out of onnxruntime's quantizer (not out of int8 weight storage).
+IN_SUBGRAPH = "inside an If / Loop / Scan body"
 #: Ops through which a Concat still "is" a model output (layout only, no arithmetic across its parts).
 _LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
@@ -180,7 +182,7 @@ def _excluded(graph: onnx.GraphProto, options: QuantizeOptions, stats: dict) -> 
     subgraph = _subgraph_nodes(graph)
     if subgraph:
         stats["subgraph_nodes_kept_float"] = len(subgraph)
-    excluded |= dict.fromkeys(cone, "computes an If / Loop condition") | dict.fromkeys(subgraph, "inside an If / Loop / Scan body")
+    excluded |= dict.fromkeys(cone, "computes an If / Loop condition") | dict.fromkeys(subgraph, IN_SUBGRAPH)
     if excluded:
         stats["kept_float"] = len(excluded)
     return dict(sorted(excluded.items()))
@@ -295,7 +297,8 @@ class QuantizePass(ir.passes.FunctionalPass):
             stats["zero_points_dropped"] = dropped
         if o.recurrent != "float":
             other_ops = {node.name for node in proto.graph.node if o.op_types and node.op_type not in o.op_types}
-            coverage.store_int8(quantized, set(reasons) | other_ops, stats)
+            kept = {name for name, why in reasons.items() if why != IN_SUBGRAPH}
+            coverage.store_int8(quantized, kept | other_ops, stats)
         reasons |= dict.fromkeys(stats.get("kept_float_by_search", {}), "put back to float by the accuracy search")
         if left := coverage.weights_left_float(quantized, o, reasons, stats.get("path", "")):
             stats["weights_left_float"] = left

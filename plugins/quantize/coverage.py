@@ -70,10 +70,11 @@ def recurrent_nodes(graph: onnx.GraphProto) -> list[str]:
 
 
 def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
-    """Store the float W and R initializers of the main graph's LSTM / GRU / RNN nodes (not in ``skip``) as int8,
-    symmetric, one scale per gate row of each direction, decoded by ``Cast`` + ``Mul`` in front of the node."""
-    graph, stored = model.graph, 0
-    for node in list(graph):
+    """Store the float W and R initializers of the LSTM / GRU / RNN nodes (not in ``skip``) as int8, symmetric,
+    one scale per gate row of each direction, decoded by ``Cast`` + ``Mul`` in front of the node. If / Loop /
+    Scan bodies included: onnxruntime's quantizer is kept out of them, but this rewrite touches weights only."""
+    stored = 0
+    for graph, node in [(graph, node) for graph in model.graphs() for node in graph]:
         if node.op_type not in RECURRENT_WEIGHT_INPUT or node.name in skip:
             continue
         for index in RECURRENT_WEIGHT_INPUT[node.op_type]:
@@ -86,14 +87,14 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
             scale = np.abs(weight).max(axis=-1, keepdims=True).astype(np.float64) / 127
             safe = np.where(scale > 0, scale, 1.0)
             quantized = np.clip(np.rint(weight / safe), -127, 127).astype(np.int8)
-            name = value.name
-            cast = ir.node("Cast", inputs=[new_initializer(graph, f"{name}_int8", quantized)],
+            name, owner = value.name, value.graph  # a body may read an initializer of an enclosing graph
+            cast = ir.node("Cast", inputs=[new_initializer(owner, f"{name}_int8", quantized)],
                            attributes={"to": value.const_value.dtype})  # fmt: skip
-            decoded = ir.node("Mul", inputs=[cast.outputs[0], new_initializer(graph, f"{name}_scale", scale.astype(weight.dtype))])
+            decoded = ir.node("Mul", inputs=[cast.outputs[0], new_initializer(owner, f"{name}_scale", scale.astype(weight.dtype))])
             decoded.outputs[0].name, decoded.outputs[0].type, decoded.outputs[0].shape = f"{name}_decoded", value.type, value.shape
             graph.insert_before(node, [cast, decoded])
             node.replace_input_with(index, decoded.outputs[0])
-            del graph.initializers[name]
+            del owner.initializers[name]
             stored += 1
     if stored:
         stats["recurrent_int8_weights"] = stored
