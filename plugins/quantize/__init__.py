@@ -47,11 +47,10 @@ from onnxopt import Dataset, PassSpec, RunContext, SearchDim, SearchHint, hookim
 from onnxopt.errors import UsageError
 
 from . import accuracy, coverage, ort_quantizer, prepare, streaming
+from .coverage import IN_SUBGRAPH
 
 logger = logging.getLogger("onnxopt.quantize")
 
-#: Why a node inside an If / Loop / Scan body is kept out of onnxruntime's quantizer (not out of int8 weight storage).
-IN_SUBGRAPH = "inside an If / Loop / Scan body"
 #: Ops through which a Concat still "is" a model output (layout only, no arithmetic across its parts).
 _LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 

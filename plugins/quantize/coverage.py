@@ -38,6 +38,8 @@ WEIGHT_INPUTS: Mapping[str, int | tuple[int, ...]] = {**LAYER_WEIGHT_INPUT, **RE
 _STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})  # onnxruntime's QDQ registry
 _DYNAMIC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Gather", "LSTM"})  # IntegerOps registry; Gemm becomes MatMul
 _STREAMING_OPS = frozenset({"MatMul", "Gemm"})
+#: Why a node inside an If / Loop / Scan body is kept out of onnxruntime's quantizer (not out of :func:`store_int8`).
+IN_SUBGRAPH = "inside an If / Loop / Scan body"
 
 
 def quantize_lstm(source: Path, output: Path, excluded: list[str], options: Any, large: bool,
@@ -122,6 +124,8 @@ def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[s
         node = readers[0]
         if node.name in reasons_by_node:
             reasons[value] = f"{node.op_type}: {reasons_by_node[node.name]}"
+        elif node.graph is not model.graph:  # (its name may be one the quantizer gave)
+            reasons[value] = f"{node.op_type}: {IN_SUBGRAPH}"
         elif options.op_types and node.op_type not in options.op_types:
             reasons[value] = f"{node.op_type}: not in op_types"
         elif node.op_type in RECURRENT_WEIGHT_INPUT and options.recurrent == "float":
