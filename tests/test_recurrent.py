@@ -276,3 +276,15 @@ def test_lstm_weights_inside_if_branches_are_stored_as_int8_too(tmp_path):
         ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (path, out))
         assert _cosine(ref, got) > 0.999
     assert out.stat().st_size < 0.5 * path.stat().st_size
+
+
+def test_weights_in_if_branches_and_the_condition_are_reported_by_their_own_names(fixtures_dir, tmp_path):
+    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", tmp_path / "dynamic.onnx", passes=["quantize:mode=dynamic"], gates=LOOSE)
+    assert report.exit_code == 0, report.message
+    left = report.steps[0].stats["weights_left_float"]  # the quantizer's transposed copies keep a readable name
+    assert left and all(name.startswith("fc2.weight") and why == "MatMul: inside an If / Loop / Scan body" for name, why in left.items())
+    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", tmp_path / "static.onnx", passes=["quantize"],
+                              data=fixtures_dir / "if_model_calib.npz", gates=LOOSE)  # fmt: skip
+    assert report.exit_code == 0, report.message
+    assert report.steps[0].stats["weights_left_float"] == {"fc1.weight": "Gemm: computes an If / Loop condition",
+                                                           "fc2.weight": "Gemm: inside an If / Loop / Scan body"}  # fmt: skip

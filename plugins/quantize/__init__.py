@@ -291,6 +291,7 @@ class QuantizePass(ir.passes.FunctionalPass):
             # the input's names and every name the report gives stay; the rest (the quantizer's, and names
             # given to unnamed nodes for exclusion) become short
             reported = set(excluded) | set(stats.get("kept_float_by_search", {}))
+            reported |= {value.name for value in coverage.float_weights(quantized)}  # "fc2.weight_Transposed", not "q22"
             shorten_generated_names(quantized, _names(model) | reported)
         if o.compact and (dropped := prepare.compact(quantized)):
             stats["zero_points_dropped"] = dropped

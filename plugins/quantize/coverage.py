@@ -110,6 +110,12 @@ def _covered(options: Any, path: str) -> frozenset[str]:
     return _STATIC_OPS
 
 
+def float_weights(model: ir.Model) -> dict[ir.Value, list[ir.Node]]:
+    """The float constants read at a weight input, with their readers."""
+    found = constant_weights(model, WEIGHT_INPUTS)
+    return {value: readers for value, readers in found.items() if (tensor := tensor_of(value)) is not None and tensor.dtype in FLOAT_TYPES}
+
+
 def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[str, str], path: str) -> dict[str, str]:
     """``{weight: why it is still float}`` over the quantized ``model`` (see :func:`onnxopt.weights.left_alone`).
 
@@ -117,10 +123,7 @@ def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[s
     """
     covered = _covered(options, path)
     reasons: dict[ir.Value, str] = {}
-    for value, readers in constant_weights(model, WEIGHT_INPUTS).items():
-        tensor = tensor_of(value)
-        if tensor is None or tensor.dtype not in FLOAT_TYPES:
-            continue
+    for value, readers in float_weights(model).items():
         node = readers[0]
         if node.name in reasons_by_node:
             reasons[value] = f"{node.op_type}: {reasons_by_node[node.name]}"
