@@ -265,3 +265,66 @@ def test_a_changed_string_output_fails_the_default_verdict(tmp_path, tolerance_p
     renamed = onnxopt.validate(reference, _labels_model(tmp_path / "other.onnx", ["cat", "cow"]), data=tolerance_pair[2], latency_runs=0)
     assert renamed.outputs[1].max_abs == math.inf
     assert not renamed.passed and renamed.outputs[1].cosine == 0.0
+
+
+# --------------------------------------------------------------------------- masks, non-finite values, streaming
+
+
+def _per_token_scores(path: Path, padding: float) -> Path:
+    """scores [batch, seq] = ids * mask + (1 - mask) * padding: a 2-D per-position output."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+         helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["ids", "mask"], ["kept"]), helper.make_node("Sub", ["one", "mask"], ["inverse"]),
+         helper.make_node("Mul", ["inverse", "padding"], ["padded"]), helper.make_node("Add", ["kept", "padded"], ["scores"])],
+        "per_token",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "seq"])],
+        [numpy_helper.from_array(np.float32(1.0), "one"), numpy_helper.from_array(np.float32(padding), "padding")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_padding_of_a_two_dimensional_per_token_output_is_not_compared(tmp_path):
+    reference, candidate = _per_token_scores(tmp_path / "ref.onnx", -3.0), _per_token_scores(tmp_path / "cand.onnx", 5.0)
+    mask = np.ones((4, 6), np.int64)
+    mask[:, 4:] = 0  # the last two positions of every row are padding
+    np.savez(tmp_path / "tokens.npz", input_ids=np.arange(24, dtype=np.int64).reshape(4, 6) + 1, attention_mask=mask)
+    result = onnxopt.validate(reference, candidate, data=tmp_path / "tokens.npz", gates={"atol": 0.0, "min_cosine": 1.0}, **NO_DEFAULTS)
+    assert result.passed, result.failure_reason()
+    assert result.outputs[0].masked_positions == 8 and result.outputs[0].max_abs == 0.0
+
+
+def _sqrt_model(path: Path, shift: float) -> Path:
+    """y = sqrt(x + shift): NaN wherever x + shift < 0."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "shift"], ["shifted"]), helper.make_node("Sqrt", ["shifted"], ["y"])],
+        "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.float32(shift), "shift")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_non_finite_values_are_counted_over_every_feed_on_both_sides(tmp_path):
+    x = np.array([[-1.0, 4.0], [1.0, 9.0], [-4.0, 1.0], [16.0, 0.25], [-9.0, 4.0], [1.0, 1.0]], np.float32)  # 3 negatives
+    np.savez(tmp_path / "x.npz", x=x)
+    reference = _sqrt_model(tmp_path / "ref.onnx", 0.0)
+    same = onnxopt.validate(reference, reference, data=tmp_path / "x.npz", batch_size=2, **NO_DEFAULTS)
+    out = same.outputs[0]
+    assert (out.nonfinite_reference, out.nonfinite_candidate) == (3, 3) and same.passed  # NaN where the reference has NaN
+    assert out.max_abs == 0.0 and out.max_rel == 0.0 and out.cosine == 1.0
+    worse = onnxopt.validate(reference, _sqrt_model(tmp_path / "cand.onnx", -2.0), data=tmp_path / "x.npz", batch_size=2,
+                             gates={"min_cosine": -1.0}, **NO_DEFAULTS)  # fmt: skip
+    assert (worse.outputs[0].nonfinite_reference, worse.outputs[0].nonfinite_candidate) == (3, 8)  # every x < 2
+    assert [c.message for c in worse.checks if not c.passed] == ["output 'y': 8 NaN/Inf values (reference has 3)"]
+
+
+def test_a_tolerance_failure_is_false_not_merely_falsy(tolerance_pair):
+    result = onnxopt.validate(*tolerance_pair[:2], data=tolerance_pair[2], gates={"atol": 0.0}, **NO_DEFAULTS)
+    assert result.outputs[0].within_tolerance is False
+    assert [c.passed for c in result.checks if c.name == "tolerance"] == [False]
