@@ -239,7 +239,8 @@ def render_validation(result: ValidationResult) -> str:
         spread = (f", middle half {result.latency_spread[0]:.3f}x-{result.latency_spread[1]:.3f}x"
                   if result.latency_spread else "")  # fmt: skip
         parts.append(
-            f"latency: {result.latency_ratio:.3f}x candidate / reference (median of paired runs{spread}; "
+            f"latency: {result.latency_ratio:.3f}x candidate / reference (median of "
+            f"{f'{result.latency_rounds} paired runs' if result.latency_rounds else 'each model’s runs'}{spread}; "
             f"reference {result.latency_reference_ms:.3f} ms)"
         )
     if result.size_ratio is not None:

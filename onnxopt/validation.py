@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 import statistics
 import time
@@ -104,6 +105,7 @@ class ValidationResult:
     latency_reference_ms: float | None = None
     latency_candidate_ms: float | None = None
     latency_spread: tuple[float, float] | None = None  # quartiles of the paired runs' ratios
+    latency_rounds: int | None = None  # paired runs made (fewer than asked once the ratio is known well enough)
     size_reference: int | None = None
     size_candidate: int | None = None
     checks: list[Check] = field(default_factory=list)
@@ -308,6 +310,18 @@ def _class_score_index(session: ort.InferenceSession) -> int | None:
     return None
 
 
+#: Latency rounds before an adaptive measurement may stop, and how narrow its spread must be to stop then.
+MIN_LATENCY_ROUNDS = 6
+LATENCY_TIGHT = 0.05
+
+
+def _narrow(ratios: list[float], tight: float | None) -> bool:
+    if tight is None:
+        return False
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q3 - q1 <= tight * statistics.median(ratios)
+
+
 def measure_latency(
     reference: ort.InferenceSession,
     candidate: ort.InferenceSession,
@@ -315,13 +329,23 @@ def measure_latency(
     *,
     runs: int = 20,
     warmup: int = 3,
-) -> tuple[float, float, float, tuple[float, float] | None]:
-    """Median ms of each session, the median per-round ratio and its quartiles, runs interleaved so noise hits both."""
+    tight: float | None = None,
+    budget: float | None = None,
+) -> tuple[float, float, float, tuple[float, float] | None, int | None]:
+    """Median ms of each session, the median per-round ratio, its quartiles and the rounds run, runs interleaved so
+    noise hits both.
+
+    ``runs`` rounds at most; with ``tight``, fewer once MIN_LATENCY_ROUNDS rounds give a middle half of the ratios
+    narrower than ``tight`` times their median, and with ``budget``, once that many seconds are spent.
+    """
     for _ in range(warmup):
         reference.run(None, feed)
         candidate.run(None, feed)
     ref_times, cand_times, ratios = [], [], []
+    deadline = time.perf_counter() + budget if budget is not None else math.inf
     for round_index in range(runs):
+        if len(ratios) >= MIN_LATENCY_ROUNDS and (time.perf_counter() > deadline or _narrow(ratios, tight)):
+            break
         order = (reference, candidate) if round_index % 2 == 0 else (candidate, reference)
         elapsed = {}
         for session in order:
@@ -333,7 +357,8 @@ def measure_latency(
         ratios.append(elapsed[id(candidate)] / max(elapsed[id(reference)], 1e-9))
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else None
     spread = (quartiles[0], quartiles[2]) if quartiles else None
-    return statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios), spread
+    return (statistics.median(ref_times) * 1e3, statistics.median(cand_times) * 1e3, statistics.median(ratios), spread,
+            len(ratios))  # fmt: skip
 
 
 #: Above this many bytes (model file plus external data) the reference and the candidate are not held in
@@ -371,7 +396,7 @@ class Reference:
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
         raise NotImplementedError
 
 
@@ -418,8 +443,8 @@ class LiveReference(Reference):
             self._cached_bytes += size
         return outputs
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
-        return measure_latency(self.session, candidate, feed, runs=runs)
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
+        return measure_latency(self.session, candidate, feed, runs=runs, tight=LATENCY_TIGHT, budget=LATENCY_SECONDS)
 
 
 class RecordedReference(Reference):
@@ -449,11 +474,11 @@ class RecordedReference(Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outputs[index]
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None] | None:
+    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
         if self._latency_ms is None:  # recorded without latency runs
             return None
         candidate_ms = _median_ms(candidate, feed, runs)
-        return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9), None
+        return self._latency_ms, candidate_ms, candidate_ms / max(self._latency_ms, 1e-9), None, None
 
 
 def open_reference(path: str | Path, data: Dataset | None, *, threads: int = 0, latency_runs: int = 0,
@@ -516,7 +541,8 @@ def compare(
             with _phase(context, "latency"):
                 latency = reference_side.latency(cand_session, data.first_feed(), latency_runs)
         if latency is not None:
-            result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread = latency
+            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread,
+             result.latency_rounds) = latency  # fmt: skip
         if data.synthetic:
             result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
     result.size_reference = model_io.file_size(reference)

@@ -89,3 +89,13 @@ def test_candidate_with_other_outputs_fails_and_unloadable_reference_is_bad_inpu
     onnx.save(model, tmp_path / "future.onnx")
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         onnxopt.validate(tmp_path / "future.onnx", reference, data=data)
+
+
+def test_latency_stops_early_once_the_ratio_is_known_and_runs_all_rounds_otherwise(fixtures_dir):
+    from onnxopt.validation import MIN_LATENCY_ROUNDS, measure_latency, open_session
+
+    session = open_session(fixtures_dir / "digits_cnn.onnx")
+    feed = {"input": np.zeros((32, 1, 8, 8), np.float32)}
+    assert measure_latency(session, session, feed, runs=40, tight=10.0)[4] == MIN_LATENCY_ROUNDS
+    assert measure_latency(session, session, feed, runs=40)[4] == 40
+    assert measure_latency(session, session, feed, runs=40, budget=0.0)[4] == MIN_LATENCY_ROUNDS
