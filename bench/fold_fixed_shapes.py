@@ -1,0 +1,128 @@
+"""fold against onnxsim on the project's OCR models with their input shapes fixed: nodes left and outputs.
+
+    python bench/fold_fixed_shapes.py [--models-dir DIR] [--no-readme]
+
+With the shapes fixed (``fold:fix_input_shapes=true`` with ``shapes``; onnxsim's ``overwrite_input_shapes``)
+every shape computation can fold, which is where onnxsim used to end with fewer nodes. The models are the
+PP-OCRv4 detector and recognizer, the ppocr v2 direction classifier (rapidocr-onnxruntime 1.4.4) and
+ddddocr 1.6.1's captcha recognizer, read from ``--models-dir`` (default ``~/.cache/onnx-real/models``, see
+``../shared/realmodels``). Each optimizer runs in its own subprocess (onnxsim from the same Python, skipped
+with a note when it is not installed). Counted: nodes other than Constant (If / Loop / Scan bodies
+included), and the max abs difference of every output against the original in onnxruntime on one seeded
+input at the fixed shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import realmodels  # noqa: E402
+
+README = HERE / "README.md"
+BEGIN, END = "<!-- fold_fixed_shapes:begin -->", "<!-- fold_fixed_shapes:end -->"
+MODELS = (  # (title, file, input shape)
+    ("PP-OCRv4 det", "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx", (1, 3, 640, 640)),
+    ("PP-OCRv4 rec", "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
+    ("ppocr v2 cls", "rapidocr-onnxruntime-1.4.4__ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
+    ("ddddocr common", "ddddocr-1.6.1__common.onnx", (1, 1, 64, 256)),
+)
+TOOLS = ("fold", "onnxsim")
+
+
+def optimize(tool: str, src: str, dst: str, shape: list[int]) -> None:
+    """Run one optimizer with the model's single input fixed to ``shape`` (in a worker subprocess)."""
+    import onnx
+
+    name = onnx.load(src, load_external_data=False).graph.input[0].name
+    if tool == "fold":
+        import onnxopt
+
+        model = onnxopt.apply_passes(onnxopt.load(src, check=False), ["fold:fix_input_shapes=true"], shapes={name: tuple(shape)})
+        onnxopt.save(model, dst)
+    else:
+        import onnxsim
+
+        onnx.save(onnxsim.simplify(onnx.load(src), overwrite_input_shapes={name: shape})[0], dst)
+
+
+def nodes(path: Path) -> int:
+    import onnx
+
+    def count(graph) -> int:
+        total = 0
+        for node in graph.node:
+            total += node.op_type != "Constant"
+            total += sum(count(a.g) for a in node.attribute if a.HasField("g"))
+            total += sum(count(g) for a in node.attribute for g in a.graphs)
+        return total
+
+    return count(onnx.load(path).graph)
+
+
+def max_diff(original: Path, candidate: Path, shape: tuple[int, ...]) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (original, candidate)]
+    outputs = [s.run(None, {s.get_inputs()[0].name: x}) for s in runs]
+    return max(float(np.abs(a - b).max()) for a, b in zip(*outputs))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--worker"]:
+        optimize(argv[1], argv[2], argv[3], json.loads(argv[4]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, default=Path.home() / ".cache" / "onnx-real" / "models")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/onnxopt-fold-fixed-shapes"))
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lines = ["| model | input | original | fold | onnxsim | fold max abs diff | onnxsim max abs diff |",
+             "|---|---|--:|--:|--:|--:|--:|"]  # fmt: skip
+    skipped = []
+    for title, file, shape in MODELS:
+        src = args.models_dir / file
+        if not src.exists():
+            skipped.append(f"{title} ({src} missing)")
+            continue
+        cells = {}
+        for tool in TOOLS:
+            dst = args.out / f"{src.stem}.{tool}.onnx"
+            done = subprocess.run([sys.executable, __file__, "--worker", tool, str(src), str(dst), json.dumps(list(shape))],
+                                  capture_output=True, text=True)  # fmt: skip
+            if done.returncode != 0:
+                cells[tool] = ("failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:80], "–")
+            else:
+                cells[tool] = (str(nodes(dst)), f"{max_diff(src, dst, shape):.2e}")
+        lines.append(f"| {title} | {'x'.join(map(str, shape))} | {nodes(src)} | {cells['fold'][0]} | {cells['onnxsim'][0]} "
+                     f"| {cells['fold'][1]} | {cells['onnxsim'][1]} |")  # fmt: skip
+        print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_readme:
+        import onnxruntime
+
+        command = "python bench/fold_fixed_shapes.py"
+        environment = f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
+        doc = " ".join(__doc__.split("\n\n", 2)[2].split())
+        section = "\n".join([BEGIN, "## fold_fixed_shapes.py: fold vs onnxsim on OCR models with fixed input shapes", "",
+                             "```sh", command, "```", "", doc, "",
+                             *realmodels.run_lines(command, time.perf_counter() - start, environment, skipped, [text]),
+                             END, ""])  # fmt: skip
+        realmodels.write_readme_section(README, BEGIN, END, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
