@@ -3,11 +3,11 @@
     python bench/fold_fixed_shapes.py [--models-dir DIR] [--no-readme]
 
 With the shapes fixed (``fold:fix_input_shapes=true`` with ``shapes``; onnxsim's ``overwrite_input_shapes``)
-every shape computation can fold, which is where onnxsim used to end with fewer nodes. The models are the
-PP-OCRv4 detector and recognizer, the ppocr v2 direction classifier (rapidocr-onnxruntime 1.4.4) and
-ddddocr 1.6.1's captcha recognizer, read from ``--models-dir`` (default ``~/.cache/onnx-real/models``, see
-``../shared/realmodels``). Each optimizer runs in its own subprocess (onnxsim from the same Python, skipped
-with a note when it is not installed). Counted: nodes other than Constant (If / Loop / Scan bodies
+every shape computation can fold (issue 19 saw onnxsim end with fewer nodes there on other OCR models). The
+models are the PP-OCRv4 detector and recognizer, the ppocr v2 direction classifier (rapidocr-onnxruntime
+1.4.4) and ddddocr 1.6.1's captcha recognizer, read from ``--models-dir`` (default
+``~/.cache/onnx-real/models``, see ``../shared/realmodels``). Each optimizer runs in its own subprocess
+(onnxsim from the same Python; its cells say "failed" with the reason when it is not installed). Counted: nodes other than Constant (If / Loop / Scan bodies
 included), and the max abs difference of every output against the original in onnxruntime on one seeded
 input at the fixed shape.
 """
@@ -114,7 +114,13 @@ def main(argv: list[str]) -> int:
         import onnxruntime
 
         command = "python bench/fold_fixed_shapes.py"
-        environment = f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
+        try:
+            import onnxsim
+
+            peer = f"onnxsim {onnxsim.__version__}, "
+        except ImportError:
+            peer = ""
+        environment = f"{peer}onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
         doc = " ".join(__doc__.split("\n\n", 2)[2].split())
         section = "\n".join([BEGIN, "## fold_fixed_shapes.py: fold vs onnxsim on OCR models with fixed input shapes", "",
                              "```sh", command, "```", "", doc, "",
