@@ -328,3 +328,83 @@ def test_a_tolerance_failure_is_false_not_merely_falsy(tolerance_pair):
     result = onnxopt.validate(*tolerance_pair[:2], data=tolerance_pair[2], gates={"atol": 0.0}, **NO_DEFAULTS)
     assert result.outputs[0].within_tolerance is False
     assert [c.passed for c in result.checks if c.name == "tolerance"] == [False]
+
+
+# --------------------------------------------------------------------------- gate ranges, channels, top-1, feeds
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [({"min_cosine": 1.5}, "gate min_cosine must be between -1 and 1, got 1.5"),
+     ({"min_top1": -0.1}, "gate min_top1 must be between 0 and 1, got -0.1"),
+     ({"atol": -1.0}, "gate atol must be a finite number >= 0, got -1.0"),
+     ({"max_size_ratio": math.inf}, "gate max_size_ratio must be a finite number >= 0, got inf"),
+     ({"rtol": math.nan}, "gate rtol must be a finite number >= 0, got nan")],
+)  # fmt: skip
+def test_a_gate_out_of_its_range_is_refused_with_the_range(gates, message):
+    from onnxopt.errors import UsageError
+    from onnxopt.gates import Gates
+
+    with pytest.raises(UsageError) as error:
+        Gates(**gates)
+    assert str(error.value) == message
+    assert Gates(min_cosine=-1.0, min_top1=1.0, atol=0.0)  # the ends of every range are valid
+
+
+def _figures_by_feed(tolerance_pair, **settings):
+    result = onnxopt.validate(*tolerance_pair[:2], data=tolerance_pair[2], gates={"atol": 1.0}, **NO_DEFAULTS, **settings)
+    return result.outputs[0]
+
+
+def test_figures_stream_over_feeds_as_over_one(tolerance_pair):
+    """Nine rows in one feed or in feeds of two (the last of one row): every figure the same."""
+    whole, streamed = _figures_by_feed(tolerance_pair), _figures_by_feed(tolerance_pair, batch_size=2)
+    assert streamed.shape == [2, 2]  # the first feed's
+    for figure in ("max_abs", "max_rel", "cosine", "worst_channel_cosine", "top1_agreement"):
+        assert getattr(streamed, figure) == pytest.approx(getattr(whole, figure), abs=1e-15), figure
+    assert streamed.worst_channel == whole.worst_channel
+
+
+def test_worst_channel_needs_two_rows(tolerance_pair, tmp_path):
+    reference, candidate, data = tolerance_pair
+    x = np.load(data)["x"]
+    for rows, has_channels in ((1, False), (2, True)):
+        np.savez(tmp_path / f"x{rows}.npz", x=x[:rows])
+        out = onnxopt.validate(reference, candidate, data=tmp_path / f"x{rows}.npz", **NO_DEFAULTS).outputs[0]
+        assert (out.worst_channel_cosine is not None) is has_channels, rows
+
+
+def test_channel_axis_counts_from_either_end_and_is_ignored_out_of_range(tolerance_pair):
+    from onnxopt.data import open_source
+    from onnxopt.validation import compare
+
+    reference, candidate, data = tolerance_pair
+    dataset = open_source(str(data), onnxopt.load(reference))
+    by_axis = {axis: compare(reference, candidate, dataset, latency_runs=0, defaults=False, channel_axis=axis).outputs[0]
+               for axis in (0, 1, -1, -2, 2, -3)}  # fmt: skip
+    assert by_axis[1].worst_channel_cosine == by_axis[-1].worst_channel_cosine is not None
+    assert by_axis[0].worst_channel_cosine == by_axis[-2].worst_channel_cosine is not None  # the rows as channels
+    assert by_axis[0].worst_channel_cosine != by_axis[1].worst_channel_cosine
+    assert by_axis[2].worst_channel is None and by_axis[-3].worst_channel is None
+
+
+def _output_of_shape(path: Path, shape: list[int], elem: int = TensorProto.FLOAT) -> Path:
+    """y = Reshape(x) (cast to ``elem``): outputs of any shape from the same [batch, 2] input."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Cast", ["r"], ["y"], to=elem)]
+    graph = helper.make_graph(nodes, "reshape", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+                              [helper.make_tensor_value_info("y", elem, None)],
+                              [numpy_helper.from_array(np.array(shape, np.int64), "shape")])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "elem", "top1"),
+    [([9, 2], TensorProto.FLOAT, True), ([18, 1], TensorProto.FLOAT, False), ([9, 2, 1], TensorProto.FLOAT, False),
+     ([9, 2], TensorProto.INT32, False)],
+    ids=["classes", "one-column", "three-dims", "integers"],
+)  # fmt: skip
+def test_top1_is_measured_on_float_class_scores_only(tolerance_pair, tmp_path, shape, elem, top1):
+    model = _output_of_shape(tmp_path / "m.onnx", shape, elem)
+    out = onnxopt.validate(model, model, data=tolerance_pair[2], **NO_DEFAULTS).outputs[0]
+    assert (out.top1_agreement is not None) is top1
