@@ -267,6 +267,8 @@ def auto(
     from onnxopt.auto.search import AutoSettings, run_auto
 
     pipeline = {k: v for k, v in settings.items() if v is not None}
+    if "val" in pipeline and Path(pipeline["val"]).exists():  # trials run in other folders and processes
+        pipeline["val"] = str(Path(pipeline["val"]).absolute())
     build_recipe(**pipeline)  # unknown or malformed settings fail here, before the search starts
     if "shapes" in pipeline:
         pipeline["shapes"] = {k: tuple(int(d) for d in v) for k, v in pipeline["shapes"].items()}

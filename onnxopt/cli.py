@@ -133,6 +133,7 @@ def _auto_parser(commands: argparse._SubParsersAction) -> None:
     auto.add_argument("--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume")
     auto.add_argument("--distill", action="store_true", help="also search the distill pass")
     auto.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the frontier's")
+    auto.add_argument("--val", help="data every candidate is judged on (default: --data)")
     _data_options(auto)
     _common(auto)
 
@@ -207,7 +208,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
         max_trials=args.max_trials, max_time=args.max_time, jobs=args.jobs, executor=args.executor,
         workdir=args.workdir, seed=args.seed or 0, distill=args.distill, keep_models=args.keep_models,
         plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args), batch_size=args.batch_size,
-        threads=args.threads, latency_runs=args.latency_runs,
+        threads=args.threads, latency_runs=args.latency_runs, val=args.val, metrics=args.metric or None,
     )  # fmt: skip
     _print(Path(result.report).read_text(encoding="utf-8") if args.json else render_text(result))
     if not result.ok:

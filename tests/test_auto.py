@@ -184,3 +184,15 @@ def test_passes_declare_their_own_search_space_so_a_third_party_pass_is_searched
     assert build_space(registry, requested=("asked",)).describe() == ["early (always)", "asked: level=1..3", "late: level=1|2"]
     with pytest.raises(UsageError, match="unsearched"):
         build_space(registry, requested=("unsearched",))
+
+
+def test_candidates_are_judged_on_val_and_calibrated_on_data(fixtures_dir, tmp_path):
+    out = tmp_path / "m.onnx"
+    command = [sys.executable, "-m", "onnxopt.cli", "auto", str(fixtures_dir / "digits_cnn.onnx"), "-o", str(out),
+               "--data", str(fixtures_dir / "digits_cnn_calib.npz"), "--val", str(fixtures_dir / "digits_cnn_val.npz"),
+               "--max-trials", "1", "--latency-runs", "0"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr
+    trial = json.loads((tmp_path / "m.auto" / "auto_report.json").read_text())["best"]
+    final = json.loads(Path(trial["report"]).read_text())["final"]
+    assert final["data"] == str(fixtures_dir / "digits_cnn_val.npz") and final["samples"] == 400

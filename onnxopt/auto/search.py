@@ -139,12 +139,16 @@ def _check(settings: AutoSettings) -> None:
 
 
 def _has_labels(pm: Any, settings: AutoSettings) -> bool:
-    """Open the data once here: a bad --data is one error now, not one per trial."""
+    """Open the data once here: a bad --data / --val is one error now, not one per trial. The judging set
+    (--val, else --data) decides whether the budget is an accuracy drop."""
     from onnxopt import api, pipeline
 
     recipe = api.build_recipe(data=settings.data, seed=settings.seed, **settings.pipeline)
     model = pipeline.load_model(pm, settings.source)
-    return pipeline.open_dataset(pm, settings.data, model, recipe).labels is not None
+    calibration = pipeline.open_dataset(pm, settings.data, model, recipe)
+    if recipe.val is None:
+        return calibration.labels is not None
+    return pipeline.open_dataset(pm, recipe.val, model, recipe).labels is not None
 
 
 def _gates(settings: AutoSettings, labelled: bool, notes: list[str]) -> dict[str, float]:
