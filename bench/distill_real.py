@@ -55,8 +55,8 @@ FONTS = sorted(Path("/usr/share/fonts").rglob("DejaVuSans*.ttf"))
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "## distill_real.py", "<!-- distill_real:end -->"
 NO_GATES = {"min_cosine": -1.0, "min_channel_cosine": -1.0}
-#: torch threads while training: on this 2-core machine shared by six sessions (load average ~10), 2 threads
-#: ran the det student's training step 30x slower than 1 (spinning thread pools); the default is every core
+#: torch threads while training (DISTILL_THREADS): 1 here, because the bench machine's 2 cores are shared with
+#: other jobs and torch's spinning thread pools slow down when contended; distill's own default is every core
 THREADS = int(os.environ.get("DISTILL_THREADS", "1"))
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 

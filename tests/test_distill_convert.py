@@ -257,3 +257,22 @@ def test_real_model_converts_with_max_relative_difference_1e_4(name):
         assert float(np.abs(g.numpy() - e).max() / np.abs(e).max()) <= 1e-4
     trainable = sum(p.numel() for p in module.parameters())
     assert trainable >= 0.95 * count_parameters(ir.load(path))  # the weights train, Constant-node ones too
+
+
+def test_exported_global_pooling_is_written_back_as_global_average_pool(tmp_path):
+    """torch.onnx writes global pooling as ReduceMean, which onnxruntime's int8 quantizer leaves float."""
+    from onnxopt_plugins.distill.distiller import _global_pools
+
+    nodes = [helper.make_node("ReduceMean", ["x", "spatial"], ["pooled"], keepdims=1),
+             helper.make_node("ReduceMean", ["x", "channels"], ["per_pixel"], keepdims=1)]  # fmt: skip
+    inits = [_init("spatial", np.array([2, 3])), _init("channels", np.array([1]))]
+    model = _model(nodes, [_vi("x", shape=[1, 3, 4, 5])], [_vi("pooled"), _vi("per_pixel")], inits, opset=18)
+    x = _x(1, 3, 4, 5)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    rewritten = ir.from_proto(model)
+    _global_pools(rewritten.graph)
+    assert [n.op_type for n in rewritten.graph] == ["GlobalAveragePool", "ReduceMean"]
+    assert sorted(rewritten.graph.initializers) == ["channels"]
+    after = ort.InferenceSession(ir.to_proto(rewritten).SerializeToString()).run(None, {"x": x})
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -66,6 +66,7 @@ def test_labels_mix_in_cross_entropy_for_class_scores_only():
     ("sequence probabilities", np.full((2, 5, 4), 0.25), False, "kl"),
     ("text probability map", np.random.default_rng(0).random((2, 1, 8, 8)), False, "bce"),
     ("sigmoid score", np.array([[0.1], [0.9]]), False, "bce"),
+    ("sigmoid map as onnxruntime rounds it", np.array([[[0.0, 1.0000001]]], np.float32), False, "bce"),
     ("normalized sentence embedding", np.array([[0.6, -0.8], [1.0, 0.0]]), False, "embedding"),
     ("hidden states", np.random.default_rng(0).standard_normal((2, 4, 8)), False, "embedding"),
 ])  # fmt: skip

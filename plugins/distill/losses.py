@@ -24,6 +24,8 @@ import numpy as np
 MIN_PROBABILITY = 1e-12
 #: A probability map's pixel counts as "on" above this (PP-OCR's DB post-processing threshold).
 MAP_THRESHOLD = 0.3
+#: onnxruntime's vectorized Sigmoid returns 1.0000001 for large inputs: still a probability
+_ROUNDING = 1e-5
 LOSSES = ("auto", "kl", "bce", "embedding", "mse")
 #: What ranks the epochs: top-1 agreement per position, IoU of the thresholded maps, mean cosine, -MSE.
 SCORES = {"kl": "agreement", "bce": "mask IoU", "embedding": "cosine", "mse": "-mse"}
@@ -50,7 +52,7 @@ def choose(teacher: np.ndarray, probabilities: bool) -> str:
     ``[N, classes]``) -> ``kl``."""
     if probabilities or sums_to_one(teacher):
         return "kl"
-    if float(teacher.min()) >= 0.0 and float(teacher.max()) <= 1.0:
+    if float(teacher.min()) >= -_ROUNDING and float(teacher.max()) <= 1.0 + _ROUNDING:
         return "bce"
     if teacher.ndim >= 3 or np.allclose(np.linalg.norm(teacher, axis=-1), 1.0, atol=1e-3):
         return "embedding"
