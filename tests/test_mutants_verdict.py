@@ -220,6 +220,8 @@ def test_failure_reason_is_the_first_failure_and_how_many_more(flipped_pair):
     three = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9, "min_cosine": 0.99, "max_size_ratio": 0.5},
                              **NO_DEFAULTS)  # fmt: skip
     assert three.failure_reason().startswith("output 'y': cosine ") and three.failure_reason().endswith(" (and 2 more)")
+    two = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9, "max_size_ratio": 0.5}, **NO_DEFAULTS)
+    assert two.failure_reason() == "output 'y': top-1 agreement 0.666667 < 0.9 (and 1 more)"
     assert onnxopt.validate(reference, reference, data=data, **NO_DEFAULTS).failure_reason() is None
 
 
@@ -401,10 +403,11 @@ def _output_of_shape(path: Path, shape: list[int], elem: int = TensorProto.FLOAT
 @pytest.mark.parametrize(
     ("shape", "elem", "top1"),
     [([9, 2], TensorProto.FLOAT, True), ([18, 1], TensorProto.FLOAT, False), ([9, 2, 1], TensorProto.FLOAT, False),
-     ([9, 2], TensorProto.INT32, False)],
-    ids=["classes", "one-column", "three-dims", "integers"],
+     ([9, 2], TensorProto.INT32, False), ([18], TensorProto.FLOAT, False)],
+    ids=["classes", "one-column", "three-dims", "integers", "one-dim"],
 )  # fmt: skip
 def test_top1_is_measured_on_float_class_scores_only(tolerance_pair, tmp_path, shape, elem, top1):
     model = _output_of_shape(tmp_path / "m.onnx", shape, elem)
-    out = onnxopt.validate(model, model, data=tolerance_pair[2], **NO_DEFAULTS).outputs[0]
-    assert (out.top1_agreement is not None) is top1
+    result = onnxopt.validate(model, model, data=tolerance_pair[2], **NO_DEFAULTS)
+    assert result.passed and result.outputs[0].shape == shape
+    assert (result.outputs[0].top1_agreement is not None) is top1
