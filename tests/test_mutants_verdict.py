@@ -411,3 +411,34 @@ def test_top1_is_measured_on_float_class_scores_only(tolerance_pair, tmp_path, s
     result = onnxopt.validate(model, model, data=tolerance_pair[2], **NO_DEFAULTS)
     assert result.passed and result.outputs[0].shape == shape
     assert (result.outputs[0].top1_agreement is not None) is top1
+
+
+def _id_scores(path: Path, bump_zero_ids: bool) -> Path:
+    """scores [batch, seq] = float(ids), plus 100 where the id is 0 when ``bump_zero_ids``."""
+    nodes = [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT)]
+    if bump_zero_ids:
+        nodes += [helper.make_node("Equal", ["input_ids", "zero"], ["is_zero"]),
+                  helper.make_node("Cast", ["is_zero"], ["z"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["z", "hundred"], ["bump"]), helper.make_node("Add", ["f", "bump"], ["scores"])]  # fmt: skip
+    else:
+        nodes.append(helper.make_node("Identity", ["f"], ["scores"]))
+    graph = helper.make_graph(nodes, "ids", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "seq"])],
+                              [numpy_helper.from_array(np.int64(0), "zero"), numpy_helper.from_array(np.float32(100), "hundred")])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_the_worst_channel_keeps_its_index_when_the_channel_axis_changes_length(tmp_path):
+    """Feeds of 3, 7 and 5 positions; only position 0 (id 0 in every row) differs: it is the worst channel."""
+    (tmp_path / "feeds.py").write_text(
+        "import numpy as np\n"
+        "def load():\n"
+        "    for length in (3, 7, 5):\n"
+        "        ids = np.arange(1, 2 * length + 1, dtype=np.int64).reshape(2, length); ids[:, 0] = 0\n"
+        "        yield {'input_ids': ids}\n"
+    )
+    result = onnxopt.validate(_id_scores(tmp_path / "ref.onnx", False), _id_scores(tmp_path / "cand.onnx", True),
+                              data=f"{tmp_path / 'feeds.py'}:load", **NO_DEFAULTS)  # fmt: skip
+    out = result.outputs[0]
+    assert (out.worst_channel, out.worst_channel_cosine) == (0, 0.0)
