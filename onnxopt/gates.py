@@ -57,9 +57,6 @@ class Gates:
         """These gates with every gate ``other`` sets taking precedence."""
         return dataclasses.replace(self, **{k: v for k, v in dataclasses.asdict(other).items() if v is not None})
 
-    def is_empty(self) -> bool:
-        return all(v is None for v in dataclasses.asdict(self).values())
-
 
 #: The default verdict on an output no task metric judges and no gate of the user covers: its direction kept
 #: (cosine) and none of its channels lost along axis 1 (a detector's class row collapsed to zero has cosine 0

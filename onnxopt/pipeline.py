@@ -255,7 +255,7 @@ class Run:
             report.message = f"the written model fails validation: {report.final.failure_reason()}"
         elif report.final is None or not report.final.compared:
             report.exit_code = EXIT_NOT_VALIDATED
-            report.message = f"not validated: {report.not_validated or 'nothing was compared'}"
+            report.message = f"not validated: {report.not_validated}"
 
 
 def advice(verdict: ValidationResult) -> str:

@@ -190,6 +190,7 @@ class _OutputAccumulator:
         self.channel_len = 0
         self.top1_agree = self.top1_total = 0
         self.tolerance: tuple[float, float] | None = None
+        self.unequal = False  # a non-numeric output (strings) differed somewhere: its cosine is 0
 
     def add(self, ref: np.ndarray | list, cand: np.ndarray | list, feed: Mapping[str, np.ndarray]) -> None:
         r = self.result
@@ -205,7 +206,7 @@ class _OutputAccumulator:
         if ref.dtype.kind not in "fiub":  # strings and the like: exact equality only
             if not np.array_equal(ref, cand):
                 r.max_abs = float("inf")
-                r.cosine = 0.0
+                self.unequal = True
             return
         ref64 = ref.astype(np.float64)
         cand64 = cand.astype(np.float64)
@@ -253,7 +254,7 @@ class _OutputAccumulator:
 
     def finish(self) -> OutputComparison:
         r = self.result
-        r.cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
+        r.cosine = 0.0 if self.unequal else _cosine(self.dot, self.ref_sq, self.cand_sq)
         if self.channel_stats is not None and self.channel_len >= 2:
             cosines = [_cosine(*self.channel_stats[:, i]) for i in range(self.channel_stats.shape[1])]
             r.worst_channel = int(np.argmin(cosines))

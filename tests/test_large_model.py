@@ -147,8 +147,10 @@ def big_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         # past 2 GiB dynamic streams the weights (plugins/quantize/streaming.py): 1.08x in bench/large_model.py,
         # where onnxruntime's quantize_dynamic alone peaks at 3.06x
-        ("dynamic", [], 1.5),
-        ("weight_only", ["--min-cosine", "0.9"], 1.5),  # 4 bits through 36 random layers: cosine ~0.95
+        # 36 random layers spread int8 noise unevenly over 4096 channels judged on 16 random rows: the worst channel
+        # reads 0.67 (dynamic) and -0.89 (4 bits); this test is about memory and streaming, not fidelity
+        ("dynamic", ["--min-channel-cosine", "0"], 1.5),
+        ("weight_only", ["--min-cosine", "0.9", "--min-channel-cosine", "-1"], 1.5),  # 4 bits: cosine ~0.95
     ],
 )
 def test_large_model_optimize_and_validate(big_model: Path, mode: str, extra: list[str], max_rss_ratio: float) -> None:
