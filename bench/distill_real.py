@@ -304,7 +304,7 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, list[
     for name, path in variants.items():
         got = outputs(path, test, output=1)
         c = cosines(reference, got)
-        trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if "distilled," in name else "–"
+        trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name.endswith(", distilled") else "–"
         rows.append(_row(name, [f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}", f"{latency[name]:.3f}", trained]))
     title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (every other one dropped), distilled on {len(train_texts)} docstring "
              f"sentences (loss {stats['loss']}, {length} tokens); {len(test_texts)} held-out sentences")  # fmt: skip
