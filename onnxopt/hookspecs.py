@@ -52,7 +52,8 @@ def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) 
     """Open the dataset named by ``source`` for ``model``, or return None to let another plugin try.
 
     The host handles ``.npz`` files, folders of ``.npy`` / ``.npz`` files and ``synthetic:N``.
-    ``options`` carries ``shapes`` (input name -> shape for symbolic dims), ``seed`` and ``batch_size``;
+    ``options`` carries ``shapes`` (input name -> shape for symbolic dims), ``seed`` and ``batch_size`` (None: the
+    data decides, see :data:`onnxopt.data.FEED_INPUT_BYTES`);
     :func:`onnxopt.data.from_arrays` builds a Dataset from arrays a plugin has read.
     """
 

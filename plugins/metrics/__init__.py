@@ -1,12 +1,13 @@
 """Built-in task metrics: an output judged by what it is for (hook ``onnxopt_register_metrics``).
 
 Each metric streams over the validation feeds and yields one "higher is better" figure; ``detect`` claims
-the outputs whose shape and values make their task plain, so ``optimize``'s default verdict judges them by
-it instead of by a cosine that does not fit (a CTC recogniser reading the same strings at cosine 0.98, a
-text detector's mask at IoU 0.92 and cosine 0.966, sentence embeddings over padded tokens). Default
-thresholds and the evidence for them: bench/verdict.py (bench/README.md).
+the outputs whose shape and values make their task plain, so the default verdict judges them by it instead of
+by a cosine that does not fit (a CTC recogniser that reads the same strings, a text detector whose thresholded
+mask is kept, sentence embeddings beside padding). ``detection`` is asked for only: no detector was at hand
+to calibrate its detection. Default thresholds and the evidence for them: bench/verdict.py (bench/README.md).
 
-Written here (numpy): greedy CTC decoding, thresholded-mask IoU, masked mean pooling, nearest neighbours.
+Written here (numpy): greedy CTC decoding, thresholded-mask IoU, masked mean pooling, nearest neighbours,
+score-threshold + per-class NMS detections matched by IoU.
 """
 
 from __future__ import annotations
