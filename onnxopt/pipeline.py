@@ -28,7 +28,7 @@ from onnxopt import model_io, summary
 from onnxopt.context import RunContext
 from onnxopt.data import Dataset
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED, DataError, ModelError, OnnxoptError, PluginError, UsageError
-from onnxopt.metrics import MetricRequest, parse_request
+from onnxopt.metrics import MetricRegistry, MetricRequest, parse_request
 from onnxopt.passes import ConfiguredPass, PassRegistry
 from onnxopt.plugins import PluginManager, get_plugin_manager
 from onnxopt.recipe import Recipe
@@ -83,6 +83,7 @@ class Run:
         self.reference: Reference | None = None  # opened once per call, shared by every comparison
         self.judge_data: Dataset | None = None  # what every comparison runs on (None: nothing can be compared)
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
+        MetricRegistry.from_plugins(pm).check(self.metrics)  # an unknown metric fails before any work
         self.registry = PassRegistry.from_plugins(pm)
         self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:

@@ -276,3 +276,9 @@ def test_the_reference_runs_once_per_feed_for_every_pass_and_the_final_check(tmp
     report = run(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx")
     assert report.exit_code == 0 and [s.status for s in report.steps] == ["kept", "unchanged"]
     assert run.reference.runs == 4  # 400 rows in feeds of 100, run once, though compared after fold and at the end
+
+
+def test_an_unknown_metric_fails_before_any_pass_runs(tmp_path, fixtures_dir, run_cli):
+    out = tmp_path / "out.onnx"
+    run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", out, "--pass", "fold", "--metric", "nope")
+    assert run.returncode == 2 and "unknown metric 'nope'" in run.stderr and run.stdout == "" and not out.exists()
