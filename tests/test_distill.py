@@ -189,7 +189,7 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--student", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
+    (["--student", "no_such_module_xyz:build"], "no_such_module_xyz: no such module"),
     (["--width", "1.5"], "width and depth must be in (0, 1]"),
     (["--data", "synthetic:8"], "distill trains on real data"),
 ])  # fmt: skip

@@ -10,6 +10,7 @@ process runs (the CLI tests in test_verdict.py run the same paths in a subproces
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxopt
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+import build_verdict_fixtures  # noqa: E402
 
 STEP = 2.0**-10  # a power of two: x * (1 + STEP) + STEP is exact in float32 for the data below, so are the bounds
 NO_DEFAULTS = {"defaults": False, "latency_runs": 0}
@@ -141,12 +145,7 @@ def test_flipped_pair_figures_are_what_the_data_was_built_for(flipped_pair):
 def test_accuracy_drop_gate_at_its_value_and_one_step_beyond(tmp_path, fixtures_dir):
     """The negated digits model: accuracies hand-counted from onnxruntime's outputs and the labels."""
     model, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_val.npz"
-    negated = tmp_path / "neg.onnx"
-    proto = onnx.load(model)
-    last = proto.graph.output[0].name
-    proto.graph.node[-1].output[0] = "pre_negation"
-    proto.graph.node.append(helper.make_node("Neg", ["pre_negation"], [last]))
-    onnx.save(proto, negated)
+    negated = build_verdict_fixtures.negated(model, tmp_path / "neg.onnx")
     arrays = np.load(data)
     accuracy = {
         path: float(np.mean(ort.InferenceSession(str(path)).run(None, {"input": arrays["input"]})[0].argmax(1) == arrays["labels"]))

@@ -18,7 +18,7 @@ import onnxopt
 from onnxopt.errors import EXIT_NOT_VALIDATED, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
-from build_verdict_fixtures import COLLAPSED, detector, token_encoder  # noqa: E402
+from build_verdict_fixtures import COLLAPSED, detector, negated, token_encoder  # noqa: E402
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -209,16 +209,11 @@ def test_accuracy_drop_gate_both_sides(tmp_path, fixtures_dir):
     """Negated logits lose nearly all accuracy: a 0.01 budget must refuse them, a budget of 1.0 accept them."""
     model = fixtures_dir / "digits_cnn.onnx"
     data = fixtures_dir / "digits_cnn_val.npz"
-    negated = tmp_path / "neg.onnx"
-    proto = onnx.load(model)
-    last = proto.graph.output[0].name
-    proto.graph.node[-1].output[0] = "pre_negation"
-    proto.graph.node.append(helper.make_node("Neg", ["pre_negation"], [last]))
-    onnx.save(proto, negated)
+    flipped = negated(model, tmp_path / "neg.onnx")
     loose = {"max_accuracy_drop": 1.0, "min_cosine": -1, "min_channel_cosine": -1}
-    accepted = onnxopt.validate(model, negated, data=data, gates=loose, latency_runs=0)
+    accepted = onnxopt.validate(model, flipped, data=data, gates=loose, latency_runs=0)
     assert accepted.passed and accepted.accuracy_reference - accepted.accuracy_candidate > 0.5
-    refused = onnxopt.validate(model, negated, data=data, gates={**loose, "max_accuracy_drop": 0.01}, latency_runs=0)
+    refused = onnxopt.validate(model, flipped, data=data, gates={**loose, "max_accuracy_drop": 0.01}, latency_runs=0)
     assert [c.name for c in refused.checks if not c.passed] == ["accuracy"]
 
 

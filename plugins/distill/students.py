@@ -14,51 +14,25 @@ other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
-from onnxopt import model_io
+from onnxopt import load_function, model_io
 from onnxopt.context import RunContext
-from onnxopt.errors import OnnxoptError, UsageError
+from onnxopt.errors import UsageError
 
 from .depth import shallower
 
 
-def _import(module_text: str) -> Any:
-    if module_text.endswith(".py"):
-        path = Path(module_text)
-        if not path.is_file():
-            raise UsageError(f"student {module_text!r}: no such file")
-        name = f"onnxopt_student_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(module_text)
-
-
 def from_import_path(text: str) -> Any:
     """Call ``module:function`` (or ``file.py:function``) and return the model it builds."""
-    module_text, _, function = text.rpartition(":")
-    try:
-        module = _import(module_text)
-    except OnnxoptError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"student {text!r}: cannot import {module_text!r}: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, function, None)
-    if not callable(factory):
-        raise UsageError(f"student {text!r}: {module_text!r} has no function {function!r}")
+    factory = load_function(text)
     try:
         return factory()
     except Exception as exc:
-        raise UsageError(f"student {text!r}: {function}() raised {type(exc).__name__}: {exc}") from exc
+        raise UsageError(f"student {text!r}: {factory.__name__}() raised {type(exc).__name__}: {exc}") from exc
 
 
 def is_import_path(text: str) -> bool:
