@@ -257,7 +257,7 @@ def auto(
 
     Every candidate is an ordinary :func:`optimize` run in a worker (``jobs`` at once, ``executor``
     ``"process"`` or ``"ray"``), judged against ``max_drop`` (labelled data) or ``gates`` (e.g.
-    ``{"min_cosine": 0.995}``; without labels the default is min_cosine 0.99). ``objective`` is ``"size"``,
+    ``{"min_cosine": 0.995}``; without labels, optimize's default verdict). ``objective`` is ``"size"``,
     ``"latency"`` or ``"balanced"``. The study, every trial's report, ``auto_report.json`` and ``pareto.png``
     go to ``workdir`` (default ``<output stem>.auto`` beside ``output``); running again with the same
     arguments resumes. ``settings`` are recipe fields every trial uses (``shapes``, ``batch_size``,

@@ -196,3 +196,16 @@ def test_candidates_are_judged_on_val_and_calibrated_on_data(fixtures_dir, tmp_p
     trial = json.loads((tmp_path / "m.auto" / "auto_report.json").read_text())["best"]
     final = json.loads(Path(trial["report"]).read_text())["final"]
     assert final["data"] == str(fixtures_dir / "digits_cnn_val.npz") and final["samples"] == 400
+
+
+def test_without_labels_the_budget_is_optimizes_default_verdict(fixtures_dir, tmp_path):
+    """No explicit min_cosine: a task metric the default verdict detects stays the judge in every trial."""
+    out = tmp_path / "m.onnx"
+    command = [sys.executable, "-m", "onnxopt.cli", "auto", str(fixtures_dir / "digits_cnn.onnx"), "-o", str(out),
+               "--data", "synthetic:8", "--max-trials", "1", "--latency-runs", "0"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "m.auto" / "auto_report.json").read_text())
+    assert report["gates"] == {} and any("default verdict" in note for note in report["notes"])
+    final = json.loads(Path(report["best"]["report"]).read_text())["final"]
+    assert {check["name"] for check in final["checks"]} >= {"cosine", "channel_cosine"}

@@ -30,7 +30,7 @@ from onnxopt.auto.executors import make_executor
 from onnxopt.auto.space import SearchSpace, build_space
 from onnxopt.auto.trial import MODEL_FILE, TrialJob, TrialOutcome, pass_label, run_in_worker, run_trial
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_PLUGIN_FAILED, UsageError
-from onnxopt.recipe import DEFAULT_GATES
+from onnxopt.gates import DEFAULT_GATES
 
 REPORT_FILE = "auto_report.json"
 PLOT_FILE = "pareto.png"
@@ -152,13 +152,15 @@ def _has_labels(pm: Any, settings: AutoSettings) -> bool:
 
 
 def _gates(settings: AutoSettings, labelled: bool, notes: list[str]) -> dict[str, float]:
-    """The budget: the accuracy drop with labels; without, the given quality gates or min_cosine 0.99."""
+    """The budget: the accuracy drop with labels; without, the given quality gates or the default verdict (each
+    output by its task metric where one is detected, else cosine and worst-channel cosine), as optimize judges."""
     gates = dict(settings.gates)
     if labelled:
         gates.setdefault("max_accuracy_drop", settings.max_drop)
     elif not any(name in gates for name in QUALITY_GATES):
-        gates["min_cosine"] = DEFAULT_GATES.min_cosine
-        notes.append(f"the data has no labels: the budget is min_cosine {DEFAULT_GATES.min_cosine} (set --min-cosine to change it)")
+        notes.append("the data has no labels: the budget is optimize's default verdict (task metrics where detected, "
+                     f"else cosine {DEFAULT_GATES.min_cosine} and worst-channel cosine {DEFAULT_GATES.min_channel_cosine}; "
+                     "set --min-cosine or --metric to change it)")
     return gates
 
 
