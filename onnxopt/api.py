@@ -110,7 +110,7 @@ def validate(
     from onnxopt.metrics import parse_request
     from onnxopt.passes import PassRegistry
     from onnxopt.plugins import get_plugin_manager
-    from onnxopt.validation import compare, open_reference
+    from onnxopt.validation import compare, is_large, open_reference
 
     recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size, threads=threads, latency_runs=latency_runs)
     requests = [parse_request(text) for text in metrics]
@@ -118,15 +118,15 @@ def validate(
     model = model_io.load(reference, check=False)
     model_io.read_proto(candidate)  # a missing or broken candidate file is bad input, not a failed gate
     dataset = pipeline.open_dataset(pm, recipe.data, model, recipe) if recipe.data is not None else None
-    opened = open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
+    # without data, synthetic inputs are tried on a live session; a large reference is opened once, on them
+    probe = None if dataset is not None or is_large(reference) else open_reference(reference, None, threads=threads)
     not_compared = None
     if dataset is None:
         try:
-            dataset = pipeline.judge_inputs(model, opened, recipe)
+            dataset = pipeline.judge_inputs(model, probe, recipe)
         except DataError as exc:
             not_compared = str(exc)
-        if dataset is not None and not isinstance(opened, pipeline.LiveReference):
-            opened = open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
+    opened = probe or open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
     with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
         context = RunContext(
             pm, PassRegistry.from_plugins(pm), Path(workdir), reference_path=Path(reference), dataset=dataset,

@@ -198,9 +198,4 @@ def open_audio(path: Path, source: str, values: dict[str, Any], model: ir.Model,
 
 @hookimpl
 def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) -> StreamedDataset | None:
-    text, raw = src.split(source)
-    path = Path(text).expanduser()
-    if not src.claims(path, SUFFIXES):
-        return None
-    values = src.parse(source, "WAV audio", raw, OPTIONS)
-    return open_audio(path, source, values, model, options)
+    return src.open_claimed(source, SUFFIXES, "WAV audio", OPTIONS, open_audio, model, options)

@@ -257,9 +257,4 @@ def open_images(path: Path, source: str, values: dict[str, Any], model: ir.Model
 
 @hookimpl
 def onnxopt_open_dataset(source: str, model: ir.Model, options: dict[str, Any]) -> StreamedDataset | None:
-    text, raw = src.split(source)
-    path = Path(text).expanduser()
-    if not src.claims(path, SUFFIXES):
-        return None
-    values = src.parse(source, "an image folder", raw, OPTIONS)
-    return open_images(path, source, values, model, options)
+    return src.open_claimed(source, SUFFIXES, "an image folder", OPTIONS, open_images, model, options)

@@ -149,6 +149,17 @@ def claims(path: Path, suffixes: Sequence[str]) -> bool:
     return path.is_dir() and not any(path.glob("*.np[yz]")) and has_files(path, suffixes)
 
 
+def open_claimed(source: str, suffixes: Sequence[str], kind: str, parsers: Mapping[str, Parser],
+                 opener: Callable[..., Any], model: Any, options: dict[str, Any]) -> Any:
+    """A file-or-folder source's hook: None unless :func:`claims` holds, else ``opener(path, source, values,
+    model, options)`` with the source string's options parsed."""
+    text, raw = split(source)
+    path = Path(text).expanduser()
+    if not claims(path, suffixes):
+        return None
+    return opener(path, source, parse(source, kind, raw, parsers), model, options)
+
+
 def require(module: str, package: str, purpose: str) -> ModuleType:
     """Import an optional dependency of the ``data`` extra, or a one-line DataError naming the extra."""
     try:
