@@ -81,7 +81,7 @@ def parse_request(text: str) -> MetricRequest:
     """Parse ``[OUTPUT=]NAME[>=THRESHOLD]``; a malformed request is a UsageError."""
     match = _REQUEST.match(text.strip())
     if not match:
-        raise UsageError(f"--metric {text!r}: expected [OUTPUT=]NAME[>=THRESHOLD], e.g. logits=top1>=0.99")
+        raise UsageError(f"--metric {text!r}: expected [OUTPUT=]NAME[>=THRESHOLD], e.g. probs=ctc>=0.95")
     threshold = None
     if match["threshold"] is not None:
         try:
