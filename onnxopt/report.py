@@ -200,7 +200,7 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
     rows = []
     for key, value in stats.items():
         text = _cell(value) if not isinstance(value, (dict, list, tuple)) else json.dumps(_jsonable(value), default=str)
-        if len(text) > STAT_CHARS:
+        if len(text) > STAT_CHARS and isinstance(value, (dict, list, tuple)):
             text = f"{len(value)} entries (see --json)"
         rows.append([key, text])
     return ["    " + line for line in table(["stat", "value"], rows).splitlines()[2:]]
