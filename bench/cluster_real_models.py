@@ -325,7 +325,7 @@ def _minilm(path: Path, work: Path) -> Bench:
 def clustering_speed(path: Path, log) -> str:
     """The cluster pass alone on a loaded model (per tensor and per channel) against one np.sort of its weights."""
     import onnxopt
-    from onnxopt.weights import weight_initializers
+    from onnxopt.graph import weight_initializers
 
     model = onnxopt.load(path)
     values = np.concatenate([v.const_value.numpy().astype(np.float64).ravel() for v in weight_initializers(model, 1024, {"MatMul": 1, "Gather": 0})])

@@ -39,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 from onnxopt.report import table
 from onnxopt.summary import count_parameters
 
@@ -81,7 +82,7 @@ class Bench:
     def distill(self, name: str, teacher: Path, out: Path, **options) -> tuple[dict, float]:
         train = self.data[name][0]
         start = time.perf_counter()
-        report = onnxopt.distill(teacher, out, data=train, epochs=self.epochs, lr=0.01, patience=0, **options)
+        report = distill(teacher, out, data=train, epochs=self.epochs, lr=0.01, patience=0, **options)
         if report.exit_code:
             raise SystemExit(f"{out.name}: {report.message}")
         return report.steps[0].stats, time.perf_counter() - start

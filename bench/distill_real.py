@@ -17,7 +17,7 @@ no training step saw (rendered / drawn with other seeds than the training and ea
   48, width by aspect up to 320, (x / 255 - 0.5) / 0.5, zero-padded to 320). Target: exact string agreement
   (greedy CTC decoding) with the teacher >= 0.95.
 
-Training: ``onnxopt.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step KL,
+Training: ``onnxopt_plugins.distill.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step KL,
 minilm: embedding MSE + cosine), ``--max-time`` = the budget, threads = the cores. Latency: onnxruntime,
 1 intra-op thread, teacher and candidate interleaved in one process, median of per-round ratios. Needs
 pillow and tokenizers (``pip install pillow tokenizers``) and the real models (/work/shared/realmodels/README.md).
@@ -42,6 +42,7 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realmodels import run_lines, write_readme_section  # noqa: E402
@@ -239,7 +240,7 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def _distill(teacher: Path, out: Path, train: Path, val: Path, budget: float, **options) -> tuple[float, dict]:
     started = time.monotonic()
-    report = onnxopt.distill(teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options)
+    report = distill(teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options)
     if report.exit_code != 0:
         raise SystemExit(f"distill {teacher.name}: {report.message}")
     return time.monotonic() - started, report.steps[0].stats

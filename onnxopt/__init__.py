@@ -1,7 +1,9 @@
 """onnxopt: make exported ONNX models smaller and faster for onnxruntime, and prove they still agree.
 
 The public API is imported lazily so that ``onnxopt --help`` and ``import onnxopt`` stay fast; onnx,
-onnxruntime and numpy load only when a function that needs them is called.
+onnxruntime and numpy load only when a function that needs them is called. This façade is also the whole import
+surface of a plugin: a plugin imports names from ``onnxopt`` and the graph helpers from :mod:`onnxopt.graph`,
+nothing else of the host (tests/test_architecture.py holds the built-in plugins to it).
 """
 
 from __future__ import annotations
@@ -12,33 +14,53 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # the Python API
     "optimize": "onnxopt.api",
     "auto": "onnxopt.api",
     "validate": "onnxopt.api",
-    "distill": "onnxopt.api",
     "inspect": "onnxopt.api",
     "apply_passes": "onnxopt.api",
     "load": "onnxopt.model_io",
     "save": "onnxopt.model_io",
+    "check_writable": "onnxopt.model_io",
+    "Recipe": "onnxopt.recipe",
+    "Gates": "onnxopt.gates",
+    "ValidationResult": "onnxopt.validation",
+    "Report": "onnxopt.report",
+    "KEPT": "onnxopt.report",
+    "OnnxoptError": "onnxopt.errors",
+    "UsageError": "onnxopt.errors",
+    "DataError": "onnxopt.errors",
+    "ModelError": "onnxopt.errors",
+    "PluginError": "onnxopt.errors",
+    # writing a plugin: hooks, passes, the run context, data, comparisons, metrics, commands
     "hookimpl": "onnxopt.hookspecs",
+    "hookspec": "onnxopt.hookspecs",
     "PassSpec": "onnxopt.passes",
     "option": "onnxopt.passes",
     "SearchDim": "onnxopt.passes",
     "SearchHint": "onnxopt.passes",
     "RunContext": "onnxopt.context",
     "Dataset": "onnxopt.data",
-    "Recipe": "onnxopt.recipe",
-    "Gates": "onnxopt.gates",
+    "InputSpec": "onnxopt.data",
+    "input_specs": "onnxopt.data",
+    "from_arrays": "onnxopt.data",
+    "load_arrays": "onnxopt.data",
+    "LABELS_KEY": "onnxopt.data",
+    "DEFAULT_BATCH_SIZE": "onnxopt.data",
     "Check": "onnxopt.validation",
+    "compare": "onnxopt.validation",
+    "open_session": "onnxopt.validation",
+    "open_reference": "onnxopt.validation",
+    "Reference": "onnxopt.validation",
     "MetricSpec": "onnxopt.metrics",
     "OutputInfo": "onnxopt.metrics",
     "attention_mask": "onnxopt.metrics",
     "load_function": "onnxopt.user_code",
     "REFERENCE": "onnxopt.user_code",
-    "ValidationResult": "onnxopt.validation",
-    "Report": "onnxopt.report",
-    "OnnxoptError": "onnxopt.errors",
     "count_nodes": "onnxopt.summary",
+    "count_parameters": "onnxopt.summary",
+    "emit_report": "onnxopt.cli",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

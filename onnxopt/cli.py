@@ -1,7 +1,8 @@
 """The ``onnxopt`` command: a thin layer over :mod:`onnxopt.api`.
 
-Only argparse is imported at start-up, so ``onnxopt --help`` answers at once; each command imports what
-it needs. Exit codes: 0 ok, 1 a validation gate failed, 2 bad input or usage, 3 a plugin failed. Errors
+The plugins load first, since they add commands (``onnxopt_register_commands``: ``onnxopt distill`` is the
+distill plugin's) and ``auto`` gets a ``--NAME`` flag for every on-request pass; onnx, onnxruntime and the
+passes' work load only inside a command. Exit codes: 0 ok, 1 a validation gate failed, 2 bad input or usage, 3 a plugin failed. Errors
 are one line on stderr; ``--debug`` shows the traceback.
 """
 
@@ -14,7 +15,15 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from onnxopt.errors import OnnxoptError, UsageError
 from onnxopt.gates import Gates
+from onnxopt.plugins import PluginManager, get_plugin_manager
+
+if TYPE_CHECKING:
+    from onnxopt.report import Report
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
@@ -47,27 +56,8 @@ def _gate_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=float, dest="gate_" + gate.name, help="gate: " + gate.metadata["help"])
 
 
-def _distill_parser(commands: argparse._SubParsersAction) -> None:
-    dst = commands.add_parser("distill", help="retrain a smaller student on a teacher model's outputs (torch / keras)")
-    dst.add_argument("teacher", help="teacher model (.onnx, or any format a loader plugin reads)")
-    dst.add_argument("-o", "--output", help="where to write the trained student (.onnx)")
-    dst.add_argument("--data", required=True, help="training data: file.npz or a folder (inputs + optional labels)")
-    dst.add_argument("--val", help="held-out .npz for early stopping and the report (default: 10%% of --data)")
-    dst.add_argument("--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)")
-    dst.add_argument("--width", type=float, default=1.0, help="narrow the ONNX student (default: the teacher) to this fraction with structured prune")
-    dst.add_argument("--export-logits", action="store_true", help="only compute and cache the teacher's outputs")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("alpha", float), ("temperature", float),
-                       ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str), ("max-time", float),
-                       ("device", str), ("depth", float), ("checkpoint", str)):  # fmt: skip
-        dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
-    dst.add_argument("--loss", choices=["auto", "kl", "bce", "embedding", "mse"], help="default auto: from the output's shape and range")
-    dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
-    dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
-    _gate_options(dst)
-    _common(dst)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(pm: PluginManager | None = None) -> argparse.ArgumentParser:
+    """The whole command line: the host's commands, and the commands and flags of the plugins ``pm`` loaded."""
     parser = argparse.ArgumentParser(
         prog="onnxopt",
         description="Make ONNX models smaller and faster for onnxruntime, and prove they still agree.",
@@ -75,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                "3 a plugin failed, 4 written but not validated",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-p", dest="plugins_first", action="append", default=[], metavar="NAME",
+                        help="load a plugin, or block one with -p no:NAME (decides which commands exist)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     opt = commands.add_parser("optimize", help="run passes on a model, validate, write the result")
@@ -106,17 +98,44 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--no-tensors", action="store_true", help="skip the per-initializer table")
     _common(ins)
 
-    _auto_parser(commands)
+    _auto_parser(commands, _on_request_passes(pm))
 
     lst = commands.add_parser("passes", help="list installed passes and their options")
     _common(lst)
     plg = commands.add_parser("plugins", help="list loaded plugins, their versions and hooks")
     _common(plg)
-    _distill_parser(commands)
+    if pm is not None:
+        pm.hook.onnxopt_register_commands(add_command=_command_adder(commands))
     return parser
 
 
-def _auto_parser(commands: argparse._SubParsersAction) -> None:
+def _command_adder(commands: argparse._SubParsersAction) -> Callable[..., argparse.ArgumentParser]:
+    """What a plugin's ``onnxopt_register_commands`` gets: ``add_command(name, help=, handler=, gates=)``."""
+
+    def add_command(name: str, *, help: str, handler: Callable[[argparse.Namespace], int],  # noqa: A002
+                    gates: bool = False) -> argparse.ArgumentParser:  # fmt: skip
+        if name in commands.choices:
+            raise UsageError(f"two commands are named {name!r} (a plugin's command clashes with another)")
+        parser = commands.add_parser(name, help=help)
+        parser.set_defaults(handler=handler, plugin_gates=gates)
+        if gates:
+            _gate_options(parser)
+        _common(parser)
+        return parser
+
+    return add_command
+
+
+def _on_request_passes(pm: PluginManager | None) -> list[tuple[str, str]]:
+    """(name, summary) of every pass whose SearchHint says ``auto`` tries it only when asked (``--NAME``)."""
+    if pm is None:
+        return []
+    from onnxopt.passes import PassRegistry
+
+    return [(spec.name, spec.summary) for spec in PassRegistry.from_plugins(pm) if spec.search and spec.search.on_request]
+
+
+def _auto_parser(commands: argparse._SubParsersAction, on_request: list[tuple[str, str]]) -> None:
     auto = commands.add_parser("auto", help="search pass combinations for the smallest / fastest model within a budget",
                                epilog="exit 0: the written model meets the budget; exit 1: none did, the most accurate "
                                       "one was written (do not ship it)")  # fmt: skip
@@ -131,7 +150,9 @@ def _auto_parser(commands: argparse._SubParsersAction) -> None:
     auto.add_argument("--executor", choices=["process", "ray"], default="process",
                       help="worker processes on this machine, or Ray tasks (RAY_ADDRESS or a local Ray)")  # fmt: skip
     auto.add_argument("--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume")
-    auto.add_argument("--distill", action="store_true", help="also search the distill pass")
+    for name, summary in on_request:  # e.g. --distill: passes too slow to try unless asked for
+        auto.add_argument(f"--{name}", action="append_const", const=name, dest="requested", default=[],
+                          help=f"also search the {name} pass ({summary})")  # fmt: skip
     auto.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the frontier's")
     auto.add_argument("--val", help="data every candidate is judged on (default: --data)")
     _data_options(auto)
@@ -155,8 +176,6 @@ def _print(text: str) -> None:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from onnxopt import api
-    from onnxopt.errors import UsageError
-    from onnxopt.report import render_costs, render_report, to_json
 
     if args.output is None:
         if not args.in_place:
@@ -186,6 +205,16 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         metrics=args.metric or None,
         validate=False if args.no_validate else None,
     )
+    return emit_report(report, args)
+
+
+def emit_report(report: Report, args: argparse.Namespace) -> int:
+    """Print a run's report as the command's flags ask (``--json``, ``--verbose``) and return its exit code.
+
+    For a plugin's command too (``onnxopt.emit_report``): every command that runs the pipeline reports alike.
+    """
+    from onnxopt.report import render_costs, render_report, to_json
+
     _print(to_json(report) if args.json else render_report(report))
     if args.verbose and not args.json:
         _print(render_costs(report))
@@ -206,7 +235,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     result = api.auto(
         args.model, args.output, data=args.data, max_drop=args.max_drop, objective=args.objective, gates=_gates(args),
         max_trials=args.max_trials, max_time=args.max_time, jobs=args.jobs, executor=args.executor,
-        workdir=args.workdir, seed=args.seed or 0, distill=args.distill, keep_models=args.keep_models,
+        workdir=args.workdir, seed=args.seed or 0, requested=getattr(args, "requested", []), keep_models=args.keep_models,
         plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args), batch_size=args.batch_size,
         threads=args.threads, latency_runs=args.latency_runs, val=args.val, metrics=args.metric or None,
     )  # fmt: skip
@@ -245,29 +274,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_distill(args: argparse.Namespace) -> int:
-    from onnxopt import api
-    from onnxopt.errors import UsageError
-    from onnxopt.report import render_report, to_json
-
-    if args.output is None and not args.export_logits:
-        raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
-    names = ("epochs", "batch_size", "lr", "alpha", "temperature", "patience", "threads", "backend", "cache_dir", "loss",
-             "max_time", "device", "depth", "checkpoint")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.output_name:
-        options["target"] = args.output_name  # not "output": api.distill's output is the student's path
-    report = api.distill(
-        args.teacher, args.output, data=args.data, student=args.student, width=args.width, val=args.val,
-        export_logits=args.export_logits, gates=_gates(args), seed=args.seed, plugins=args.plugins, quiet=args.quiet,
-        **options,
-    )  # fmt: skip
-    _print(to_json(report) if args.json else render_report(report))
-    if not report.ok:
-        sys.stderr.write(f"onnxopt: {report.message}\n")
-    return report.exit_code
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from onnxopt import api
     from onnxopt.report import render_summary, to_json
@@ -279,10 +285,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_passes(args: argparse.Namespace) -> int:
     from onnxopt.passes import PassRegistry
-    from onnxopt.plugins import get_plugin_manager
     from onnxopt.report import to_json
 
-    registry = PassRegistry.from_plugins(get_plugin_manager(args.plugins))
+    registry = PassRegistry.from_plugins(args.plugin_manager)
     if args.json:
         rows = [
             {
@@ -307,10 +312,10 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from onnxopt.plugins import get_plugin_manager, plugin_infos
+    from onnxopt.plugins import plugin_infos
     from onnxopt.report import table, to_json
 
-    infos = plugin_infos(get_plugin_manager(args.plugins))
+    infos = plugin_infos(args.plugin_manager)
     if args.json:
         _print(to_json(infos))
     else:
@@ -326,13 +331,20 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "passes": cmd_passes,
     "plugins": cmd_plugins,
-    "distill": cmd_distill,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # the plugins first: they add commands and flags to the parser
+        pm = get_plugin_manager(_plugin_requests(argv))
+        parser = build_parser(pm)
+    except OnnxoptError as exc:
+        sys.stderr.write(f"onnxopt: error: {_one_line(exc)}\n")
+        return exc.exit_code
     args = parser.parse_args(argv)
+    args.plugin_manager = pm
+    args.plugins = _plugin_requests(argv)  # before the command or after it, alike
     if args.version:
         from onnxopt import __version__
 
@@ -358,12 +370,26 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _plugin_requests(argv: Sequence[str]) -> list[str]:
+    """The ``-p NAME`` / ``-pNAME`` values, read before parsing: they decide which commands exist."""
+    requests = []
+    for index, token in enumerate(argv):
+        if token == "-p" and index + 1 < len(argv):
+            requests.append(argv[index + 1])
+        elif token.startswith("-p") and len(token) > 2 and not token.startswith("--"):
+            requests.append(token[2:].lstrip("="))
+    return requests
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command, turning known errors into one line and an exit code."""
-    from onnxopt.errors import EXIT_BAD_INPUT, OnnxoptError
+    from onnxopt.errors import EXIT_BAD_INPUT
 
     try:
-        return COMMANDS[args.command](args)
+        if getattr(args, "plugin_gates", False):
+            args.gates = _gates(args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except OnnxoptError as exc:
         if args.debug:
             raise

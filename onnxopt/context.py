@@ -1,9 +1,11 @@
 """What a pass, validator or reporter gets besides the model: the run's shared facilities.
 
 One :class:`RunContext` lives for a whole run. Passes read the dataset, the original (reference / teacher)
-model, the input shapes the user fixed (``--shape``), a private temporary folder, a seeded RNG, a logger and
-a progress-bar factory from it, and record
-counters for the report in ``stats`` (the host gives each pass a fresh dict).
+model, the input shapes the user fixed (``--shape``), the gates, a private temporary folder, a seeded RNG,
+a logger and a progress-bar factory from it, and record counters for the report in ``stats`` (the host
+gives each pass a fresh dict). It is deliberately narrow: one pass uses another through :meth:`run_pass`
+(through the ``onnxopt_run_pass`` hook, so wrappers see it), opens data with :meth:`open_dataset`, loads a
+model with :meth:`load`, and calls hooks a plugin declared itself through :attr:`hook`.
 """
 
 from __future__ import annotations
@@ -24,19 +26,27 @@ if TYPE_CHECKING:
 
     from onnxopt.data import Dataset
     from onnxopt.gates import Gates
-    from onnxopt.passes import PassRegistry
-    from onnxopt.plugins import PluginManager
+    from onnxopt.metrics import MetricRegistry
+    from onnxopt.session import Session
 
 T = TypeVar("T")
 logger = logging.getLogger("onnxopt")
 
 
 @dataclass
+class NestedResult:
+    """What :meth:`RunContext.run_pass` gives back: the pass's model, whether it changed, and its own counters."""
+
+    model: ir.Model
+    modified: bool
+    stats: dict[str, Any]
+
+
+@dataclass
 class RunContext:
     """Shared facilities of one run; see the module docstring."""
 
-    plugin_manager: PluginManager
-    registry: PassRegistry
+    session: Session = field(repr=False)  # the host's; passes use the methods below, never the session itself
     workdir: Path
     reference_path: Path | None = None
     dataset: Dataset | None = None
@@ -48,17 +58,51 @@ class RunContext:
     costs: Costs = field(default_factory=Costs)  # time and peak memory per phase of the run
     logger: logging.Logger = logger
 
+    @property
+    def hook(self) -> Any:
+        """The plugins' hooks, for a hook a plugin declared itself (``onnxopt_addhooks``)."""
+        return self.session.hook
+
+    @property
+    def metric_registry(self) -> MetricRegistry:
+        """The task metrics the plugins registered (the validation's judges)."""
+        return self.session.metrics
+
     def rng(self, salt: int = 0) -> np.random.Generator:
         """A generator seeded from the run's seed, so passes are deterministic for a given seed."""
         return np.random.default_rng([self.seed, salt])
 
+    def has_pass(self, name: str) -> bool:
+        """Whether a loaded plugin registered the pass ``name``."""
+        return name in self.session.passes
+
+    def run_pass(self, name: str, model: ir.Model, **options: Any) -> NestedResult:
+        """Run the registered pass ``name`` on ``model`` (which it may change: pass a clone to keep it).
+
+        It goes through the ``onnxopt_run_pass`` hook like every step of a run; its counters are returned in
+        the result, and the calling pass's ``stats`` are left as they were.
+        """
+        step = self.session.passes.configure(name, options)
+        outer, self.stats = self.stats, {}
+        try:
+            result = self.session.run_pass(step.spec, step.options, model, self)
+        finally:
+            inner, self.stats = self.stats, outer
+        return NestedResult(result.model, bool(result.modified), inner)
+
+    def load(self, path: str | Path, **options: Any) -> ir.Model:
+        """Load a model file through the loader plugins (ONNX, or what a loader plugin reads)."""
+        return self.session.load(path, **options)
+
     def load_reference(self) -> ir.Model:
         """The original model (a distillation teacher, a pruning baseline), loaded afresh."""
-        from onnxopt import model_io
-
         if self.reference_path is None:
             raise RuntimeError("this run has no reference model")
-        return model_io.load(self.reference_path, check=False)
+        return self.session.load(self.reference_path, check=False)
+
+    def open_dataset(self, source: str, model: ir.Model, *, batch_size: int | None = None) -> Dataset:
+        """Open a dataset for ``model`` through the dataset plugins, with this run's shapes and seed."""
+        return self.session.open_dataset(source, model, shapes=self.shapes, seed=self.seed, batch_size=batch_size)
 
     def progress(self, iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "") -> Iterator[T]:
         """A progress bar on a terminal; silent when quiet or when stderr is not a terminal."""

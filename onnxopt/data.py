@@ -33,7 +33,6 @@ LABELS_KEY = "labels"
 DEFAULT_BATCH_SIZE = 32
 #: Input bytes of one feed when the batch size is left to the data (``batch_size=None``).
 FEED_INPUT_BYTES = 4 << 20
-SYNTHETIC_PREFIX = "synthetic:"
 
 Dims = tuple[int | str | None, ...]
 
@@ -299,21 +298,3 @@ def from_arrays(
             raise DataError(f"{name}: 'labels' must be a 1-D array of integer class ids, got {labels.dtype} {list(labels.shape)}")
     return Dataset(name, arrays, input_specs(model), labels=labels, batch_size=batch_size)
 
-
-def open_source(
-    source: str,
-    model: ir.Model,
-    *,
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-) -> Dataset:
-    """Open ``synthetic:N``, an ``.npz`` file, or a folder — the formats the host reads itself."""
-    if source.startswith(SYNTHETIC_PREFIX):
-        count_text = source[len(SYNTHETIC_PREFIX) :]
-        if not count_text.isdigit() or int(count_text) <= 0:
-            raise UsageError(f"{source!r}: expected synthetic:N with N a positive integer")
-        from onnxopt.synthetic import synthetic
-
-        return synthetic(int(count_text), model, shapes=shapes, seed=seed, batch_size=batch_size)
-    return from_arrays(str(source), load_arrays(source), model, batch_size=batch_size)

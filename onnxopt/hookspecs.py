@@ -1,9 +1,10 @@
-"""The whole plugin contract of onnxopt: every hook a plugin may implement.
+"""The whole plugin contract of the host: every hook a plugin may implement.
 
 A plugin is a module (or object) with functions decorated by :data:`hookimpl`, registered through the
 ``onnxopt`` entry-point group (as the built-in plugins are) or loaded with ``-p MODULE``. The host calls
 these hooks; it knows no optimization itself. Argument names matter: pluggy passes arguments by name,
-and a plugin may accept any subset of them.
+and a plugin may accept any subset of them. A plugin may declare hooks of its own (:func:`onnxopt_addhooks`,
+as the distill plugin declares its training-backend hook) and add subcommands (:func:`onnxopt_register_commands`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,34 @@ if TYPE_CHECKING:
     from onnxopt.metrics import MetricSpec
     from onnxopt.passes import PassSpec
     from onnxopt.report import Report
-    from onnxopt.training import Trainer
     from onnxopt.validation import Check
 
 PROJECT = "onnxopt"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def onnxopt_addhooks(add: Callable[[Any], None]) -> None:
+    """Declare hooks of this plugin's own: call ``add(module)`` with a module (or class) of functions marked
+    with :data:`hookspec`, as pytest's ``pytest_addhooks``.
+
+    Called when the plugin registers. Other plugins implement those hooks with ``hookimpl(optionalhook=True)``,
+    so they still load when the declaring plugin is blocked (``-p no:NAME``); the declaring plugin calls them
+    through ``context.hook``.
+    """
+
+
+@hookspec
+def onnxopt_register_commands(add_command: Callable[..., Any]) -> None:
+    """Add subcommands to the ``onnxopt`` command line, as llm's ``register_commands``.
+
+    ``parser = add_command(name, help=..., handler=fn, gates=False)`` returns an ``argparse`` parser to add the
+    command's own arguments to; the host adds ``-p``, ``--json``, ``--quiet``, ``--debug`` and ``--verbose`` (and
+    the gate flags with ``gates=True``, parsed into ``args.gates``). ``fn(args)`` runs the command and returns
+    its exit code; an :class:`onnxopt.errors.OnnxoptError` it raises becomes one line and that error's exit code.
+    A blocked plugin's commands are gone. Import heavy modules inside ``fn``: every plugin loads on every command.
+    """
 
 
 @hookspec
@@ -91,17 +114,3 @@ def onnxopt_register_metrics(register: Callable[[MetricSpec], None]) -> None:
 @hookspec
 def onnxopt_report(report: Report, context: RunContext) -> None:
     """Receive the finished report, e.g. to write it to another format or send it somewhere."""
-
-
-@hookspec(firstresult=True)
-def onnxopt_distill_trainer(backend: str, student: Any) -> Trainer | None:
-    """Return a trainer that can retrain ``student`` on a teacher's outputs, or None to let another backend try.
-
-    ``backend`` is the name the user asked for (``"torch"``, ``"keras"``, a third party's) or ``"auto"``;
-    answer only your own name or ``"auto"``. ``student`` is an ``onnx_ir.Model`` (an ONNX student, e.g. a
-    pruned teacher) or the framework model a user's ``module:function`` built; answer only what you can
-    train. The trainer (:class:`onnxopt.training.Trainer`) gets a :class:`onnxopt.training.TrainingJob`,
-    trains, writes the student as ONNX to ``job.output`` with the teacher's input/output names and a dynamic
-    batch dimension, and returns a :class:`onnxopt.training.TrainingResult`. Import heavy frameworks inside
-    ``fit`` or after the checks, never at module import: every plugin module loads on every command.
-    """

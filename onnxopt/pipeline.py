@@ -16,11 +16,9 @@ and the run ends "not validated" (exit 4): exit 0 always means compared and with
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import onnx_ir as ir
 
@@ -28,11 +26,11 @@ from onnxopt import model_io, summary
 from onnxopt.context import RunContext
 from onnxopt.data import Dataset
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED, DataError, ModelError, OnnxoptError, PluginError, UsageError
-from onnxopt.metrics import MetricRegistry, MetricRequest, parse_request
-from onnxopt.passes import ConfiguredPass, PassRegistry
-from onnxopt.plugins import PluginManager, get_plugin_manager
+from onnxopt.metrics import MetricRequest, parse_request
+from onnxopt.passes import ConfiguredPass
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
+from onnxopt.session import Session
 from onnxopt.synthetic import runnable
 from onnxopt.validation import LiveReference, RecordedReference, Reference, ValidationResult, compare, is_large, open_session
 
@@ -40,25 +38,9 @@ from onnxopt.validation import LiveReference, RecordedReference, Reference, Vali
 FALLBACK_SYNTHETIC_SAMPLES = 16
 
 
-def load_model(pm: PluginManager, path: str | Path, **options: Any) -> ir.Model:
-    """Load a model through the loader plugins (the host's ONNX loader answers last)."""
-    try:
-        model = pm.hook.onnxopt_load_model(path=str(path), options=options)
-    except OnnxoptError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
-    if model is None:
-        raise ModelError(f"{path}: no loader plugin can read this file")
-    return model
-
-
-def open_dataset(pm: PluginManager, source: str, model: ir.Model, recipe: Recipe) -> Dataset:
-    options = {"shapes": recipe.shapes, "seed": recipe.seed, "batch_size": recipe.batch_size}
-    dataset = pm.hook.onnxopt_open_dataset(source=source, model=model, options=options)
-    if dataset is None:
-        raise UsageError(f"{source}: no dataset plugin can read it")
-    return dataset
+def open_dataset(session: Session, source: str, model: ir.Model, recipe: Recipe) -> Dataset:
+    """``source`` opened for ``model`` with the recipe's shapes, seed and batch size."""
+    return session.open_dataset(source, model, shapes=recipe.shapes, seed=recipe.seed, batch_size=recipe.batch_size)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -76,16 +58,14 @@ def _figures(model: ir.Model, path: Path | None) -> ModelFigures:
 class Run:
     """One optimize run; use :func:`optimize` unless you need the pieces."""
 
-    def __init__(self, recipe: Recipe, pm: PluginManager, *, quiet: bool = True) -> None:
+    def __init__(self, recipe: Recipe, session: Session) -> None:
         self.recipe = recipe
-        self.pm = pm
-        self.quiet = quiet
+        self.session = session
         self.reference: Reference | None = None  # opened once per call, shared by every comparison
         self.judge_data: Dataset | None = None  # what every comparison runs on (None: nothing can be compared)
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
-        MetricRegistry.from_plugins(pm).check(self.metrics)  # an unknown metric fails before any work
-        self.registry = PassRegistry.from_plugins(pm)
-        self.steps: list[ConfiguredPass] = [self.registry.configure(s.name, s.options) for s in recipe.passes]
+        session.metrics.check(self.metrics)  # an unknown metric fails before any work
+        self.steps: list[ConfiguredPass] = [session.passes.configure(s.name, s.options) for s in recipe.passes]
         if not self.steps:
             raise UsageError("no passes to run: give --pass NAME or a recipe with [[passes]]")
         needing = [step.label for step in self.steps if step.spec.requires_data(step.options)]
@@ -100,17 +80,13 @@ class Run:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
         load_start = time.perf_counter()
-        model = load_model(self.pm, source)
+        model = self.session.load(source)
         load_seconds = time.perf_counter() - load_start
         # a model that came with external data leaves with it, whatever its passes did to tensor sizes
         external = self.recipe.external_data
         if external is None and model_io.has_external_tensors(model):
             external = True
-        with tempfile.TemporaryDirectory(prefix="onnxopt-") as workdir:
-            context = RunContext(
-                self.pm, self.registry, Path(workdir), shapes=self.recipe.shapes, gates=self.recipe.gates,
-                seed=self.recipe.seed, quiet=self.quiet,
-            )  # fmt: skip
+        with self.session.context(shapes=self.recipe.shapes, gates=self.recipe.gates, seed=self.recipe.seed) as context:
             context.costs.add("load", load_seconds)
             context.reference_path = self._reference_file(model, source, context)
             # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
@@ -147,7 +123,7 @@ class Run:
                 if report.final is not None:
                     report.final.candidate = str(output)
             report.costs = context.costs.phases
-            self.pm.hook.onnxopt_report(report=report, context=context)
+            self.session.hook.onnxopt_report(report=report, context=context)
         return report
 
     def _reference_file(self, model: ir.Model, source: Path, context: RunContext) -> Path:
@@ -157,7 +133,7 @@ class Run:
         return model_io.save(model.clone(), context.workdir / "reference.onnx")
 
     def _open(self, model: ir.Model, source: str | None) -> Dataset | None:
-        return open_dataset(self.pm, source, model, self.recipe) if source is not None else None
+        return open_dataset(self.session, source, model, self.recipe) if source is not None else None
 
     def _judge_data(self, model: ir.Model, context: RunContext, report: Report) -> Dataset | None:
         """``val``, else ``data``, else synthetic inputs the original runs on; None when nothing is compared."""
@@ -193,9 +169,7 @@ class Run:
         context.stats = entry.stats
         start = time.perf_counter()
         try:
-            result = self.pm.hook.onnxopt_run_pass(spec=step.spec, options=step.options, model=best.clone(), context=context)
-            if not isinstance(result, ir.passes.PassResult) or not isinstance(result.model, ir.Model):
-                raise TypeError(f"returned {type(result).__name__}, not an onnx_ir PassResult with a Model")
+            result = self.session.run_pass(step.spec, step.options, best.clone(), context)
         except OnnxoptError as exc:
             entry.seconds = time.perf_counter() - start
             self._fail(report, entry, failed_status, exc.exit_code, str(exc))
@@ -297,6 +271,5 @@ def optimize(
     in_place: bool = False,
 ) -> Report:
     """Run ``recipe`` on the model at ``source`` and write the best result to ``output``."""
-    pm = get_plugin_manager(plugins)
-    return Run(recipe, pm, quiet=quiet)(source, output, in_place=in_place)
+    return Run(recipe, Session(plugins, quiet=quiet))(source, output, in_place=in_place)
 

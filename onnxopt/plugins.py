@@ -68,6 +68,8 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.distributions: dict[str, importlib.metadata.Distribution] = {}
+        # historic: every plugin registered from now on declares its own hooks as it registers
+        self.hook.onnxopt_addhooks.call_historic(kwargs={"add": self.add_hookspecs})
 
 
 def _register_entry_point(pm: PluginManager, ep: importlib.metadata.EntryPoint) -> None:

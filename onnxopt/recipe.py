@@ -31,6 +31,7 @@ from typing import Any, Literal
 from onnxopt.data import parse_shape
 from onnxopt.errors import UsageError
 from onnxopt.gates import DEFAULT_GATES, Gates
+
 OnFailure = Literal["rollback", "stop"]
 
 
@@ -174,3 +175,44 @@ def load_recipe(path: str | Path) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML ({exc})") from None
     return recipe_from_mapping(values, origin=str(path))
+
+
+def as_gates(gates: Gates | Mapping[str, Any] | None) -> Gates | None:
+    """The Python API's gates (a :class:`Gates` or a mapping like ``{"min_cosine": 0.999}``), checked."""
+    if gates is None or isinstance(gates, Gates):
+        return gates
+    return Gates.from_mapping(dict(gates))
+
+
+def normal_shapes(shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """``{input: shape}`` with integer tuples, however the caller spelled the shapes."""
+    return {name: tuple(int(d) for d in dims) for name, dims in (shapes or {}).items()}
+
+
+def build_recipe(
+    recipe: Recipe | str | Path | None = None,
+    *,
+    passes: Sequence[PassArg] = (),
+    data: str | Path | None = None,
+    gates: Gates | Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    **settings: Any,
+) -> Recipe:
+    """A recipe file or object, with explicit arguments taking precedence (passes are appended)."""
+    if isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe)
+    recipe = dataclasses.replace(recipe) if recipe is not None else Recipe()
+    recipe.passes = [*recipe.passes, *pass_steps(passes)]
+    if data is not None:
+        recipe.data = str(data)
+    if settings.get("val") is not None:
+        settings["val"] = str(settings["val"])
+    if (extra := as_gates(gates)) is not None:
+        recipe.gates = recipe.gates.merged(extra)
+    if shapes:
+        recipe.shapes = {**recipe.shapes, **normal_shapes(shapes)}
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)}")
+    return dataclasses.replace(recipe, **{k: v for k, v in settings.items() if v is not None})

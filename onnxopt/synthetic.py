@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.data import SYNTHETIC_PREFIX, Dataset, InputSpec, fits, input_specs
+from onnxopt.data import Dataset, InputSpec, fits, input_specs
 from onnxopt.errors import DataError, UsageError
+
+SYNTHETIC_PREFIX = "synthetic:"  # a dataset source naming synthetic inputs: synthetic:N
 
 #: Sizes tried for a symbolic dim, by role; trial ``i`` takes the ``i``-th of each list (the last when shorter).
 SPATIAL_SIZES = (224, 320, 640, 256, 128, 64, 48, 32)

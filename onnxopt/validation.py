@@ -550,7 +550,7 @@ def compare(
     result.size_candidate = model_io.file_size(candidate)
     result.checks.extend(_gate_checks(result, gates, defaults))
     if context is not None:
-        for checks in context.plugin_manager.hook.onnxopt_validate(
+        for checks in context.hook.onnxopt_validate(
             reference=str(reference), candidate=str(candidate), data=data, context=context
         ):
             result.checks.extend(checks or [])
@@ -563,7 +563,7 @@ def _phase(context: RunContext | None, name: str) -> contextlib.AbstractContextM
 
 def _metric_registry(context: RunContext | None, requests: Sequence[MetricRequest]) -> MetricRegistry:
     """The plugins' metrics (none without a run context: only a user's own functions can be asked for)."""
-    registry = MetricRegistry.from_plugins(context.plugin_manager) if context is not None else MetricRegistry([])
+    registry = context.metric_registry if context is not None else MetricRegistry([])
     registry.check(list(requests))
     return registry
 

@@ -757,7 +757,7 @@ def test_sigterm_leaves_no_temporary_folder(tmp_path: Path) -> None:
 )
 def test_settings_out_of_range_are_refused_however_the_recipe_is_built(setting: str, bad: int, least: int) -> None:
     """The Python API, a recipe mapping and a Recipe built directly share one check; its least value passes."""
-    from onnxopt.api import build_recipe
+    from onnxopt.recipe import build_recipe
     from onnxopt.errors import UsageError
     from onnxopt.recipe import Recipe, recipe_from_mapping
 

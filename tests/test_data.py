@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxopt import data
+from onnxopt.host_plugin import open_source
 from onnxopt.synthetic import synthetic
 from onnxopt.errors import DataError, UsageError
 
@@ -47,7 +48,7 @@ def test_input_specs(iris: ir.Model) -> None:
 
 
 def test_npz(iris: ir.Model, iris_val: dict[str, np.ndarray], fixtures_dir: Path) -> None:
-    dataset = data.open_source(str(fixtures_dir / "iris_mlp_val.npz"), iris)
+    dataset = open_source(str(fixtures_dir / "iris_mlp_val.npz"), iris)
     assert dataset.num_samples == 30 and not dataset.synthetic
     np.testing.assert_array_equal(dataset.labels, iris_val["labels"])
     np.testing.assert_array_equal(np.concatenate(_rows(dataset)), iris_val["input"])
@@ -57,7 +58,7 @@ def test_folder_of_npy(tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.nd
     for key, array in iris_val.items():
         np.save(tmp_path / f"{key}.npy", array)
     assert data.load_arrays(tmp_path).keys() == {"input", "labels"}
-    dataset = data.open_source(str(tmp_path), iris)
+    dataset = open_source(str(tmp_path), iris)
     np.testing.assert_array_equal(dataset.labels, iris_val["labels"])
     np.testing.assert_array_equal(np.concatenate(_rows(dataset)), iris_val["input"])
 
@@ -65,7 +66,7 @@ def test_folder_of_npy(tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.nd
 def test_folder_of_npz_is_concatenated_in_name_order(tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.ndarray]) -> None:
     np.savez(tmp_path / "part2.npz", input=iris_val["input"][10:], labels=iris_val["labels"][10:])
     np.savez(tmp_path / "part1.npz", input=iris_val["input"][:10], labels=iris_val["labels"][:10])
-    dataset = data.open_source(str(tmp_path), iris)
+    dataset = open_source(str(tmp_path), iris)
     assert dataset.num_samples == 30
     np.testing.assert_array_equal(dataset.labels, iris_val["labels"])
     np.testing.assert_array_equal(np.concatenate(_rows(dataset)), iris_val["input"])
@@ -86,16 +87,16 @@ def test_pickled_npy_in_a_folder_is_refused(tmp_path: Path) -> None:
 
 def test_missing_source_is_an_error(tmp_path: Path, iris: ir.Model) -> None:
     with pytest.raises(DataError, match="no such data file or folder"):
-        data.open_source(str(tmp_path / "nope.npz"), iris)
+        open_source(str(tmp_path / "nope.npz"), iris)
 
 
 # --- synthetic ------------------------------------------------------------------------------------------------
 
 
 def test_synthetic_is_deterministic_per_seed(iris: ir.Model) -> None:
-    first = data.open_source("synthetic:5", iris, seed=0)
-    again = data.open_source("synthetic:5", iris, seed=0)
-    other = data.open_source("synthetic:5", iris, seed=1)
+    first = open_source("synthetic:5", iris, seed=0)
+    again = open_source("synthetic:5", iris, seed=0)
+    other = open_source("synthetic:5", iris, seed=1)
     assert first.synthetic and first.name == "synthetic:5" and first.labels is None
     a, b, c = (np.concatenate(_rows(d)) for d in (first, again, other))
     assert a.shape == (5, 4) and a.dtype == np.float32
@@ -106,7 +107,7 @@ def test_synthetic_is_deterministic_per_seed(iris: ir.Model) -> None:
 @pytest.mark.parametrize("source", ["synthetic:0", "synthetic:-3", "synthetic:many", "synthetic:"])
 def test_synthetic_count_must_be_positive(iris: ir.Model, source: str) -> None:
     with pytest.raises(UsageError, match="synthetic:N"):
-        data.open_source(source, iris)
+        open_source(source, iris)
 
 
 def test_synthetic_symbolic_non_batch_dims_are_derived_or_taken_from_shape() -> None:

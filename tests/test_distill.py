@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 from onnxopt_plugins.distill.logits import teacher_outputs
 
 FAST = {"epochs": 4, "lr": 0.01}  # enough to prove training moves the student; the bench trains for real
@@ -95,7 +96,7 @@ def _student_ok(student: Path, teacher: Path, feed_rows: np.ndarray) -> None:
 def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_dir, tmp_path):
     pytest.importorskip("torch")
     teacher, out = fixtures_dir / "iris_mlp.onnx", tmp_path / "student.onnx"
-    report = onnxopt.distill(teacher, out, data=fixtures_dir / "iris_mlp_calib.npz", val=fixtures_dir / "iris_mlp_val.npz",
+    report = distill(teacher, out, data=fixtures_dir / "iris_mlp_calib.npz", val=fixtures_dir / "iris_mlp_val.npz",
                              width=0.5, epochs=30, lr=0.01, threads=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
@@ -110,7 +111,7 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     torch = pytest.importorskip("torch")
     import onnx_ir as ir
 
-    from onnxopt.training import Hyperparameters, Split, TrainingJob
+    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
     from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
@@ -132,7 +133,7 @@ def test_mse_loss_moves_a_regression_style_student_towards_the_teacher_outputs(f
     pytest.importorskip("torch")
     import onnx_ir as ir
 
-    from onnxopt.training import Hyperparameters, Split, TrainingJob
+    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
     from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
@@ -154,7 +155,7 @@ def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_di
     assert made.exit_code == 0, made.message
     val = fixtures_dir / "digits_cnn_val.npz"
     out = tmp_path / "student.onnx"
-    report = onnxopt.distill(fixtures_dir / "digits_cnn.onnx", out, data=val, student=pruned, val_fraction=0.25,
+    report = distill(fixtures_dir / "digits_cnn.onnx", out, data=val, student=pruned, val_fraction=0.25,
                              epochs=15, lr=0.01, threads=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     assert report.steps[0].stats["student"] == "pruned.onnx"
@@ -215,7 +216,7 @@ def test_students_no_backend_can_train_are_refused_and_nothing_is_written(fixtur
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / options["student"])
         options = {"student": tmp_path / options["student"]}
     out = tmp_path / "s.onnx"
-    report = onnxopt.distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz", **options)
+    report = distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz", **options)
     assert report.exit_code == 2 and message in report.message and report.output is None and not out.exists()
 
 

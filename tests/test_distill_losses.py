@@ -92,7 +92,7 @@ def test_held_out_scores():
 def _job(fixtures_dir, tmp_path, progress=None, **hyper):
     import onnx_ir as ir
 
-    from onnxopt.training import Split, TrainingJob
+    from onnxopt_plugins.distill.training import Split, TrainingJob
     from onnxopt_plugins.distill.hyper import DistillHyperparameters
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")

@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 from onnxopt.errors import UsageError
 from onnxopt_plugins.distill.depth import encoder_layers, kept, shallower
 
@@ -89,7 +90,7 @@ def test_distill_depth_student_end_to_end(tmp_path):
     onnx.save(model, teacher)
     np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
     out = tmp_path / "student.onnx"
-    report = onnxopt.distill(teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1,
+    report = distill(teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1,
                              loss="embedding")  # a [N, 4] output reads as logits to loss=auto
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 from onnx import TensorProto
 
-from onnxopt.api import build_recipe
+from onnxopt.recipe import build_recipe
 from onnxopt.errors import EXIT_GATE_FAILED, OnnxoptError
 from onnxopt.pipeline import Run
-from onnxopt.plugins import get_plugin_manager
+from onnxopt.session import Session
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODELS = ["iris_mlp", "digits_cnn", "tiny_transformer", "if_model"]
@@ -50,9 +50,9 @@ FUZZ = settings(
     print_blob=True,
 )
 GRAPH_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES - EXAMPLES * 7 // 10))
-#: One plugin manager for every case: ``onnxopt.optimize`` builds its own each call, and scanning the
+#: One session for every case: ``onnxopt.optimize`` builds its own each call, and scanning the
 #: installed entry points would take most of a refused case's time.
-PLUGINS = get_plugin_manager()
+PLUGINS = Session()
 RECIPE = build_recipe(passes=["fold"], latency_runs=0)
 
 

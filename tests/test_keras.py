@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 
 # find_spec, not importorskip: collecting this file in the default run must not import TensorFlow (~10 s)
 pytestmark = [
@@ -87,7 +88,7 @@ def test_keras_student_distilled_with_the_teacher_names(fixtures_dir, tmp_path, 
     monkeypatch.setenv("ONNXOPT_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "kstudent.py").write_text(KERAS_STUDENT)
     out = tmp_path / "student.onnx"
-    report = onnxopt.distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz",
+    report = distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz",
                              val=fixtures_dir / "iris_mlp_val.npz", student=f"{tmp_path / 'kstudent.py'}:build",
                              backend="keras", epochs=150, lr=0.03, batch_size=8, patience=40)  # fmt: skip
     assert report.exit_code == 0, report.message

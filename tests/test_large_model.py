@@ -23,7 +23,7 @@ import pytest
 
 import onnxopt
 from onnxopt import validation
-from onnxopt.data import open_source
+from onnxopt.host_plugin import open_source
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))

@@ -373,7 +373,7 @@ def test_worst_channel_needs_two_rows(tolerance_pair, tmp_path):
 
 
 def test_channel_axis_counts_from_either_end_and_is_ignored_out_of_range(tolerance_pair):
-    from onnxopt.data import open_source
+    from onnxopt.host_plugin import open_source
     from onnxopt.validation import compare
 
     reference, candidate, data = tolerance_pair

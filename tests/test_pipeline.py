@@ -137,19 +137,19 @@ def test_report_records_per_pass_figures(digits):
 def test_needs_data_pass_without_data_is_a_usage_error(digits):
     from onnxopt.passes import PassSpec
     from onnxopt.pipeline import Run
-    from onnxopt.plugins import get_plugin_manager
     from onnxopt.recipe import PassStep, Recipe
+    from onnxopt.session import Session
 
-    pm = get_plugin_manager()
+    session = Session()
 
     class NeedsData:
         @onnxopt.hookimpl
         def onnxopt_register_passes(self, register):
             register(PassSpec(name="calibrated", summary="needs data", create=lambda o, c: None, needs_data=True))
 
-    pm.register(NeedsData(), name="needs-data")
+    session.plugin_manager.register(NeedsData(), name="needs-data")
     with pytest.raises(UsageError, match="needs data"):
-        Run(Recipe(passes=[PassStep("calibrated")]), pm)
+        Run(Recipe(passes=[PassStep("calibrated")]), session)
 
 
 @pytest.mark.parametrize(("fault", "exit_code"), [("fault-raise", 3), ("fault-checker", 3), ("fault-negate", 1)])

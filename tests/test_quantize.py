@@ -323,7 +323,7 @@ def test_calibration_reads_exactly_the_first_calibration_samples_rows(fixtures_d
     calib = np.load(fixtures_dir / "digits_cnn_calib.npz")["input"]
     model = model_io.load(fixtures_dir / "digits_cnn.onnx")
     reader = DatasetReader(from_arrays("calib", {"input": calib[:32]}, model, batch_size=2), 5,
-                           RunContext(None, None, tmp_path, quiet=True), {"input"})  # fmt: skip
+                           RunContext(None, tmp_path, quiet=True), {"input"})  # fmt: skip
     feeds = list(reader)
     assert [len(feed["input"]) for feed in feeds] == [2, 2, 1]
     np.testing.assert_array_equal(np.concatenate([feed["input"] for feed in feeds]), calib[:5])

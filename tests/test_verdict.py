@@ -262,12 +262,12 @@ def test_a_token_axis_that_changes_length_between_feeds_is_compared(tmp_path):
 
 def test_the_reference_runs_once_per_feed_for_every_pass_and_the_final_check(tmp_path, fixtures_dir):
     from onnxopt.pipeline import Run
-    from onnxopt.plugins import get_plugin_manager
     from onnxopt.recipe import Recipe, pass_steps
+    from onnxopt.session import Session
 
     recipe = Recipe(passes=pass_steps(["fold", "fold"]), data=str(fixtures_dir / "digits_cnn_val.npz"), latency_runs=0,
                     batch_size=100)  # fmt: skip
-    run = Run(recipe, get_plugin_manager())
+    run = Run(recipe, Session())
     report = run(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx")
     assert report.exit_code == 0 and [s.status for s in report.steps] == ["kept", "unchanged"]
     assert run.reference.runs == 4  # 400 rows in feeds of 100, run once, though compared after fold and at the end

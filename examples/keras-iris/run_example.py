@@ -37,6 +37,7 @@ from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
 import onnxopt
+from onnxopt_plugins.distill import distill
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -140,7 +141,7 @@ def main() -> None:
 
     print("6. distill")
     student = out / "iris_student_keras.onnx"
-    report = onnxopt.distill(fp32, student, data=train, val=val, student=f"{HERE / 'models.py'}:build_student",
+    report = distill(fp32, student, data=train, val=val, student=f"{HERE / 'models.py'}:build_student",
                              backend="keras", epochs=300, lr=0.01, batch_size=16, patience=50)  # fmt: skip
     check(report.exit_code == 0, f"keras student: {report.message or 'written'}")
     stats = report.steps[0].stats
@@ -149,7 +150,7 @@ def main() -> None:
         print("  (torch not installed: the width-derived student is skipped)")
     else:
         derived = out / "iris_student_width.onnx"
-        report = onnxopt.distill(fp32, derived, data=train, val=val, width=0.5, epochs=300, lr=0.01, batch_size=16, patience=50)
+        report = distill(fp32, derived, data=train, val=val, width=0.5, epochs=300, lr=0.01, batch_size=16, patience=50)
         check(report.exit_code == 0, f"width-derived student: {report.message or 'written'}")
         stats = report.steps[0].stats
         print(f"  teacher narrowed to width 0.5, retrained (torch): {stats['validation']}")

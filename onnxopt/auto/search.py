@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxopt.auto import frontier, study as studies
 from onnxopt.auto.executors import make_executor
@@ -31,6 +31,9 @@ from onnxopt.auto.space import SearchSpace, build_space
 from onnxopt.auto.trial import MODEL_FILE, TrialJob, TrialOutcome, pass_label, run_in_worker, run_trial
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_PLUGIN_FAILED, UsageError
 from onnxopt.gates import DEFAULT_GATES
+
+if TYPE_CHECKING:
+    from onnxopt.session import Session
 
 REPORT_FILE = "auto_report.json"
 PLOT_FILE = "pareto.png"
@@ -88,16 +91,15 @@ class AutoResult:
 def run_auto(settings: AutoSettings) -> AutoResult:
     """Run (or resume) the search described by ``settings``."""
     from onnxopt import model_io
-    from onnxopt.passes import PassRegistry
-    from onnxopt.plugins import get_plugin_manager
+    from onnxopt.session import Session
 
     _check(settings)
     studies.import_optuna()  # a missing extra is a one-line error before any work
     model_io.check_writable(settings.output)
-    pm = get_plugin_manager(settings.plugins)
-    space = build_space(PassRegistry.from_plugins(pm), requested=settings.requested)
+    session = Session(settings.plugins)
+    space = build_space(session.passes, requested=settings.requested)
     notes = list(space.notes)
-    gates = _gates(settings, _has_labels(pm, settings), notes)
+    gates = _gates(settings, _has_labels(session, settings), notes)
     workdir = settings.workdir or settings.output.with_name(settings.output.stem + ".auto")
     workdir.mkdir(parents=True, exist_ok=True)
     identity = {
@@ -138,17 +140,18 @@ def _check(settings: AutoSettings) -> None:
         raise UsageError(f"{settings.output}: output would overwrite the input")
 
 
-def _has_labels(pm: Any, settings: AutoSettings) -> bool:
+def _has_labels(session: Session, settings: AutoSettings) -> bool:
     """Open the data once here: a bad --data / --val is one error now, not one per trial. The judging set
     (--val, else --data) decides whether the budget is an accuracy drop."""
-    from onnxopt import api, pipeline
+    from onnxopt import pipeline
+    from onnxopt.recipe import build_recipe
 
-    recipe = api.build_recipe(data=settings.data, seed=settings.seed, **settings.pipeline)
-    model = pipeline.load_model(pm, settings.source)
-    calibration = pipeline.open_dataset(pm, settings.data, model, recipe)
+    recipe = build_recipe(data=settings.data, seed=settings.seed, **settings.pipeline)
+    model = session.load(settings.source)
+    calibration = pipeline.open_dataset(session, settings.data, model, recipe)
     if recipe.val is None:
         return calibration.labels is not None
-    return pipeline.open_dataset(pm, recipe.val, model, recipe).labels is not None
+    return pipeline.open_dataset(session, recipe.val, model, recipe).labels is not None
 
 
 def _gates(settings: AutoSettings, labelled: bool, notes: list[str]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """One candidate of a search: the ordinary pipeline run into the trial's folder, reduced to its figures.
 
-:func:`run_trial` is what a worker process (or a Ray task) executes. It calls :func:`onnxopt.api.optimize`
+:func:`run_trial` is what a worker process (or a Ray task) executes. It calls :func:`onnxopt.pipeline.optimize`
 exactly as ``onnxopt optimize`` would, so a candidate is built, gated, rolled back and finally validated
 by the same code as any other run; it writes the run's JSON report beside the model and returns a small,
 picklable :class:`TrialOutcome` that the search process stores and ranks.
@@ -84,9 +84,9 @@ def run_in_worker(job: TrialJob, quiet: bool) -> TrialOutcome:
 
 def run_trial(job: TrialJob) -> TrialOutcome:
     """Build and validate one candidate with the ordinary pipeline; never raises for a failed candidate."""
-    from onnxopt import api
+    from onnxopt import pipeline
     from onnxopt.gates import Gates
-    from onnxopt.recipe import Recipe
+    from onnxopt.recipe import Recipe, build_recipe
     from onnxopt.report import to_json
 
     folder = Path(job.folder)
@@ -94,10 +94,8 @@ def run_trial(job: TrialJob) -> TrialOutcome:
     outcome = TrialOutcome(job.number, [pass_label(name, options) for name, options in job.passes])
     start = time.perf_counter()
     try:
-        report = api.optimize(
-            job.source, folder / MODEL_FILE, recipe=Recipe(gates=Gates(**job.gates)),
-            passes=list(job.passes), data=job.data, plugins=job.plugins, quiet=True, **job.settings,
-        )  # fmt: skip
+        recipe = build_recipe(Recipe(gates=Gates(**job.gates)), passes=list(job.passes), data=job.data, **job.settings)
+        report = pipeline.optimize(job.source, folder / MODEL_FILE, recipe, plugins=job.plugins, quiet=True)
     except OnnxoptError as exc:
         outcome.error, outcome.exit_code = str(exc), exc.exit_code
         return outcome

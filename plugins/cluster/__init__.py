@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
-from onnxopt.weights import (
+from onnxopt.graph import (
     INTEGER_WEIGHT_TYPES, LAYER_WEIGHT_INPUT, QUANTIZED_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone,
     weight_initializers, why_not_a_weight,
 )  # fmt: skip

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import new_initializer, shared_initializer
+from onnxopt.graph import new_initializer, shared_initializer
 
 UINT4_OPSET = 21  # the uint4 type and Cast from it
 PACKED_OPSET = 11  # BitShift, for the packed-nibble and packed-bit decoders

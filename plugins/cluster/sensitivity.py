@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import Dataset, save
-from onnxopt.validation import open_session
+from onnxopt import open_session
 
 #: The probe runs on at most this many feeds (batches) of the run's data.
 MAX_FEEDS = 16

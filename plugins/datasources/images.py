@@ -29,8 +29,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import hookimpl
-from onnxopt.data import InputSpec, input_specs
-from onnxopt.errors import DataError, UsageError
+from onnxopt import InputSpec, input_specs
+from onnxopt import DataError, UsageError
 
 from . import source as src
 from .stream import Feed, StreamedDataset, fits

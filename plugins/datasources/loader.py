@@ -19,8 +19,8 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxopt import REFERENCE, hookimpl, load_function
-from onnxopt.data import InputSpec, input_specs
-from onnxopt.errors import DataError
+from onnxopt import InputSpec, input_specs
+from onnxopt import DataError
 
 from . import source as src
 from .stream import Feed, StreamedDataset, check_feed

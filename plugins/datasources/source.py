@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxopt.data import DEFAULT_BATCH_SIZE
-from onnxopt.errors import DataError, UsageError
+from onnxopt import DEFAULT_BATCH_SIZE
+from onnxopt import DataError, UsageError
 
 Parser = Callable[[str], Any]
 

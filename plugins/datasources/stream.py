@@ -14,8 +14,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 
 import numpy as np
 
-from onnxopt.data import InputSpec
-from onnxopt.errors import DataError
+from onnxopt import InputSpec
+from onnxopt import DataError
 
 Feed = dict[str, np.ndarray]
 

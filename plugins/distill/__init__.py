@@ -5,9 +5,10 @@ onnxruntime and cached (:mod:`.logits`). The student is the model in the pipelin
 ``module:function`` building a torch or keras model, or any of these narrowed by ``width`` through the
 ``prune`` pass, and / or made shallower by dropping repeated encoder blocks found in the graph
 (``depth``, :mod:`.depth`) (:mod:`.students`). Training is a backend's job, found through the
-``onnxopt_distill_trainer`` hook: :mod:`.torch_backend` (ONNX students via :mod:`.onnx_to_torch`, and
+``onnxopt_distill_trainer`` hook, which this plugin declares (:mod:`.hookspecs`): :mod:`.torch_backend` (ONNX students via :mod:`.onnx_to_torch`, and
 ``torch.nn.Module`` s) and :mod:`.keras_backend` (``keras.Model`` s) ship here. The objective is in
-:mod:`.losses`, chosen from the teacher's output unless ``loss`` names one. ``onnxopt distill`` runs this pass with the input model as the teacher.
+:mod:`.losses`, chosen from the teacher's output unless ``loss`` names one. ``onnxopt distill`` (a command this
+plugin adds, :mod:`.command`) runs this pass with the input model as the teacher.
 
 Used as ``--pass distill:width=0.5,epochs=30`` after other passes, the pass retrains what they left
 (e.g. a pruned model) against the original. Gate a distilled student on agreement / accuracy
@@ -91,3 +92,26 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             handles_subgraphs=False,
         )
     )
+
+
+@hookimpl
+def onnxopt_addhooks(add: Callable[[object], None]) -> None:
+    from . import hookspecs
+
+    add(hookspecs)
+
+
+@hookimpl
+def onnxopt_register_commands(add_command: Callable[..., object]) -> None:
+    from .command import add_command as add_distill
+
+    add_distill(add_command)
+
+
+def __getattr__(name: str) -> object:
+    """``from onnxopt_plugins.distill import distill``: the Python API of ``onnxopt distill``, loaded on use."""
+    if name == "distill":
+        from .command import distill
+
+        return distill
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

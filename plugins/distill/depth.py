@@ -17,7 +17,7 @@ from collections.abc import Hashable
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from onnxopt.errors import UsageError
+from onnxopt import UsageError
 
 
 def _signature(nodes: list[ir.Node]) -> Hashable:

@@ -15,18 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt import model_io
-from onnxopt.context import RunContext
-from onnxopt.data import LABELS_KEY, Dataset, from_arrays, load_arrays
-from onnxopt.errors import DataError, PluginError, UsageError
-from onnxopt.pipeline import load_model
-from onnxopt.summary import count_parameters
-from onnxopt.training import Hyperparameters, Split, TrainingJob
-from onnxopt.validation import compare
+from onnxopt import (
+    LABELS_KEY, DataError, Dataset, PluginError, RunContext, UsageError, compare, count_parameters, from_arrays,
+    load_arrays, save,
+)
 
 from . import logits, students
 from .hyper import DistillHyperparameters
 from .losses import MIN_PROBABILITY, SCORES, choose, sums_to_one
+from .training import Hyperparameters, Split, TrainingJob
 
 if TYPE_CHECKING:
     from . import DistillOptions
@@ -95,7 +92,7 @@ class Distillation:
         self.teacher_path = context.reference_path
         if self.teacher_path is None or context.dataset is None:
             raise UsageError("distill needs a teacher model and training data (--data)")
-        self.teacher = model_io.load(self.teacher_path, check=False)
+        self.teacher = self.context.load(self.teacher_path)
         self.cache = Path(options.cache_dir) if options.cache_dir else None
 
     def _outputs(self, inputs: dict[str, np.ndarray]) -> logits.TeacherOutputs:
@@ -137,7 +134,7 @@ class Distillation:
         train, val, probabilities = self._splits(target)
         loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
         student, description = students.resolve(o.student, current, o.width, o.depth, self.context)
-        trainer = self.context.plugin_manager.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
+        trainer = self.context.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
         if trainer is None:
             kind = "an ONNX student" if isinstance(student, ir.Model) else type(student).__name__
             extra = _EXTRAS.get(o.backend, f"a plugin providing the {o.backend!r} backend")
@@ -164,14 +161,14 @@ class Distillation:
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip
         if val is not None:
-            stats["validation"] = self._validate(model_io.save(trained, output.with_name(output.stem + "-named.onnx")), val)
+            stats["validation"] = self._validate(save(trained, output.with_name(output.stem + "-named.onnx")), val)
         return trained
 
     def _checked(self, output: Path, backend: str) -> ir.Model:
         """The trained student as written, loaded through the loader plugins, with the teacher's names."""
         if not output.exists():
             raise PluginError(backend, f"the trainer wrote no student at {output}")
-        trained = load_model(self.context.plugin_manager, output, check=False)
+        trained = self.context.load(output, check=False)
         for kind, want, got in (
             ("inputs", _fed_inputs(self.teacher), _fed_inputs(trained)),
             ("outputs", self.teacher.graph.outputs, trained.graph.outputs),

@@ -1,4 +1,4 @@
-"""What the distill plugin asks of training beyond the host's :class:`onnxopt.training.Hyperparameters`.
+"""What the distill plugin asks of training beyond :class:`.training.Hyperparameters`.
 
 A subclass, so a backend that knows only the host contract (a third party's) still gets every field it
 expects; the torch backend honours these too. Kept apart from the trainer so nothing here imports a framework.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from onnxopt.training import Hyperparameters
+from .training import Hyperparameters
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from onnxopt import hookimpl
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def onnxopt_distill_trainer(backend: str, student: Any) -> Any:
     if backend not in ("keras", "auto") or "keras" not in sys.modules:
         return None

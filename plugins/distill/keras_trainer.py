@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxopt.errors import UsageError
-from onnxopt.training import Split, TrainingJob, TrainingResult, agreement, batches
+from onnxopt import UsageError
+from .training import Split, TrainingJob, TrainingResult, agreement, batches
 
 from .losses import MIN_PROBABILITY, weights
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxopt.errors import DataError
-from onnxopt.validation import open_session
+from onnxopt import DataError
+from onnxopt import open_session
 
 CACHE_ENV = "ONNXOPT_CACHE_DIR"
 _CHUNK = 1 << 20

@@ -19,9 +19,9 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxopt import load_function, model_io
-from onnxopt.context import RunContext
-from onnxopt.errors import UsageError
+from onnxopt import load, load_function
+from onnxopt import RunContext
+from onnxopt import UsageError
 
 from .depth import shallower
 
@@ -43,18 +43,11 @@ def is_import_path(text: str) -> bool:
 
 def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     """``model`` with ``width`` of its channels / hidden units kept, by the registry's structured prune."""
-    if "prune" not in context.registry:
+    if not context.has_pass("prune"):
         raise UsageError("width < 1 needs the 'prune' pass (structured pruning), which is not installed")
-    options: dict[str, object] = {"kind": "structured", "sparsity": round(1.0 - width, 6)}
-    if "round_to" in {o.name for o in context.registry.get("prune").option_fields()}:
-        options["round_to"] = 1  # the width asked for, not prune's default rounding to kernel-friendly blocks
-    step = context.registry.configure("prune", options)
-    stats, context.stats = context.stats, {}
-    try:
-        result = step.spec.create(step.options, context)(model.clone())
-    finally:
-        pruned_stats, context.stats = context.stats, stats
-    stats["narrowed_by_prune"] = pruned_stats
+    # round_to=1: the width asked for, not prune's default rounding to kernel-friendly blocks
+    result = context.run_pass("prune", model.clone(), kind="structured", sparsity=round(1.0 - width, 6), round_to=1)
+    context.stats["narrowed_by_prune"] = result.stats
     if not result.modified:
         raise UsageError(f"prune found nothing to narrow at width {width}: give a student instead")
     return result.model
@@ -67,7 +60,7 @@ def resolve(text: str, current: ir.Model, width: float, depth: float, context: R
             raise UsageError("width and depth shrink an ONNX student; a module:function student is built at its own size")
         return from_import_path(text), text
     if text:
-        student = model_io.load(text, check=False)
+        student = load(text, check=False)
         description = Path(text).name
     else:
         student, description = current, "the model in the pipeline"

@@ -12,7 +12,7 @@ import onnx_ir as ir
 from onnxopt import hookimpl
 
 
-@hookimpl
+@hookimpl(optionalhook=True)
 def onnxopt_distill_trainer(backend: str, student: Any) -> Any:
     if backend not in ("torch", "auto"):
         return None

@@ -29,8 +29,8 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from onnxopt.errors import PluginError, UsageError
-from onnxopt.training import Split, TrainingJob, TrainingResult, batches
+from onnxopt import PluginError, UsageError
+from .training import Split, TrainingJob, TrainingResult, batches
 
 from .hyper import DistillHyperparameters, cores
 from .onnx_to_torch import OnnxModule, UnsupportedOp

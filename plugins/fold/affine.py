@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import new_initializer
+from onnxopt.graph import new_initializer
 
 _ARITH = ("Add", "Sub", "Mul", "Div")
 

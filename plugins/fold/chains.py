@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import new_initializer
+from onnxopt.graph import new_initializer
 
 from .affine import single_use
 from .steps import default_opset

@@ -20,7 +20,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxopt import hookimpl
-from onnxopt.errors import ModelError
+from onnxopt import ModelError
 
 KERAS_SUFFIXES = (".keras", ".h5")
 DEFAULT_OPSET = 17

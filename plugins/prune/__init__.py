@@ -23,7 +23,7 @@ from typing import Literal
 import onnx_ir as ir
 
 from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
-from onnxopt.weights import LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, why_not_a_weight
+from onnxopt.graph import LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, why_not_a_weight
 
 from . import bitmask
 from .magnitude import prune_weights

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import new_initializer, shared_initializer
+from onnxopt.graph import new_initializer, shared_initializer
 
 MIN_OPSET = 11
 

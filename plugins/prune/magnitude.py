@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import weight_initializers
+from onnxopt.graph import weight_initializers
 
 
 def _zero_smallest(array: np.ndarray, count: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt.weights import new_initializer
+from onnxopt.graph import new_initializer
 
 from .channels import Analysis, analyse, kept_positions
 
@@ -53,8 +53,8 @@ def _activated(value: ir.Value) -> ir.Value:
 
 def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext) -> dict[int, np.ndarray]:
     """Mean |activation| of every producer's output channels over the dataset, run in onnxruntime."""
-    from onnxopt import model_io
-    from onnxopt.validation import open_session
+    from onnxopt import save
+    from onnxopt import open_session
 
     outputs = {group: _activated(producer.node.outputs[0]) for group, producer in analysis.producers.items()}
     graph_outputs = list(model.graph.outputs)
@@ -62,8 +62,8 @@ def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext)
     for value in extra:
         value.type = value.type or ir.TensorType(ir.DataType.FLOAT)
     model.graph.outputs.extend(extra)
-    try:  # model_io writes external data as the model needs it, so this also works past 2 GB
-        path = model_io.save(model, context.workdir / "prune_activations.onnx")
+    try:  # save writes external data as the model needs it, so this also works past 2 GB
+        path = save(model, context.workdir / "prune_activations.onnx")
     finally:
         model.graph.outputs.clear()
         model.graph.outputs.extend(graph_outputs)

@@ -44,7 +44,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxopt import Dataset, PassSpec, RunContext, SearchDim, SearchHint, hookimpl, load, option
-from onnxopt.errors import UsageError
+from onnxopt import UsageError
 
 from . import accuracy, coverage, ort_quantizer, prepare, streaming
 from .coverage import IN_SUBGRAPH
@@ -231,16 +231,11 @@ class QuantizePass(ir.passes.FunctionalPass):
 
     def _folded(self, model: ir.Model) -> ir.Model:
         """The model after the registry's fold pass (when installed), its counters kept under ``folded_first``."""
-        if not self.options.fold_first or "fold" not in self.context.registry:
+        if not self.options.fold_first or not self.context.has_pass("fold"):
             return model
-        spec = self.context.registry.get("fold")
-        stats, self.context.stats = self.context.stats, {}
-        try:
-            result = spec.create(spec.parse_options({}), self.context)(model.clone())
-        finally:
-            folded_stats, self.context.stats = self.context.stats, stats
+        result = self.context.run_pass("fold", model.clone())
         if result.modified:
-            stats["folded_first"] = {k: v for k, v in folded_stats.items() if k not in ("rules", "rounds")}
+            self.context.stats["folded_first"] = {k: v for k, v in result.stats.items() if k not in ("rules", "rounds")}
         return result.model
 
     def _prepared(self, model: ir.Model) -> ir.Model:
@@ -335,14 +330,7 @@ class QuantizePass(ir.passes.FunctionalPass):
         """The accuracy loop's judge: ``validation_data`` opened for the original model, else the run's data."""
         if not self.options.validation_data:
             return self.context.dataset
-        context = self.context
-        options = {"shapes": context.shapes, "seed": context.seed}
-        dataset = context.plugin_manager.hook.onnxopt_open_dataset(
-            source=self.options.validation_data, model=context.load_reference(), options=options
-        )  # fmt: skip
-        if dataset is None:
-            raise UsageError(f"quantize: validation_data {self.options.validation_data}: no dataset plugin can read it")
-        return dataset
+        return self.context.open_dataset(self.options.validation_data, self.context.load_reference())
 
     def _quantize_static(self, source: Path, output: Path, reader, excluded: list[str], large: bool) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

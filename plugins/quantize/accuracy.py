@@ -36,7 +36,7 @@ import onnx
 
 if TYPE_CHECKING:
     from onnxopt import Dataset, RunContext, ValidationResult
-    from onnxopt.validation import Reference
+    from onnxopt import Reference
 
     from .ort_quantizer import DatasetReader
 
@@ -84,7 +84,7 @@ class Search:
         return gates is not None and gates.max_accuracy_drop is not None and self.validation.labels is not None
 
     def judge(self, path: Path) -> ValidationResult:
-        from onnxopt.validation import compare, open_reference
+        from onnxopt import compare, open_reference
 
         context = self.context
         if self._reference is None:  # recorded once for a model too large to hold beside each trial

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxopt.weights import (
+from onnxopt.graph import (
     FLOAT_TYPES, LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, new_initializer, tensor_of,
 )  # fmt: skip
 
@@ -117,7 +117,7 @@ def float_weights(model: ir.Model) -> dict[ir.Value, list[ir.Node]]:
 
 
 def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[str, str], path: str) -> dict[str, str]:
-    """``{weight: why it is still float}`` over the quantized ``model`` (see :func:`onnxopt.weights.left_alone`).
+    """``{weight: why it is still float}`` over the quantized ``model`` (see :func:`onnxopt.graph.left_alone`).
 
     ``reasons_by_node``: node names kept float on purpose (exclusions, the accuracy search) and why.
     """
