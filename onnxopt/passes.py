@@ -1,7 +1,8 @@
 """Pass descriptors, typed pass options, and the registry the plugins fill.
 
 A plugin describes each pass with a :class:`PassSpec`: a name, a one-line summary, an options dataclass
-whose fields carry defaults and help (``option(default, "help")``), and a factory that builds an
+(a :class:`PassOptions`) whose fields carry defaults, help and valid ranges (``option(default, "help", ge=0)``),
+and a factory that builds an
 ``onnx_ir.passes.PassBase`` from the parsed options and the run context. Options arrive as strings from
 the CLI (``--pass prune:sparsity=0.5``) or typed from a TOML recipe; both are parsed against the field
 types here, so a wrong name or value is a clear error before any work starts.
@@ -10,6 +11,7 @@ types here, so a wrong name or value is a clear error before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -19,6 +21,8 @@ from typing import Any
 
 from onnxopt.errors import OnnxoptError, PluginError, UsageError
 
+logger = logging.getLogger("onnxopt")
+
 if typing.TYPE_CHECKING:
     import onnx_ir as ir
 
@@ -26,11 +30,43 @@ if typing.TYPE_CHECKING:
     from onnxopt.plugins import PluginManager
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call site
-    """A pass option: a dataclass field with a default and a one-line help text."""
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}  # fmt: skip
+
+
+def option(default: Any, help: str, **bounds: float) -> Any:  # noqa: A002 - "help" reads best at the call site
+    """A pass option: a dataclass field with a default, a one-line help text, and optionally its valid range
+    (``ge`` / ``gt`` / ``le`` / ``lt``, e.g. ``option(0.5, "...", ge=0, lt=1)``), checked by :class:`PassOptions`
+    and shown by ``onnxopt passes``."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"option(): unknown bound(s) {', '.join(sorted(unknown))} (use ge, gt, le, lt)")
+    metadata = {"help": help, "bounds": bounds}
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def range_text(bounds: Mapping[str, float]) -> str:
+    """``>= 0, < 1``: a field's declared range in words, for help and errors."""
+    return ", ".join(f"{_BOUNDS[kind][0]} {bound:g}" for kind, bound in bounds.items())
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """Base of a pass's options dataclass: the ranges declared with :func:`option` are checked on construction.
+
+    A subclass that checks more in its own ``__post_init__`` calls ``super().__post_init__()`` first.
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            bounds = f.metadata.get("bounds") or {}
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not all(_BOUNDS[kind][1](value, bound) for kind, bound in bounds.items()):
+                raise ValueError(f"{f.name} must be {range_text(bounds)}, got {value:g}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +128,9 @@ class PassSpec:
     needs_data: bool | Callable[[Any], bool] = False  # or a function of the parsed options
     handles_subgraphs: bool = True
     search: SearchHint | None = None  # None: ``onnxopt auto`` never tries this pass
+    #: Older spellings this pass answers, as (pass name, options that select it): ``(("quantize", {"mode":
+    #: "dynamic"}),)`` makes ``quantize:mode=dynamic`` run this pass with the rest of its options.
+    replaces: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     plugin: str = ""
 
     def requires_data(self, options: Any) -> bool:
@@ -104,7 +143,9 @@ class PassSpec:
         infos = []
         for f in dataclasses.fields(self.options):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            infos.append(OptionInfo(f.name, hints[f.name], default, f.metadata.get("help", "")))
+            bounds = f.metadata.get("bounds") or {}
+            help_text = f.metadata.get("help", "") + (f" ({range_text(bounds)})" if bounds else "")
+            infos.append(OptionInfo(f.name, hints[f.name], default, help_text))
         return infos
 
     def parse_options(self, raw: Mapping[str, Any]) -> Any:
@@ -281,5 +322,22 @@ class PassRegistry:
             raise UsageError(f"unknown pass {name!r} (installed passes: {valid})") from None
 
     def configure(self, name: str, raw_options: Mapping[str, Any] | None = None) -> ConfiguredPass:
+        raw = dict(raw_options or {})
+        successor = self._successor(name, raw)
+        if successor is not None:
+            spec, selector = successor
+            logger.warning("onnxopt: '%s' with %s is now the pass '%s'; the old spelling goes in a later release",
+                           name, ",".join(f"{k}={v}" for k, v in selector.items()), spec.name)  # fmt: skip
+            return ConfiguredPass(spec, spec.parse_options({k: v for k, v in raw.items() if k not in selector}))
         spec = self.get(name)
-        return ConfiguredPass(spec, spec.parse_options(raw_options or {}))
+        return ConfiguredPass(spec, spec.parse_options(raw))
+
+    def _successor(self, name: str, raw: Mapping[str, Any]) -> tuple[PassSpec, Mapping[str, Any]] | None:
+        """The pass that replaced ``name`` with these options (``PassSpec.replaces``), if one did."""
+        for spec in self._specs.values():
+            for old_name, selector in spec.replaces:
+                if old_name == name and selector and all(
+                    k in raw and str(raw[k]).lower() == str(v).lower() for k, v in selector.items()
+                ):
+                    return spec, selector
+        return None
