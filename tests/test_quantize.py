@@ -347,3 +347,130 @@ def test_calibration_reads_exactly_the_first_calibration_samples_rows(fixtures_d
                                   data=tmp_path / "all.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
     assert everything.steps[0].stats["calibration_samples"] == 32
     assert any(not np.array_equal(v, capped_arrays[k]) for k, v in arrays(tmp_path / "all.onnx").items())  # the cap mattered
+
+
+# --- one pass per way of quantizing (issue 17): quantize, quantize-accuracy-aware, quantize-dynamic,
+# quantize-weight-only; the old `quantize:mode=...` spelling routes to them
+
+
+def _registry():
+    from onnxopt.session import Session
+
+    return Session().passes
+
+
+@pytest.mark.parametrize(("old", "new", "calibrated"), [
+    ("quantize:mode=static", "quantize", True),
+    ("quantize:accuracy_aware=true,max_trials=1,candidates=2", "quantize-accuracy-aware:max_trials=1,candidates=2", True),
+    ("quantize:mode=static,accuracy_aware=true,max_trials=1,candidates=2", "quantize-accuracy-aware:max_trials=1,candidates=2", True),
+    ("quantize:mode=dynamic", "quantize-dynamic", False),
+    ("quantize:mode=weight_only,block_size=16", "quantize-weight-only:block_size=16", False),
+])  # fmt: skip
+def test_each_pass_gives_the_model_its_old_spelling_gave(fixtures_dir, tmp_path, caplog, old, new, calibrated):
+    data = fixtures_dir / "digits_cnn_calib.npz" if calibrated else None
+    outputs = []
+    for index, spelling in enumerate((old, new)):
+        out = tmp_path / f"{index}.onnx"
+        report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=[spelling], data=data, latency_runs=0)
+        assert report.exit_code == 0, report.message
+        assert report.steps[0].name.partition(":")[0] == new.partition(":")[0]
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert f"is now the pass '{new.partition(':')[0]}'" in caplog.text or old == "quantize:mode=static"
+
+
+def test_an_option_of_another_pass_is_refused_naming_the_valid_ones():
+    registry = _registry()
+    with pytest.raises(UsageError, match=r"pass 'quantize-dynamic' has no option 'bits' \(valid options: .*streaming"):
+        registry.configure("quantize-dynamic", {"bits": "4"})
+    for name, foreign in [("quantize", "max_trials"), ("quantize", "streaming"), ("quantize-weight-only", "method"),
+                          ("quantize-weight-only", "per_channel"), ("quantize-dynamic", "calibration_samples")]:  # fmt: skip
+        with pytest.raises(UsageError, match=f"pass '{name}' has no option '{foreign}'"):
+            registry.configure(name, {foreign: "1"})
+    with pytest.raises(UsageError, match="expected one of int8_weights, float"):  # no integer LSTM in weight-only
+        registry.configure("quantize", {"mode": "weight_only", "recurrent": "dynamic_lstm"})
+    assert registry.configure("quantize-dynamic", {"recurrent": "dynamic_lstm"}).options.recurrent == "dynamic_lstm"
+
+
+def test_old_spellings_route_to_the_pass_and_static_defaults_stay_static():
+    registry = _registry()
+    assert registry.configure("quantize", {"accuracy_aware": "false", "method": "entropy"}).spec.name == "quantize"
+    routed = registry.configure("quantize", {"mode": "static", "accuracy_aware": "true", "step": "2"})
+    assert routed.spec.name == "quantize-accuracy-aware" and routed.options.step == 2
+    assert registry.configure("quantize", {"mode": "weight_only", "bits": "8"}).options.bits == 8
+    from onnxopt_plugins.quantize import QuantizeOptions
+
+    with pytest.raises(ValueError, match="mode=weight_only is the pass quantize-weight-only"):
+        QuantizeOptions(mode="weight_only")
+
+
+def test_only_the_calibrated_passes_need_data():
+    registry = _registry()
+    needs = {name: registry.get(name).requires_data(registry.get(name).options()) for name in
+             ("quantize", "quantize-accuracy-aware", "quantize-dynamic", "quantize-weight-only")}  # fmt: skip
+    assert needs == {"quantize": True, "quantize-accuracy-aware": True, "quantize-dynamic": False,
+                     "quantize-weight-only": False}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "raw", "ok"), [
+    ("quantize", {"calibration_samples": "1"}, True), ("quantize", {"calibration_samples": "0"}, False),
+    ("quantize-accuracy-aware", {"max_trials": "1", "step": "1", "candidates": "1"}, True),
+    ("quantize-accuracy-aware", {"max_trials": "0"}, False), ("quantize-accuracy-aware", {"step": "0"}, False),
+    ("quantize-accuracy-aware", {"candidates": "0"}, False),
+    ("quantize-accuracy-aware", {"max_time": "0.001"}, True), ("quantize-accuracy-aware", {"max_time": "0"}, False),
+    ("quantize-weight-only", {"block_size": "16"}, True), ("quantize-weight-only", {"block_size": "8"}, False),
+    ("quantize-weight-only", {"block_size": "48"}, False),
+    ("quantize-weight-only", {"eight_bit_regex": "attn"}, True), ("quantize-weight-only", {"eight_bit_regex": "("}, False),
+    ("quantize-dynamic", {"exclude_regex": "["}, False),
+    ("quantize-dynamic", {"streaming": "on", "op_types": "MatMul"}, True),
+    ("quantize-dynamic", {"streaming": "on", "op_types": "Conv"}, False),
+])  # fmt: skip
+def test_option_ranges_and_checks_hold_on_both_sides(name, raw, ok):
+    spec = _registry().get(name)
+    if ok:
+        spec.parse_options(raw)
+    else:
+        with pytest.raises(UsageError, match=f"pass '{name}': "):
+            spec.parse_options(raw)
+
+
+def test_importing_the_plugin_loads_no_heavy_module():
+    """The CLI loads every plugin before parsing: the quantize plugin registers without numpy, onnx or onnxruntime."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxopt_plugins.quantize as q; q.onnxopt_register_passes(lambda spec: None); "
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnx_ir', 'onnxruntime') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+class _Trial:
+    """optuna's trial as the search space asks it: ``params`` where given, else each dimension's first value."""
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+
+    def suggest_categorical(self, name, choices):
+        return self.params.get(name, choices[0])
+
+    def suggest_int(self, name, low, high, step=1):
+        return self.params.get(name, low)
+
+    def suggest_float(self, name, low, high, step=None):
+        return self.params.get(name, low)
+
+
+def test_auto_gives_a_candidate_one_quantize_pass_and_tries_static_and_dynamic_first():
+    """The four passes replaced one pass's modes: a sampled recipe holds at most one of them, as it held one mode."""
+    from onnxopt.auto.search import _baselines
+    from onnxopt.auto.space import build_space
+
+    space = build_space(_registry())
+    quantize = ["quantize", "quantize-accuracy-aware", "quantize-dynamic", "quantize-weight-only"]
+    assert [entry.name for entry in space.passes if entry.name in quantize] == quantize
+    for chosen in quantize:  # every optional pass wanted, from the chosen one on: the first quantize pass wins
+        params = {entry.name: entry.name not in quantize[: quantize.index(chosen)] for entry in space.passes}
+        assert [s.name for s in space.sample(_Trial(params)) if s.name in quantize] == [chosen]
+    first = [[s.name for s in space.sample(_Trial(params))] for params in _baselines(space)]
+    assert first[:3] == [["fold"], ["fold", "quantize"], ["fold", "quantize-dynamic"]]

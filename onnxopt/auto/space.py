@@ -4,7 +4,9 @@ Each pass declares its own search region with a :class:`~onnxopt.passes.SearchHi
 useful range of each knob, its stage in a pipeline), so the host names no pass and no option, and a third
 party's pass is searched like a built-in one. :func:`build_space` checks every declared value against the
 option's type (a value the pass does not accept is dropped); a dimension without values takes them from the
-option's type itself (a ``Literal`` or a ``bool``), so a pass that gains a mode is searched over it.
+option's type itself (a ``Literal`` or a ``bool``), so a pass that gains a mode is searched over it. Passes that
+replaced the modes of one older pass (``PassSpec.replaces``: quantize, quantize-dynamic, ...) are alternatives:
+a candidate gets at most one of them, as it got one mode of the old pass.
 
 Written here (no library describes ONNX pass options); optuna's define-by-run trial does the sampling,
 so options that only matter for some values of another (calibration method for static quantization)
@@ -45,6 +47,7 @@ class ResolvedPass:
     dims: tuple[ResolvedDim, ...]
     defaults: dict[str, Any]
     baselines: tuple[Mapping[str, Any], ...] = ()
+    family: str = ""  # passes of one family are alternatives (at most one per candidate)
 
 
 class SearchSpace:
@@ -56,10 +59,13 @@ class SearchSpace:
 
     def sample(self, trial: Any) -> list[PassStep]:
         """The recipe of one optuna trial (``trial.suggest_*`` decides every choice)."""
-        steps = []
+        steps, families = [], set()
         for entry in self.passes:
+            if entry.family in families:
+                continue
             if not entry.always and not trial.suggest_categorical(entry.name, [False, True]):
                 continue
+            families.add(entry.family)
             chosen: dict[str, Any] = {}
             for dim in entry.dims:
                 if all(chosen.get(opt, entry.defaults.get(opt)) in allowed for opt, allowed in dim.when):
@@ -70,7 +76,8 @@ class SearchSpace:
     def signature(self) -> str:
         """A stable text of the space, stored with the study: a resumed search must search the same space."""
         rows = [
-            [p.name, p.always, [[d.param, d.choices, d.low, d.high, d.step, d.when] for d in p.dims]] for p in self.passes
+            [p.name, p.always, [[d.param, d.choices, d.low, d.high, d.step, d.when] for d in p.dims], p.family]
+            for p in self.passes
         ]
         return json.dumps(rows, default=str, sort_keys=True)
 
@@ -143,5 +150,7 @@ def build_space(registry: PassRegistry, *, requested: tuple[str, ...] = ()) -> S
         fields = spec.option_fields()
         types = {f.name: f.type for f in fields}
         dims = tuple(d for d in (_resolve_dim(spec, dim, types, notes) for dim in hint.dims) if d is not None)
-        passes.append(ResolvedPass(spec.name, hint.always, dims, {f.name: f.default for f in fields}, hint.baselines))
+        family = spec.replaces[0][0] if spec.replaces else spec.name  # the older pass whose modes it took over
+        defaults = {f.name: f.default for f in fields}
+        passes.append(ResolvedPass(spec.name, hint.always, dims, defaults, hint.baselines, family))
     return SearchSpace(passes, notes)

@@ -3,12 +3,12 @@
 onnxruntime's static (QDQ) quantizer has no LSTM, GRU or RNN: an LSTM-based OCR model kept its recurrent weights
 in float, about half its file (bench/recurrent.py). Two ways to reach them (option ``recurrent``):
 
-- ``int8_weights`` (default, every mode): :func:`store_int8` stores W and R as int8 with a scale per gate row of
+- ``int8_weights`` (default, every quantize pass): :func:`store_int8` stores W and R as int8 with a scale per gate row of
   each direction, decoded by ``Cast`` + ``Mul``, which onnxruntime folds at session start: the file is as small
   as with int8 weights and the recurrent op runs onnxruntime's float kernel on the decoded weights. Written here:
   no onnxruntime quantizer stores weights for float compute, and its DequantizeLinear is not folded (measured
   slower: it runs on every inference). Covers GRU and RNN too, which have no integer kernel in onnxruntime.
-- ``dynamic_lstm`` (static / dynamic): LSTMs become onnxruntime's ``DynamicQuantizeLSTM`` (int8 weights,
+- ``dynamic_lstm`` (quantize, quantize-dynamic): LSTMs become onnxruntime's ``DynamicQuantizeLSTM`` (int8 weights,
   activations quantized on the fly), which onnxruntime runs inside an otherwise static QDQ model too:
   :func:`quantize_lstm` calls onnxruntime's dynamic quantizer on the LSTM nodes only (its ``LSTMQuant`` does the
   work). At batch 1 it ran slower than the float LSTM, hence not the default.
@@ -34,10 +34,10 @@ from onnxopt.graph import (
 
 #: The float weight inputs the report looks at: layer weights, recurrent W / R, and Gather tables (embeddings).
 WEIGHT_INPUTS: Mapping[str, int | tuple[int, ...]] = {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT, "Gather": 0}
-#: Ops whose weights each mode's quantizer can turn into int8 (beyond these, onnxruntime has no integer kernel).
-_STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})  # onnxruntime's QDQ registry
-_DYNAMIC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Gather", "LSTM"})  # IntegerOps registry; Gemm becomes MatMul
-_STREAMING_OPS = frozenset({"MatMul", "Gemm"})
+#: Ops whose weights each int8 quantizer can turn into int8 (beyond these, onnxruntime has no integer kernel).
+STATIC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"})  # onnxruntime's QDQ registry
+DYNAMIC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Gather", "LSTM"})  # IntegerOps registry; Gemm becomes MatMul
+STREAMING_OPS = frozenset({"MatMul", "Gemm"})
 #: Why a node inside an If / Loop / Scan body is kept out of onnxruntime's quantizer (not out of :func:`store_int8`).
 IN_SUBGRAPH = "inside an If / Loop / Scan body"
 
@@ -102,26 +102,19 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
         stats["recurrent_int8_weights"] = stored
 
 
-def _covered(options: Any, path: str) -> frozenset[str]:
-    if options.mode == "weight_only":
-        return frozenset({"MatMul", "Gemm", "Gather"} if options.quantize_embeddings and options.bits == 4 else {"MatMul", "Gemm"})
-    if options.mode == "dynamic":
-        return _STREAMING_OPS if path.startswith("streaming") else _DYNAMIC_OPS
-    return _STATIC_OPS
-
-
 def float_weights(model: ir.Model) -> dict[ir.Value, list[ir.Node]]:
     """The float constants read at a weight input, with their readers."""
     found = constant_weights(model, WEIGHT_INPUTS)
     return {value: readers for value, readers in found.items() if (tensor := tensor_of(value)) is not None and tensor.dtype in FLOAT_TYPES}
 
 
-def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[str, str], path: str) -> dict[str, str]:
+def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[str, str], covered: frozenset[str],
+                       quantizer: str) -> dict[str, str]:  # fmt: skip
     """``{weight: why it is still float}`` over the quantized ``model`` (see :func:`onnxopt.graph.left_alone`).
 
-    ``reasons_by_node``: node names kept float on purpose (exclusions, the accuracy search) and why.
+    ``reasons_by_node``: node names kept float on purpose (exclusions, the accuracy search) and why;
+    ``covered``: the ops whose weights onnxruntime's ``quantizer`` ("static", "dynamic", ...) quantizes.
     """
-    covered = _covered(options, path)
     reasons: dict[ir.Value, str] = {}
     for value, readers in float_weights(model).items():
         node = readers[0]
@@ -134,7 +127,7 @@ def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[s
         elif node.op_type in RECURRENT_WEIGHT_INPUT and options.recurrent == "float":
             reasons[value] = f"{node.op_type}: recurrent=float"
         elif node.op_type not in covered and node.op_type not in RECURRENT_WEIGHT_INPUT:
-            reasons[value] = f"{node.op_type}: onnxruntime's {options.mode} quantizer does not quantize {node.op_type}"
+            reasons[value] = f"{node.op_type}: onnxruntime's {quantizer} quantizer does not quantize {node.op_type}"
         elif value.producer() is not None:
             reasons[value] = f"{node.op_type}: held in a {value.producer().op_type} node, not an initializer"
         else:

@@ -218,9 +218,8 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
 
 
 def quantize_file(source: Path, output: Path, excluded: list[str], large: bool, *, options: Any, stats: dict[str, Any]) -> Path:
-    """The quantize pass's dynamic step for this path: ``source`` read lazily, ``output`` written (same signature
-    as its onnxruntime steps). ``options`` is the pass's QuantizeOptions (weight_type, symmetric_weights,
-    per_channel)."""
+    """quantize-dynamic's step for this path: ``source`` read lazily, ``output`` written (as its onnxruntime
+    step). ``options``: the pass's DynamicOptions (weight_type, symmetric_weights, per_channel)."""
     model = load(source, check=False)
     rewrite = StreamingDynamicQuantizePass(weight_type=options.weight_type, symmetric=options.symmetric_weights is not False,
                                            per_channel=options.per_channel, excluded=excluded)  # fmt: skip
