@@ -76,7 +76,7 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
     one scale per gate row of each direction, decoded by ``Cast`` + ``Mul`` in front of the node. If / Loop /
     Scan bodies included: onnxruntime's quantizer is kept out of them, but this rewrite touches weights only."""
     stored = 0
-    for graph, node in [(graph, node) for graph in model.graphs() for node in graph]:
+    for graph, node in [(g, n) for g in model.graphs() for n in g]:
         if node.op_type not in RECURRENT_WEIGHT_INPUT or node.name in skip:
             continue
         for index in RECURRENT_WEIGHT_INPUT[node.op_type]:
