@@ -13,6 +13,10 @@ PP-OCRv4 detector within 1e-5 of the original.
 
 A folded value must have no other consumer, the constant may not raise the output's rank, and weights a
 second node shares are left alone (they would be copied, not folded).
+
+A walk rather than onnxscript ``RewriteRule`` patterns: a chain of any length (Conv -> Mul -> Add -> Div ...)
+is collected first and the weights rewritten once, so the float64 result is rounded to the weights' type once;
+a rule per ``Op(Conv(...), c)`` step would round at every step and need a fold round per op of the chain.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def _const(value: ir.Value | None) -> np.ndarray | None:
     return None if tensor is None else tensor.numpy()
 
 
-def single_use(value: ir.Value) -> bool:
+def _single_use(value: ir.Value) -> bool:
     """Read by exactly one node and not a graph output: safe to fold away."""
     return len(value.uses()) == 1 and not value.is_graph_output()
 
@@ -98,7 +102,7 @@ class _Linear:
 
 
 def _linear(node: ir.Node) -> _Linear | None:
-    if node.domain not in ("", "ai.onnx") or len(node.inputs) < 2 or not single_use(node.inputs[1]):
+    if node.domain not in ("", "ai.onnx") or len(node.inputs) < 2 or not _single_use(node.inputs[1]):
         return None
     weight = _const(node.inputs[1])
     if weight is None or weight.dtype.kind != "f":
@@ -144,7 +148,7 @@ def _fold_outputs(linear: _Linear) -> bool:
     scale, shift = np.ones(linear.channels), np.zeros(linear.channels)
     out = linear.node.outputs[0]
     folded = out
-    while single_use(folded):
+    while _single_use(folded):
         consumer, _ = folded.uses()[0]
         affine = _as_affine(consumer, folded, linear.vector_of)
         if affine is None:
@@ -170,7 +174,7 @@ def _fold_gemm_inputs(linear: _Linear) -> bool:
     features = linear.weight.shape[1 - linear.out_axis]
     scale, shift = np.ones(features), np.zeros(features)
     value = gemm.inputs[0]
-    while value is not None and value.producer() is not None and single_use(value):
+    while value is not None and value.producer() is not None and _single_use(value):
         node = value.producer()
         source = next((x for x in node.inputs if x is not None and _const(x) is None), None)
         if source is None or source.shape is None or len(source.shape) != 2:

@@ -1,4 +1,8 @@
-"""Chain merges onnxscript's rules miss, written here as exact rewrites (found on MiniLM's torch export).
+"""Chain merges onnxscript's rules miss (found on MiniLM's torch export), as onnxscript rewrite rules.
+
+Each is a ``RewriteRule(pattern, replacement, condition)`` of ``onnxscript.rewriter.pattern``: the rewriter finds
+the pattern in every graph and subgraph, checks that the values the merge removes have no other reader, and
+keeps the graph in order; written here is only what is matched, when, and what replaces it.
 
 - ``Unsqueeze(Unsqueeze(x, a), b)`` with constant non-negative axes becomes one Unsqueeze (onnxscript's rule
   merges single-axis pairs only).
@@ -12,24 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter.pattern import RewriteRule
 
-from onnxopt.graph import new_initializer
-
-from .affine import single_use
 from .steps import default_opset
 
 
 def _const_ints(value: ir.Value | None) -> list[int] | None:
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None
     return None if tensor is None else [int(v) for v in tensor.numpy().reshape(-1)]
-
-
-def _is_op(node: ir.Node | None, op_type: str) -> bool:
-    return node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx")
-
-
-def _replace(node: ir.Node, new: ir.Node) -> None:
-    ir.convenience.replace_nodes_and_values(node.graph, node, [node], [new], [node.outputs[0]], [new.outputs[0]])
 
 
 def _combined_unsqueeze_axes(inner: list[int], outer: list[int]) -> list[int]:
@@ -40,55 +34,53 @@ def _combined_unsqueeze_axes(inner: list[int], outer: list[int]) -> list[int]:
     return sorted(outer_set | {positions[i] for i in inner})
 
 
-def merge_unsqueezes(model: ir.Model) -> int:
-    if default_opset(model) < 13:  # axes are attributes before 13
-        return 0
-    count = 0
-    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-        if not _is_op(node, "Unsqueeze") or node.graph is None or len(node.inputs) < 2:
-            continue
-        inner = node.inputs[0].producer()
-        if not _is_op(inner, "Unsqueeze") or len(inner.inputs) < 2 or not single_use(node.inputs[0]):
-            continue
-        a, b = _const_ints(inner.inputs[1]), _const_ints(node.inputs[1])
-        if a is None or b is None or min(a + b, default=0) < 0:
-            continue
-        axes = new_initializer(node.graph, f"{node.name or 'unsqueeze'}_axes", np.array(_combined_unsqueeze_axes(a, b), np.int64))
-        _replace(node, ir.node("Unsqueeze", inputs=[inner.inputs[0], axes]))
-        count += 1
-    return count
+def _unsqueeze_pair(op, x, inner_axes, outer_axes):
+    return op.Unsqueeze(op.Unsqueeze(x, inner_axes), outer_axes)
 
 
-def merge_reshape_into_shape_target(model: ir.Model) -> int:
-    if default_opset(model) < 14:  # allowzero arrives in 14
-        return 0
-    count = 0
-    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-        if not _is_op(node, "Reshape") or node.graph is None or len(node.inputs) < 2:
-            continue
-        inner = node.inputs[0].producer()
-        if not _is_op(inner, "Reshape") or not single_use(node.inputs[0]) or not _is_op(node.inputs[1].producer(), "Shape"):
-            continue
-        _replace(node, ir.node("Reshape", inputs=[inner.inputs[0], node.inputs[1]], attributes={"allowzero": 1}))
-        count += 1
-    return count
+def _constant_non_negative_axes(context, inner_axes: ir.Value, outer_axes: ir.Value, **_) -> bool:
+    a, b = _const_ints(inner_axes), _const_ints(outer_axes)
+    return default_opset(context.model) >= 13 and a is not None and b is not None and min(a + b, default=0) >= 0
 
 
-def drop_flat_reshape_of_vector(model: ir.Model) -> int:
-    count = 0
-    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-        if not _is_op(node, "Reshape") or node.graph is None or len(node.inputs) < 2:
-            continue
-        source = node.inputs[0]
-        if _const_ints(node.inputs[1]) != [-1] or source.shape is None or len(source.shape) != 1:
-            continue
-        _replace(node, ir.node("Identity", inputs=[source]))
-        count += 1
-    return count
+def _one_unsqueeze(op, x, inner_axes, outer_axes):
+    axes = _combined_unsqueeze_axes(_const_ints(inner_axes), _const_ints(outer_axes))
+    return op.Unsqueeze(x, op.Constant(value=ir.tensor(np.array(axes, np.int64))))
 
 
-REWRITES = (
-    ("unsqueeze_merge", merge_unsqueezes),
-    ("reshape_into_shape_target", merge_reshape_into_shape_target),
-    ("flat_reshape_of_vector", drop_flat_reshape_of_vector),
+def _reshape_of_reshape(op, x, inner_shape, shape):
+    return op.Reshape(op.Reshape(x, inner_shape), shape)
+
+
+def _shape_of_a_tensor(context, shape: ir.Value, **_) -> bool:
+    producer = shape.producer()
+    shape_op = producer is not None and producer.op_type == "Shape" and producer.domain == ""
+    return shape_op and default_opset(context.model) >= 14
+
+
+def _reshape_allowing_zero(op, x, inner_shape, shape):
+    return op.Reshape(x, shape, allowzero=1)
+
+
+def _reshape(op, x, shape):
+    return op.Reshape(x, shape)
+
+
+def _flat_reshape_of_vector(context, x: ir.Value, shape: ir.Value) -> bool:
+    return _const_ints(shape) == [-1] and x.shape is not None and len(x.shape) == 1
+
+
+def _identity(op, x, shape):
+    return op.Identity(x)
+
+
+def _rule(name: str, pattern, replacement, condition) -> tuple[str, RewriteRule]:
+    return name, RewriteRule(pattern, replacement, condition, name=name)
+
+
+#: (name in the report's ``rules``, rule), applied in this order after onnxscript's own merges.
+RULES = (
+    _rule("unsqueeze_merge", _unsqueeze_pair, _one_unsqueeze, _constant_non_negative_axes),
+    _rule("reshape_into_shape_target", _reshape_of_reshape, _reshape_allowing_zero, _shape_of_a_tensor),
+    _rule("flat_reshape_of_vector", _reshape, _identity, _flat_reshape_of_vector),
 )

@@ -1,11 +1,12 @@
 """Constant folding with onnxscript's folder, bounded in size, memory and time.
 
-onnxscript's ``FoldConstantsPass`` does the folding (shape arithmetic included); written here is what a model
-that is deployed needs around it: the result weighed on a clone against a growth budget (a 9 KB model whose
-weights come from ConstantOfShape became 513-575 MB in onnxslim, onnxsim and onnxruntime's offline
-optimizer), each node's output size decided from shapes before it is evaluated, op types whose folding
-raises worked around instead of failing the pass, the folder's two quadratic steps turned off, and the nodes
-it cannot evaluate handed to :mod:`.evaluate`.
+onnxscript's folder (``onnxscript.optimizer.fold_constants_ir``) does the folding, shape arithmetic included;
+written here is what a model that is deployed needs around it: the result weighed on a clone against a growth
+budget (a 9 KB model whose weights come from ConstantOfShape became 513-575 MB in onnxslim, onnxsim and
+onnxruntime's offline optimizer), each node's output size decided from shapes before it is evaluated, op types
+whose folding raises worked around instead of failing the pass, the folder's two quadratic steps turned off
+(:mod:`.onnxscript_adapter`, the one place that touches onnxscript's private parts), and the nodes it cannot
+evaluate handed to :mod:`.evaluate`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import onnx_ir as ir
 
 from onnxopt import count_nodes
 
+from .onnxscript_adapter import linear_folder
 from .steps import FoldError, remove_unused
 
 #: Ops whose output can be far larger than their inputs: the first ones the size guard stops folding.
@@ -249,28 +251,6 @@ def _fold_to_fixpoint(model: ir.Model, should_fold, max_passes: int = 4) -> int:
     return total
 
 
-@contextlib.contextmanager
-def _linear_folder() -> Iterator[None]:
-    """onnxscript 0.7.2's folder without its two steps that are quadratic in a chain of folds (16 s for 10 000
-    constant Adds, 63 s for 20 000):
-
-    - on every folded value it records the names of all values it came from, a set copied, sorted and printed
-      at each fold (fold never reads that record);
-    - after each fold it asks every input for its uses, a copy of the whole use list (one constant read by
-      every Add: quadratic), to drop initializers left unused; :func:`remove_unused` does that once afterwards.
-    """
-    from unittest import mock
-
-    from onnxscript.optimizer import _constant_folding
-
-    with contextlib.ExitStack() as stack:
-        for name, stand_in in (("_record_contributing_values", lambda node, replacement: None),
-                               ("_clear_unused_initializers", lambda values: None)):  # fmt: skip
-            if hasattr(_constant_folding, name):  # another onnxscript release: fold still works, maybe slower
-                stack.enter_context(mock.patch.object(_constant_folding, name, stand_in))
-        yield
-
-
 #: onnx 1.23's reference Cast (onnxscript folds with it) wraps out-of-range values to 0 in these types where the
 #: standard and onnxruntime saturate / wrap modulo 2^bits (node tests test_cast*_to_INT4 and the like).
 _REFERENCE_CAST_DIFFERS = frozenset({ir.DataType.INT4, ir.DataType.UINT4, ir.DataType.INT2, ir.DataType.UINT2,
@@ -289,17 +269,17 @@ def _folded_by_onnxruntime_only(node: ir.Node) -> bool:
 
 
 def _fold_once(model: ir.Model, should_fold) -> int:
-    from onnxscript.optimizer._constant_folding import FoldConstantsPass
+    from onnxscript.optimizer import fold_constants_ir
 
     from .evaluate import fold_in_onnxruntime  # it reads this module's size rules
 
     before = count_nodes(model)
-    folder = FoldConstantsPass(
-        shape_inference=True, input_size_limit=FOLDED_ELEMENTS_LIMIT, output_size_limit=FOLDED_ELEMENTS_LIMIT,
-        should_fold=lambda node: False if _folded_by_onnxruntime_only(node) else should_fold(node),
-    )
-    with _linear_folder():
-        result = folder(model)
+    with linear_folder():
+        result = fold_constants_ir(
+            model, onnx_shape_inference=True, input_size_limit=FOLDED_ELEMENTS_LIMIT,
+            output_size_limit=FOLDED_ELEMENTS_LIMIT,
+            should_fold=lambda node: False if _folded_by_onnxruntime_only(node) else should_fold(node),
+        )  # fmt: skip
     evaluated = fold_in_onnxruntime(model, should_fold, FOLDED_ELEMENTS_LIMIT)
     remove_unused(model)  # folded-away inputs must go before the size guard weighs the result
     return max(before - count_nodes(model), int(result.modified), evaluated)

@@ -1,7 +1,8 @@
 """The individual fold steps. Each takes the model, changes it in place, and returns how much it changed.
 
 Taken from well-kept libraries where they do the job: onnxscript's rewrite rules (BatchNorm / affine / Pad
-fusion into Conv, MatMul + Add into Gemm, Cast / Reshape / Transpose / Expand no-ops and merges) and
+fusion into Conv, Cast / Reshape / Transpose / Expand no-ops and merges), its rewriter running fold's own rules
+(MatMul + Add into Gemm only where Gemm computes the same, the chain merges of :mod:`.chains`) and
 ``onnx_ir.passes.common`` (identity elimination, CSE, unused-node removal, initializer deduplication, constant
 lifting). Written here, because no library does them the way a deployed model needs: inference-Dropout
 removal in its common form, fixing input shapes on request, the IR-3 upgrade that takes initializers out of
@@ -149,15 +150,9 @@ MERGE_RULES = ("cast_cast_rule", "reshape_reshape_rule", "transpose_transpose_ru
 
 def merge_chains(model: ir.Model, fired: Counter[str] | None = None) -> int:
     """Merge consecutive Reshapes / Transposes / Unsqueezes / Casts, cancel Transpose pairs, drop no-op Slices."""
-    from . import chains
+    from .chains import RULES
 
-    merged = apply_rules(model, _rules(*MERGE_RULES), fired)
-    for name, rewrite in chains.REWRITES:
-        count = rewrite(model)
-        if count and fired is not None:
-            fired[name] += count
-        merged += count
-    return merged
+    return apply_rules(model, _rules(*MERGE_RULES) + list(RULES), fired)
 
 
 def lift_constants(model: ir.Model) -> int:
@@ -211,28 +206,30 @@ def deduplicate_initializers(model: ir.Model) -> int:
 # --- fusion ----------------------------------------------------------------------------------------------
 
 
+_GEMM_TYPES = (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def _rank(value: ir.Value | None) -> int | None:
+    return None if value is None or value.shape is None else len(value.shape)
+
+
+def _gemm_computes_the_same(context, a: ir.Value, b: ir.Value, bias: ir.Value, **_) -> bool:
+    """2-D float operands, and a bias that broadcasts to the [M, N] result without raising its rank."""
+    return _rank(a) == 2 and _rank(b) == 2 and _rank(bias) in (0, 1, 2) and a.dtype in _GEMM_TYPES
+
+
 def _matmul_add_to_gemm_rules() -> list[tuple[str, object]]:
-    """onnxscript's MatMul + Add -> Gemm, restricted to where Gemm computes the same thing."""
-    from onnxscript.rewriter import _ir_utils
-    from onnxscript.rewriter.rules.common._matmul_add_to_gemm import MatMulAddToGemm
+    """``Add(MatMul(a, b), bias)`` -> ``Gemm(a, b, bias)`` where Gemm computes the same thing (onnxscript's own
+    rule also fuses integer MatMuls, and biases of any rank)."""
+    from onnxscript.rewriter.pattern import RewriteRule
 
-    class MatMulAddToGemm2D(MatMulAddToGemm):
-        """Only 2-D float operands, and a bias that broadcasts to the [M, N] result without raising its rank."""
+    def matmul_add(op, a, b, bias):
+        return op.Add(op.MatMul(a, b), bias)
 
-        def check(self, context, input_a, input_b, input_c=None, **kwargs):  # type: ignore[override]
-            result = super().check(context, input_a, input_b, **kwargs)
-            if not result:
-                return result
-            if input_c is None or input_c.shape is None or len(input_c.shape) > 2:
-                return result.fail("the bias must have rank <= 2 for Gemm")
-            dtype = input_a.dtype
-            if dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
-                return result.fail("Gemm is only used for floating-point MatMul")
-            if not _ir_utils.has_rank(input_b, 2):
-                return result.fail("rank of input_b must be 2")
-            return result
+    def gemm(op, a, b, bias):
+        return op.Gemm(a, b, bias)
 
-    return [("matmul_add_to_gemm", MatMulAddToGemm2D.rule())]
+    return [("matmul_add_to_gemm", RewriteRule(matmul_add, gemm, _gemm_computes_the_same, name="matmul_add_to_gemm"))]
 
 
 FUSION_RULES = ("fuse_batchnorm_into_conv_rule", "fuse_batchnorm_into_conv_transpose_rule",

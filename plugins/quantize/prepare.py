@@ -11,6 +11,13 @@ After quantizing, all-zero zero points of weight DequantizeLinear nodes are drop
 onnxruntime fuses the same QLinearConv / QLinearMatMul without them — but not QGemm, so a Gemm's weight keeps
 its zero point), equal initializers are shared and value_info is cleared (onnxruntime infers shapes itself):
 57 kB, 4 % of the quantized PP-OCRv4 detector.
+
+Hand-written walks rather than onnxscript ``RewriteRule`` patterns: a rule's replacement is a new node (unnamed,
+then given a generated name) reading a new Constant node, and the rewriter also enters subgraph and function
+bodies; here the Div becomes a Mul in place, so it keeps its name (``exclude_nodes`` and ``exclude_regex`` name
+nodes) and reads an initializer, in the main graph only, as the quantizer is given it. The layer-norm finder
+follows a variance branch whose form varies (Pow or Mul, an epsilon Add or none) on the onnx protos the
+quantizer reads, and :func:`compact` is bookkeeping over the whole graph, not a local rewrite.
 """
 
 from __future__ import annotations
