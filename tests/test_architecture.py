@@ -86,15 +86,15 @@ def test_a_third_party_declares_its_own_hook_and_command(run_cli):
 
 
 def test_a_nested_pass_runs_through_the_hook(tmp_path, fixtures_dir):
-    """quantize runs fold first through context.run_pass: a wrapper plugin sees both, and fold's counters land
+    """quantize-dynamic runs fold first through context.run_pass: a wrapper plugin sees both, and fold's counters land
     under quantize's own stats, not over them."""
     import faulty_plugins
 
     faulty_plugins.RUNS.clear()
-    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize:mode=dynamic"],
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize-dynamic"],
                               plugins=["faulty_plugins"], latency_runs=0)  # fmt: skip
     assert report.exit_code == 0
-    assert faulty_plugins.RUNS == ["quantize", "fold"]
+    assert faulty_plugins.RUNS == ["quantize-dynamic", "fold"]
     stats = report.steps[0].stats
     assert stats["wrapped"] is True and stats["folded_first"]["batchnorm_fused"] == 2
     assert "batchnorm_fused" not in stats
