@@ -52,6 +52,12 @@ class InputSpec:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
 
 
+def _dim(dim: int | ir.SymbolicDim) -> int | str | None:
+    if isinstance(dim, int):
+        return dim if dim >= 0 else None
+    return dim.value if isinstance(dim, ir.SymbolicDim) else None
+
+
 def input_specs(model: ir.Model) -> list[InputSpec]:
     """The inputs a caller must feed (graph inputs that are not also initializers)."""
     specs = []
@@ -61,8 +67,8 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
         if not isinstance(value.type, ir.TensorType):
             raise DataError(f"input {value.name!r} is a {value.type}, only tensor inputs can be fed")
         dims = None
-        if value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None) for d in value.shape)
+        if value.shape is not None:  # an exporter's -1 means "any size", like a named or unnamed symbolic dim
+            dims = tuple(_dim(d) for d in value.shape)
         specs.append(InputSpec(value.name, np.dtype(value.type.dtype.numpy()), dims))
     return specs
 

@@ -278,3 +278,12 @@ def test_default_batch_fits_a_byte_budget_and_an_explicit_one_is_kept() -> None:
     assert fitting > data.DEFAULT_BATCH_SIZE
     wide = _model(("x", ["batch", 3, 128, 128]))
     assert data.from_arrays("w", {"x": np.zeros((42, 3, 128, 128), np.float32)}, wide).num_feeds == 2
+
+
+def test_an_exporters_minus_one_dim_is_symbolic_and_synthetic_inputs_still_come() -> None:
+    """PaddleOCR's cls model declares x [-1, 3, -1, -1]: random inputs crashed on a negative size."""
+    model = _model(("x", [-1, 3, -1, -1]))
+    assert data.input_specs(model)[0].dims == (None, 3, None, None)
+    feed = next(iter(synthetic(2, model, seed=0).feeds()))
+    assert feed["x"].shape[1] == 3 and min(feed["x"].shape) > 0
+    assert data.fits((1, 3, 48, 192), data.input_specs(model)[0].dims)
