@@ -221,3 +221,38 @@ def test_quantized_embedding_table_is_clustered_too(tmp_path):
     ids = {"ids": np.arange(0, 500, 7, dtype=np.int64)}
     got, want = (ort.InferenceSession(str(p)).run(None, ids)[0] for p in (out, source))
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15
+
+
+@pytest.mark.parametrize(("option", "accepted", "refused", "bound"), [
+    ("k", "2", "1", ">= 2, <= 256"), ("k", "256", "257", ">= 2, <= 256"),
+    ("min_elements", "1", "0", ">= 1"), ("iterations", "1", "0", ">= 1"),
+    ("min_cosine", "0", "-0.1", ">= 0, <= 1"), ("min_cosine", "1", "1.01", ">= 0, <= 1"),
+    ("sensitive_k", "0", "-1", ">= 0, <= 256"), ("sensitive_k", "256", "257", ">= 0, <= 256"),
+])  # fmt: skip
+def test_declared_option_ranges_hold_on_both_sides(option, accepted, refused, bound):
+    from onnxopt.session import Session
+
+    spec = Session().passes.get("cluster")
+    assert getattr(spec.parse_options({option: accepted}), option) == float(accepted)
+    with pytest.raises(onnxopt.UsageError, match=f"pass 'cluster': {option} must be {bound}, got {refused}"):
+        spec.parse_options({option: refused})
+    assert f"({bound})" in {info.name: info.help for info in spec.option_fields()}[option]
+
+
+def test_sensitive_k_is_zero_or_a_real_codebook():
+    from onnxopt_plugins.cluster import ClusterOptions
+
+    assert ClusterOptions(sensitive_k=2).sensitive_k == 2
+    with pytest.raises(ValueError, match="sensitive_k must be 0 or between 2 and 256"):
+        ClusterOptions(sensitive_k=1)
+
+
+def test_importing_the_plugin_loads_no_heavy_module():
+    """The CLI loads every plugin before parsing: cluster registers without numpy, onnx or onnx_ir."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxopt_plugins.cluster as p; p.onnxopt_register_passes(lambda spec: None); "
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnx_ir', 'onnxruntime') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -286,3 +286,103 @@ def test_structured_pruning_equals_zeroing_the_removed_channels(tmp_path, fixtur
     np.testing.assert_allclose(_run(pruned, feed)[0], _run(tmp_path / "zeroed.onnx", feed)[0], rtol=1e-5, atol=1e-5)
     # and the zeroing is not a no-op: the pruned model does differ from the folded one
     assert not np.allclose(_run(pruned, feed)[0], _run(folded, feed)[0], atol=1e-3)
+
+
+# --- prune and prune-structured: two passes that were two kinds of one ---------------------------------------
+
+
+def _registry():
+    from onnxopt.session import Session
+
+    return Session().passes
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("prune:kind=structured,sparsity=0.5,round_to=1", "prune-structured:sparsity=0.5,round_to=1"),
+    ("prune:kind=magnitude,sparsity=0.3,min_elements=64", "prune:sparsity=0.3,min_elements=64"),
+])  # fmt: skip
+def test_each_pass_gives_the_model_its_old_spelling_gave(fixtures_dir, tmp_path, caplog, old, new):
+    outputs, stats = [], []
+    for index, spelling in enumerate((old, new)):
+        out = tmp_path / f"{index}.onnx"
+        report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=[spelling], latency_runs=0,
+                                  gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
+        assert report.exit_code == 0, report.message
+        assert report.steps[0].name.partition(":")[0] == new.partition(":")[0]
+        outputs.append(out.read_bytes())
+        stats.append(report.steps[0].stats)
+    assert outputs[0] == outputs[1] and stats[0] == stats[1]
+    assert stats[0].get("layers_pruned") == 2 or len(stats[0]["tensors"]) == 3  # both passes did change the model
+    assert f"is now the pass '{new.partition(':')[0]}'" in caplog.text
+
+
+def test_an_option_of_the_other_pass_is_refused_naming_the_valid_ones(tmp_path, fixtures_dir, run_cli):
+    registry = _registry()
+    with pytest.raises(onnxopt.UsageError, match=r"pass 'prune' has no option 'round_to' \(valid options: sparsity, "
+                                                 r"scope, min_elements, storage\)"):  # fmt: skip
+        registry.configure("prune", {"round_to": "8"})
+    with pytest.raises(onnxopt.UsageError, match=r"pass 'prune-structured' has no option 'storage' \(valid options: "
+                                                 r"sparsity, criterion, min_channels, round_to\)"):  # fmt: skip
+        registry.configure("prune-structured", {"storage": "bitmask"})
+    for name, foreign in [("prune", "criterion"), ("prune", "min_channels"), ("prune-structured", "scope"),
+                          ("prune-structured", "min_elements"), ("prune-structured", "kind")]:  # fmt: skip
+        with pytest.raises(onnxopt.UsageError, match=f"pass '{name}' has no option '{foreign}'"):
+            registry.configure(name, {foreign: "1"})
+    with pytest.raises(onnxopt.UsageError, match="pass 'prune-structured' has no option 'storage'"):
+        registry.configure("prune", {"kind": "structured", "storage": "bitmask"})  # the old spelling, routed first
+    result = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "prune:round_to=8")
+    assert result.returncode == 2 and "valid options: sparsity, scope, min_elements, storage" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "option", "accepted", "refused", "bound"), [
+    ("prune", "sparsity", "0", "-0.01", ">= 0, < 1"),
+    ("prune-structured", "sparsity", "0.99", "1", ">= 0, < 1"),
+    ("prune", "min_elements", "1", "0", ">= 1"),
+    ("prune-structured", "min_channels", "1", "0", ">= 1"),
+    ("prune-structured", "round_to", "1", "0", ">= 1"),
+])  # fmt: skip
+def test_declared_option_ranges_hold_on_both_sides(name, option, accepted, refused, bound):
+    spec = _registry().get(name)
+    assert getattr(spec.parse_options({option: accepted}), option) == float(accepted)
+    with pytest.raises(onnxopt.UsageError, match=f"pass '{name}': {option} must be {bound}, got {refused}"):
+        spec.parse_options({option: refused})
+    assert f"({bound})" in {info.name: info.help for info in spec.option_fields()}[option]
+
+
+def test_only_structured_pruning_by_activation_needs_data():
+    registry = _registry()
+    structured, magnitude = registry.get("prune-structured"), registry.get("prune")
+    assert structured.requires_data(structured.parse_options({"criterion": "activation"}))
+    assert not any(structured.requires_data(structured.parse_options({"criterion": c})) for c in ("l1", "l2"))
+    assert not magnitude.requires_data(magnitude.parse_options({}))
+
+
+def test_auto_searches_each_pass_with_its_own_options_and_gives_a_candidate_one_of_them():
+    optuna = pytest.importorskip("optuna")
+    from onnxopt.auto.space import build_space
+
+    space = build_space(_registry())
+    entries = {entry.name: entry for entry in space.passes}
+    assert {d.option for d in entries["prune"].dims} == {"sparsity", "scope", "storage", "min_elements"}
+    assert {d.option for d in entries["prune-structured"].dims} == {"sparsity", "criterion"}
+    assert [e.name for e in space.passes].index("prune-structured") < [e.name for e in space.passes].index("quantize")
+    wanted = {entry.name: False for entry in space.passes}
+    dims = {"prune.sparsity": 0.3, "prune.scope": "layer", "prune.storage": "dense", "prune.min_elements": 256,
+            "prune-structured.sparsity": 0.2, "prune-structured.criterion": "l2"}  # fmt: skip
+    both = optuna.trial.FixedTrial({**wanted, "prune": True, "prune-structured": True, **dims})
+    assert [s.name for s in space.sample(both)] == ["fold", "prune"]  # alternatives, as the two kinds were
+    structured = optuna.trial.FixedTrial({**wanted, "prune-structured": True, **dims})
+    assert [(s.name, s.options) for s in space.sample(structured)][1:] == [
+        ("prune-structured", {"sparsity": 0.2, "criterion": "l2"})
+    ]
+
+
+def test_importing_the_plugin_loads_no_heavy_module():
+    """The CLI loads every plugin before parsing: prune registers both passes without numpy, onnx or onnx_ir."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxopt_plugins.prune as p; p.onnxopt_register_passes(lambda spec: None); "
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnx_ir', 'onnxruntime') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxopt import Dataset, save
-from onnxopt import open_session
+from onnxopt import Dataset, open_session, save
 
 #: The probe runs on at most this many feeds (batches) of the run's data.
 MAX_FEEDS = 16

@@ -46,7 +46,7 @@ def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     if not context.has_pass("prune"):
         raise UsageError("width < 1 needs the 'prune' pass (structured pruning), which is not installed")
     # round_to=1: the width asked for, not prune's default rounding to kernel-friendly blocks
-    result = context.run_pass("prune", model.clone(), kind="structured", sparsity=round(1.0 - width, 6), round_to=1)
+    result = context.run_pass("prune-structured", model.clone(), sparsity=round(1.0 - width, 6), round_to=1)
     context.stats["narrowed_by_prune"] = result.stats
     if not result.modified:
         raise UsageError(f"prune found nothing to narrow at width {width}: give a student instead")

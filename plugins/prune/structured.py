@@ -6,6 +6,7 @@ Ranking is by the L1 or L2 norm of each channel's weights, or — given data —
 of each channel over the run's dataset, measured with onnxruntime. Each producer's scores are divided by their
 mean before the producers of a merged group (e.g. both sides of a residual Add) are summed, so no layer
 dominates by scale alone. Written here: no well-kept library prunes ONNX graphs structurally.
+:class:`StructuredPrunePass` is the ``prune-structured`` pass.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common  # not loaded by importing onnx_ir
 
+from onnxopt import InPlacePluginPass
 from onnxopt.graph import new_initializer
 
 from .channels import Analysis, analyse, kept_positions
@@ -29,7 +32,7 @@ _ACTIVATION_CHAIN = frozenset({"Add", "Mul", "BatchNormalization", "Relu", "Leak
 if TYPE_CHECKING:
     from onnxopt import RunContext
 
-    from . import PruneOptions
+    from . import StructuredOptions
 
 
 def _weight_scores(analysis: Analysis, group: int, norm: str) -> np.ndarray:
@@ -53,8 +56,7 @@ def _activated(value: ir.Value) -> ir.Value:
 
 def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext) -> dict[int, np.ndarray]:
     """Mean |activation| of every producer's output channels over the dataset, run in onnxruntime."""
-    from onnxopt import save
-    from onnxopt import open_session
+    from onnxopt import open_session, save
 
     outputs = {group: _activated(producer.node.outputs[0]) for group, producer in analysis.producers.items()}
     graph_outputs = list(model.graph.outputs)
@@ -70,7 +72,7 @@ def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext)
     session = open_session(path)
     names = [value.name for value in outputs.values()]
     sums: dict[int, np.ndarray] = {}
-    for feed in context.progress(context.dataset.feeds(), total=context.dataset.num_feeds, desc="prune: activations"):
+    for feed in context.progress(context.dataset.feeds(), total=context.dataset.num_feeds, desc="prune-structured: activations"):
         for group, array in zip(outputs, session.run(names, feed)):
             axis = 1 if analysis.producers[group].node.op_type.startswith("Conv") else array.ndim - 1
             per_channel = np.abs(np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)).mean(axis=1)
@@ -78,7 +80,7 @@ def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext)
     return sums
 
 
-def _keep_count(channels: int, options: PruneOptions) -> int:
+def _keep_count(channels: int, options: StructuredOptions) -> int:
     """How many of ``channels`` stay: ``1 - sparsity`` of them, rounded to the nearest multiple of ``round_to``
     (at least one multiple), since onnxruntime's blocked (NCHWc) Conv kernels take only channel counts that
     are multiples of their block; a layer no wider than ``round_to`` is left whole."""
@@ -125,14 +127,14 @@ def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray]) -> 
             value.shape = None
 
 
-def prune_channels(model: ir.Model, options: PruneOptions, context: RunContext) -> dict[str, str]:
+def prune_channels(model: ir.Model, options: StructuredOptions, context: RunContext) -> dict[str, str]:
     """Remove ``options.sparsity`` of the channels of every unblocked group, in the main graph and in every
     If / Loop / Scan body (a group never crosses a graph's boundary: what a body captures or returns blocks
     it); the report line of each layer."""
     try:
         ir.passes.common.ShapeInferencePass()(model)  # ranks and Concat widths; the walk copes without them
     except Exception as exc:  # noqa: BLE001 - shape inference is a help here, not a requirement
-        context.logger.info("prune: shape inference failed (%s); fewer layers may be prunable", exc)
+        context.logger.info("prune-structured: shape inference failed (%s); fewer layers may be prunable", exc)
     report: dict[str, str] = {}
     for graph in model.graphs():
         analysis = analyse(graph, options.min_channels)
@@ -150,7 +152,7 @@ def prune_channels(model: ir.Model, options: PruneOptions, context: RunContext) 
     return report
 
 
-def _prune_graph(graph: ir.Graph, analysis: Analysis, options: PruneOptions, scores: Callable[[int], np.ndarray],
+def _prune_graph(graph: ir.Graph, analysis: Analysis, options: StructuredOptions, scores: Callable[[int], np.ndarray],
                  note: str = "") -> dict[str, str]:  # fmt: skip
     """Rank (``scores`` of a producer's channels) and cut the channels of one graph's groups; each layer's
     report line."""
@@ -173,3 +175,13 @@ def _prune_graph(graph: ir.Graph, analysis: Analysis, options: PruneOptions, sco
 
 def _normalised(scores: np.ndarray) -> np.ndarray:
     return scores / max(float(scores.mean()), 1e-12)
+
+
+class StructuredPrunePass(InPlacePluginPass):
+    """``prune-structured``: remove channels / neurons; the report line of every layer."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        layers = prune_channels(model, self.options, self.context)
+        self.stats["layers"] = layers
+        self.stats["layers_pruned"] = sum("->" in line for line in layers.values())
+        return ir.passes.PassResult(model, modified=self.stats["layers_pruned"] > 0)
