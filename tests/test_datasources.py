@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxopt.cli import main
 from onnxopt.errors import DataError, UsageError
 from onnxopt.plugins import get_plugin_manager
-from onnxopt_plugins.datasources import audio, source, text
+from onnxopt_plugins.datasources import audio_reader, source, stream, text_reader
 
 Image = pytest.importorskip("PIL.Image")
 tokenizers = pytest.importorskip("tokenizers")
@@ -170,8 +170,8 @@ def test_source_string_errors(text: str, message: str) -> None:
 
 
 def test_pick_is_a_seeded_choice() -> None:
-    assert list(source.pick(5, None, 0)) == list(range(5)) and list(source.pick(5, 9, 0)) == list(range(5))
-    first, again, other = source.pick(1000, 10, 0), source.pick(1000, 10, 0), source.pick(1000, 10, 1)
+    assert list(stream.pick(5, None, 0)) == list(range(5)) and list(stream.pick(5, 9, 0)) == list(range(5))
+    first, again, other = stream.pick(1000, 10, 0), stream.pick(1000, 10, 0), stream.pick(1000, 10, 1)
     assert len(first) == 10 and list(first) == sorted(first) and list(first) == list(again) and list(first) != list(other)
 
 
@@ -356,7 +356,8 @@ def test_text_embedding_table_bound(tmp_path: Path, tok: Path) -> None:
     """The tokenizer has 11 ids: a table of 11 rows takes it, one of 10 does not."""
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat\n")
-    assert text.embedding_table(ir.load(text_model(tmp_path / "ok.onnx", rows=11)), "input_ids") == ("word_embeddings", 11)
+    model = ir.load(text_model(tmp_path / "ok.onnx", rows=11))
+    assert text_reader.embedding_table(model, "input_ids") == ("word_embeddings", 11)
     assert open_data(f"{corpus}?tokenizer={tok}", tmp_path / "ok.onnx").num_samples == 1
     with pytest.raises(DataError, match="11 token ids, the model's embedding table 'word_embeddings' only 10 rows"):
         open_data(f"{corpus}?tokenizer={tok}", text_model(tmp_path / "small.onnx", rows=10))
@@ -403,7 +404,7 @@ def test_audio_resampled_or_rejected(tmp_path: Path) -> None:
 def test_audio_sample_widths_and_channels(tmp_path: Path) -> None:
     stereo = np.stack([np.linspace(-0.5, 0.5, 64), np.linspace(0.5, -0.1, 64)], axis=1)
     for width, tolerance in ((1, 1 / 100), (2, 1e-4), (3, 1e-6), (4, 1e-8)):
-        values, rate = audio.read_wav(write_wav(tmp_path / f"w{width}.wav", stereo, 8000, width))
+        values, rate = audio_reader.read_wav(write_wav(tmp_path / f"w{width}.wav", stereo, 8000, width))
         assert rate == 8000
         np.testing.assert_allclose(values, stereo.mean(axis=1), atol=tolerance)
 

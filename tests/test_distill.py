@@ -191,7 +191,7 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--student", "no_such_module_xyz:build"], "no_such_module_xyz: no such module"),
-    (["--width", "1.5"], "width and depth must be in (0, 1]"),
+    (["--width", "1.5"], "pass 'distill': width must be > 0, <= 1, got 1.5"),  # the range declared on the option
     (["--data", "synthetic:8"], "distill trains on real data"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):
@@ -199,6 +199,36 @@ def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args
     result = run_cli(*base, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.parametrize(("name", "refused", "accepted"), [
+    ("width", 0.0, 1e-6), ("width", 1.000001, 1.0), ("depth", 0.0, 1e-6), ("depth", 1.000001, 1.0),
+    ("epochs", 0, 1), ("batch_size", 0, 1), ("lr", 0.0, 1e-9), ("temperature", 0.0, 1e-6),
+    ("alpha", -1e-9, 0.0), ("alpha", 1.000001, 1.0), ("val_fraction", -1e-9, 0.0), ("val_fraction", 1.0, 0.999),
+    ("threads", -1, 0), ("patience", -1, 0), ("max_time", -0.001, 0.0),
+])  # fmt: skip
+def test_option_ranges_hold_on_both_sides_of_each_bound(name, refused, accepted):
+    from onnxopt_plugins.distill import DistillOptions
+
+    assert getattr(DistillOptions(**{name: accepted}), name) == accepted
+    with pytest.raises(ValueError, match=f"^{name} must be "):
+        DistillOptions(**{name: refused})
+
+
+def test_backend_plugins_answer_the_trainer_hook_for_their_own_students(fixtures_dir, run_cli):
+    """The hook distill declares (hookspecs.py) reaches both backends: torch takes an ONNX student under its name
+    or auto, keras only a keras.Model (none here); with distill blocked both still load (optional hookimpls)."""
+    pytest.importorskip("torch")
+    from onnxopt.session import Session
+
+    student = onnxopt.load(fixtures_dir / "iris_mlp.onnx")
+    with Session().context() as context:
+        ask = context.hook.onnxopt_distill_trainer
+        assert ask(backend="auto", student=student).name == ask(backend="torch", student=student).name == "torch"
+        assert ask(backend="keras", student=student) is None and ask(backend="auto", student=object()) is None
+    blocked = run_cli("-p", "no:distill", "plugins")
+    assert blocked.returncode == 0 and blocked.stderr == "", blocked.stderr
+    assert "distill-torch" in blocked.stdout and "distill-keras" in blocked.stdout
 
 
 @pytest.mark.parametrize(("options", "message"), [

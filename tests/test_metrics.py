@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from onnxopt.metrics import OutputInfo, parse_request
-from onnxopt_plugins.metrics import MaskIoU, NeighbourAgreement, PooledCosine, SequenceAgreement, ctc_decode, onnxopt_register_metrics
+from onnxopt_plugins.metrics import onnxopt_register_metrics
+from onnxopt_plugins.metrics.compute import (
+    DetectionAgreement, MaskIoU, NeighbourAgreement, PooledCosine, SequenceAgreement, ctc_decode,
+)
 
 
 def _specs() -> dict:
@@ -81,6 +84,21 @@ def test_detection_claims_the_outputs_it_fits_and_no_other():
     assert claimed("logits", rng.standard_normal((4, 10)).astype(np.float32)) == []
 
 
+def test_registered_metrics_build_their_figure_only_where_it_applies():
+    specs = _specs()
+    assert list(specs) == ["ctc", "mask_iou", "embedding", "detection", "neighbours"]  # the order they claim in
+    rng = np.random.default_rng(0)
+    sequence = OutputInfo("probs", 0, rng.random((2, 5, 4)).astype(np.float32), {})
+    vectors = OutputInfo("scores", 0, rng.random((2, 4)).astype(np.float32), {})
+    head = OutputInfo("boxes", 0, rng.random((1, 6, 20)).astype(np.float32), {})
+    assert isinstance(specs["ctc"].create(sequence), SequenceAgreement) and specs["ctc"].create(vectors) is None
+    assert isinstance(specs["detection"].create(head), DetectionAgreement)
+    assert specs["detection"].create(vectors) is None
+    assert isinstance(specs["mask_iou"].create(head), MaskIoU)
+    assert isinstance(specs["embedding"].create(vectors), PooledCosine)
+    assert isinstance(specs["neighbours"].create(vectors), NeighbourAgreement)
+
+
 def test_metric_requests_parse():
     assert parse_request("ctc").metric == "ctc"
     request = parse_request("probs=ctc>=0.95")
@@ -98,7 +116,7 @@ def test_detection_agreement_loses_the_collapsed_classes(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
     from build_verdict_fixtures import COLLAPSED, detector
 
-    from onnxopt_plugins.metrics import DetectionAgreement, detections
+    from onnxopt_plugins.metrics.compute import detections
 
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
     heads = {}

@@ -8,22 +8,25 @@ error before any pass runs; later reads call the function again when it returned
 generator), or walk the same list again. Nothing is kept in memory that the loader did not keep itself.
 
 An input is batched (samples on its leading axis) when its first dim is open or 1; a state ``[2, ?, 128]``
-or a scalar is the same kind of thing in every feed.
+or a scalar is the same kind of thing in every feed. numpy and onnx_ir load in :func:`open_loader`, not when the
+CLI imports this plugin on every command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx_ir as ir
-
-from onnxopt import REFERENCE, hookimpl, load_function
-from onnxopt import InputSpec, input_specs
-from onnxopt import DataError
+from onnxopt import REFERENCE, DataError, hookimpl, load_function
 
 from . import source as src
-from .stream import Feed, StreamedDataset, check_feed
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxopt import InputSpec
+
+    from .stream import Feed, StreamedDataset
 
 HOST_PREFIXES = {"synthetic"}  # ``synthetic:N`` is the host's
 
@@ -63,6 +66,10 @@ def _batched(spec: InputSpec) -> bool:
 
 
 def open_loader(target: str, name: str, source: str, model: ir.Model) -> StreamedDataset:
+    from onnxopt import input_specs  # numpy and onnx_ir load when a loader is called, not at start-up
+
+    from .stream import StreamedDataset, check_feed
+
     where = f"{target}:{name}"
     function = load_function(f"{target}:{name}", error=DataError)
     specs = input_specs(model)

@@ -4,7 +4,9 @@ The host hands a dataset plugin only ``shapes``, ``seed`` and ``batch_size``, so
 in the string the user types (``--data 'pages/?preset=imagenet,size=640x640,samples=64'``). Parsed here once
 for every source: each declares its keys with a parser, an unknown key is a one-line UsageError listing the
 valid ones. Lists inside a value are separated by ``:`` (``mean=0.485:0.456:0.406``) since ``,`` separates
-options. Written here: the format is onnxopt's own.
+options. Written here: the format is onnxopt's own. The source hooks use this module to decide what they claim,
+on every run, so it imports nothing heavy (no numpy, no onnx_ir); what reads the data is in :mod:`.stream` and
+each source's reader.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from onnxopt import DEFAULT_BATCH_SIZE
 from onnxopt import DataError, UsageError
 
 Parser = Callable[[str], Any]
@@ -106,23 +105,6 @@ def existing_file(text: str) -> Path:
 SAMPLES: dict[str, Parser] = {"samples": positive_int}  # every source takes a cap on its samples
 
 
-def pick(total: int, samples: int | None, seed: int) -> np.ndarray:
-    """Indices of at most ``samples`` of ``total`` items, a seeded choice kept in order (all of them without a cap)."""
-    if samples is None or samples >= total:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, size=samples, replace=False))
-
-
-def batching(batch: int | str | None, count: int, options: Mapping[str, Any], source: str) -> tuple[int, int]:
-    """Rows per feed and how many of ``count`` samples are fed: a batch the model fixes drops the remainder."""
-    if not isinstance(batch, int):
-        return max(1, options.get("batch_size") or DEFAULT_BATCH_SIZE), count
-    usable = count - count % batch
-    if usable == 0:
-        raise DataError(f"{source}: {count} sample(s), but the model takes batches of exactly {batch}")
-    return batch, usable
-
-
 def files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     """Files under ``folder`` (recursively, hidden folders skipped) whose suffix is one of ``suffixes``, sorted."""
     found = []
@@ -132,32 +114,27 @@ def files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     return sorted(found)
 
 
-def has_files(folder: Path, suffixes: Sequence[str]) -> bool:
-    """Whether ``folder`` holds at least one such file (stops at the first)."""
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if any(Path(name).suffix.lower() in suffixes for name in names):
-            return True
-    return False
-
-
-def claims(path: Path, suffixes: Sequence[str]) -> bool:
-    """Whether ``path`` is a file with one of ``suffixes``, or a folder holding such files (recursively) and
-    no .npy / .npz at its top, which the host reads."""
+def claimed_files(path: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The files a file-or-folder source reads at ``path``: the file itself when its suffix is one of ``suffixes``,
+    else the folder's such files (recursively) unless .npy / .npz files at its top make it the host's; [] when
+    there are none."""
     if path.is_file():
-        return path.suffix.lower() in suffixes
-    return path.is_dir() and not any(path.glob("*.np[yz]")) and has_files(path, suffixes)
+        return [path] if path.suffix.lower() in suffixes else []
+    if not path.is_dir() or any(path.glob("*.np[yz]")):
+        return []
+    return files(path, suffixes)
 
 
-def open_claimed(source: str, suffixes: Sequence[str], kind: str, parsers: Mapping[str, Parser],
-                 opener: Callable[..., Any], model: Any, options: dict[str, Any]) -> Any:
-    """A file-or-folder source's hook: None unless :func:`claims` holds, else ``opener(path, source, values,
-    model, options)`` with the source string's options parsed."""
+def open_claimed(source: str, suffixes: Sequence[str], opener: Callable[..., Any], model: Any,
+                 options: dict[str, Any]) -> Any:
+    """A file-or-folder source's hook: None unless :func:`claimed_files` finds files, else ``opener(path, found,
+    source, raw, model, options)``, where ``raw`` are the source string's options for the opener to :func:`parse`."""
     text, raw = split(source)
     path = Path(text).expanduser()
-    if not claims(path, suffixes):
+    found = claimed_files(path, suffixes)
+    if not found:
         return None
-    return opener(path, source, parse(source, kind, raw, parsers), model, options)
+    return opener(path, found, source, raw, model, options)
 
 
 def require(module: str, package: str, purpose: str) -> ModuleType:

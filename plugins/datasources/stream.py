@@ -5,17 +5,18 @@ answers the same questions the host and the passes ask a dataset (``feeds()``, `
 ``num_feeds``, ``num_samples``, ``labels``, ``synthetic``, ``name``, ``specs``, ``is_batched()``) from a
 function that makes the feeds afresh on every ``feeds()`` call, so a calibration pass and each validation can
 all read the data once more without keeping it. ``name`` is the source's path; ``description`` holds the
-effective settings, which the report prints after it.
+effective settings, which the report prints after it. Also here, for every reader: which samples a ``samples=N``
+cap keeps (:func:`pick`) and how many rows go in a feed (:func:`batching`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-from onnxopt import InputSpec
-from onnxopt import DataError
+from onnxopt import DEFAULT_BATCH_SIZE, DataError, InputSpec
 
 Feed = dict[str, np.ndarray]
 
@@ -85,3 +86,20 @@ def check_feed(feed: object, specs: list[InputSpec], where: str) -> Feed:
             raise DataError(f"{where}: input {spec.name!r} has shape {list(array.shape)}, the model expects {spec.shape_text}")
         arrays[spec.name] = array
     return arrays
+
+
+def pick(total: int, samples: int | None, seed: int) -> np.ndarray:
+    """Indices of at most ``samples`` of ``total`` items, a seeded choice kept in order (all of them without a cap)."""
+    if samples is None or samples >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=samples, replace=False))
+
+
+def batching(batch: int | str | None, count: int, options: Mapping[str, Any], source: str) -> tuple[int, int]:
+    """Rows per feed and how many of ``count`` samples are fed: a batch the model fixes drops the remainder."""
+    if not isinstance(batch, int):
+        return max(1, options.get("batch_size") or DEFAULT_BATCH_SIZE), count
+    usable = count - count % batch
+    if usable == 0:
+        raise DataError(f"{source}: {count} sample(s), but the model takes batches of exactly {batch}")
+    return batch, usable

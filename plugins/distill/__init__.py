@@ -5,78 +5,88 @@ onnxruntime and cached (:mod:`.logits`). The student is the model in the pipelin
 ``module:function`` building a torch or keras model, or any of these narrowed by ``width`` through the
 ``prune`` pass, and / or made shallower by dropping repeated encoder blocks found in the graph
 (``depth``, :mod:`.depth`) (:mod:`.students`). Training is a backend's job, found through the
-``onnxopt_distill_trainer`` hook, which this plugin declares (:mod:`.hookspecs`): :mod:`.torch_backend` (ONNX students via :mod:`.onnx_to_torch`, and
-``torch.nn.Module`` s) and :mod:`.keras_backend` (``keras.Model`` s) ship here. The objective is in
-:mod:`.losses`, chosen from the teacher's output unless ``loss`` names one. ``onnxopt distill`` (a command this
-plugin adds, :mod:`.command`) runs this pass with the input model as the teacher.
+``onnxopt_distill_trainer`` hook, which this plugin declares (:mod:`.hookspecs`): :mod:`.torch_backend` (ONNX
+students via :mod:`.onnx_to_torch`, and ``torch.nn.Module`` s) and :mod:`.keras_backend` (``keras.Model`` s) ship
+here. The objective is in :mod:`.losses`, chosen from the teacher's output unless ``loss`` names one.
+``onnxopt distill`` (a command this plugin adds, :mod:`.command`) runs this pass with the input model as the teacher.
 
 Used as ``--pass distill:width=0.5,epochs=30`` after other passes, the pass retrains what they left
 (e.g. a pruned model) against the original. Gate a distilled student on agreement / accuracy
 (``--min-top1``, ``--max-accuracy-drop``), not on cosine: it is a different model that should agree.
+
+This module only declares the pass, the hook and the command: importing it loads none of numpy, onnx_ir,
+onnxruntime or a training framework (the CLI imports every plugin before it parses); the pass itself,
+:class:`.distiller.DistillPass`, is imported when a distillation is to run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import onnx_ir as ir
+from onnxopt import PassOptions, PassSpec, SearchDim, SearchHint, hookimpl, option
 
-from onnxopt import PassSpec, RunContext, SearchDim, SearchHint, hookimpl, option
+if TYPE_CHECKING:
+    from onnxopt import RunContext
+
+    from .distiller import DistillPass
 
 
 @dataclass(frozen=True)
-class DistillOptions:
-    student: str = option("", "'' (the model in the pipeline), a student .onnx file, or module:function / file.py:function building a torch or keras model")
-    width: float = option(1.0, "narrow the (ONNX) student to this fraction of its channels / hidden units with structured prune")
-    epochs: int = option(30, "at most this many passes over the training data")
-    batch_size: int = option(32, "rows per optimizer step")
-    lr: float = option(1e-3, "Adam learning rate")
-    cosine: bool = option(True, "decay the learning rate to zero over the epochs on a cosine")
-    alpha: float = option(0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)")
-    temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)")
-    loss: Literal["auto", "kl", "bce", "embedding", "mse"] = option(
-        "auto", "auto: from the output's shape and range; kl: class scores / sequence logits (per step); bce: probability maps; embedding: MSE + cosine; mse: regression heads"
+class DistillOptions(PassOptions):
+    student: str = option(
+        "", "'' (the model in the pipeline), a student .onnx file, or module:function / file.py:function building a "
+        "torch or keras model"
     )
-    patience: int = option(10, "stop after this many epochs without better validation agreement (then loss) (0: never)")
+    width: float = option(
+        1.0, "narrow the (ONNX) student to this fraction of its channels / hidden units with structured prune",
+        gt=0, le=1,
+    )  # fmt: skip
+    epochs: int = option(30, "at most this many passes over the training data", ge=1)
+    batch_size: int = option(32, "rows per optimizer step", ge=1)
+    lr: float = option(1e-3, "Adam learning rate", gt=0)
+    cosine: bool = option(True, "decay the learning rate to zero over the epochs on a cosine")
+    alpha: float = option(
+        0.7, "weight of the teacher term; 1 - alpha weighs cross-entropy on the labels (when the data has labels)",
+        ge=0, le=1,
+    )  # fmt: skip
+    temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)", gt=0)
+    loss: Literal["auto", "kl", "bce", "embedding", "mse"] = option(
+        "auto", "auto: from the output's shape and range; kl: class scores / sequence logits (per step); "
+        "bce: probability maps; embedding: MSE + cosine; mse: regression heads"
+    )
+    patience: int = option(
+        10, "stop after this many epochs without better validation agreement (then loss) (0: never)", ge=0
+    )
     val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
-    val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given")
+    val_fraction: float = option(
+        0.1, "rows of the data held out for validation when no val file is given", ge=0, lt=1
+    )
     target: str = option("", "the teacher output to distill on (default: the first)")
     backend: str = option("auto", "training backend: auto, torch, keras, or one a plugin provides")
-    threads: int = option(0, "framework intra-op threads while training (0: every core this process may use)")
-    max_time: float = option(0.0, "stop training after this many seconds (the learning rate decays over them; 0: no budget)")
+    threads: int = option(
+        0, "framework intra-op threads while training (0: every core this process may use)", ge=0
+    )
+    max_time: float = option(
+        0.0, "stop training after this many seconds (the learning rate decays over them; 0: no budget)", ge=0
+    )
     device: str = option("cpu", "torch device: cpu, cuda (cuda:N), or auto (cuda when torch sees one)")
     checkpoint: str = option("", "save the training state here after every epoch; resume from it when it exists")
-    depth: float = option(1.0, "keep this fraction of the (ONNX) student's repeated encoder blocks (0.5: every other one dropped)")
-    cache_dir: str = option("", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)")
+    depth: float = option(
+        1.0, "keep this fraction of the (ONNX) student's repeated encoder blocks (0.5: every other one dropped)",
+        gt=0, le=1,
+    )  # fmt: skip
+    cache_dir: str = option(
+        "", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)"
+    )
     export_logits: bool = option(False, "only compute (and cache) the teacher's outputs; the model is left unchanged")
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.width <= 1.0 or not 0.0 < self.depth <= 1.0:
-            raise ValueError("width and depth must be in (0, 1]")
-        if self.epochs < 1 or self.batch_size < 1 or self.threads < 0 or self.patience < 0 or self.max_time < 0:
-            raise ValueError("epochs and batch_size must be at least 1, threads, patience and max_time at least 0")
-        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0 or self.lr <= 0:
-            raise ValueError("alpha must be in [0, 1], temperature and lr positive")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in [0, 1)")
 
+def _create(options: DistillOptions, context: RunContext) -> DistillPass:
+    from .distiller import DistillPass  # numpy, onnx_ir and onnxruntime load when distill runs, not at start-up
 
-class DistillPass(ir.passes.FunctionalPass):
-    def __init__(self, options: DistillOptions, context: RunContext) -> None:
-        super().__init__()
-        self.options = options
-        self.context = context
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from .distiller import Distillation  # numpy-heavy work only when the pass runs
-
-        distillation = Distillation(self.options, self.context)
-        if self.options.export_logits:
-            distillation.export_logits()
-            return ir.passes.PassResult(model.clone(), modified=False)
-        return ir.passes.PassResult(distillation.run(model), modified=True)
+    return DistillPass(options, context)
 
 
 @hookimpl
@@ -84,8 +94,9 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
     register(
         PassSpec(
             name="distill",
-            summary="retrain a student (pipeline model, .onnx, module:function, or width-narrowed) on the original model's outputs",
-            create=DistillPass,
+            summary="retrain a student (pipeline model, .onnx, module:function, or width-narrowed) on the original "
+            "model's outputs",
+            create=_create,
             options=DistillOptions,
             search=SearchHint((SearchDim("width", (0.25, 0.5, 0.75, 1.0)),), stage=10, on_request=True),
             needs_data=True,

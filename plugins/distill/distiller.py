@@ -4,6 +4,7 @@ The teacher is the run's original model (``context.reference_path``), the traini
 dataset; validation rows come from ``options.val`` or are held out of the training data. Training itself
 is a backend's job (the ``onnxopt_distill_trainer`` hook); this module prepares the job, checks what the
 trainer wrote, and measures the student against the teacher in onnxruntime on the validation rows.
+:class:`DistillPass` is the ``distill`` pass the package declares: one :class:`Distillation` of the model it gets.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import (
-    LABELS_KEY, DataError, Dataset, PluginError, RunContext, UsageError, compare, count_parameters, from_arrays,
-    load_arrays, save,
+    LABELS_KEY, DataError, Dataset, FunctionalPluginPass, PluginError, RunContext, UsageError, compare,
+    count_parameters, from_arrays, load_arrays, save,
 )
 
 from . import logits, students
 from .hyper import DistillHyperparameters
 from .losses import MIN_PROBABILITY, SCORES, choose, sums_to_one
-from .training import Hyperparameters, Split, TrainingJob
+from .training import Split, TrainingJob
 
 if TYPE_CHECKING:
     from . import DistillOptions
@@ -204,3 +205,14 @@ class Distillation:
             figures["teacher_accuracy"] = round(result.accuracy_reference, 4)
             figures["student_accuracy"] = round(result.accuracy_candidate, 4)
         return figures
+
+
+class DistillPass(FunctionalPluginPass):
+    """The trained student in place of the model given (the model unchanged when only exporting teacher outputs)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        distillation = Distillation(self.options, self.context)
+        if self.options.export_logits:
+            distillation.export_logits()
+            return ir.passes.PassResult(model.clone(), modified=False)
+        return ir.passes.PassResult(distillation.run(model), modified=True)

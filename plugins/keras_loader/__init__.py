@@ -8,19 +8,20 @@ graph, and the original (converted) model is the validation reference. Needs the
 The conversion is tf2onnx's; written here is only the glue: Keras 3 models lack the ``output_names``
 tf2onnx 1.17's ``from_keras`` reads (it fails with ``KeyError: 'keras_tensor_N'``), so they are set from
 the output layers' names first, and SavedModels convert through their ``serving_default`` signature with
-``from_function``. Inputs keep their Keras names and a dynamic batch dimension.
+``from_function``. Inputs keep their Keras names and a dynamic batch dimension. onnx_ir too is imported only
+when a model is read: the CLI imports this module on every command.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx_ir as ir
+from onnxopt import ModelError, hookimpl
 
-from onnxopt import hookimpl
-from onnxopt import ModelError
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 KERAS_SUFFIXES = (".keras", ".h5")
 DEFAULT_OPSET = 17
@@ -79,4 +80,6 @@ def onnxopt_load_model(path: str, options: dict[str, Any]) -> ir.Model | None:
         except Exception as exc:  # Keras raises ValueError, OSError, ... for a file it cannot read
             raise ModelError(f"{source}: Keras cannot load it: {type(exc).__name__}: {exc}") from exc
         proto = keras_to_onnx(model, opset)
+    import onnx_ir as ir  # loaded with the model it reads, not at start-up like this module
+
     return ir.from_proto(proto)
