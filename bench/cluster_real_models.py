@@ -7,8 +7,9 @@ disk (raw and zip-compressed), session start time, latency and fidelity against 
 Every variant runs through ``onnxopt.optimize(src, out, passes=[...], data=calib.npz, gates={"min_cosine": 0},
 latency_runs=0)`` in this process (permissive gates: nothing is rolled back; fidelity is measured here, on
 held-out data, the same way for every row). Data: the fixtures' own calibration and labelled validation sets;
-det (rapidocr-onnxruntime==1.4.4, fetched by bench/realmodels.py) synthetic document pages; MiniLM gets real sentences tokenized by its own tokenizer.json (``bench/cluster_data.py``): 16 for the passes
-that need data, 32 others for fidelity, one sentence per run, padded to 64 tokens.
+det (rapidocr-onnxruntime==1.4.4, fetched by bench/common.py) synthetic document pages; MiniLM gets real
+sentences tokenized by its own tokenizer.json (``bench/cluster_data.py``): 16 for the passes that need data,
+32 others for fidelity, one sentence per run, padded to 64 tokens.
 
 Columns: *size* is the file plus external data; *zip ratio* is both files deflated by :mod:`zipfile` (level
 6), variant / fp32; *zip ratio, weights zeroed* is the same with every initializer (or Constant node) of 64+ values
@@ -29,29 +30,23 @@ A second table times clustering alone on MiniLM's weights against the floor of a
 
 from __future__ import annotations
 
-import argparse
-import io
-import os
-import shlex
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration_data  # noqa: E402
 import cluster_data  # noqa: E402
-import fold_real_models  # noqa: E402  (nodes after onnxruntime's optimizations)
-import quantize_real_models as qb  # noqa: E402  (sessions, latency, fidelity: measured as that bench does)
-import realmodels  # noqa: E402
+import common  # noqa: E402
+import quantize_real_models as qb  # noqa: E402  (fidelity: measured as that bench does)
+from common import Bench, zipped_size  # noqa: E402
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- cluster_real_models:begin -->", "<!-- cluster_real_models:end -->"
+from onnxopt.model_io import file_size  # noqa: E402
+from onnxopt.validation import open_session  # noqa: E402
+
 PERMISSIVE = {"min_cosine": 0.0}
 SMALL = "min_elements=64"  # the fixtures' weights are 72-1152 values: the default 1024 would skip most
 
@@ -108,47 +103,14 @@ MINILM = (
 
 
 @dataclass
-class Bench:
-    key: str
-    title: str
-    src: Path
-    calib: Path
-    val_feeds: list[dict[str, np.ndarray]]
-    fidelity: object  # qb.fid_labelled / qb.fid_minilm
-    fid_arg: object
-    latency_feed: dict[str, np.ndarray]
-    variants: tuple[Variant, ...]
-    data_note: str
-    start_scale: int = 1  # session-start rounds are --start-rounds times this (tiny models start in ms: noisier)
-
-
-@dataclass
-class Row:
-    name: str
-    path: Path
-    size: int = 0
+class Row(common.Row):
     zipped: int = 0
     zipped_floor: int = 0
     tensor_bytes: int = 0
     ort_nodes: int | None = None
     start: float | None = None
     latency: float | None = None
-    seconds: float | None = None
     fidelity: dict[str, str] = field(default_factory=dict)
-    note: str = ""
-
-
-def zipped_size(path: Path) -> int:
-    """Bytes of a zip archive (deflate, level 6) holding the model file and its external data."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    extra = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for file in (path, *(path.parent / name for name in sorted(extra))):
-            archive.write(file, file.name)
-    return len(buffer.getvalue())
 
 
 def zeroed_weights_zip(path: Path, work: Path) -> int:
@@ -176,10 +138,7 @@ def start_ratios(paths: dict[str, Path], rounds: int, seed: int) -> dict[str, fl
     bimodal (about 2.5 or 6.5 ms on this machine), so medians and per-round ratios jump between the modes."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    options = common.ort_options(1)
     names = list(paths)
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -210,9 +169,9 @@ def _note(report) -> tuple[float, str]:
 def bench_model(bench: Bench, work: Path, rounds: int, start_rounds: int, seed: int, log) -> dict:
     import onnxopt
 
-    reference = qb.session(bench.src, 2)
-    ref_out = qb.run_all(reference, bench.val_feeds)
-    fp32 = Row("fp32", bench.src, qb.file_size(bench.src), zipped_size(bench.src), ort_nodes=fold_real_models.nodes_after_ort_all(bench.src),
+    ref_out = common.run_all(open_session(bench.src, threads=2), bench.val_feeds)
+    fp32 = Row("fp32", bench.src, size=file_size(bench.src), zipped=zipped_size(bench.src),
+               ort_nodes=common.nodes_after_ort_all(bench.src),
                fidelity=bench.fidelity(ref_out, None, bench.fid_arg))  # fmt: skip
     fp32.zipped_floor = zeroed_weights_zip(bench.src, work)
     fp32.tensor_bytes = onnxopt.inspect(bench.src).tensor_bytes
@@ -223,27 +182,28 @@ def bench_model(bench: Bench, work: Path, rounds: int, start_rounds: int, seed: 
         report = onnxopt.optimize(bench.src, dst, passes=list(variant.passes), data=bench.calib, gates=PERMISSIVE,
                                   latency_runs=0)  # fmt: skip
         seconds, note = _note(report)
-        row = Row(variant.name, dst, qb.file_size(dst), zipped_size(dst), ort_nodes=fold_real_models.nodes_after_ort_all(dst),
-                  seconds=seconds, note=note)  # fmt: skip
+        row = Row(variant.name, dst, size=file_size(dst), zipped=zipped_size(dst),
+                  ort_nodes=common.nodes_after_ort_all(dst), seconds=seconds, note=note)  # fmt: skip
         row.zipped_floor = zeroed_weights_zip(dst, work)
         row.tensor_bytes = onnxopt.inspect(dst).tensor_bytes
-        row.fidelity = bench.fidelity(ref_out, qb.run_all(qb.session(dst, 2), bench.val_feeds), bench.fid_arg)
+        cand_out = common.run_all(open_session(dst, threads=2), bench.val_feeds)
+        row.fidelity = bench.fidelity(ref_out, cand_out, bench.fid_arg)
         rows.append(row)
         log(f"  {bench.key}: {variant.name}: size {row.size / fp32.size:.3f}x, zip {row.zipped / fp32.zipped:.3f}x, "
             f"{row.fidelity}, {note}")  # fmt: skip
     start_rounds *= bench.start_scale
     log(f"  {bench.key}: session start, {start_rounds} rounds ...")
-    starts = start_ratios({"fp32": bench.src, "fp32 (2nd)": bench.src, **{r.name: r.path for r in rows[1:]}}, start_rounds, seed)
+    paths = {"fp32 (2nd)": bench.src, **{r.name: r.path for r in rows[1:]}}
+    starts = start_ratios({"fp32": bench.src, **paths}, start_rounds, seed)
     fp32.start = starts.pop("fp32 (2nd)")
-    sessions = {"fp32": qb.session(bench.src, 1), "fp32 (2nd)": qb.session(bench.src, 1)}
-    sessions.update({row.name: qb.session(row.path, 1) for row in rows[1:]})
+    sessions = {name: open_session(path, threads=1) for name, path in {"fp32": bench.src, **paths}.items()}
     log(f"  {bench.key}: latency, {rounds} rounds over {len(sessions)} sessions ...")
-    latency = qb.measure_latency(sessions, bench.latency_feed, rounds, seed)
+    latency = common.measure_latency(sessions, bench.latency_feed, rounds, seed)
     fp32.latency = latency.pop("fp32 (2nd)")
     for row in rows[1:]:
         row.start, row.latency = starts[row.name], latency[row.name]
-    inputs = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in bench.latency_feed.items())
-    return {"title": bench.title, "rows": rows, "fp32_ms": latency["fp32 ms"], "inputs": inputs, "rounds": rounds,
+    return {"title": bench.title, "rows": rows, "fp32_ms": latency["fp32 ms"],
+            "inputs": common.feed_text(bench.latency_feed), "rounds": rounds,
             "start_rounds": start_rounds, "data": bench.data_note}  # fmt: skip
 
 
@@ -257,16 +217,15 @@ def table(result: dict) -> str:
         f"Data: {result['data']}. Latency input: {result['inputs']}; fp32 {result['fp32_ms']:.2f} ms per run at 1 "
         f"thread; latency ratios are medians of {result['rounds']} interleaved rounds, session start ratios of "
         f"{result['start_rounds']}.",
-        "",
-        "| variant | size | size ratio | zip ratio | zip ratio, weights zeroed | tensor data ratio | nodes after ORT_ENABLE_ALL | session start ratio | latency ratio | "
-        + " | ".join(fid_cols) + " | cluster (s) | note |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|" + "--:|" * len(fid_cols) + "--:|---|",
     ]
+    header = ["variant", "size", "size ratio", "zip ratio", "zip ratio, weights zeroed", "tensor data ratio",
+              "nodes after ORT_ENABLE_ALL", "session start ratio", "latency ratio", *fid_cols, "cluster (s)", "note"]
+    cells = []
     for row in rows:
         first = row is base
-        cells = [
+        cells.append([
             row.name,
-            qb._size(row.size),
+            common.megabytes(row.size),
             "1" if first else f"{row.size / base.size:.3f}",
             "1" if first else f"{row.zipped / base.zipped:.3f}",
             f"{row.zipped_floor / base.zipped:.3f}",
@@ -276,29 +235,25 @@ def table(result: dict) -> str:
             f"({row.latency:.3f})" if first else f"{row.latency:.3f}",
             *[row.fidelity.get(c, "–") for c in fid_cols],
             "–" if row.seconds is None else f"{row.seconds:.1f}",
-            "a 2nd fp32 session (the noise); zipped " + qb._size(row.zipped) if first else row.note,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            "a 2nd fp32 session (the noise); zipped " + common.megabytes(row.zipped) if first else row.note,
+        ])  # fmt: skip
+    return "\n".join(lines) + "\n\n" + common.markdown_table(header, cells, "l" + "r" * (len(header) - 2))
 
 
 # --------------------------------------------------------------------------- models
 
 
 def _fixture(key: str, stem: str, title: str, variants: tuple[Variant, ...]) -> Bench:
-    fixtures = ROOT / "fixtures"
-    with np.load(fixtures / f"{stem}_val.npz") as val:
-        x, labels = val["input"], val["labels"]
-    feeds = [{"input": x[i : i + 32]} for i in range(0, len(x), 32)]
+    src, calib, x, labels, feeds = common.labelled_fixture(stem)
     note = (f"passes get {stem}_calib.npz (100 samples); fidelity on {stem}_val.npz ({len(x)} labelled samples); "
             "latency on a batch of 32 validation rows")  # fmt: skip
-    return Bench(key, title, fixtures / f"{stem}.onnx", fixtures / f"{stem}_calib.npz", feeds, qb.fid_labelled, labels,
-                 {"input": x[:32]}, variants, note, start_scale=10)  # fmt: skip
+    return Bench(key, title, src, calib, feeds, qb.fid_labelled, labels, {"input": x[:32]}, variants, note,
+                 start_scale=10)  # fmt: skip
 
 
 def _det(work: Path) -> Bench:
     """PP-OCRv4 det on synthetic document pages: 16 for the passes (4 per run), 8 others for fidelity."""
-    model = next(m for m in realmodels.MODELS if m.key == "det")
+    model = common.model("det")
     calib = work / "det_calib.npz"
     if not calib.exists():
         pages = calibration_data.det_set(16, calibration_data.CALIB_SEED)
@@ -306,20 +261,19 @@ def _det(work: Path) -> Bench:
     feeds = [{"x": page} for page in calibration_data.det_set(8, calibration_data.VAL_SEED)]
     note = ("synthetic 640x640 document pages (bench/calibration_data.py): the passes get 16 (4 per run), fidelity "
             "is measured on 8 others, one per run; latency on the first of them")  # fmt: skip
-    return Bench("det", f"{model.title} (a real CNN)", realmodels.fetch(model), calib,
+    return Bench("det", f"{model.title} (a real CNN)", common.fetch(model), calib,
                  feeds, qb.fid_det, None, feeds[0], DET, note)  # fmt: skip
 
 
 def _minilm(path: Path, work: Path) -> Bench:
     calib, val, how = cluster_data.minilm_sets(cluster_data.find_tokenizer(path))
     np.savez(work / "minilm_calib.npz", **calib)
-    feeds = [{k: v[i : i + 1] for k, v in val.items()} for i in range(len(val["input_ids"]))]
-    longest = int(np.argmax(val["attention_mask"].sum(1)))
+    feeds, longest = common.sentence_feeds(val)
     note = (f"{how} (bench/cluster_data.py): the passes get {len(calib['input_ids'])}, fidelity is measured on the "
             f"{len(feeds)} others, one per run; latency on the longest ({int(val['attention_mask'][longest].sum())} "
             f"tokens, padded to {cluster_data.SEQ})")  # fmt: skip
-    return Bench("minilm", f"all-MiniLM-L6-v2 (torch.onnx export, opset 17; {path.name})", path, work / "minilm_calib.npz",
-                 feeds, qb.fid_minilm, val["attention_mask"], feeds[longest], MINILM, note)  # fmt: skip
+    return Bench("minilm", common.minilm_title(path), path, work / "minilm_calib.npz", feeds, qb.fid_minilm,
+                 val["attention_mask"], feeds[longest], MINILM, note)  # fmt: skip
 
 
 def clustering_speed(path: Path, log) -> str:
@@ -332,28 +286,27 @@ def clustering_speed(path: Path, log) -> str:
     start = time.perf_counter()
     np.sort(values)
     floor = time.perf_counter() - start
-    lines = [f"Clustering alone on MiniLM ({values.size / 1e6:.1f}M clustered weights), `onnxopt.apply_passes` on the "
-             f"loaded model; one `np.sort` of all of them as float64 took {floor:.2f} s in the same run.", "",
-             "| pass | seconds | x the sort |", "|---|--:|--:|"]  # fmt: skip
+    rows = []
     for passes in ("cluster", "cluster:per_channel=true", "cluster:k=256", "cluster:per_channel=true,init=linear"):
         start = time.perf_counter()
         onnxopt.apply_passes(model.clone(), [passes])
         seconds = time.perf_counter() - start
         log(f"  speed: {passes}: {seconds:.1f} s")
-        lines.append(f"| {passes} | {seconds:.1f} | {seconds / floor:.1f} |")
-    return "\n".join(lines)
+        rows.append([passes, f"{seconds:.1f}", f"{seconds / floor:.1f}"])
+    return (f"Clustering alone on MiniLM ({values.size / 1e6:.1f}M clustered weights), `onnxopt.apply_passes` on the "
+            f"loaded model; one `np.sort` of all of them as float64 took {floor:.2f} s in the same run.\n\n"
+            + common.markdown_table(["pass", "seconds", "x the sort"], rows, "lrr"))
 
 
-def readme_section(results: list[dict], speed: str | None, command: str, elapsed: float, skipped: list[str]) -> str:
+def write_readme(results: list[dict], speed: str | None, command: str, elapsed: float, skipped: list[str]) -> None:
     doc = __doc__.split("\n\n")
-    body = [BEGIN, "## cluster_real_models.py: k-means weight clustering, size / start / latency / fidelity vs fp32", "",
-            "```sh", "python bench/cluster_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx", "```", "",
-            " ".join(doc[2].split()), "", " ".join(doc[3].split()), "",
-            READING, "", *realmodels.run_lines(command, elapsed, qb.environment(), skipped, [table(result) for result in results])]  # fmt: skip
+    lines = [" ".join(doc[2].split()), "", " ".join(doc[3].split()), "", READING, "",
+             *common.run_lines(command, elapsed, common.environment(), skipped, [table(result) for result in results])]
     if speed:
-        body += ["", "### Clustering time", "", speed]
-    body.append(END)
-    return "\n".join(body) + "\n"
+        lines += ["", "### Clustering time", "", speed]
+    title = "cluster_real_models.py: k-means weight clustering, size / start / latency / fidelity vs fp32"
+    commands = ["python bench/cluster_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx"]
+    common.write_readme_section("cluster_real_models", title, lines, commands)
 
 
 READING = (
@@ -378,28 +331,20 @@ ALL_MODELS = ("digits", "transformer", "det", "minilm")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm", type=Path, help="an exported all-MiniLM-L6-v2 ONNX file")
-    parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset (default: all)")
+    parser = common.model_parser(__doc__, ALL_MODELS)
     parser.add_argument("--rounds", type=int, default=40, help="interleaved latency rounds (default 40, at least 30)")
     parser.add_argument("--start-rounds", type=int, default=7, help="interleaved session-start rounds (default 7)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-readme", action="store_true", help="print the tables only; leave bench/README.md alone")
     args = parser.parse_args(argv)
-    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    if unknown := [m for m in wanted if m not in ALL_MODELS]:
-        parser.error(f"unknown model(s): {', '.join(unknown)}")
+    wanted = common.subset(parser, args.models, ALL_MODELS)
     if args.rounds < 30 or args.start_rounds < 3:
         parser.error("--rounds must be at least 30 and --start-rounds at least 3")
-    if args.minilm is not None and not args.minilm.is_file():
-        parser.error(f"--minilm {args.minilm}: no such file")
 
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
     started = time.perf_counter()
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    out_root = realmodels.cache_dir() / "cluster-bench"
+    log = common.log
+    out_root = common.cache_dir() / "cluster-bench"
     skipped: list[str] = []
     builders = []
     if "digits" in wanted:
@@ -410,12 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                                                             TRANSFORMER)))  # fmt: skip
     if "det" in wanted:
         builders.append(("det", _det))
-    minilm = args.minilm.expanduser().resolve() if args.minilm else None
-    if "minilm" in wanted:
-        if minilm is None:
-            skipped.append("MiniLM (no --minilm PATH given)")
-        else:
-            builders.append(("minilm", lambda w: _minilm(minilm, w)))
+    minilm = common.minilm_arg(parser, args.minilm, skipped) if "minilm" in wanted else None
+    if minilm is not None:
+        builders.append(("minilm", lambda w: _minilm(minilm, w)))
     results = []
     for key, build in builders:
         work = out_root / key
@@ -424,17 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{key}: {bench.src}")
         results.append(bench_model(bench, work, args.rounds, args.start_rounds, args.seed, log))
         print(table(results[-1]) + "\n", flush=True)
-    speed = clustering_speed(minilm, log) if minilm is not None and "minilm" in wanted else None
+    speed = clustering_speed(minilm, log) if minilm is not None else None
     if speed:
         print(speed + "\n")
     elapsed = time.perf_counter() - started
     print(f"bench took {elapsed / 60:.1f} min")
     if not args.no_readme:
-        home = str(Path.home())
-        shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
-        command = " ".join(["python bench/cluster_real_models.py", *shown])
-        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, speed, command, elapsed, skipped))
-        print(f"wrote the tables into {README}")
+        write_readme(results, speed, common.command_line("cluster_real_models.py", argv), elapsed, skipped)
+        print(f"wrote the tables into {common.README}")
     return 0
 
 

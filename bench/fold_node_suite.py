@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -34,29 +33,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+import common  # noqa: E402
 import node_suite  # noqa: E402
-import realmodels  # noqa: E402
-
-README = HERE / "README.md"
-BEGIN, END = "<!-- fold_node_suite:begin -->", "<!-- fold_node_suite:end -->"
-
-
-def _installed(tool: str) -> str | None:
-    """The tool's version, or None when it cannot be imported."""
-    import importlib
-
-    try:
-        module = importlib.import_module({"onnxopt": "onnxopt", "onnxscript": "onnxscript", "onnxsim": "onnxsim"}[tool])
-    except ImportError:
-        return None
-    return str(getattr(module, "__version__", "?"))
 
 
 def summarize(results: list, tools: list[str]) -> tuple[str, dict[str, Counter]]:
     """The markdown table and, per tool, the op types left in cases it did not fold."""
     compared = [r for r in results if r.outcome == "compared"]
     crashed = [r for r in results if r.outcome == "crash"]
-    lines = ["| optimizer | cases | folded to constants | not folded | broken | failed |", "|---|---:|---:|---:|---:|---:|"]
+    lines = []
     left: dict[str, Counter] = {}
     for tool in tools:
         rows = [r.tools.get(tool) for r in compared]
@@ -65,8 +50,9 @@ def summarize(results: list, tools: list[str]) -> tuple[str, dict[str, Counter]]
         folded = sum(not row["error"] and not row["left"] for row in ran)
         broken = sum(bool(row["broken"]) for row in ran if not row["error"])
         left[tool] = Counter(op for row in ran if not row["error"] for op in set(row["left"]))
-        lines.append(f"| {tool} | {len(compared)} | {folded} | {len(compared) - folded} | {broken} | {failed} |")
-    return "\n".join(lines), left
+        lines.append([tool, len(compared), folded, len(compared) - folded, broken, failed])
+    header = ["optimizer", "cases", "folded to constants", "not folded", "broken", "failed"]
+    return common.markdown_table(header, lines, "lrrrrr"), left
 
 
 def details(results: list, tools: list[str], left: dict[str, Counter]) -> list[str]:
@@ -100,7 +86,7 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(tools) - set(node_suite.CONSTANT_TOOLS))
     if unknown:
         parser.error(f"unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(node_suite.CONSTANT_TOOLS)}")
-    versions = {tool: _installed(tool) for tool in tools}
+    versions = {tool: common.installed(tool) for tool in tools}
     missing = [t for t, v in versions.items() if v is None]
     tools = [t for t in tools if versions[t] is not None]
     folder = args.node_tests.expanduser() if args.node_tests else node_suite.node_tests_dir()
@@ -124,16 +110,13 @@ def main(argv: list[str]) -> int:
         environment = ", ".join(f"{t} {v}" for t, v in versions.items() if v) + f", Python {platform.python_version()}, 2 CPUs"
         skipped = [f"{t} (not installed)" for t in missing]
         shown = [a for i, a in enumerate(argv) if a != "--no-readme" and "--json" not in (a, argv[i - 1] if i else "")]
-        command = "python bench/fold_node_suite.py" + "".join(f" {shlex.quote(a)}" for a in shown)
+        command = common.command_line("fold_node_suite.py", shown)
         doc = " ".join(__doc__.split("\n\n", 2)[2].split("Prints a table")[0].split())
-        section = "\n".join([
-            BEGIN, "## fold_node_suite.py: node tests with constant inputs — how much each optimizer folds", "",
-            "```sh", "python -m pip install onnxsim   # in a separate venv (--system-site-packages): not a dependency",
-            command, "```", "", doc, "",
-            *realmodels.run_lines(command, elapsed, environment, skipped, [head + ".", table, "\n".join(notes)]),
-            END, "",
-        ])  # fmt: skip
-        realmodels.write_readme_section(README, BEGIN, END, section)
+        tables = [head + ".", table, "\n".join(notes)]
+        lines = [doc, "", *common.run_lines(command, elapsed, environment, skipped, tables)]
+        title = "fold_node_suite.py: node tests with constant inputs — how much each optimizer folds"
+        peer = "python -m pip install onnxsim   # in a separate venv (--system-site-packages): not a dependency"
+        common.write_readme_section("fold_node_suite", title, lines, [peer, command])
     return 0
 
 

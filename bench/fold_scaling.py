@@ -24,18 +24,13 @@ import argparse
 import json
 import math
 import platform
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import realmodels  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- fold_scaling:begin -->", "<!-- fold_scaling:end -->"
 KINDS = ("own", "shared", "live")
 
 
@@ -84,14 +79,8 @@ def measure(kind: str, n: int) -> dict:
 
 def run(kind: str, n: int, timeout: float) -> dict:
     """``measure`` in a fresh subprocess; a timeout or a crash is a row that says so."""
-    command = [sys.executable, __file__, "--measure", kind, str(n)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"kind": kind, "n": n, "error": f"killed after {timeout:g} s"}
-    if result.returncode != 0:
-        return {"kind": kind, "n": n, "error": (result.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    result, error = common.run_worker([sys.executable, __file__, "--measure", kind, str(n)], timeout)
+    return result or {"kind": kind, "n": n, "error": error}
 
 
 def exponent(rows: list[dict]) -> float | None:
@@ -105,8 +94,7 @@ def exponent(rows: list[dict]) -> float | None:
 
 
 def table(results: list[dict], kinds: list[str], sizes: list[int]) -> str:
-    lines = ["| chain | " + " | ".join(f"N = {n:,}" for n in sizes) + " | exponent k (time ~ N^k) |",
-             "|---|" + "---:|" * (len(sizes) + 1)]  # fmt: skip
+    lines = []
     for kind in kinds:
         rows = [r for r in results if r["kind"] == kind]
         cells = []
@@ -118,11 +106,12 @@ def table(results: list[dict], kinds: list[str], sizes: list[int]) -> str:
                 check = "" if r["correct"] else " (WRONG RESULT)"
                 cells.append(f"{r['cpu']:.1f} s CPU / {r['wall']:.1f} s wall{check}")
         k = exponent(rows)
-        lines.append(f"| {kind} | " + " | ".join(cells) + f" | {'-' if k is None else f'{k:.2f}'} |")
-    return "\n".join(lines)
+        lines.append([kind, *cells, "-" if k is None else f"{k:.2f}"])
+    header = ["chain", *(f"N = {n:,}" for n in sizes), "exponent k (time ~ N^k)"]
+    return common.markdown_table(header, lines, "l" + "r" * (len(sizes) + 1))
 
 
-def readme_section(text: str, command: str, elapsed: float) -> str:
+def write_readme(text: str, command: str, elapsed: float) -> None:
     import onnx_ir
     import onnxscript
 
@@ -134,19 +123,13 @@ def readme_section(text: str, command: str, elapsed: float) -> str:
             prose.append(line)
     environment = (f"onnxscript {onnxscript.__version__}, onnx-ir {onnx_ir.__version__}, "
                    f"Python {platform.python_version()}, 2 CPUs shared with other jobs")  # fmt: skip
-    return "\n".join([
-        BEGIN,
-        "## fold_scaling.py: fold's time on chains of 10 000 to 100 000 Adds",
-        "", "```sh", command, "```", "",
-        *prose,
-        "", *realmodels.run_lines(command, elapsed, environment, [], [text]),
-        END, "",
-    ])  # fmt: skip
+    common.write_readme_section("fold_scaling", "fold_scaling.py: fold's time on chains of 10 000 to 100 000 Adds",
+                                [*prose, "", *common.run_lines(command, elapsed, environment, [], [text])], [command])
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--measure"]:
-        print(json.dumps(measure(argv[1], int(argv[2]))))
+        common.print_result(measure(argv[1], int(argv[2])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
@@ -168,8 +151,7 @@ def main(argv: list[str]) -> int:
     text = table(results, kinds, sizes)
     print(text)
     if not args.no_readme:
-        command = "python bench/fold_scaling.py" + "".join(f" {shlex.quote(a)}" for a in argv if a != "--no-readme")
-        realmodels.write_readme_section(README, BEGIN, END, readme_section(text, command, time.perf_counter() - start))
+        write_readme(text, common.command_line("fold_scaling.py", argv), time.perf_counter() - start)
     return 0
 
 

@@ -55,10 +55,7 @@ sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(HERE))
 
 import build_large_model  # noqa: E402
-import realmodels  # noqa: E402
-
-README = HERE / "README.md"
-BEGIN, END = "<!-- large_model:begin -->", "<!-- large_model:end -->"
+import common  # noqa: E402
 
 READ = "import sys, onnx; onnx.load(sys.argv[1])"
 ORT_DYNAMIC = """
@@ -121,14 +118,14 @@ ANCHORS = {"onnxopt dynamic": "ort quantize_dynamic", "onnxopt weight_only": "or
 
 def table(rows: list[Row], model_bytes: int) -> str:
     by_name = {row.name: row for row in rows}
-    lines = ["| run | exit | wall time (s) | peak RSS (GB) | RSS / model | time / (read + anchor) | note |",
-             "|---|--:|--:|--:|--:|--:|---|"]  # fmt: skip
+    cells = []
     for row in rows:
         anchor = by_name.get(ANCHORS.get(row.name, ""))
         ratio = f"{row.seconds / (by_name['read'].seconds + anchor.seconds):.2f}" if anchor else "–"
-        lines.append(f"| {row.name} | {row.exit_code} | {row.seconds:.1f} | {row.peak_rss / 1e9:.2f} | "
-                     f"{row.peak_rss / model_bytes:.2f} | {ratio} | {row.note} |")  # fmt: skip
-    return "\n".join(lines)
+        cells.append([row.name, row.exit_code, f"{row.seconds:.1f}", f"{row.peak_rss / 1e9:.2f}",
+                      f"{row.peak_rss / model_bytes:.2f}", ratio, row.note])  # fmt: skip
+    header = ["run", "exit", "wall time (s)", "peak RSS (GB)", "RSS / model", "time / (read + anchor)", "note"]
+    return common.markdown_table(header, cells, "lrrrrr")
 
 
 def output_sizes(out: Path) -> str:
@@ -160,24 +157,14 @@ def _described() -> str:
     return re.split(r"Prints\s+the table", doc)[0].strip() + "\n\n" + doc[doc.index("What sets the peak"):].strip()
 
 
-def readme_section(command: str, body: str, elapsed: float) -> str:
+def write_readme(command: str, body: str, elapsed: float) -> None:
     import onnx
     import onnxruntime
 
-    return f"""{BEGIN}
-## large_model.py: a 2.42 GB model (external data) through optimize and validate; peak RSS and time
-
-```sh
-{command}
-```
-
-{_described()}
-
-Last run: {time.strftime("%Y-%m-%d")}, {elapsed / 60:.1f} min, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, 2 CPUs shared with other jobs.
-
-{body}
-{END}
-"""
+    run = (f"Last run: {time.strftime('%Y-%m-%d')}, {elapsed / 60:.1f} min, onnx {onnx.__version__}, onnxruntime "
+           f"{onnxruntime.__version__}, Python {sys.version.split()[0]}, 2 CPUs shared with other jobs.")  # fmt: skip
+    title = "large_model.py: a 2.42 GB model (external data) through optimize and validate; peak RSS and time"
+    common.write_readme_section("large_model", title, [_described(), "", run, "", body], [command])
 
 
 def main() -> None:
@@ -188,7 +175,7 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
-    folder = (args.dir or realmodels.cache_dir() / "large").expanduser()
+    folder = (args.dir or common.cache_dir() / "large").expanduser()
     model = folder / f"stacked_{args.layers}x{args.hidden}.onnx"
     out = folder / "out"
     shutil.rmtree(out, ignore_errors=True)  # onnxruntime's quantizers append to an existing .data file
@@ -207,9 +194,8 @@ def main() -> None:
         body += f"\n\nonnxopt dynamic's weights, scales and zero points are ort quantize_dynamic's: {same_weights(out / 'dynamic.onnx', out / 'ort_dynamic.onnx')}"
     print(body)
     if not args.no_readme:
-        command = "python bench/large_model.py" + "".join(f" {a}" for a in sys.argv[1:])
-        realmodels.write_readme_section(README, BEGIN, END, readme_section(command, body, time.perf_counter() - start))
-        print(f"wrote the table into {README}")
+        write_readme(common.command_line("large_model.py", sys.argv[1:]), body, time.perf_counter() - start)
+        print(f"wrote the table into {common.README}")
 
 
 if __name__ == "__main__":

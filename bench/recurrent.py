@@ -10,7 +10,7 @@ rotated, over noise and a few lines), 64 x 168, grey, scaled to [-1, 1] as ddddo
 reproduces what quantize did before it reached LSTM weights.
 
 Columns: *size* file / fp32; *latency* onnxruntime ORT_ENABLE_ALL, 1 thread, median of per-round ratios over
-interleaved shuffled rounds (bench/quantize_real_models.py's measure); *logit cosine* over every output value
+interleaved shuffled rounds (bench/common.py's measure); *logit cosine* over every output value
 of every image (mean / min per image); *text equal*: images whose greedy CTC decoding (argmax per step, repeats
 collapsed, blank 0 dropped) equals fp32's; *left alone*: the pass's report of weights it did not rewrite.
 """
@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import quantize_real_models as qb  # noqa: E402  (sessions, latency, CTC decoding, file size)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (latency, CTC decoding, cosine, tables)
+
+from onnxopt.model_io import file_size  # noqa: E402
+from onnxopt.validation import open_session  # noqa: E402
 
 DEFAULT_MODEL = Path.home() / ".cache" / "onnx-real" / "models" / "ddddocr-1.6.1__common.onnx"
 HEIGHT, WIDTH = 64, 168
@@ -81,26 +83,26 @@ def images(seed: int, count: int) -> np.ndarray:
 
 
 def outputs(path: Path, feeds: np.ndarray) -> list[np.ndarray]:
-    sess = qb.session(path, 1)
+    sess = open_session(path, threads=1)
     name = sess.get_inputs()[0].name
     return [sess.run(None, {name: feed})[0] for feed in feeds]
 
 
 def fidelity(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[str, str]:
-    cosines = np.array([qb._cos(r, g) for r, g in zip(ref, got)])
-    equal = sum(qb._ctc(r[:, 0].argmax(-1)) == qb._ctc(g[:, 0].argmax(-1)) for r, g in zip(ref, got))
+    cosines = np.array([common.cosine(r, g) for r, g in zip(ref, got)])
+    equal = sum(text(r) == text(g) for r, g in zip(ref, got))
     return f"{cosines.mean():.4f} / {cosines.min():.4f}", f"{equal}/{len(ref)}"
+
+
+def text(logits: np.ndarray) -> tuple[int, ...]:
+    """Greedy CTC decoding of one image's [steps, 1, classes] output."""
+    return common.ctc_decode(logits.transpose(1, 0, 2))[0]
 
 
 def left_alone(stats: list[dict], shown: int = 3) -> str:
     """The passes' reports of weights left alone, the first ``shown`` (the largest) and a count of the rest."""
     entries = [f"{k}: {v}" for s in stats for key in ("weights_left_float", "weights_left_alone") for k, v in s.get(key, {}).items()]
     return "; ".join(entries[:shown]) + (f"; ... ({len(entries) - shown} more entries)" if len(entries) > shown else "") or "none"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def main() -> None:
@@ -118,25 +120,26 @@ def main() -> None:
         np.savez(calib, input1=images(1, CALIBRATION_IMAGES)[:, 0])
         judge = images(2, args.images)
         ref = outputs(args.model, judge)
-        decoded = [len(qb._ctc(r[:, 0].argmax(-1))) for r in ref]
-        rows, sessions = [], {"fp32": qb.session(args.model, 1)}
+        decoded = [len(text(r)) for r in ref]
+        rows, sessions = [], {"fp32": open_session(args.model, threads=1)}
         for index, (title, passes) in enumerate(VARIANTS):
             out = work / f"v{index}.onnx"
             report = onnxopt.optimize(args.model, out, passes=passes, data=calib, gates=PERMISSIVE, latency_runs=0)
             if report.exit_code != 0 or not out.exists():
-                rows.append([title, "failed: " + qb.one_line(report.message, 120), "", "", "", ""])
+                rows.append([title, "failed: " + common.one_line(report.message, 120), "", "", "", ""])
                 continue
             cosine, equal = fidelity(ref, outputs(out, judge))
-            sessions[title] = qb.session(out, 1)
-            size = qb.file_size(out) / qb.file_size(args.model)
+            sessions[title] = open_session(out, threads=1)
+            size = file_size(out) / file_size(args.model)
             rows.append([title, f"{size:.3f}", title, cosine, equal, left_alone([s.stats for s in report.steps])])
-        latency = qb.measure_latency(sessions, {"input1": judge[0]}, args.rounds, seed=0)
+        latency = common.measure_latency(sessions, {"input1": judge[0]}, args.rounds, seed=0)
         for row in rows:
             row[2] = f"{latency[row[2]]:.2f}" if row[2] in latency else ""
-    print(f"{args.model.name}: fp32 {qb.file_size(args.model) / 2**20:.1f} MiB, {latency['fp32 ms']:.1f} ms per image "
+    print(f"{args.model.name}: fp32 {file_size(args.model) / 2**20:.1f} MiB, {latency['fp32 ms']:.1f} ms per image "
           f"at 1 thread; fp32 decodes {np.mean(decoded):.1f} characters per image (min {min(decoded)}); "
           f"{args.images} judged images, {CALIBRATION_IMAGES} calibration images, {time.perf_counter() - started:.0f} s")  # fmt: skip
-    print(table(["variant", "size", "latency", "logit cosine (mean / min)", "text equal to fp32", "left alone (report)"], rows))
+    header = ["variant", "size", "latency", "logit cosine (mean / min)", "text equal to fp32", "left alone (report)"]
+    print(common.markdown_table(header, rows))
 
 
 if __name__ == "__main__":

