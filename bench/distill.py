@@ -123,7 +123,7 @@ class Bench:
 
         pruned = self.work / "digits_pruned50.onnx"
         made = onnxopt.optimize(digits, pruned, passes=[("prune", {"kind": "structured", "sparsity": 0.5, "round_to": 1})],
-                                gates={"min_cosine": 0.0}, latency_runs=0)  # fmt: skip
+                                gates={"min_cosine": 0.0, "min_channel_cosine": -1.0}, latency_runs=0)  # fmt: skip
         if made.exit_code:
             raise SystemExit(f"prune: {made.message}")
         before = accuracy(pruned, dx, dy)
