@@ -3,7 +3,7 @@
 The public API is imported lazily so that ``onnxopt --help`` and ``import onnxopt`` stay fast; onnx,
 onnxruntime and numpy load only when a function that needs them is called. This façade is also the whole import
 surface of a plugin: a plugin imports names from ``onnxopt`` and the graph helpers from :mod:`onnxopt.graph`,
-nothing else of the host (tests/test_architecture.py holds the built-in plugins to it).
+nothing else of the host (tests/host/test_architecture.py holds the built-in plugins to it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one module of the plugins that touches onnxscript's private parts (tests/test_fold_imports.py holds it so).
+"""The one module of the plugins that touches onnxscript's private parts (tests/plugins/fold/test_fold_imports.py holds it so).
 
 Used: ``onnxscript.optimizer._constant_folding``, the module of onnxscript's constant folder, and two of its
 private functions, replaced by no-ops while :func:`linear_folder` is active. Why: they make onnxscript 0.7.2's
@@ -13,7 +13,7 @@ option to turn them off:
 
 On another onnxscript release: a function that is gone or renamed is not patched, and a module that moved is not
 patched at all; fold still folds the same way through the public ``onnxscript.optimizer.fold_constants_ir``, only
-maybe slower on long chains. tests/test_fold_imports.py says which of the two pieces the installed release lacks.
+maybe slower on long chains. tests/plugins/fold/test_fold_imports.py says which of the two pieces the installed release lacks.
 """
 
 from __future__ import annotations

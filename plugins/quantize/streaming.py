@@ -15,7 +15,7 @@ still read reaches them through a ``DequantizeLinear`` of the int8 copy, as in i
 arithmetic is onnxruntime's own (``compute_scale_zp``, ``quantize_nparray``, ``get_qmin_qmax_for_qType`` from
 ``onnxruntime.quantization.quant_utils``), per output column (its axis -1) or per tensor, no reduced range,
 so weights, scales and zero points come out bit-identical to its, and so do the model's outputs
-(tests/test_quantize_streaming.py; the 2.4 GB bench model too, bench/large_model.py). What it does not do:
+(tests/plugins/quantize/test_quantize_streaming.py; the 2.4 GB bench model too, bench/large_model.py). What it does not do:
 the other ops ``quantize_dynamic`` covers (Conv, Gather, Attention, LSTM, EmbedLayerNormalization) stay
 float, as do MatMuls whose weight is not a 2-D float32 initializer, and subgraphs; the report counts them.
 ``streaming=auto`` therefore only takes this path for a model past :data:`STREAMING_MIN_BYTES`, where

@@ -12,8 +12,8 @@ import pytest
 
 import onnxopt
 from onnxopt.errors import UsageError
+from paths import TESTS
 
-TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # makes -p faulty_plugins importable in this process
 
 

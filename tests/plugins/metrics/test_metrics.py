@@ -9,6 +9,7 @@ from onnxopt_plugins.metrics import onnxopt_register_metrics
 from onnxopt_plugins.metrics.compute import (
     DetectionAgreement, MaskIoU, NeighbourAgreement, PooledCosine, SequenceAgreement, ctc_decode,
 )
+from paths import FIXTURES
 
 
 def _specs() -> dict:
@@ -113,7 +114,7 @@ def test_detection_agreement_loses_the_collapsed_classes(tmp_path):
 
     import onnxruntime as ort
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+    sys.path.insert(0, str(FIXTURES))
     from build_verdict_fixtures import COLLAPSED, detector
 
     from onnxopt_plugins.metrics.compute import detections

@@ -14,8 +14,8 @@ import pytest
 
 import onnxopt
 from import_graph import HOST, PLUGINS, ROOT, edges, loops, plugin_imports_of_host
+from paths import TESTS
 
-TESTS = Path(__file__).parent
 #: What a plugin may import from the host: the façade and the graph helpers documented as public.
 PLUGIN_SURFACE = {HOST, f"{HOST}.graph"}
 

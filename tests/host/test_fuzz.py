@@ -10,7 +10,7 @@ raised, or produced a model the checker or onnxruntime rejects, from an input th
 bug and fails the test too. The input file must come out byte-identical.
 
 Deterministic in CI (``derandomize``, no example database). The default runs 1000 cases; a longer local
-run: ``ONNXOPT_FUZZ_EXAMPLES=20000 python -m pytest tests/test_fuzz.py -p no:cacheprovider`` (split 70 / 30
+run: ``ONNXOPT_FUZZ_EXAMPLES=20000 python -m pytest tests/host/test_fuzz.py -p no:cacheprovider`` (split 70 / 30
 as below), with ``ONNXOPT_FUZZ_SEED=N`` for another reproducible stream of cases.
 Hypothesis is the engine; the mutations are written here (no library mutates ONNX graphs).
 """
@@ -32,8 +32,8 @@ from onnxopt.recipe import build_recipe
 from onnxopt.errors import EXIT_GATE_FAILED, OnnxoptError
 from onnxopt.pipeline import Run
 from onnxopt.session import Session
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODELS = ["iris_mlp", "digits_cnn", "tiny_transformer", "if_model"]
 BYTES = {name: (FIXTURES / f"{name}.onnx").read_bytes() for name in MODELS}
 

@@ -17,7 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxopt
 from onnxopt.errors import EXIT_NOT_VALIDATED, UsageError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+from paths import FIXTURES
+
+sys.path.insert(0, str(FIXTURES))
 from build_verdict_fixtures import COLLAPSED, detector, negated, token_encoder  # noqa: E402
 
 

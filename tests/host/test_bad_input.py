@@ -29,8 +29,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @dataclass

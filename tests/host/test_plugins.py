@@ -14,8 +14,8 @@ import pytest
 from onnxopt.errors import UsageError
 from onnxopt.passes import PassRegistry
 from onnxopt.plugins import DISABLE_AUTOLOAD_ENV, get_plugin_manager, plugin_infos
+from paths import TESTS
 
-TESTS = Path(__file__).parent
 EXAMPLE = TESTS.parent / "examples" / "strip-metadata-plugin"
 
 

@@ -16,6 +16,7 @@ import pytest
 
 import onnxopt
 from onnxopt_plugins.distill import distill
+from paths import ROOT
 
 # find_spec, not importorskip: collecting this file in the default run must not import TensorFlow (~10 s)
 pytestmark = [
@@ -23,7 +24,7 @@ pytestmark = [
     pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("tensorflow", "tf2onnx")), reason="needs onnxopt[tf]"),
 ]
 
-REPO = Path(__file__).resolve().parent.parent
+
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_keras_student_distilled_with_the_teacher_names(fixtures_dir, tmp_path, 
 
 def test_keras_iris_example_runs_end_to_end(tmp_path):
     pytest.importorskip("torch")
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "keras-iris" / "run_example.py"), "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "keras-iris" / "run_example.py"), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=900, env={**os.environ, "ONNXOPT_CACHE_DIR": str(tmp_path / "c")})  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stdout and result.stdout.count("  ok: ") >= 14

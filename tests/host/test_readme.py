@@ -15,8 +15,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:

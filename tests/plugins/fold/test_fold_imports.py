@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from onnxopt import UsageError
+from paths import ROOT
 
-PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+PLUGINS = ROOT / "plugins"
 ADAPTER = PLUGINS / "fold" / "onnxscript_adapter.py"
 _PRIVATE_PATH = re.compile(r"onnxscript(\.\w+)*\._\w*(\.\w+)*")
 

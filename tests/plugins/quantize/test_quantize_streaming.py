@@ -19,8 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxopt
 from onnxopt_plugins.quantize import streaming
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "fixtures"))
+from paths import FIXTURES
+
+sys.path.insert(0, str(FIXTURES))
 
 import build_large_model  # noqa: E402
 

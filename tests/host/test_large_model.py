@@ -25,8 +25,9 @@ import onnxopt
 from onnxopt import validation
 from onnxopt.host_plugin import open_source
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "fixtures"))
+from paths import FIXTURES
+
+sys.path.insert(0, str(FIXTURES))
 
 import build_large_model  # noqa: E402
 

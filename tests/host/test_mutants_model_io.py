@@ -2,7 +2,7 @@
 up to the first one stored inline), a location that is missing or holds a NUL byte refused with its reason.
 
 Written to kill mutants of :func:`onnxopt.model_io.external_data_files` that survived the rest of the suite
-(issue 20, bench/README.md "Mutation testing"); the symlink escapes are in tests/test_model_io.py.
+(issue 20, bench/README.md "Mutation testing"); the symlink escapes are in tests/host/test_model_io.py.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxopt import api, model_io
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODEL = FIXTURES / "sklearn_iris.onnx"
 VAL = FIXTURES / "sklearn_iris_val.npz"
 

@@ -22,7 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxopt
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+from paths import FIXTURES
+
+sys.path.insert(0, str(FIXTURES))
 import build_verdict_fixtures  # noqa: E402
 
 STEP = 2.0**-10  # a power of two: x * (1 + STEP) + STEP is exact in float32 for the data below, so are the bounds

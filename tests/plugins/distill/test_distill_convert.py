@@ -201,7 +201,7 @@ def test_dynamic_batch_survives_export_of_shape_arithmetic(tmp_path):
         np.testing.assert_allclose(session.run(None, {"x": x})[0], x.reshape(rows, 6) @ module.weights[next(iter(module.weights))].detach().numpy(), rtol=1e-5)
 
 
-# the project's real models (bench/realmodels.py fetches them; /work/shared/realmodels/README.md)
+# the project's real models (bench/common.py fetches them; /work/shared/realmodels/README.md)
 MODELS = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models"))
 
 
@@ -246,7 +246,7 @@ def test_real_model_converts_with_max_relative_difference_1e_4(name):
     """max |torch - onnxruntime| / max |onnxruntime| <= 1e-4 for every output, on random inputs."""
     path = MODELS / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (bench/realmodels.py or /work/shared/realmodels/fetch.sh fetches it)")
+        pytest.skip(f"{path} is absent (bench/common.py or /work/shared/realmodels/fetch.sh fetches it)")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = REAL[name]([i.name for i in session.get_inputs()])
     expected = session.run(None, feeds)
