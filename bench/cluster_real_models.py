@@ -67,8 +67,8 @@ DIGITS = (
             ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
     Variant(f"... + cluster:{SMALL} after quantize (int8 codebook)",
             ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize", f"cluster:{SMALL}")),  # fmt: skip
-    Variant(f"prune:kind=structured,sparsity=0.5,round_to=1 + cluster:{SMALL},encoding=snap + quantize",
-            ("fold", "prune:kind=structured,sparsity=0.5,round_to=1", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
+    Variant(f"prune-structured:sparsity=0.5,round_to=1 + cluster:{SMALL},encoding=snap + quantize",
+            ("fold", "prune-structured:sparsity=0.5,round_to=1", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
 )
 TRANSFORMER = (
     Variant(f"cluster:{SMALL}", ("fold", f"cluster:{SMALL}")),

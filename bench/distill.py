@@ -10,7 +10,7 @@ Cases (torch backend, onnxopt's Python API, one process, seed 0):
   16 -> 6 channels, 450 parameters). The separable student trained on the labels only (alpha = 0) is the
   baseline that shows what the teacher's outputs add.
 - iris MLP, hidden 10 -> 5 (width 0.5), distilled. Target: within 3 points.
-- digits CNN structured-pruned 50 % (``prune:kind=structured,sparsity=0.5,round_to=1``): accuracy of the pruned
+- digits CNN structured-pruned 50 % (``prune-structured:sparsity=0.5,round_to=1``): accuracy of the pruned
   model as pruned, then after distillation with the pruned file as the student. Target: most of the loss
   recovered (recovered = (after - before) / (teacher - before) > 0.5).
 
@@ -122,7 +122,7 @@ class Bench:
         self.row("iris MLP hidden 10 -> 5, distilled", "iris", iris, out, None, stats, seconds, "within 3 points", gap <= 3.0)
 
         pruned = self.work / "digits_pruned50.onnx"
-        made = onnxopt.optimize(digits, pruned, passes=[("prune", {"kind": "structured", "sparsity": 0.5, "round_to": 1})],
+        made = onnxopt.optimize(digits, pruned, passes=[("prune-structured", {"sparsity": 0.5, "round_to": 1})],
                                 gates={"min_cosine": 0.0, "min_channel_cosine": -1.0}, latency_runs=0)  # fmt: skip
         if made.exit_code:
             raise SystemExit(f"prune: {made.message}")

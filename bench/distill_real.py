@@ -5,7 +5,7 @@
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
 no training step saw (rendered / drawn with other seeds than the training and early-stopping rows):
 
-- det: PP-OCRv4 det, structured prune (``prune:kind=structured``, 30 %), distilled on rendered document
+- det: PP-OCRv4 det, structured prune (``prune-structured``, 30 %), distilled on rendered document
   pages (Pillow, black random words on white; PP-OCR det preprocessing: a size that is a multiple of 32,
   (x / 255 - mean) / std with ImageNet mean / std, NCHW), then static int8 (``quantize:mode=static``,
   calibrated on training pages). Target: text-mask IoU (@0.3) vs the fp32 teacher >= 0.90, latency <= 0.4x.
@@ -211,7 +211,7 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
     val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
-    pruned = _optimize(DET, work / "det_pruned.onnx", [("prune", {"kind": "structured", "sparsity": sparsity})])
+    pruned = _optimize(DET, work / "det_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
     seconds, stats = _distill(DET, work / "det_distilled.onnx", train, val, budget, student=str(pruned), batch_size=8, lr=2e-3)
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
     variants = {"pruned": pruned, "pruned + int8": _optimize(pruned, work / "det_pruned_q.onnx", shipped, calib),
@@ -270,7 +270,7 @@ def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3)
     train = _save(work / "rec_train.npz", {"x": lines(320, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
-    pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune", {"kind": "structured", "sparsity": sparsity})])
+    pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
     seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned), batch_size=16, lr=5e-4,
                               temperature=1.0)  # fmt: skip
     reference = ctc_decode(outputs(REC, {"x": test}))

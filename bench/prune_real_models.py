@@ -42,11 +42,11 @@ VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fold", ("fold",)),
     ("magnitude 50 %", ("fold", "prune:sparsity=0.5")),
     ("magnitude 80 %, bitmask", ("fold", "prune:sparsity=0.8,storage=bitmask")),
-    ("structured 30 %, exact (round_to=1)", ("fold", "prune:kind=structured,sparsity=0.3,round_to=1")),
-    ("structured 30 % (round_to=8)", ("fold", "prune:kind=structured,sparsity=0.3")),
-    ("structured 30 %, round_to=16", ("fold", "prune:kind=structured,sparsity=0.3,round_to=16")),
-    ("structured 30 %, activation", ("fold", "prune:kind=structured,sparsity=0.3,criterion=activation")),
-    ("structured 50 %", ("fold", "prune:kind=structured,sparsity=0.5")),
+    ("structured 30 %, exact (round_to=1)", ("fold", "prune-structured:sparsity=0.3,round_to=1")),
+    ("structured 30 % (round_to=8)", ("fold", "prune-structured:sparsity=0.3")),
+    ("structured 30 %, round_to=16", ("fold", "prune-structured:sparsity=0.3,round_to=16")),
+    ("structured 30 %, activation", ("fold", "prune-structured:sparsity=0.3,criterion=activation")),
+    ("structured 50 %", ("fold", "prune-structured:sparsity=0.5")),
 )
 
 

@@ -3,7 +3,7 @@ of an If (8 and 16 kHz).
 
     python bench/prune_silero.py [--runs 400]
 
-Fetches the model with ``bench/common.py``, runs ``fold`` + ``prune:kind=structured`` at 30 % and 50 %
+Fetches the model with ``bench/common.py``, runs ``fold`` + ``prune-structured`` at 30 % and 50 %
 through ``onnxopt.optimize``, and prints a table: layers pruned, parameters and file size against the original,
 latency ratio (``onnxopt.validation.measure_latency``: 1 intra-op thread, interleaved runs, median) on 32 ms of
 16 kHz audio, and the speech probability's agreement with the original over 64 seeded chunks (60 at 16 kHz,
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for sparsity in (0.3, 0.5):
             out = Path(tmp) / f"silero_{sparsity}.onnx"
-            report = onnxopt.optimize(source, out, passes=["fold", f"prune:kind=structured,sparsity={sparsity}"],
+            report = onnxopt.optimize(source, out, passes=["fold", f"prune-structured:sparsity={sparsity}"],
                                       gates={"min_cosine": 0.0}, latency_runs=0, quiet=True)  # fmt: skip
             if report.exit_code != 0:
                 print(common.markdown_row([f"structured {sparsity:.0%}", f"failed: {report.message}"]))

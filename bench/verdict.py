@@ -366,7 +366,7 @@ def det_cases(models: Path, tmp: Path) -> list[Row]:
     truth = det_truth(src, pages)
     poly = pages[:POLYGRAPHY_FEEDS]
     return [
-        optimize_case("det prune (no data)", src, ["fold", "prune:kind=structured,sparsity=0.3"], truth, poly, tmp),
+        optimize_case("det prune (no data)", src, ["fold", "prune-structured:sparsity=0.3"], truth, poly, tmp),
         optimize_case("det int8", src, ["fold", "quantize"], truth, poly, tmp, tmp / "det_calib.npz", tmp / "det_val.npz"),
     ]
 
@@ -410,7 +410,7 @@ def rec_cases(models: Path, tmp: Path) -> list[Row]:
         optimize_case("rec int8", src, ["quantize"], truth, poly, tmp, tmp / "rec_calib.npz", tmp / "rec_val.npz"),
         optimize_case("rec int8 (typeset text)", src, ["quantize"], rec_truth(src, typeset), typeset[:POLYGRAPHY_FEEDS], tmp,
                       tmp / "typeset_calib.npz", tmp / "typeset_val.npz"),  # fmt: skip
-        optimize_case("rec prune (no data)", src, ["prune:kind=structured,sparsity=0.3"], truth, poly, tmp),
+        optimize_case("rec prune (no data)", src, ["prune-structured:sparsity=0.3"], truth, poly, tmp),
     ]
 
 
@@ -493,7 +493,7 @@ def silero_cases(models: Path, tmp: Path) -> list[Row]:
     poly = feeds[:: max(1, len(feeds) // 16)][:16]
     return [
         optimize_case("silero fold (no data)", src, ["fold"], truth, poly, tmp),
-        optimize_case("silero prune (no data)", src, ["fold", "prune:kind=structured,sparsity=0.5"], truth, poly, tmp),
+        optimize_case("silero prune (no data)", src, ["fold", "prune-structured:sparsity=0.5"], truth, poly, tmp),
     ]
 
 
@@ -529,7 +529,7 @@ def fixture_cases(tmp: Path) -> list[Row]:
     truth = accuracy_truth(digits, val["input"][half:], val["labels"][half:])
     poly = [{"input": val["input"][half : half + 32]}]
     rows.append(optimize_case("digits int8", digits, ["quantize"], truth, poly, tmp, FIXTURES / "digits_cnn_calib.npz", tmp / "digits_val_a.npz"))
-    rows.append(optimize_case("digits prune (no data)", digits, ["prune:kind=structured,sparsity=0.5"], truth, poly, tmp))
+    rows.append(optimize_case("digits prune (no data)", digits, ["prune-structured:sparsity=0.5"], truth, poly, tmp))
     return rows
 
 

@@ -119,12 +119,12 @@ def main() -> None:
           f"accuracy {accuracy(int8, val):.4f}")
 
     print("4. prune")
-    sparse = optimize(fp32, out / "iris_pruned.onnx", [("prune", {"kind": "magnitude", "sparsity": 0.2, "min_elements": 1})], val,
+    sparse = optimize(fp32, out / "iris_pruned.onnx", [("prune", {"sparsity": 0.2, "min_elements": 1})], val,
                       max_drop=0.05)  # fmt: skip
     zero_share = {name: round(float((w == 0).mean()), 3) for name, w in kernels(sparse).items()}
     check(all(abs(share - 0.2) <= 0.04 for share in zero_share.values()), f"a fifth of each kernel is zero: {zero_share}")
     print(f"  magnitude 20 %: accuracy {accuracy(sparse, val):.4f} (30 % already costs a third of it: 70 weights have no slack)")
-    narrow = optimize(fp32, out / "iris_narrow.onnx", [("prune", {"kind": "structured", "sparsity": 0.5, "round_to": 1})], val,
+    narrow = optimize(fp32, out / "iris_narrow.onnx", [("prune-structured", {"sparsity": 0.5, "round_to": 1})], val,
                       max_drop=1.0)  # fmt: skip
     shapes = sorted(w.shape for w in kernels(narrow).values())
     first = next(shape for shape in shapes if 4 in shape)  # the input layer's kernel: 4 x hidden

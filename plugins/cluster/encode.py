@@ -129,6 +129,8 @@ def encode(value: ir.Value, codebook: np.ndarray, labels: np.ndarray, axis: int 
         nodes = _pair_table_decoder(graph, name, codebook, labels)
     else:
         nodes = _indices_decoder(graph, name, codebook, labels, axis, index)
+    for step, node in enumerate(nodes[:-1]):  # named after the weight: onnx_ir's own names (val_0, ...) restart
+        node.outputs[0].name = f"{name}_cluster_step{step}"  # in every subgraph and would clash with the main graph's
     decoded = nodes[-1].outputs[0]
     decoded.name, decoded.type, decoded.shape = f"{name}_decoded", value.type, value.shape
     first = min((use.node for use in value.uses()), key=list(graph).index)

@@ -43,8 +43,8 @@ def is_import_path(text: str) -> bool:
 
 def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     """``model`` with ``width`` of its channels / hidden units kept, by the registry's structured prune."""
-    if not context.has_pass("prune"):
-        raise UsageError("width < 1 needs the 'prune' pass (structured pruning), which is not installed")
+    if not context.has_pass("prune-structured"):
+        raise UsageError("width < 1 needs the 'prune-structured' pass, which is not installed")
     # round_to=1: the width asked for, not prune's default rounding to kernel-friendly blocks
     result = context.run_pass("prune-structured", model.clone(), sparsity=round(1.0 - width, 6), round_to=1)
     context.stats["narrowed_by_prune"] = result.stats

@@ -31,10 +31,7 @@ SPECS = list(SESSION.passes)
 MODELS = ("iris_mlp", "digits_cnn", "tiny_transformer", "contract_plain")
 MISSING_EXTRA = re.compile(r"install \S*onnxopt\[")
 #: Known failures, by pass, with why; strict: a fix makes the test fail until its line here goes.
-SUBGRAPH_BUGS = {
-    "cluster": "the in-graph codebook decoders it adds to a subgraph get onnx_ir's per-graph value names (val_0, "
-    "...), the main graph's too: onnx's checker rejects the model (SSA); onnx_ir's NameFixPass after it fixes it",
-}
+SUBGRAPH_BUGS: dict[str, str] = {}
 
 
 def _marks(spec: PassSpec, bugs: Mapping[str, str] = MappingProxyType({})) -> list[pytest.MarkDecorator]:

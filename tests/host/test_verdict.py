@@ -108,7 +108,7 @@ def test_token_ids_stay_inside_the_embedding_table(tmp_path):
 
 def test_a_pruned_cnn_without_data_is_rolled_back_not_shipped(tmp_path, fixtures_dir):
     report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx",
-                              passes=["fold", "prune:kind=structured,sparsity=0.5"], latency_runs=0)  # fmt: skip
+                              passes=["fold", "prune-structured:sparsity=0.5"], latency_runs=0)  # fmt: skip
     assert report.exit_code == 1
     assert [s.status for s in report.steps] == ["kept", "rolled back"]
     assert report.contents().startswith("contains fold; prune") and report.contents().endswith("rolled back")

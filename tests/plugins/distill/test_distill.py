@@ -150,7 +150,7 @@ def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_di
     """A structured-pruned CNN (the user's ONNX student) retrained on the teacher gets closer to it."""
     pytest.importorskip("torch")
     pruned = tmp_path / "pruned.onnx"
-    made = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", pruned, passes=[("prune", {"kind": "structured", "sparsity": 0.5})],
+    made = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", pruned, passes=[("prune-structured", {"sparsity": 0.5})],
                             gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert made.exit_code == 0, made.message
     val = fixtures_dir / "digits_cnn_val.npz"
