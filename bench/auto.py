@@ -75,12 +75,16 @@ def bench(key: str, source: Path, data: Path, gates: dict[str, float], baselines
     parts = [
         f"### {key}: {source.name}, budget {', '.join(f'{k} {v:g}' for k, v in gates.items())}",
         "",
-        "```", table(header, rows), "```",
+        "```",
+        table(header, rows),
+        "```",
         "",
         f"Search: {len(result.trials)} trials ({len(result.trials) - len(counted)} repeated a recipe), "
         f"{args.jobs} workers, {elapsed / 60:.1f} min; plot: {result.plot}. Frontier (size, quality, latency):",
         "",
-        "```", frontier_table(result.frontier, best), "```",
+        "```",
+        frontier_table(result.frontier, best),
+        "```",
     ]
     return "\n".join(parts)
 
@@ -101,14 +105,21 @@ def minilm_data(path: Path, work: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="digits,minilm", help="comma-separated subset of digits,minilm")
-    parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 ONNX export (inputs input_ids, attention_mask, token_type_ids)")
+    parser.add_argument(
+        "--minilm", type=Path, help="all-MiniLM-L6-v2 ONNX export (inputs input_ids, attention_mask, token_type_ids)"
+    )
     parser.add_argument("--trials", type=int, default=40, help="digits search: trials (default 40)")
     parser.add_argument("--minilm-trials", type=int, default=12, help="MiniLM search: trials (default 12)")
     parser.add_argument("--jobs", type=int, default=2, help="trials in parallel (default 2)")
-    parser.add_argument("--max-time", type=float, default=1800, help="per search: start no trial after this many seconds")
+    parser.add_argument(
+        "--max-time", type=float, default=1800, help="per search: start no trial after this many seconds"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the search folders: a search resumes from its study (the baselines are measured again)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the search folders: a search resumes from its study (the baselines are measured again)",
+    )
     parser.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
     args = parser.parse_args(argv)
     models = args.models.split(",")

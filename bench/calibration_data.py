@@ -74,7 +74,9 @@ def _glyph(image: np.ndarray, rng: np.random.Generator, top: float, left: float,
     xh = size * 0.62  # latin: x-height body, some ascenders / descenders, bowls drawn as bars
     body = top + size - xh - size * 0.18
     kind = rng.random()
-    stems = [left + 0.1 * width, left + 0.8 * width - t] if rng.random() < 0.55 else [left + rng.uniform(0.1, 0.6) * width]
+    stems = (
+        [left + 0.1 * width, left + 0.8 * width - t] if rng.random() < 0.55 else [left + rng.uniform(0.1, 0.6) * width]
+    )
     for i, x in enumerate(stems):
         y0, y1 = body, body + xh
         if i == 0 and kind < 0.3:
@@ -271,7 +273,9 @@ SENTENCES = (
 )
 
 
-def minilm_feeds(tokenizer_json: Path | None, count: int, seq: int = 128, seed: int = 0, offset: int = 0) -> tuple[dict[str, np.ndarray], str]:
+def minilm_feeds(
+    tokenizer_json: Path | None, count: int, seq: int = 128, seed: int = 0, offset: int = 0
+) -> tuple[dict[str, np.ndarray], str]:
     """{input_ids, attention_mask, token_type_ids}: int64 [count, seq], and how they were made.
 
     With ``tokenizer_json`` (the model's own tokenizer.json) and the ``tokenizers`` package: real token ids of

@@ -63,22 +63,32 @@ DIGITS = (
     Variant(f"cluster:{SMALL},per_channel=true", ("fold", f"cluster:{SMALL},per_channel=true")),
     Variant(f"cluster:{SMALL},encoding=snap", ("fold", f"cluster:{SMALL},encoding=snap")),
     Variant("quantize (int8 static; no clustering)", ("fold", "quantize")),
-    Variant(f"prune:sparsity=0.5 + cluster:{SMALL},encoding=snap + quantize",
-            ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
-    Variant(f"... + cluster:{SMALL} after quantize (int8 codebook)",
-            ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize", f"cluster:{SMALL}")),  # fmt: skip
-    Variant(f"prune-structured:sparsity=0.5,round_to=1 + cluster:{SMALL},encoding=snap + quantize",
-            ("fold", "prune-structured:sparsity=0.5,round_to=1", f"cluster:{SMALL},encoding=snap", "quantize")),  # fmt: skip
+    Variant(
+        f"prune:sparsity=0.5 + cluster:{SMALL},encoding=snap + quantize",
+        ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize"),
+    ),  # fmt: skip
+    Variant(
+        f"... + cluster:{SMALL} after quantize (int8 codebook)",
+        ("fold", "prune:sparsity=0.5", f"cluster:{SMALL},encoding=snap", "quantize", f"cluster:{SMALL}"),
+    ),  # fmt: skip
+    Variant(
+        f"prune-structured:sparsity=0.5,round_to=1 + cluster:{SMALL},encoding=snap + quantize",
+        ("fold", "prune-structured:sparsity=0.5,round_to=1", f"cluster:{SMALL},encoding=snap", "quantize"),
+    ),  # fmt: skip
 )
 TRANSFORMER = (
     Variant(f"cluster:{SMALL}", ("fold", f"cluster:{SMALL}")),
     Variant(f"cluster:{SMALL},per_channel=true", ("fold", f"cluster:{SMALL},per_channel=true")),
     Variant(f"cluster:{SMALL},encoding=snap", ("fold", f"cluster:{SMALL},encoding=snap")),
     Variant("quantize:mode=dynamic (no clustering)", ("fold", "quantize:mode=dynamic")),
-    Variant(f"cluster:{SMALL},encoding=snap + quantize:mode=dynamic",
-            ("fold", f"cluster:{SMALL},encoding=snap", "quantize:mode=dynamic")),  # fmt: skip
-    Variant(f"quantize:mode=dynamic + cluster:{SMALL} (int8 codebook)",
-            ("fold", "quantize:mode=dynamic", f"cluster:{SMALL}")),  # fmt: skip
+    Variant(
+        f"cluster:{SMALL},encoding=snap + quantize:mode=dynamic",
+        ("fold", f"cluster:{SMALL},encoding=snap", "quantize:mode=dynamic"),
+    ),  # fmt: skip
+    Variant(
+        f"quantize:mode=dynamic + cluster:{SMALL} (int8 codebook)",
+        ("fold", "quantize:mode=dynamic", f"cluster:{SMALL}"),
+    ),  # fmt: skip
 )
 DET = (
     Variant("cluster (k=16 per tensor, float)", ("fold", "cluster:min_elements=256")),
@@ -94,11 +104,18 @@ MINILM = (
     Variant("cluster:encoding=snap", ("fold", "cluster:encoding=snap")),
     Variant("cluster:k=256 (uint8 indices)", ("fold", "cluster:k=256")),
     Variant("quantize:mode=dynamic + cluster (int8 codebook)", ("fold", "quantize:mode=dynamic", "cluster")),
-    Variant("quantize:mode=dynamic + cluster:per_channel=true", ("fold", "quantize:mode=dynamic", "cluster:per_channel=true")),
-    Variant("prune:sparsity=0.5 + cluster:encoding=snap + quantize:mode=dynamic",
-            ("fold", "prune:sparsity=0.5", "cluster:encoding=snap", "quantize:mode=dynamic")),  # fmt: skip
-    Variant("... + cluster after quantize (int8 codebook)",
-            ("fold", "prune:sparsity=0.5", "cluster:encoding=snap", "quantize:mode=dynamic", "cluster")),  # fmt: skip
+    Variant(
+        "quantize:mode=dynamic + cluster:per_channel=true",
+        ("fold", "quantize:mode=dynamic", "cluster:per_channel=true"),
+    ),
+    Variant(
+        "prune:sparsity=0.5 + cluster:encoding=snap + quantize:mode=dynamic",
+        ("fold", "prune:sparsity=0.5", "cluster:encoding=snap", "quantize:mode=dynamic"),
+    ),  # fmt: skip
+    Variant(
+        "... + cluster after quantize (int8 codebook)",
+        ("fold", "prune:sparsity=0.5", "cluster:encoding=snap", "quantize:mode=dynamic", "cluster"),
+    ),  # fmt: skip
 )
 
 
@@ -218,8 +235,20 @@ def table(result: dict) -> str:
         f"thread; latency ratios are medians of {result['rounds']} interleaved rounds, session start ratios of "
         f"{result['start_rounds']}.",
     ]
-    header = ["variant", "size", "size ratio", "zip ratio", "zip ratio, weights zeroed", "tensor data ratio",
-              "nodes after ORT_ENABLE_ALL", "session start ratio", "latency ratio", *fid_cols, "cluster (s)", "note"]
+    header = [
+        "variant",
+        "size",
+        "size ratio",
+        "zip ratio",
+        "zip ratio, weights zeroed",
+        "tensor data ratio",
+        "nodes after ORT_ENABLE_ALL",
+        "session start ratio",
+        "latency ratio",
+        *fid_cols,
+        "cluster (s)",
+        "note",
+    ]
     cells = []
     for row in rows:
         first = row is base
@@ -282,7 +311,12 @@ def clustering_speed(path: Path, log) -> str:
     from onnxopt.graph import weight_initializers
 
     model = onnxopt.load(path)
-    values = np.concatenate([v.const_value.numpy().astype(np.float64).ravel() for v in weight_initializers(model, 1024, {"MatMul": 1, "Gather": 0})])
+    values = np.concatenate(
+        [
+            v.const_value.numpy().astype(np.float64).ravel()
+            for v in weight_initializers(model, 1024, {"MatMul": 1, "Gather": 0})
+        ]
+    )
     start = time.perf_counter()
     np.sort(values)
     floor = time.perf_counter() - start
@@ -293,15 +327,24 @@ def clustering_speed(path: Path, log) -> str:
         seconds = time.perf_counter() - start
         log(f"  speed: {passes}: {seconds:.1f} s")
         rows.append([passes, f"{seconds:.1f}", f"{seconds / floor:.1f}"])
-    return (f"Clustering alone on MiniLM ({values.size / 1e6:.1f}M clustered weights), `onnxopt.apply_passes` on the "
-            f"loaded model; one `np.sort` of all of them as float64 took {floor:.2f} s in the same run.\n\n"
-            + common.markdown_table(["pass", "seconds", "x the sort"], rows, "lrr"))
+    return (
+        f"Clustering alone on MiniLM ({values.size / 1e6:.1f}M clustered weights), `onnxopt.apply_passes` on the "
+        f"loaded model; one `np.sort` of all of them as float64 took {floor:.2f} s in the same run.\n\n"
+        + common.markdown_table(["pass", "seconds", "x the sort"], rows, "lrr")
+    )
 
 
 def write_readme(results: list[dict], speed: str | None, command: str, elapsed: float, skipped: list[str]) -> None:
     doc = __doc__.split("\n\n")
-    lines = [" ".join(doc[2].split()), "", " ".join(doc[3].split()), "", READING, "",
-             *common.run_lines(command, elapsed, common.environment(), skipped, [table(result) for result in results])]
+    lines = [
+        " ".join(doc[2].split()),
+        "",
+        " ".join(doc[3].split()),
+        "",
+        READING,
+        "",
+        *common.run_lines(command, elapsed, common.environment(), skipped, [table(result) for result in results]),
+    ]
     if speed:
         lines += ["", "### Clustering time", "", speed]
     title = "cluster_real_models.py: k-means weight clustering, size / start / latency / fidelity vs fp32"
@@ -348,7 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
     builders = []
     if "digits" in wanted:
-        builders.append(("digits", lambda w: _fixture("digits", "digits_cnn", "digits CNN fixture (fixtures/digits_cnn.onnx, opset 13)", DIGITS)))
+        builders.append(
+            (
+                "digits",
+                lambda w: _fixture(
+                    "digits", "digits_cnn", "digits CNN fixture (fixtures/digits_cnn.onnx, opset 13)", DIGITS
+                ),
+            )
+        )
     if "transformer" in wanted:
         builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
                                                             "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",

@@ -147,8 +147,11 @@ def model_parser(doc: str, models: Sequence[str]) -> argparse.ArgumentParser:
     """The options every real-model bench takes: --minilm PATH, --models (a subset of ``models``), --seed,
     --no-readme."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--minilm", type=Path,
-                        help="an exported all-MiniLM-L6-v2 ONNX file (inputs input_ids, attention_mask, token_type_ids)")
+    parser.add_argument(
+        "--minilm",
+        type=Path,
+        help="an exported all-MiniLM-L6-v2 ONNX file (inputs input_ids, attention_mask, token_type_ids)",
+    )
     parser.add_argument("--models", default=",".join(models), help="comma-separated subset (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-readme", action="store_true", help="print the tables only; leave bench/README.md alone")

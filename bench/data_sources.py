@@ -130,9 +130,40 @@ def write_pages(folder: Path, count: int, seed: int) -> Path:
 # --------------------------------------------------------------------------- text
 
 
-NOUNS = "model river city teacher window engine garden market student signal letter forest doctor storm bridge song".split()
-VERBS = "reads builds finds carries watches paints opens follows moves answers crosses writes measures".split()
-ADJECTIVES = "old quiet bright heavy narrow careful ancient simple green loud distant".split()
+NOUNS = [
+    "model",
+    "river",
+    "city",
+    "teacher",
+    "window",
+    "engine",
+    "garden",
+    "market",
+    "student",
+    "signal",
+    "letter",
+    "forest",
+    "doctor",
+    "storm",
+    "bridge",
+    "song",
+]
+VERBS = [
+    "reads",
+    "builds",
+    "finds",
+    "carries",
+    "watches",
+    "paints",
+    "opens",
+    "follows",
+    "moves",
+    "answers",
+    "crosses",
+    "writes",
+    "measures",
+]
+ADJECTIVES = ["old", "quiet", "bright", "heavy", "narrow", "careful", "ancient", "simple", "green", "loud", "distant"]
 TAILS = ["before the rain started", "in the early morning", "without saying a word", "near the old station",
          "while the others waited", "for the second time this year", "under a grey sky"]  # fmt: skip
 
@@ -213,7 +244,9 @@ def write_clips(folder: Path, count: int, seed: int, odd_rate: int | None = None
 
 def open_data(source: str, model: Path):  # noqa: ANN201 - a dataset as the plugin returns it
     """The dataset exactly as a run opens it: through the plugins' onnxopt_open_dataset hook."""
-    return get_plugin_manager().hook.onnxopt_open_dataset(source=source, model=ir.load(model), options={"seed": 0, "batch_size": 8})
+    return get_plugin_manager().hook.onnxopt_open_dataset(
+        source=source, model=ir.load(model), options={"seed": 0, "batch_size": 8}
+    )
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -255,7 +288,12 @@ def vad_agreement(reference: Path, candidate: Path, folder: Path, options: str) 
             probabilities.append(tuple(outputs))
     p = np.array(probabilities)
     agree = ((p[:, 0] > 0.5) == (p[:, 1] > 0.5)).mean()
-    return {"agree": float(agree), "abs": float(np.abs(p[:, 0] - p[:, 1]).mean()), "speech": float((p[:, 0] > 0.5).mean()), "n": len(p)}
+    return {
+        "agree": float(agree),
+        "abs": float(np.abs(p[:, 0] - p[:, 1]).mean()),
+        "speech": float((p[:, 0] > 0.5).mean()),
+        "n": len(p),
+    }
 
 
 def size_ratio(a: Path, b: Path) -> float:
@@ -298,7 +336,10 @@ def main() -> None:
             rows.append(("all-MiniLM-L6-v2 dynamic int8", f"{calib.name} (64 lines)", f"{val.name} ({m['n']} lines)",
                          f"pooled-embedding cosine {m['mean']:.5f} mean / {m['min']:.5f} min", m["mean"] >= 0.99,
                          size_ratio(MINILM, out), seconds, status))  # fmt: skip
-        calib, val = write_clips(work / "clips_calib", 4, seed=5), write_clips(work / "clips_val", 6, seed=6, odd_rate=44100)
+        calib, val = (
+            write_clips(work / "clips_calib", 4, seed=5),
+            write_clips(work / "clips_val", 6, seed=6, odd_rate=44100),
+        )
         options = "context=64"
         vad_runs = [(VAD, "static", f"{calib}?{options}", f"{calib.name}/ (4 clips)"),
                     (VAD_16K, "static", "synthetic:16", "synthetic:16 (random inputs)"),
@@ -306,7 +347,9 @@ def main() -> None:
                     (VAD_16K, "dynamic", f"{calib}?{options}", f"{calib.name}/ (4 clips)")]  # fmt: skip
         for model, mode, source, label in (run for run in vad_runs if run[0].is_file()):
             out = work / f"vad_int8_{len(rows)}.onnx"
-            status, seconds = quantize(model, out, mode, source, f"{val}?{options}", shapes={"input": (1, 576), "state": (2, 1, 128)})
+            status, seconds = quantize(
+                model, out, mode, source, f"{val}?{options}", shapes={"input": (1, 576), "state": (2, 1, 128)}
+            )
             m = vad_agreement(model, out, val, options)
             rows.append((f"{model.stem.split('__')[1]} {mode} int8", label, f"{val.name}/ (6 clips, 1 at 44.1 kHz; {m['n']} windows, {m['speech']:.0%} speech)",
                          f"speech decisions agree {m['agree']:.4f}, mean abs prob diff {m['abs']:.4f}", m["agree"] >= 0.99,

@@ -39,9 +39,9 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxopt
-from onnxopt_plugins.distill import distill
 from onnxopt.report import table
 from onnxopt.summary import count_parameters
+from onnxopt_plugins.distill import distill
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
@@ -68,7 +68,11 @@ class Bench:
         digits = digits.reshaped(1, 8, 8)
         self.data = {
             "digits": (self._train("digits", digits.train), digits.val.x, digits.val.y),
-            "iris": (self._train("iris", iris.train), np.concatenate([iris.calib.x, iris.val.x]), np.concatenate([iris.calib.y, iris.val.y])),
+            "iris": (
+                self._train("iris", iris.train),
+                np.concatenate([iris.calib.x, iris.val.x]),
+                np.concatenate([iris.calib.y, iris.val.y]),
+            ),
         }
         self.rows: list[list[str]] = []
 
@@ -119,7 +123,9 @@ class Bench:
         _, ix, iy = self.data["iris"]
         stats, seconds = self.distill("iris", iris, out, width=0.5, batch_size=16)
         gap = 100 * (accuracy(iris, ix, iy) - accuracy(out, ix, iy))
-        self.row("iris MLP hidden 10 -> 5, distilled", "iris", iris, out, None, stats, seconds, "within 3 points", gap <= 3.0)
+        self.row(
+            "iris MLP hidden 10 -> 5, distilled", "iris", iris, out, None, stats, seconds, "within 3 points", gap <= 3.0
+        )
 
         pruned = self.work / "digits_pruned50.onnx"
         made = onnxopt.optimize(digits, pruned, passes=[("prune-structured", {"sparsity": 0.5, "round_to": 1})],
@@ -141,7 +147,9 @@ HEADERS = ["case", "params teacher -> student", "teacher acc", "before", "studen
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150, help="epochs per student (no early stop; the best held-out epoch is kept)")
+    parser.add_argument(
+        "--epochs", type=int, default=150, help="epochs per student (no early stop; the best held-out epoch is kept)"
+    )
     parser.add_argument("--no-readme", action="store_true", help="print the table only; leave bench/README.md alone")
     args = parser.parse_args()
     command = common.command_line("distill.py", sys.argv[1:])

@@ -90,7 +90,12 @@ def sentences(limit: int) -> list[str]:
                 doc = ast.get_docstring(node) or ""
                 for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
                     words = sentence.split()
-                    if 6 <= len(words) <= 40 and sentence.isascii() and sentence not in seen and not re.search(r"[>{}=_\[\]|]", sentence):
+                    if (
+                        6 <= len(words) <= 40
+                        and sentence.isascii()
+                        and sentence not in seen
+                        and not re.search(r"[>{}=_\[\]|]", sentence)
+                    ):
                         seen.add(sentence)
                         found.append(sentence)
             if len(found) >= 4 * limit:
@@ -168,10 +173,14 @@ def tokenized(texts: list[str], length: int) -> dict[str, np.ndarray]:
 def outputs(path: Path, feeds: dict[str, np.ndarray], output: int = 0, batch: int = 8) -> np.ndarray:
     sess = open_session(path, threads=1)
     count = len(next(iter(feeds.values())))
-    return np.concatenate([sess.run(None, {k: v[i : i + batch] for k, v in feeds.items()})[output] for i in range(0, count, batch)])
+    return np.concatenate(
+        [sess.run(None, {k: v[i : i + batch] for k, v in feeds.items()})[output] for i in range(0, count, batch)]
+    )
 
 
-def latency_ratio(teacher: Path, candidates: dict[str, Path], feed: dict[str, np.ndarray], rounds: int = 15) -> dict[str, float]:
+def latency_ratio(
+    teacher: Path, candidates: dict[str, Path], feed: dict[str, np.ndarray], rounds: int = 15
+) -> dict[str, float]:
     """Median over rounds of candidate time / teacher time, one thread, interleaved in a shuffled order."""
     paths = {"teacher": teacher, **candidates}
     sessions = {name: open_session(path, threads=1) for name, path in paths.items()}
@@ -193,7 +202,9 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def _distill(teacher: Path, out: Path, train: Path, val: Path, budget: float, **options) -> tuple[float, dict]:
     started = time.monotonic()
-    report = distill(teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options)
+    report = distill(
+        teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options
+    )
     if report.exit_code != 0:
         raise SystemExit(f"distill {teacher.name}: {report.message}")
     return time.monotonic() - started, report.steps[0].stats
@@ -212,7 +223,9 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
     pruned = _optimize(DET, work / "det_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
-    seconds, stats = _distill(DET, work / "det_distilled.onnx", train, val, budget, student=str(pruned), batch_size=8, lr=2e-3)
+    seconds, stats = _distill(
+        DET, work / "det_distilled.onnx", train, val, budget, student=str(pruned), batch_size=8, lr=2e-3
+    )
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
     variants = {"pruned": pruned, "pruned + int8": _optimize(pruned, work / "det_pruned_q.onnx", shipped, calib),
                 "distilled": work / "det_distilled.onnx",
@@ -228,8 +241,13 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
     title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%}, distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
-    header = ["variant", "text-mask IoU vs fp32 teacher (target >= 0.90)",
-              "latency vs teacher, 640x640, 1 thread (target <= 0.4)", "training wall time", "parameters"]
+    header = [
+        "variant",
+        "text-mask IoU vs fp32 teacher (target >= 0.90)",
+        "latency vs teacher, 640x640, 1 thread (target <= 0.4)",
+        "training wall time",
+        "parameters",
+    ]
     return title, common.markdown_table(header, rows, "lrrrr")
 
 
@@ -239,9 +257,9 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
     train = _save(work / "minilm_train.npz", tokenized(train_texts, length))
     val = _save(work / "minilm_val.npz", tokenized(val_texts, length))
     test = tokenized(test_texts, length)
-    from onnxopt_plugins.distill.depth import shallower  # the student the distill pass makes, kept as a baseline
-
     import onnx_ir as ir
+
+    from onnxopt_plugins.distill.depth import shallower  # the student the distill pass makes, kept as a baseline
 
     baseline = work / "minilm_3layers.onnx"
     ir.save(shallower(ir.load(MINILM), 0.5)[0], baseline)
@@ -323,10 +341,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(title, table, "", sep="\n", flush=True)
             tables.append("\n".join([title, "", table]))
-    environment = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), onnxruntime {ort.__version__}"
+    environment = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), onnxruntime {ort.__version__}"
+    )
     if not args.no_readme:
-        lines = [f"Command and cases: see the script's docstring. Training budget per case: {args.budget:.0f} s.", "",
-                 *common.run_lines(command, time.monotonic() - started, environment, skipped, tables)]
+        lines = [
+            f"Command and cases: see the script's docstring. Training budget per case: {args.budget:.0f} s.",
+            "",
+            *common.run_lines(command, time.monotonic() - started, environment, skipped, tables),
+        ]
         common.write_readme_section("distill_real", None, lines, begin=HEADING)
     return 0
 

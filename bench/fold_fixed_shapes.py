@@ -42,7 +42,9 @@ def optimize(tool: str, src: str, dst: str, shape: list[int]) -> None:
     if tool == "fold":
         import onnxopt
 
-        model = onnxopt.apply_passes(onnxopt.load(src, check=False), ["fold:fix_input_shapes=true"], shapes={name: tuple(shape)})
+        model = onnxopt.apply_passes(
+            onnxopt.load(src, check=False), ["fold:fix_input_shapes=true"], shapes={name: tuple(shape)}
+        )
         onnxopt.save(model, dst)
     else:
         import onnxsim

@@ -76,9 +76,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", default=",".join(node_suite.CONSTANT_TOOLS))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case (all optimizers) before it is killed")
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds per case (all optimizers) before it is killed"
+    )
     parser.add_argument("--names", default="", help="comma-separated test names (default: every test)")
-    parser.add_argument("--node-tests", type=Path, default=None, help="a folder of node tests (default: fetched into the cache)")
+    parser.add_argument(
+        "--node-tests", type=Path, default=None, help="a folder of node tests (default: fetched into the cache)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every case's result to this file")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -107,7 +111,9 @@ def main(argv: list[str]) -> int:
     print(table)
     print("\n".join(notes))
     if not args.no_readme:
-        environment = ", ".join(f"{t} {v}" for t, v in versions.items() if v) + f", Python {platform.python_version()}, 2 CPUs"
+        environment = (
+            ", ".join(f"{t} {v}" for t, v in versions.items() if v) + f", Python {platform.python_version()}, 2 CPUs"
+        )
         skipped = [f"{t} (not installed)" for t in missing]
         shown = [a for i, a in enumerate(argv) if a != "--no-readme" and "--json" not in (a, argv[i - 1] if i else "")]
         command = common.command_line("fold_node_suite.py", shown)

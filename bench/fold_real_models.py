@@ -230,7 +230,9 @@ def compare_outputs(reference, candidate, feeds: list[dict[str, np.ndarray]]) ->
     return max_abs, max_rel, ""
 
 
-def bench_model(key: str, title: str, src: Path, optimizers: list[str], rounds: int, feeds_n: int, seed: int, log) -> dict:
+def bench_model(
+    key: str, title: str, src: Path, optimizers: list[str], rounds: int, feeds_n: int, seed: int, log
+) -> dict:
     out_dir = common.cache_dir() / "bench-out" / key
     out_dir.mkdir(parents=True, exist_ok=True)
     feeds = [make_inputs(key, seed + i) for i in range(feeds_n)]
@@ -359,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         worker(*argv[1:4])
         return 0
     parser = common.model_parser(__doc__, [*(m.key for m in common.MODELS), "minilm"])
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), help=f"comma-separated subset of {', '.join(OPTIMIZERS)}")
-    parser.add_argument("--rounds", type=int, default=100, help="interleaved latency rounds after warm-up (default 100)")
+    parser.add_argument(
+        "--optimizers", default=",".join(OPTIMIZERS), help=f"comma-separated subset of {', '.join(OPTIMIZERS)}"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=100, help="interleaved latency rounds after warm-up (default 100)"
+    )
     parser.add_argument("--feeds", type=int, default=3, help="seeded input feeds compared per model (default 3)")
     parser.add_argument("--ops", action="store_true", help="also print the node count per op type of every result")
     args = parser.parse_args(argv)

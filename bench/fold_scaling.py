@@ -123,8 +123,12 @@ def write_readme(text: str, command: str, elapsed: float) -> None:
             prose.append(line)
     environment = (f"onnxscript {onnxscript.__version__}, onnx-ir {onnx_ir.__version__}, "
                    f"Python {platform.python_version()}, 2 CPUs shared with other jobs")  # fmt: skip
-    common.write_readme_section("fold_scaling", "fold_scaling.py: fold's time on chains of 10 000 to 100 000 Adds",
-                                [*prose, "", *common.run_lines(command, elapsed, environment, [], [text])], [command])
+    common.write_readme_section(
+        "fold_scaling",
+        "fold_scaling.py: fold's time on chains of 10 000 to 100 000 Adds",
+        [*prose, "", *common.run_lines(command, elapsed, environment, [], [text])],
+        [command],
+    )
 
 
 def main(argv: list[str]) -> int:

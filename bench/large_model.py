@@ -106,10 +106,22 @@ def rows_for(model: Path, out: Path, latency_runs: int) -> list[Row]:
         Row("ort quantize_dynamic", [py, "-c", ORT_DYNAMIC, str(model), str(out / "ort_dynamic.onnx")]),
         Row("onnxopt dynamic", [*optimize, "-o", str(out / "dynamic.onnx"), "--pass", "quantize:mode=dynamic"]),
         Row("ort MatMulNBits", [py, "-c", ORT_WEIGHT_ONLY, str(model), str(out / "ort_weight_only.onnx")]),
-        Row("onnxopt weight_only", [*optimize, "-o", str(out / "weight_only.onnx"), "--pass", "quantize:mode=weight_only",
-                                    "--min-cosine", "0.9"]),  # fmt: skip
-        Row("onnxopt validate", [*onnxopt, "validate", str(model), str(out / "dynamic.onnx"), "--latency-runs",
-                                 str(latency_runs), "-q"]),  # fmt: skip
+        Row(
+            "onnxopt weight_only",
+            [
+                *optimize,
+                "-o",
+                str(out / "weight_only.onnx"),
+                "--pass",
+                "quantize:mode=weight_only",
+                "--min-cosine",
+                "0.9",
+            ],
+        ),  # fmt: skip
+        Row(
+            "onnxopt validate",
+            [*onnxopt, "validate", str(model), str(out / "dynamic.onnx"), "--latency-runs", str(latency_runs), "-q"],
+        ),  # fmt: skip
     ]
 
 
@@ -154,7 +166,7 @@ def same_weights(a: Path, b: Path) -> bool:
 def _described() -> str:
     """The docstring's account of the rows and of what sets the peak, for the README."""
     doc = (__doc__ or "").split("\n\n", 2)[2]  # after the summary and the usage line
-    return re.split(r"Prints\s+the table", doc)[0].strip() + "\n\n" + doc[doc.index("What sets the peak"):].strip()
+    return re.split(r"Prints\s+the table", doc)[0].strip() + "\n\n" + doc[doc.index("What sets the peak") :].strip()
 
 
 def write_readme(command: str, body: str, elapsed: float) -> None:
@@ -169,7 +181,9 @@ def write_readme(command: str, body: str, elapsed: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=None, help="where the model and outputs go (default: $ONNXOPT_CACHE/large)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where the model and outputs go (default: $ONNXOPT_CACHE/large)"
+    )
     parser.add_argument("--layers", type=int, default=36)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--latency-runs", type=int, default=20)
@@ -188,8 +202,13 @@ def main() -> None:
     rows = []
     for row in rows_for(model, out, args.latency_runs):
         rows.append(measure(row, folder))
-        print(f"  {row.name}: exit {row.exit_code}, {row.seconds:.1f} s, peak RSS {row.peak_rss / 1e9:.2f} GB {row.note}", flush=True)
-    body = f"Model: {model.name}, {model_bytes / 1e9:.3f} GB. Outputs: {output_sizes(out)}.\n\n" + table(rows, model_bytes)
+        print(
+            f"  {row.name}: exit {row.exit_code}, {row.seconds:.1f} s, peak RSS {row.peak_rss / 1e9:.2f} GB {row.note}",
+            flush=True,
+        )
+    body = f"Model: {model.name}, {model_bytes / 1e9:.3f} GB. Outputs: {output_sizes(out)}.\n\n" + table(
+        rows, model_bytes
+    )
     if (out / "dynamic.onnx").exists() and (out / "ort_dynamic.onnx").exists():
         body += f"\n\nonnxopt dynamic's weights, scales and zero points are ort quantize_dynamic's: {same_weights(out / 'dynamic.onnx', out / 'ort_dynamic.onnx')}"
     print(body)

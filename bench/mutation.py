@@ -55,7 +55,9 @@ def module_of(name: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="every mutant of [tool.mutmut] only_mutate, not only the verdict's")
+    parser.add_argument(
+        "--all", action="store_true", help="every mutant of [tool.mutmut] only_mutate, not only the verdict's"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--fail-on-survivor", action="store_true", help="exit 1 when a mutant survives")
     parser.add_argument("--no-run", action="store_true", help="only summarize the last run's results (mutants/)")
@@ -69,7 +71,10 @@ def main() -> int:
             run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs), *patterns], cwd=ROOT, stdout=f,
                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
         if run.returncode != 0:
-            print(f"mutmut run failed (exit {run.returncode}); its output: {log}\n" + log.read_text()[-3000:], file=sys.stderr)
+            print(
+                f"mutmut run failed (exit {run.returncode}); its output: {log}\n" + log.read_text()[-3000:],
+                file=sys.stderr,
+            )
             return 2
     seconds = time.perf_counter() - start
     status = {k: v for k, v in results().items() if not patterns or any(fnmatch.fnmatch(k, p) for p in patterns)}
@@ -82,7 +87,9 @@ def main() -> int:
     for module, counts in sorted(by_module.items()):
         total.update(counts)
         tried = sum(counts.values())
-        print(f"{module:<22}" + "".join(f"{counts[k]:>11}" for k in kinds) + f"{counts['killed'] / max(tried, 1):>8.1%}")
+        print(
+            f"{module:<22}" + "".join(f"{counts[k]:>11}" for k in kinds) + f"{counts['killed'] / max(tried, 1):>8.1%}"
+        )
     tried = sum(total.values())
     print(f"{'all':<22}" + "".join(f"{total[k]:>11}" for k in kinds) + f"{total['killed'] / max(tried, 1):>8.1%}")
     print(f"mutation score {total['killed']}/{tried} killed in {seconds:.0f} s (mutmut; 'mutmut show NAME' shows one)")

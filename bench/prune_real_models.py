@@ -96,7 +96,9 @@ def bench(subject: Subject, work: Path, rounds: int) -> list[str]:
     for name, passes in VARIANTS:
         out = work / f"{subject.key}-{'_'.join(''.join(c if c.isalnum() else ' ' for c in name).split())}.onnx"
         start = time.perf_counter()
-        report = onnxopt.optimize(subject.path, out, passes=list(passes), data=subject.data, gates={"min_cosine": 0.0}, latency_runs=1)
+        report = onnxopt.optimize(
+            subject.path, out, passes=list(passes), data=subject.data, gates={"min_cosine": 0.0}, latency_runs=1
+        )
         seconds = time.perf_counter() - start
         if report.exit_code != 0:
             rows.append(common.markdown_row([name, f"failed: {report.message}"]))
@@ -117,9 +119,25 @@ def bench(subject: Subject, work: Path, rounds: int) -> list[str]:
 def subjects(keys: set[str], work: Path) -> list[Subject]:
     found = []
     if "digits" in keys:
-        found.append(Subject("digits", "digits CNN fixture (400 labelled validation images)", FIXTURES / "digits_cnn.onnx", FIXTURES / "digits_cnn_val.npz", True))
+        found.append(
+            Subject(
+                "digits",
+                "digits CNN fixture (400 labelled validation images)",
+                FIXTURES / "digits_cnn.onnx",
+                FIXTURES / "digits_cnn_val.npz",
+                True,
+            )
+        )
     if "transformer" in keys:
-        found.append(Subject("transformer", "tiny transformer fixture (400 labelled sequences)", FIXTURES / "tiny_transformer.onnx", FIXTURES / "tiny_transformer_val.npz", True))
+        found.append(
+            Subject(
+                "transformer",
+                "tiny transformer fixture (400 labelled sequences)",
+                FIXTURES / "tiny_transformer.onnx",
+                FIXTURES / "tiny_transformer_val.npz",
+                True,
+            )
+        )
     if "det" in keys:
         model = common.model("det")
         pages = work / "det_pages.npz"

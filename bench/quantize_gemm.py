@@ -36,7 +36,10 @@ def build(path: Path, layers: int, width: int, rng: np.random.Generator) -> None
     for i in range(layers):
         weights += [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}"),
                     numpy_helper.from_array(rng.standard_normal(width).astype(np.float32) * 0.1, f"b{i}")]  # fmt: skip
-        nodes += [helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"]), helper.make_node("Relu", [f"g{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"]),
+            helper.make_node("Relu", [f"g{i}"], [f"r{i}"]),
+        ]
         x = f"r{i}"
     graph = helper.make_graph(nodes, "gemm_stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", width])], weights)  # fmt: skip

@@ -93,17 +93,26 @@ DYNAMIC_VARIANTS = (
     Variant("ort quantize_dynamic", "ort-dynamic"),
 )
 WEIGHT_ONLY = (
-    Variant("onnxopt quantize:mode=weight_only (4-bit asymmetric, block 32)", "onnxopt", ("quantize:mode=weight_only",)),
+    Variant(
+        "onnxopt quantize:mode=weight_only (4-bit asymmetric, block 32)", "onnxopt", ("quantize:mode=weight_only",)
+    ),
     Variant("onnxopt quantize:mode=weight_only,block_size=16", "onnxopt", ("quantize:mode=weight_only,block_size=16",)),
-    Variant("onnxopt quantize:mode=weight_only,eight_bit_regex=attention (attention MatMuls 8-bit)", "onnxopt",
-            ("quantize:mode=weight_only,eight_bit_regex=attention",)),
+    Variant(
+        "onnxopt quantize:mode=weight_only,eight_bit_regex=attention (attention MatMuls 8-bit)",
+        "onnxopt",
+        ("quantize:mode=weight_only,eight_bit_regex=attention",),
+    ),
 )
 #: static int8 on the transformer fixture: the plain call, onnxopt, and onnxopt's accuracy loop with a cosine gate
 #: (judged on the calibration data; the table's fidelity is on the validation data)
 TRANSFORMER_STATIC = (
     Variant("onnxopt quantize (static)", "onnxopt", ("quantize",)),
-    Variant("onnxopt quantize:accuracy_aware=true (gate min_cosine 0.9995)", "onnxopt",
-            ("quantize:accuracy_aware=true,max_trials=8",), gates=(("min_cosine", 0.9995),)),
+    Variant(
+        "onnxopt quantize:accuracy_aware=true (gate min_cosine 0.9995)",
+        "onnxopt",
+        ("quantize:accuracy_aware=true,max_trials=8",),
+        gates=(("min_cosine", 0.9995),),
+    ),
     Variant("ort quantize_static", "ort-static"),
 )
 
@@ -227,7 +236,9 @@ def worker(spec_json: str) -> None:
     ort.set_default_logger_severity(3)
     variant = Variant(**{**spec["variant"], "passes": tuple(spec["variant"]["passes"]),
                          "gates": tuple(map(tuple, spec["variant"]["gates"]))})  # fmt: skip
-    seconds, note = RUNNERS[variant.kind](variant, Path(spec["src"]), Path(spec["dst"]), Path(spec["npz"]), spec["batch_size"])
+    seconds, note = RUNNERS[variant.kind](
+        variant, Path(spec["src"]), Path(spec["dst"]), Path(spec["npz"]), spec["batch_size"]
+    )
     common.print_result({"seconds": seconds, "note": note})
 
 
@@ -242,7 +253,9 @@ def _stray(scratch: Path) -> str:
     return f"left {' + '.join(names)} ({total / 1e6:.1f} MB) in the working directory"
 
 
-def run_variant(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: int, scratch: Path) -> tuple[float | None, str, str | None]:
+def run_variant(
+    variant: Variant, src: Path, dst: Path, npz: Path, batch_size: int, scratch: Path
+) -> tuple[float | None, str, str | None]:
     """(seconds, note, error)."""
     for stale in dst.parent.glob(dst.stem + "*"):
         stale.unlink()
@@ -528,8 +541,9 @@ def write_readme(results: list[dict], command: str, elapsed: float, skipped: lis
         "arithmetic; rec's synthetic glyphs are not real characters, so its fp32 output is not confident (mean top "
         "probability 0.7-0.9) and argmax flips come easily: read its sequence equality as a relative measure.",
         "",
-        *common.run_lines(command, elapsed, f"{common.environment()}; CPU: {_vnni()}", skipped,
-                          [table(r) for r in results]),
+        *common.run_lines(
+            command, elapsed, f"{common.environment()}; CPU: {_vnni()}", skipped, [table(r) for r in results]
+        ),
     ]
     commands = ["python -m pip install tokenizers   # optional: real MiniLM token ids (else random ids, said in the "
                 "table)", "python bench/quantize_real_models.py --minilm PATH/TO/all-MiniLM-L6-v2.onnx"]  # fmt: skip
@@ -548,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         worker(argv[1])
         return 0
     parser = common.model_parser(__doc__, ALL_MODELS)
-    parser.add_argument("--rounds", type=int, default=40, help="interleaved latency rounds after warm-up (default 40, at least 30)")
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="interleaved latency rounds after warm-up (default 40, at least 30)"
+    )
     parser.add_argument("--det-size", type=int, default=640, help="det page side, a multiple of 32 (default 640)")
     parser.add_argument("--det-calib", type=int, default=16, help="det calibration pages (default 16)")
     parser.add_argument("--det-val", type=int, default=8, help="det validation pages (default 8)")

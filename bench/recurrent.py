@@ -101,8 +101,16 @@ def text(logits: np.ndarray) -> tuple[int, ...]:
 
 def left_alone(stats: list[dict], shown: int = 3) -> str:
     """The passes' reports of weights left alone, the first ``shown`` (the largest) and a count of the rest."""
-    entries = [f"{k}: {v}" for s in stats for key in ("weights_left_float", "weights_left_alone") for k, v in s.get(key, {}).items()]
-    return "; ".join(entries[:shown]) + (f"; ... ({len(entries) - shown} more entries)" if len(entries) > shown else "") or "none"
+    entries = [
+        f"{k}: {v}"
+        for s in stats
+        for key in ("weights_left_float", "weights_left_alone")
+        for k, v in s.get(key, {}).items()
+    ]
+    return (
+        "; ".join(entries[:shown]) + (f"; ... ({len(entries) - shown} more entries)" if len(entries) > shown else "")
+        or "none"
+    )
 
 
 def main() -> None:

@@ -147,6 +147,7 @@ def rec_truth(ref: Path, lines: list[Feed]) -> Truth:
 def embedding_truth(ref: Path, feeds: list[Feed], cosine_floor: float, neighbours: bool) -> Truth:
     """Masked mean-pooled cosine; with ``neighbours`` also nearest-neighbour agreement, the feeds being N
     sentences followed by their N paraphrases (agreement over all 2N, and among the N originals alone)."""
+
     def pooled(path: Path) -> np.ndarray:
         return np.concatenate([masked_mean(out[0], f["attention_mask"]) for out, f in zip(run(path, feeds), feeds)])
 
@@ -187,7 +188,10 @@ def accuracy_truth(ref: Path, images: np.ndarray, labels: np.ndarray) -> Truth:
 
     def judge(cand: Path) -> tuple[str, bool]:
         acc = accuracy(cand)
-        return f"accuracy {base:.4f} -> {acc:.4f} (drop {100 * (base - acc):+.2f} pt, {len(labels)} digits)", base - acc <= MAX_DROP
+        return (
+            f"accuracy {base:.4f} -> {acc:.4f} (drop {100 * (base - acc):+.2f} pt, {len(labels)} digits)",
+            base - acc <= MAX_DROP,
+        )
 
     return judge
 
@@ -222,7 +226,9 @@ def speech_like(rng: np.random.Generator, seconds: float, rate: int = 16000) -> 
     return audio.astype(np.float32)
 
 
-def silero_probabilities(path: Path, clips: list[np.ndarray], chunk: int = 512, context: int = 64) -> tuple[np.ndarray, list[Feed]]:
+def silero_probabilities(
+    path: Path, clips: list[np.ndarray], chunk: int = 512, context: int = 64
+) -> tuple[np.ndarray, list[Feed]]:
     """Speech probability per chunk, state and context carried per clip; also the feeds the model saw."""
     import onnxruntime as ort
 
@@ -280,7 +286,9 @@ def figures(result: object) -> str:
         return "not compared: " + "; ".join(result.notes)  # type: ignore[attr-defined]
     parts = [f"{m.output}: {m.metric} {m.value:.4g} (>= {m.threshold:g})" for m in result.metrics]  # type: ignore[attr-defined]
     for out in result.outputs:  # type: ignore[attr-defined]
-        worst = "" if out.worst_channel_cosine is None else f", worst ch {out.worst_channel} {out.worst_channel_cosine:.4f}"
+        worst = (
+            "" if out.worst_channel_cosine is None else f", worst ch {out.worst_channel} {out.worst_channel_cosine:.4f}"
+        )
         parts.append(f"{out.name}: cos {out.cosine:.4f}{worst}")
     failed = [c.name for c in result.checks if not c.passed]  # type: ignore[attr-defined]
     return "; ".join(parts) + (f"; **failed: {', '.join(failed)}**" if failed else "")
@@ -298,7 +306,10 @@ def polygraphy_agrees(ref: Path, cand: Path, feeds: Sequence[Feed]) -> bool:
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.CRITICAL
-    runners = [OnnxrtRunner(SessionFromOnnx(str(ref)), name="reference"), OnnxrtRunner(SessionFromOnnx(str(cand)), name="candidate")]
+    runners = [
+        OnnxrtRunner(SessionFromOnnx(str(ref)), name="reference"),
+        OnnxrtRunner(SessionFromOnnx(str(cand)), name="candidate"),
+    ]
     results = Comparator.run(runners, data_loader=list(feeds))
     return bool(Comparator.compare_accuracy(results))
 
@@ -326,7 +337,9 @@ def optimize_case(case: str, src: Path, passes: list[str], truth: Truth, poly_fe
     candidate: Path | None = out
     if step.status != KEPT:
         candidate = tmp / f"{case}.candidate.onnx"
-        made = onnxopt.optimize(src, candidate, passes=passes, data=data, val=val_text, latency_runs=0, seed=seed, default_gates=False)
+        made = onnxopt.optimize(
+            src, candidate, passes=passes, data=data, val=val_text, latency_runs=0, seed=seed, default_gates=False
+        )
         if made.steps[-1].status != KEPT:
             candidate = None
     if candidate is None:
@@ -337,7 +350,9 @@ def optimize_case(case: str, src: Path, passes: list[str], truth: Truth, poly_fe
     data_text = judged_on(report).replace(f"{tmp}/", "")
     recipe = " + ".join(passes) + (f", --data {data.name}" if data else "") + (f", --val {val.name}" if val else "")
     recipe += f", --seed {seed}" if seed else ""
-    return Row(case, recipe, data_text, report.exit_code, verdict_pass, deciding, truth_text, usable, poly, gated(decided))
+    return Row(
+        case, recipe, data_text, report.exit_code, verdict_pass, deciding, truth_text, usable, poly, gated(decided)
+    )
 
 
 def validate_case(case: str, ref: Path, cand: Path, data: Path, truth: Truth, poly_feeds: Sequence[Feed]) -> Row:
@@ -367,7 +382,9 @@ def det_cases(models: Path, tmp: Path) -> list[Row]:
     poly = pages[:POLYGRAPHY_FEEDS]
     return [
         optimize_case("det prune (no data)", src, ["fold", "prune-structured:sparsity=0.3"], truth, poly, tmp),
-        optimize_case("det int8", src, ["fold", "quantize"], truth, poly, tmp, tmp / "det_calib.npz", tmp / "det_val.npz"),
+        optimize_case(
+            "det int8", src, ["fold", "quantize"], truth, poly, tmp, tmp / "det_calib.npz", tmp / "det_val.npz"
+        ),
     ]
 
 
@@ -408,8 +425,16 @@ def rec_cases(models: Path, tmp: Path) -> list[Row]:
     typeset = split(rendered_set(REC_LINES, HELD_OUT_SEED)[:, None], "x")
     return [
         optimize_case("rec int8", src, ["quantize"], truth, poly, tmp, tmp / "rec_calib.npz", tmp / "rec_val.npz"),
-        optimize_case("rec int8 (typeset text)", src, ["quantize"], rec_truth(src, typeset), typeset[:POLYGRAPHY_FEEDS], tmp,
-                      tmp / "typeset_calib.npz", tmp / "typeset_val.npz"),  # fmt: skip
+        optimize_case(
+            "rec int8 (typeset text)",
+            src,
+            ["quantize"],
+            rec_truth(src, typeset),
+            typeset[:POLYGRAPHY_FEEDS],
+            tmp,
+            tmp / "typeset_calib.npz",
+            tmp / "typeset_val.npz",
+        ),  # fmt: skip
         optimize_case("rec prune (no data)", src, ["prune-structured:sparsity=0.3"], truth, poly, tmp),
     ]
 
@@ -482,7 +507,9 @@ def minilm_cases(models: Path, tmp: Path) -> list[Row]:
         rows.append(optimize_case(f"MiniLM {short}", src, [recipe], truth, poly, tmp, tmp / "minilm_padded.npz"))
         rows.append(optimize_case(f"MiniLM {short} (no data)", src, [recipe], truth, poly, tmp))
     # the synthetic verdict on dynamic int8 sits at its threshold: the same recipe with the next seed
-    rows.append(optimize_case("MiniLM dynamic (no data, seed 1)", src, ["quantize:mode=dynamic"], truth, poly, tmp, seed=1))
+    rows.append(
+        optimize_case("MiniLM dynamic (no data, seed 1)", src, ["quantize:mode=dynamic"], truth, poly, tmp, seed=1)
+    )
     return rows
 
 
@@ -508,6 +535,7 @@ def fixture_cases(tmp: Path) -> list[Row]:
     detector = folder / "detector.onnx"
     rows.append(validate_case("detector vs collapsed", detector, folder / "detector_collapsed.onnx", tmp / "detector.npz",
                               class_truth(detector, images, 4), images))  # fmt: skip
+
     # token encoder: padded batches (mask zeros after each row's length)
     def tokens(seed: int, rows_: int) -> Feed:
         rng = np.random.default_rng(seed)
@@ -528,7 +556,18 @@ def fixture_cases(tmp: Path) -> list[Row]:
     np.savez(tmp / "digits_val_a.npz", input=val["input"][:half], labels=val["labels"][:half])
     truth = accuracy_truth(digits, val["input"][half:], val["labels"][half:])
     poly = [{"input": val["input"][half : half + 32]}]
-    rows.append(optimize_case("digits int8", digits, ["quantize"], truth, poly, tmp, FIXTURES / "digits_cnn_calib.npz", tmp / "digits_val_a.npz"))
+    rows.append(
+        optimize_case(
+            "digits int8",
+            digits,
+            ["quantize"],
+            truth,
+            poly,
+            tmp,
+            FIXTURES / "digits_cnn_calib.npz",
+            tmp / "digits_val_a.npz",
+        )
+    )
     rows.append(optimize_case("digits prune (no data)", digits, ["prune-structured:sparsity=0.5"], truth, poly, tmp))
     return rows
 
@@ -551,7 +590,10 @@ def margins(rows: list[Row]) -> str:
             seen.setdefault(key, ([], []))[0 if row.usable else 1].append(value)
     lines = []
     for (name, threshold), (good, bad) in sorted(seen.items()):
-        low, high = (f"{min(good):.4f} ({len(good)})" if good else "-"), (f"{max(bad):.4f} ({len(bad)})" if bad else "-")
+        low, high = (
+            (f"{min(good):.4f} ({len(good)})" if good else "-"),
+            (f"{max(bad):.4f} ({len(bad)})" if bad else "-"),
+        )
         separates = all(v >= threshold for v in good) and all(v < threshold for v in bad)
         lines.append([name, f"{threshold:g}", low, high, "yes" if separates else "no (on its own)"])
     header = ["default gate", "threshold", "usable cases: lowest figure", "unusable cases: highest figure",
@@ -584,10 +626,12 @@ def tables(rows: list[Row]) -> tuple[str, str]:
     return confusion, common.markdown_table(header, lines, "lllr")
 
 
-MARGINS = ("Each default threshold against the figures it gated in this run (the deciding validation of each case; "
-           "a case counts once per gate, at its worst output; the count in brackets). A gate need not separate the "
-           "truth on its own where another gate or a task metric decides; cosine at 0.9 is the floor under an output a "
-           "task metric judges (onnxopt.gates.TASK_FLOOR), cosine at 0.99 and channel_cosine the generic DEFAULT_GATES.")
+MARGINS = (
+    "Each default threshold against the figures it gated in this run (the deciding validation of each case; "
+    "a case counts once per gate, at its worst output; the count in brackets). A gate need not separate the "
+    "truth on its own where another gate or a task metric decides; cosine at 0.9 is the floor under an output a "
+    "task metric judges (onnxopt.gates.TASK_FLOOR), cosine at 0.99 and channel_cosine the generic DEFAULT_GATES."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -632,8 +676,10 @@ def main(argv: list[str] | None = None) -> int:
         command = common.command_line("verdict.py", sys.argv[1:] if argv is None else argv)
         environment = (f"{common.environment()}, polygraphy {common.version('polygraphy')}, load average "
                        f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip
-        lines = [*[line for paragraph in __doc__.split("\n\n")[2:6] for line in (paragraph, "")],
-                 *common.run_lines(command, elapsed, environment, skipped, [confusion, per_case, MARGINS, gates])]
+        lines = [
+            *[line for paragraph in __doc__.split("\n\n")[2:6] for line in (paragraph, "")],
+            *common.run_lines(command, elapsed, environment, skipped, [confusion, per_case, MARGINS, gates]),
+        ]
         title = "verdict.py: onnxopt's default verdict against task-level truth on held-out data"
         commands = ["python -m pip install polygraphy tokenizers   # bench only", "python bench/verdict.py"]
         common.write_readme_section("verdict", title, lines, commands)

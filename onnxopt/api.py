@@ -73,7 +73,9 @@ def validate(
     from onnxopt.session import Session
     from onnxopt.validation import compare, is_large, open_reference
 
-    recipe = build_recipe(data=data, shapes=shapes, seed=seed, batch_size=batch_size, threads=threads, latency_runs=latency_runs)
+    recipe = build_recipe(
+        data=data, shapes=shapes, seed=seed, batch_size=batch_size, threads=threads, latency_runs=latency_runs
+    )
     requests = [parse_request(text) for text in metrics]
     session = Session(plugins, quiet=quiet)
     model = model_io.load(reference, check=False)
@@ -175,9 +177,23 @@ def auto(
         pipeline["shapes"] = normal_shapes(pipeline["shapes"])
     return run_auto(
         AutoSettings(
-            Path(source), Path(output), str(data), objective, float(max_drop), dict(_gates_mapping(gates)),
-            int(max_trials), max_time, int(jobs), executor, Path(workdir) if workdir is not None else None, int(seed),
-            tuple(requested), tuple(plugins), pipeline, keep_models, quiet,
+            Path(source),
+            Path(output),
+            str(data),
+            objective,
+            float(max_drop),
+            dict(_gates_mapping(gates)),
+            int(max_trials),
+            max_time,
+            int(jobs),
+            executor,
+            Path(workdir) if workdir is not None else None,
+            int(seed),
+            tuple(requested),
+            tuple(plugins),
+            pipeline,
+            keep_models,
+            quiet,
         )  # fmt: skip
     )
 

@@ -13,9 +13,7 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Sequence
-
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from onnxopt.errors import OnnxoptError, UsageError
@@ -24,6 +22,7 @@ from onnxopt.plugins import PluginManager, get_plugin_manager
 
 if TYPE_CHECKING:
     from onnxopt.report import Report
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
@@ -35,15 +34,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="dataset: file.npz, a folder of .npy/.npz, synthetic:N, or what a data plugin "
-                                       "reads (an image folder, text + tokenizer, WAV files, loader.py:fn; see README)")
+    parser.add_argument(
+        "--data",
+        help="dataset: file.npz, a folder of .npy/.npz, synthetic:N, or what a data plugin "
+        "reads (an image folder, text + tokenizer, WAV files, loader.py:fn; see README)",
+    )
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=DxD",
                         help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
                              "(default: derived until the original runs; the written model keeps its dims)")  # fmt: skip
     parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
                         help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, or file.py:function); "
                              "'none' turns off the metrics detected by default")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, help="rows per onnxruntime run (default: up to 32, fewer for large inputs)")
+    parser.add_argument(
+        "--batch-size", type=int, help="rows per onnxruntime run (default: up to 32, fewer for large inputs)"
+    )
     parser.add_argument("--seed", type=int, help="seed for synthetic data and passes (default 0)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     parser.add_argument("--latency-runs", type=int, help="interleaved latency rounds (0 skips; default 20)")
@@ -62,7 +66,7 @@ def build_parser(pm: PluginManager | None = None) -> argparse.ArgumentParser:
         prog="onnxopt",
         description="Make ONNX models smaller and faster for onnxruntime, and prove they still agree.",
         epilog="exit codes: 0 compared and within the gates, 1 validation gate failed, 2 bad input or usage, "
-               "3 a plugin failed, 4 written but not validated",
+        "3 a plugin failed, 4 written but not validated",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("-p", dest="plugins_first", action="append", default=[], metavar="NAME",
@@ -76,9 +80,13 @@ def build_parser(pm: PluginManager | None = None) -> argparse.ArgumentParser:
                      help="a pass to run, in order; list values use ';' (exclude=a;b)")  # fmt: skip
     opt.add_argument("--recipe", help="TOML recipe: passes, data, gates (flags add to it)")
     opt.add_argument("--in-place", action="store_true", help="allow -o to name the input file")
-    opt.add_argument("--on-failure", choices=["rollback", "stop"], help="a failing pass is rolled back (default) or stops the run")
+    opt.add_argument(
+        "--on-failure", choices=["rollback", "stop"], help="a failing pass is rolled back (default) or stops the run"
+    )
     opt.add_argument("--no-validate-each-pass", action="store_true", help="validate only the written model")
-    opt.add_argument("--no-validate", action="store_true", help="compare nothing; the run ends 'not validated' (exit 4)")
+    opt.add_argument(
+        "--no-validate", action="store_true", help="compare nothing; the run ends 'not validated' (exit 4)"
+    )
     opt.add_argument("--val", help="data the verdict is judged on (default: --data, else synthetic inputs)")
     ext = opt.add_mutually_exclusive_group()
     ext.add_argument("--external-data", dest="external_data", action="store_true", default=None,
@@ -132,7 +140,9 @@ def _on_request_passes(pm: PluginManager | None) -> list[tuple[str, str]]:
         return []
     from onnxopt.passes import PassRegistry
 
-    return [(spec.name, spec.summary) for spec in PassRegistry.from_plugins(pm) if spec.search and spec.search.on_request]
+    return [
+        (spec.name, spec.summary) for spec in PassRegistry.from_plugins(pm) if spec.search and spec.search.on_request
+    ]
 
 
 def _auto_parser(commands: argparse._SubParsersAction, on_request: list[tuple[str, str]]) -> None:
@@ -141,7 +151,9 @@ def _auto_parser(commands: argparse._SubParsersAction, on_request: list[tuple[st
                                       "one was written (do not ship it)")  # fmt: skip
     auto.add_argument("model", help="input model (.onnx)")
     auto.add_argument("-o", "--output", required=True, help="where to write the chosen model")
-    auto.add_argument("--max-drop", type=float, default=0.01, help="max accuracy drop with labelled data (default 0.01)")
+    auto.add_argument(
+        "--max-drop", type=float, default=0.01, help="max accuracy drop with labelled data (default 0.01)"
+    )
     auto.add_argument("--objective", choices=["size", "latency", "balanced"], default="size",
                       help="minimise size, latency, or their geometric mean (default size)")  # fmt: skip
     auto.add_argument("--max-trials", type=int, default=30, help="stop after this many trials in all (default 30)")
@@ -149,7 +161,9 @@ def _auto_parser(commands: argparse._SubParsersAction, on_request: list[tuple[st
     auto.add_argument("--jobs", type=int, default=1, help="trials run in parallel (default 1)")
     auto.add_argument("--executor", choices=["process", "ray"], default="process",
                       help="worker processes on this machine, or Ray tasks (RAY_ADDRESS or a local Ray)")  # fmt: skip
-    auto.add_argument("--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume")
+    auto.add_argument(
+        "--workdir", help="study, trials, report and plot (default: OUTPUT's stem + .auto); reruns resume"
+    )
     for name, summary in on_request:  # e.g. --distill: passes too slow to try unless asked for
         auto.add_argument(f"--{name}", action="append_const", const=name, dest="requested", default=[],
                           help=f"also search the {name} pass ({summary})")  # fmt: skip
@@ -296,14 +310,19 @@ def cmd_passes(args: argparse.Namespace) -> int:
                 "summary": spec.summary,
                 "needs_data": spec.needs_data if isinstance(spec.needs_data, bool) else "depends on options",
                 "handles_subgraphs": spec.handles_subgraphs,
-                "options": [{"name": o.name, "type": o.type_name, "default": o.default, "help": o.help} for o in spec.option_fields()],
+                "options": [
+                    {"name": o.name, "type": o.type_name, "default": o.default, "help": o.help}
+                    for o in spec.option_fields()
+                ],
             }
             for spec in registry
         ]
         _print(to_json(rows))
         return 0
     for spec in registry:
-        flags = [flag for flag, on in (("needs data", spec.needs_data is True), ("subgraphs", spec.handles_subgraphs)) if on]
+        flags = [
+            flag for flag, on in (("needs data", spec.needs_data is True), ("subgraphs", spec.handles_subgraphs)) if on
+        ]
         _print(f"{spec.name}  ({spec.plugin}{'; ' + ', '.join(flags) if flags else ''})")
         _print(f"    {spec.summary}")
         for o in spec.option_fields():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -299,8 +299,8 @@ def from_arrays(
     """A dataset from in-memory arrays (the layout of an ``.npz``, ``labels`` optional)."""
     arrays = dict(arrays)
     labels = arrays.pop(LABELS_KEY, None)
-    if labels is not None:
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise DataError(f"{name}: 'labels' must be a 1-D array of integer class ids, got {labels.dtype} {list(labels.shape)}")
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        raise DataError(
+            f"{name}: 'labels' must be a 1-D array of integer class ids, got {labels.dtype} {list(labels.shape)}"
+        )
     return Dataset(name, arrays, input_specs(model), labels=labels, batch_size=batch_size)
-

@@ -13,7 +13,6 @@ from typing import Any
 
 from onnxopt.errors import UsageError
 
-
 #: Gates whose valid values are not "a finite number >= 0": a cosine lies in [-1, 1], an agreement in [0, 1].
 _RANGES = {"min_cosine": (-1.0, 1.0), "min_channel_cosine": (-1.0, 1.0), "min_top1": (0.0, 1.0)}
 

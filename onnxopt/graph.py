@@ -90,12 +90,19 @@ def shared_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Valu
 def tensor_of(value: ir.Value) -> ir.TensorProtocol | None:
     """The constant ``value`` holds: an initializer's tensor or a Constant node's ``value`` (else None)."""
     producer = value.producer()
-    if value.const_value is None and producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+    if (
+        value.const_value is None
+        and producer is not None
+        and producer.op_type == "Constant"
+        and "value" in producer.attributes
+    ):
         return producer.attributes["value"].as_tensor()
     return value.const_value
 
 
-def constant_weights(model: ir.Model, input_index_by_op: Mapping[str, int | tuple[int, ...]]) -> dict[ir.Value, list[ir.Node]]:
+def constant_weights(
+    model: ir.Model, input_index_by_op: Mapping[str, int | tuple[int, ...]]
+) -> dict[ir.Value, list[ir.Node]]:
     """Every constant a node reads at a weight input of ``input_index_by_op`` — an initializer or a Constant node's
     output, float or int8 / uint8, in the model and its subgraphs — with those nodes: what a pass that reports
     the weights it left alone starts from."""

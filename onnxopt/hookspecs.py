@@ -9,7 +9,8 @@ as the distill plugin declares its training-backend hook) and add subcommands (:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -84,7 +84,9 @@ def external_data_files(proto: onnx.ModelProto, model_dir: Path) -> set[Path]:
             raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} must be a relative path")
         target = (root / location).resolve()
         if not target.is_relative_to(root):
-            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is outside the model's folder")
+            raise ModelError(
+                f"tensor {tensor.name!r}: external data location {location!r} is outside the model's folder"
+            )
         files.add(target)
     return files
 
@@ -106,7 +108,9 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
         expected = _tensor_nbytes(tensor)
         length = int(info.get("length", expected) or 0)
         if expected is not None and length < expected:
-            raise ModelError(f"tensor {tensor.name!r}: external data length {length} is shorter than its shape needs ({expected} bytes)")
+            raise ModelError(
+                f"tensor {tensor.name!r}: external data length {length} is shorter than its shape needs ({expected} bytes)"
+            )
         path = (root / info["location"]).resolve()
         if offset + length > sizes[path]:
             raise ModelError(
@@ -139,8 +143,10 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
         proto = onnx.load(str(path), load_external_data=False)
     except DecodeError as exc:
         if "MaxDepth" in str(exc):  # upb's recursion limit: 100 nested messages, about 32 nested If / Loop bodies
-            raise ModelError(f"{path}: nested too deep to read (If / Loop / Scan bodies inside each other beyond "
-                             f"protobuf's limit of 100 nested messages)") from exc
+            raise ModelError(
+                f"{path}: nested too deep to read (If / Loop / Scan bodies inside each other beyond "
+                f"protobuf's limit of 100 nested messages)"
+            ) from exc
         raise ModelError(f"{path}: not an ONNX model, or truncated (protobuf: {exc})") from exc
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -162,7 +168,9 @@ def _non_utf8_field(message: Message, where: str = "model") -> str | None:
     """
     if isinstance(message, onnx.TensorProto):  # its text fields only: ListFields would copy every raw_data
         texts = [("name", message.name), ("doc_string", message.doc_string)]
-        texts += [(f"external_data[{i}]", text) for i, e in enumerate(message.external_data) for text in (e.key, e.value)]
+        texts += [
+            (f"external_data[{i}]", text) for i, e in enumerate(message.external_data) for text in (e.key, e.value)
+        ]
         return next((f"{where}.{name}" for name, text in texts if isinstance(text, bytes)), None)
     for field, value in message.ListFields():
         if field.type == FieldDescriptor.TYPE_STRING:
@@ -584,7 +592,9 @@ def _own_data_file(path: Path, data_name: str) -> Path | None:
     return data if data.resolve() in referenced else None
 
 
-def _write_staged(model: ir.Model, staged_model: Path, data_name: str, external_data: bool, destination: Path) -> list[Path]:
+def _write_staged(
+    model: ir.Model, staged_model: Path, data_name: str, external_data: bool, destination: Path
+) -> list[Path]:
     """Write the model (and its data file) into the staging folder, synced; data first, model last."""
     try:
         with _initializer_annotations_hidden(model):

@@ -336,8 +336,10 @@ class PassRegistry:
         """The pass that replaced ``name`` with these options (``PassSpec.replaces``), if one did."""
         for spec in self._specs.values():
             for old_name, selector in spec.replaces:
-                if old_name == name and selector and all(
-                    k in raw and str(raw[k]).lower() == str(v).lower() for k, v in selector.items()
+                if (
+                    old_name == name
+                    and selector
+                    and all(k in raw and str(raw[k]).lower() == str(v).lower() for k, v in selector.items())
                 ):
                     return spec, selector
         return None

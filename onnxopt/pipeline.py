@@ -25,14 +25,30 @@ import onnx_ir as ir
 from onnxopt import model_io, summary
 from onnxopt.context import RunContext
 from onnxopt.data import Dataset
-from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED, DataError, ModelError, OnnxoptError, PluginError, UsageError
+from onnxopt.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_NOT_VALIDATED,
+    DataError,
+    ModelError,
+    OnnxoptError,
+    PluginError,
+    UsageError,
+)
 from onnxopt.metrics import MetricRequest, parse_request
 from onnxopt.passes import ConfiguredPass
 from onnxopt.recipe import Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
 from onnxopt.session import Session
 from onnxopt.synthetic import runnable
-from onnxopt.validation import LiveReference, RecordedReference, Reference, ValidationResult, compare, is_large, open_session
+from onnxopt.validation import (
+    LiveReference,
+    RecordedReference,
+    Reference,
+    ValidationResult,
+    compare,
+    is_large,
+    open_session,
+)
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
@@ -201,7 +217,13 @@ class Run:
         if verdict is not None and not verdict.passed:
             loads = next((c for c in verdict.checks if c.name == "loads"), None)
             if loads is not None and not loads.passed:
-                self._fail(report, entry, failed_status, PluginError.exit_code, f"produced a model onnxruntime cannot load: {loads.message}")
+                self._fail(
+                    report,
+                    entry,
+                    failed_status,
+                    PluginError.exit_code,
+                    f"produced a model onnxruntime cannot load: {loads.message}",
+                )
             else:
                 self._fail(report, entry, failed_status, EXIT_GATE_FAILED,
                            f"validation failed: {verdict.failure_reason()}; {advice(verdict)}")  # fmt: skip
@@ -238,7 +260,9 @@ def advice(verdict: ValidationResult) -> str:
     tips = []
     if verdict.synthetic_data:
         tips.append("judge on real inputs (--val) rather than random ones")
-    generic = {c.message.split(":")[0] for c in verdict.checks if not c.passed and c.name in ("cosine", "channel_cosine")}
+    generic = {
+        c.message.split(":")[0] for c in verdict.checks if not c.passed and c.name in ("cosine", "channel_cosine")
+    }
     if generic:
         tips.append(f"if {', '.join(sorted(generic))} serves a task, judge it by its metric (--metric OUTPUT=NAME)")
     tips.append("the pass's options that trade size for accuracy ('onnxopt passes')")
@@ -251,13 +275,18 @@ def judge_inputs(model: ir.Model, reference: Reference | None, recipe: Recipe) -
     def run(feed: dict) -> object:
         return reference.outputs(0, feed) if isinstance(reference, LiveReference) else None
 
-    return runnable(FALLBACK_SYNTHETIC_SAMPLES, model, run, shapes=recipe.shapes, seed=recipe.seed, batch_size=recipe.batch_size)
+    return runnable(
+        FALLBACK_SYNTHETIC_SAMPLES, model, run, shapes=recipe.shapes, seed=recipe.seed, batch_size=recipe.batch_size
+    )
 
 
 def describe_data(dataset: Dataset, role: str) -> str:
     """One line for the report: which set judged the verdict, and what it holds."""
-    text = f"{dataset.name} ({dataset.num_samples} samples, --{role})" if not dataset.synthetic else (
-        f"{dataset.name} random inputs (no --data / --val)")
+    text = (
+        f"{dataset.name} ({dataset.num_samples} samples, --{role})"
+        if not dataset.synthetic
+        else (f"{dataset.name} random inputs (no --data / --val)")
+    )
     return text + (f": {dataset.description}" if dataset.description else "")
 
 
@@ -272,4 +301,3 @@ def optimize(
 ) -> Report:
     """Run ``recipe`` on the model at ``source`` and write the best result to ``output``."""
     return Run(recipe, Session(plugins, quiet=quiet))(source, output, in_place=in_place)
-

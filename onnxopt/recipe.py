@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from onnxopt.data import parse_shape
 from onnxopt.errors import UsageError
-from onnxopt.gates import DEFAULT_GATES, Gates
+from onnxopt.gates import Gates
 
 OnFailure = Literal["rollback", "stop"]
 
@@ -112,7 +112,7 @@ def pass_steps(passes: Sequence[PassArg]) -> list[PassStep]:
 
 def _shapes(value: Any) -> dict[str, tuple[int, ...]]:
     if not isinstance(value, Mapping):
-        raise UsageError("recipe: [shapes] must map input names to shapes like \"1x3x224x224\"")
+        raise UsageError('recipe: [shapes] must map input names to shapes like "1x3x224x224"')
     return dict(parse_shape(f"{name}={shape}") for name, shape in value.items())
 
 
@@ -130,10 +130,10 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
     recipe = Recipe()
     steps = []
     if not isinstance(values.get("passes", []), list):
-        raise UsageError(f"{origin}: passes must be a list of tables, e.g. [[passes]] name = \"fold\"")
+        raise UsageError(f'{origin}: passes must be a list of tables, e.g. [[passes]] name = "fold"')
     for index, entry in enumerate(values.get("passes", [])):
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            raise UsageError(f"{origin}: passes[{index}] needs a name, e.g. [[passes]] name = \"fold\"")
+            raise UsageError(f'{origin}: passes[{index}] needs a name, e.g. [[passes]] name = "fold"')
         options = {k: v for k, v in entry.items() if k != "name"}
         steps.append(PassStep(entry["name"], options))
     recipe.passes = steps
@@ -145,7 +145,7 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
         recipe.shapes = _shapes(values["shapes"])
     if "metrics" in values:
         if not isinstance(values["metrics"], list) or not all(isinstance(m, str) for m in values["metrics"]):
-            raise UsageError(f"{origin}: metrics must be a list of strings like \"ctc>=0.95\"")
+            raise UsageError(f'{origin}: metrics must be a list of strings like "ctc>=0.95"')
         recipe.metrics = list(values["metrics"])
     simple = {k: values[k] for k in _TOP_LEVEL - {"passes", "gates", "shapes", "metrics"} if k in values}
     expected = {"data": str, "val": str, "validate": bool, "batch_size": int, "on_failure": str, "seed": int, "validate_each_pass": bool,
@@ -154,7 +154,7 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
         if not isinstance(value, expected[key]) or (expected[key] is int and isinstance(value, bool)):
             raise UsageError(f"{origin}: {key} must be a {expected[key].__name__}, got {value!r}")
     if simple.get("on_failure", "rollback") not in ("rollback", "stop"):
-        raise UsageError(f"{origin}: on_failure must be \"rollback\" or \"stop\", got {simple['on_failure']!r}")
+        raise UsageError(f'{origin}: on_failure must be "rollback" or "stop", got {simple["on_failure"]!r}')
     try:
         return dataclasses.replace(recipe, **simple)
     except UsageError as exc:

@@ -153,7 +153,16 @@ def render_costs(report: Report) -> str:
 def render_report(report: Report) -> str:
     """The per-pass table, the final validation, and the verdict."""
     rows: list[list[Any]] = [
-        ["(input)", "", "", None, report.original.nodes, report.original.parameters, human_bytes(report.original.bytes), ""]
+        [
+            "(input)",
+            "",
+            "",
+            None,
+            report.original.nodes,
+            report.original.parameters,
+            human_bytes(report.original.bytes),
+            "",
+        ]
     ]
     for step in report.steps:
         fig = step.figures
@@ -225,7 +234,11 @@ def render_validation(result: ValidationResult) -> str:
     parts = [f"validation on {result.data} ({result.samples} samples)" + (
         f": {result.data_description}" if result.data_description else "")]  # fmt: skip
     if result.outputs:
-        parts.append(table(["output", "shape", "max_abs", "max_rel", "cosine", "worst_ch_cos", "worst_ch", "top1", "nan/inf"], rows))
+        parts.append(
+            table(
+                ["output", "shape", "max_abs", "max_rel", "cosine", "worst_ch_cos", "worst_ch", "top1", "nan/inf"], rows
+            )
+        )
     elif not result.compared:
         parts.append("NOT VALIDATED: the outputs were not compared")
     if result.metrics:

@@ -60,7 +60,11 @@ def count_nodes(model: ir.Model) -> int:
 def _constant_node_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
     """The tensor of every Constant node (``value`` attribute), subgraphs included."""
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and (attr := node.attributes.get("value")) is not None:
+        if (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and (attr := node.attributes.get("value")) is not None
+        ):
             yield attr.as_tensor()
 
 

@@ -137,7 +137,9 @@ def plan(model: ir.Model, *, shapes: Mapping[str, tuple[int, ...]] | None = None
 def _check_given_shapes(specs: list[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
     unknown = sorted(set(shapes) - {spec.name for spec in specs})
     if unknown:
-        raise UsageError(f"--shape names unknown input(s) {', '.join(unknown)} (inputs: {', '.join(s.name for s in specs)})")
+        raise UsageError(
+            f"--shape names unknown input(s) {', '.join(unknown)} (inputs: {', '.join(s.name for s in specs)})"
+        )
     for spec in specs:
         if spec.dims is None and spec.name not in shapes:
             raise UsageError(f"input {spec.name!r} has an unknown shape: give --shape {spec.name}=DxD...")

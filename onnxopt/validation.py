@@ -26,9 +26,9 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +36,16 @@ import numpy as np
 from onnxopt import model_io
 from onnxopt.errors import DataError, ModelError, UsageError
 from onnxopt.gates import DEFAULT_GATES, TASK_FLOOR, Gates
-from onnxopt.metrics import AUTO, NO_METRIC, Metric, MetricRegistry, MetricRequest, MetricSpec, OutputInfo, attention_mask
+from onnxopt.metrics import (
+    AUTO,
+    NO_METRIC,
+    Metric,
+    MetricRegistry,
+    MetricRequest,
+    MetricSpec,
+    OutputInfo,
+    attention_mask,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -248,7 +257,9 @@ class _OutputAccumulator:
             # the channel axis changes length between feeds (tokens padded to each batch's longest): channels
             # missing from a feed add nothing to its cosine
             width = max(self.channel_stats.shape[1], stats.shape[1])
-            self.channel_stats, stats = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (self.channel_stats, stats))
+            self.channel_stats, stats = (
+                np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (self.channel_stats, stats)
+            )
         self.channel_stats = stats if self.channel_stats is None else self.channel_stats + stats
         self.channel_len += r.shape[1]
 
@@ -397,7 +408,9 @@ class Reference:
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
+    def latency(
+        self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int
+    ) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
         raise NotImplementedError
 
 
@@ -444,7 +457,9 @@ class LiveReference(Reference):
             self._cached_bytes += size
         return outputs
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
+    def latency(
+        self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int
+    ) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
         return measure_latency(self.session, candidate, feed, runs=runs, tight=LATENCY_TIGHT, budget=LATENCY_SECONDS)
 
 
@@ -458,7 +473,9 @@ class RecordedReference(Reference):
     one reference on one dataset records it once and passes it to every :func:`compare`.
     """
 
-    def __init__(self, path: str | Path, data: Dataset | None, threads: int, latency_runs: int, context: RunContext | None) -> None:
+    def __init__(
+        self, path: str | Path, data: Dataset | None, threads: int, latency_runs: int, context: RunContext | None
+    ) -> None:
         session = open_session(path, threads=threads)
         self.signature = _signature(session)
         self.score_index = _class_score_index(session)
@@ -475,7 +492,9 @@ class RecordedReference(Reference):
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outputs[index]
 
-    def latency(self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
+    def latency(
+        self, candidate: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int
+    ) -> tuple[float, float, float, tuple[float, float] | None, int | None] | None:
         if self._latency_ms is None:  # recorded without latency runs
             return None
         candidate_ms = _median_ms(candidate, feed, runs)
@@ -518,7 +537,9 @@ def compare(
     name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
     result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
     result.data_description = getattr(data, "description", None) if data is not None else None
-    reference_side = opened or open_reference(reference, data, threads=threads, latency_runs=latency_runs, context=context)
+    reference_side = opened or open_reference(
+        reference, data, threads=threads, latency_runs=latency_runs, context=context
+    )
     if isinstance(reference_side, RecordedReference):
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
     try:
@@ -545,7 +566,9 @@ def compare(
             (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread,
              result.latency_rounds) = latency  # fmt: skip
         if data.synthetic:
-            result.notes.append(f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy")
+            result.notes.append(
+                f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy"
+            )
     result.size_reference = model_io.file_size(reference)
     result.size_candidate = model_io.file_size(candidate)
     result.checks.extend(_gate_checks(result, gates, defaults))
@@ -581,7 +604,9 @@ class _Judge:
     def choose(self, names: list[str], ref_out: list[np.ndarray], feed: Mapping[str, np.ndarray]) -> None:
         for request in self.requests:
             if request.output is not None and request.output not in names:
-                raise UsageError(f"--metric {request.text}: the model has no output {request.output!r} (outputs: {', '.join(names)})")
+                raise UsageError(
+                    f"--metric {request.text}: the model has no output {request.output!r} (outputs: {', '.join(names)})"
+                )
         automatic = self.defaults and not any(r.metric == NO_METRIC for r in self.requests)
         for index, (name, array) in enumerate(zip(names, ref_out)):
             if not isinstance(array, np.ndarray):
@@ -595,7 +620,9 @@ class _Judge:
                 metric = spec.create(info)
                 if metric is None:
                     if request.output is not None:
-                        raise UsageError(f"--metric {request.text}: {request.metric!r} does not apply to output {name!r} {list(array.shape)}")
+                        raise UsageError(
+                            f"--metric {request.text}: {request.metric!r} does not apply to output {name!r} {list(array.shape)}"
+                        )
                     continue
                 picked.append((spec, metric, spec.threshold if request.threshold is None else request.threshold, False))
             if not picked and (automatic or any(r.metric == AUTO for r in self.requests)):
@@ -682,10 +709,14 @@ def _signature(session: ort.InferenceSession) -> Signature:
 def _same_signature(ref: Signature, cand: Signature, result: ValidationResult) -> bool:
     (ref_inputs, ref_outputs), (cand_inputs, cand_outputs) = ref, cand
     if ref_inputs != cand_inputs:
-        result.checks.append(Check("signature", False, f"inputs differ: reference {ref_inputs}, candidate {cand_inputs}"))
+        result.checks.append(
+            Check("signature", False, f"inputs differ: reference {ref_inputs}, candidate {cand_inputs}")
+        )
         return False
     if ref_outputs != cand_outputs:
-        result.checks.append(Check("signature", False, f"outputs differ: reference {ref_outputs}, candidate {cand_outputs}"))
+        result.checks.append(
+            Check("signature", False, f"outputs differ: reference {ref_outputs}, candidate {cand_outputs}")
+        )
         return False
     return True
 
@@ -710,7 +741,11 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
         label = f"output {out.name!r}:"
         if out.nonfinite_candidate > out.nonfinite_reference:
             checks.append(
-                Check("finite", False, f"{label} {out.nonfinite_candidate} NaN/Inf values (reference has {out.nonfinite_reference})")
+                Check(
+                    "finite",
+                    False,
+                    f"{label} {out.nonfinite_candidate} NaN/Inf values (reference has {out.nonfinite_reference})",
+                )
             )
         if gates.atol is not None or gates.rtol is not None:
             tol = f"atol {gates.atol or 0:g}, rtol {gates.rtol or 0:g}"
@@ -729,14 +764,29 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
         min_cosine = gates.min_cosine if gates.min_cosine is not None else fallback.min_cosine
         min_channel = gates.min_channel_cosine if gates.min_channel_cosine is not None else fallback.min_channel_cosine
         at_least("cosine", f"{label} cosine", out.cosine, min_cosine)
-        at_least("channel_cosine", f"{label} worst channel ({out.worst_channel}) cosine", out.worst_channel_cosine, min_channel)
+        at_least(
+            "channel_cosine",
+            f"{label} worst channel ({out.worst_channel}) cosine",
+            out.worst_channel_cosine,
+            min_channel,
+        )
         at_least("top1", f"{label} top-1 agreement", out.top1_agreement, gates.min_top1)
     for outcome in result.metrics:
         how = "default for this output" if outcome.default else "asked for"
-        at_least(f"metric:{outcome.metric}", f"output {outcome.output!r}: {outcome.metric} ({how})", outcome.value, outcome.threshold)
+        at_least(
+            f"metric:{outcome.metric}",
+            f"output {outcome.output!r}: {outcome.metric} ({how})",
+            outcome.value,
+            outcome.threshold,
+        )
     if result.accuracy_reference is not None and result.accuracy_candidate is not None:
         drop = result.accuracy_reference - result.accuracy_candidate
-        at_most("accuracy", f"accuracy drop ({result.accuracy_reference:.4f} -> {result.accuracy_candidate:.4f})", drop, gates.max_accuracy_drop)
+        at_most(
+            "accuracy",
+            f"accuracy drop ({result.accuracy_reference:.4f} -> {result.accuracy_candidate:.4f})",
+            drop,
+            gates.max_accuracy_drop,
+        )
     elif gates.max_accuracy_drop is not None:
         result.notes.append("max_accuracy_drop not checked: the data has no usable labels")
     at_most("latency", "latency ratio", result.latency_ratio, gates.max_latency_ratio)

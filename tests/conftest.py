@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: paths, faulty_plugins, node_suite, ... importable from any depth
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # tests/: paths, faulty_plugins, node_suite, ... importable from any depth
 
 from paths import FIXTURES as FIXTURES_DIR  # noqa: E402
 

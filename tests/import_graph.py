@@ -62,7 +62,7 @@ def edges() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         for target, names in _imports(path, name):
-            if not target.split(".")[0] in (HOST, PLUGINS):
+            if target.split(".")[0] not in (HOST, PLUGINS):
                 continue
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in files]
             for dep in submodules or [target]:

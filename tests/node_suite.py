@@ -210,7 +210,9 @@ def load_case(case_dir: str | os.PathLike, data_set: str = "test_data_set_0") ->
     )
 
 
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"})
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+)
 
 
 def random_ops(model_path: str | os.PathLike) -> set[str]:
@@ -278,7 +280,9 @@ def _to_ortvalue(value: Any) -> Any:
     proto = numpy_helper.from_array(value)  # packs 4-bit / 2-bit types the way onnxruntime stores them
     ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), proto.data_type)
     if ortvalue.tensor_size_in_bytes() != len(proto.raw_data):
-        raise RuntimeError(f"{value.dtype}: {len(proto.raw_data)} bytes for a {ortvalue.tensor_size_in_bytes()}-byte tensor")
+        raise RuntimeError(
+            f"{value.dtype}: {len(proto.raw_data)} bytes for a {ortvalue.tensor_size_in_bytes()}-byte tensor"
+        )
     ctypes.memmove(ortvalue.data_ptr(), proto.raw_data, len(proto.raw_data))
     return ortvalue
 
@@ -548,7 +552,9 @@ def non_constant_nodes(path: str | os.PathLike) -> list[str]:
     """Op types of the top-level nodes of a model that are not Constant (an empty list: folded to constants)."""
     import onnx
 
-    return [n.op_type for n in onnx.load(path).graph.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx"))]
+    return [
+        n.op_type for n in onnx.load(path).graph.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx"))
+    ]
 
 
 @dataclass

@@ -62,7 +62,11 @@ def accuracy(model: Path, data: Path) -> float:
 def kernels(model: Path) -> dict[str, np.ndarray]:
     """The 2-D float weights of the Dense layers, by initializer name."""
     graph = onnx.load(model).graph
-    return {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT}
+    return {
+        t.name: numpy_helper.to_array(t)
+        for t in graph.initializer
+        if len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT
+    }
 
 
 def check(condition: bool, message: str) -> None:
@@ -73,7 +77,9 @@ def check(condition: bool, message: str) -> None:
 
 def optimize(source: Path, out: Path, passes: list, data: Path, max_drop: float = 0.0) -> Path:
     """Run passes; the gate is accuracy on the held-out flowers, not output cosine (pruning moves outputs)."""
-    report = onnxopt.optimize(source, out, passes=passes, data=data, gates={"min_cosine": 0.0, "max_accuracy_drop": max_drop})
+    report = onnxopt.optimize(
+        source, out, passes=passes, data=data, gates={"min_cosine": 0.0, "max_accuracy_drop": max_drop}
+    )
     check(report.exit_code == 0 and report.steps[-1].status == "kept", f"{out.name}: {report.message or 'written'}")
     return out
 
@@ -107,23 +113,44 @@ def main() -> None:
     int8 = optimize(fp32, out / "iris_int8.onnx", [("quantize", {"mode": "static"})], train, max_drop=0.05)
     graph = onnx.load(int8).graph
     types = {t.name: t.data_type for t in graph.initializer}
-    dequantized = [n for n in graph.node if n.op_type == "DequantizeLinear" and types.get(n.input[0]) == onnx.TensorProto.INT8]
+    dequantized = [
+        n for n in graph.node if n.op_type == "DequantizeLinear" and types.get(n.input[0]) == onnx.TensorProto.INT8
+    ]
     weights = [n.input[1] for n in graph.node if n.op_type in ("MatMul", "Gemm")]
     fed = {n.output[0] for n in dequantized}
-    check(bool(weights) and all(w in fed for w in weights), "every MatMul / Gemm weight is int8 read through DequantizeLinear")
-    check(not any(t.data_type == onnx.TensorProto.INT32 and len(t.dims) == 2 for t in graph.initializer), "no int32 weight matrices")
+    check(
+        bool(weights) and all(w in fed for w in weights),
+        "every MatMul / Gemm weight is int8 read through DequantizeLinear",
+    )
+    check(
+        not any(t.data_type == onnx.TensorProto.INT32 and len(t.dims) == 2 for t in graph.initializer),
+        "no int32 weight matrices",
+    )
     weight_bytes = {name: w.nbytes for name, w in kernels(fp32).items()}
-    int8_bytes = sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2)
-    check(int8_bytes * 4 == sum(weight_bytes.values()), f"weight matrices {sum(weight_bytes.values())} -> {int8_bytes} bytes (int8: 1/4)")
-    print(f"  file {fp32.stat().st_size} -> {int8.stat().st_size} bytes (for 70 weights the Q/DQ nodes outweigh the saving), "
-          f"accuracy {accuracy(int8, val):.4f}")
+    int8_bytes = sum(
+        numpy_helper.to_array(t).nbytes
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2
+    )
+    check(
+        int8_bytes * 4 == sum(weight_bytes.values()),
+        f"weight matrices {sum(weight_bytes.values())} -> {int8_bytes} bytes (int8: 1/4)",
+    )
+    print(
+        f"  file {fp32.stat().st_size} -> {int8.stat().st_size} bytes (for 70 weights the Q/DQ nodes outweigh the saving), "
+        f"accuracy {accuracy(int8, val):.4f}"
+    )
 
     print("4. prune")
     sparse = optimize(fp32, out / "iris_pruned.onnx", [("prune", {"sparsity": 0.2, "min_elements": 1})], val,
                       max_drop=0.05)  # fmt: skip
     zero_share = {name: round(float((w == 0).mean()), 3) for name, w in kernels(sparse).items()}
-    check(all(abs(share - 0.2) <= 0.04 for share in zero_share.values()), f"a fifth of each kernel is zero: {zero_share}")
-    print(f"  magnitude 20 %: accuracy {accuracy(sparse, val):.4f} (30 % already costs a third of it: 70 weights have no slack)")
+    check(
+        all(abs(share - 0.2) <= 0.04 for share in zero_share.values()), f"a fifth of each kernel is zero: {zero_share}"
+    )
+    print(
+        f"  magnitude 20 %: accuracy {accuracy(sparse, val):.4f} (30 % already costs a third of it: 70 weights have no slack)"
+    )
     narrow = optimize(fp32, out / "iris_narrow.onnx", [("prune-structured", {"sparsity": 0.5, "round_to": 1})], val,
                       max_drop=1.0)  # fmt: skip
     shapes = sorted(w.shape for w in kernels(narrow).values())
@@ -145,7 +172,9 @@ def main() -> None:
                              backend="keras", epochs=300, lr=0.01, batch_size=16, patience=50)  # fmt: skip
     check(report.exit_code == 0, f"keras student: {report.message or 'written'}")
     stats = report.steps[0].stats
-    print(f"  keras student ({stats['student_parameters']} vs {stats['teacher_parameters']} parameters): {stats['validation']}")
+    print(
+        f"  keras student ({stats['student_parameters']} vs {stats['teacher_parameters']} parameters): {stats['validation']}"
+    )
     if importlib.util.find_spec("torch") is None:
         print("  (torch not installed: the width-derived student is skipped)")
     else:

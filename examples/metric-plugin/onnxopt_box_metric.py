@@ -32,4 +32,6 @@ def _create(info: OutputInfo) -> ScoresKept | None:
 
 @onnxopt.hookimpl
 def onnxopt_register_metrics(register) -> None:  # noqa: ANN001
-    register(MetricSpec("scores_kept", "class scores within 0.05 of the reference's", 0.99, _create, plugin="box-metric"))
+    register(
+        MetricSpec("scores_kept", "class scores within 0.05 of the reference's", 0.99, _create, plugin="box-metric")
+    )

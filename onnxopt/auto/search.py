@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxopt.auto import frontier, study as studies
+from onnxopt.auto import frontier
+from onnxopt.auto import study as studies
 from onnxopt.auto.executors import make_executor
 from onnxopt.auto.space import SearchSpace, build_space
 from onnxopt.auto.trial import MODEL_FILE, TrialJob, TrialOutcome, pass_label, run_in_worker, run_trial
@@ -161,9 +162,11 @@ def _gates(settings: AutoSettings, labelled: bool, notes: list[str]) -> dict[str
     if labelled:
         gates.setdefault("max_accuracy_drop", settings.max_drop)
     elif not any(name in gates for name in QUALITY_GATES):
-        notes.append("the data has no labels: the budget is optimize's default verdict (task metrics where detected, "
-                     f"else cosine {DEFAULT_GATES.min_cosine} and worst-channel cosine {DEFAULT_GATES.min_channel_cosine}; "
-                     "set --min-cosine or --metric to change it)")
+        notes.append(
+            "the data has no labels: the budget is optimize's default verdict (task metrics where detected, "
+            f"else cosine {DEFAULT_GATES.min_cosine} and worst-channel cosine {DEFAULT_GATES.min_channel_cosine}; "
+            "set --min-cosine or --metric to change it)"
+        )
     return gates
 
 
@@ -186,7 +189,9 @@ class _Loop:
     def __init__(self, settings: AutoSettings, space: SearchSpace, gates: dict[str, float], workdir: Path, study: Any):
         self.settings, self.space, self.gates, self.workdir, self.study = settings, space, gates, workdir, study
         self.deadline = None if settings.max_time is None else time.monotonic() + settings.max_time
-        self.finished = {self._key(o.recipe): o for o in studies.outcomes(study) if o.error is None and o.duplicate_of is None}
+        self.finished = {
+            self._key(o.recipe): o for o in studies.outcomes(study) if o.error is None and o.duplicate_of is None
+        }
         self.count = len(studies.outcomes(study))
 
     @staticmethod
@@ -362,7 +367,6 @@ def report_json(result: AutoResult, settings: AutoSettings, space: SearchSpace) 
         "notes": result.notes, "trials": result.trials,
     }  # fmt: skip
     return to_json(data)
-
 
 
 def render_text(result: AutoResult) -> str:

@@ -85,7 +85,9 @@ class SearchSpace:
         lines = []
         for entry in self.passes:
             dims = ", ".join(
-                f"{d.param}={'|'.join(map(str, d.choices))}" if d.choices is not None else f"{d.param}={d.low:g}..{d.high:g}"
+                f"{d.param}={'|'.join(map(str, d.choices))}"
+                if d.choices is not None
+                else f"{d.param}={d.low:g}..{d.high:g}"
                 for d in entry.dims
             )
             lines.append(f"{entry.name}{' (always)' if entry.always else ''}{': ' + dims if dims else ''}")
@@ -141,8 +143,12 @@ def build_space(registry: PassRegistry, *, requested: tuple[str, ...] = ()) -> S
     passes, notes = [], []
     for name in requested:
         if name not in registry or registry.get(name).search is None:
-            raise UsageError(f"pass {name!r} was asked for but no installed pass of that name can be searched (see 'onnxopt passes')")
-    searchable = sorted((spec for spec in registry if spec.search is not None), key=lambda spec: (spec.search.stage, spec.name))
+            raise UsageError(
+                f"pass {name!r} was asked for but no installed pass of that name can be searched (see 'onnxopt passes')"
+            )
+    searchable = sorted(
+        (spec for spec in registry if spec.search is not None), key=lambda spec: (spec.search.stage, spec.name)
+    )
     for spec in searchable:
         hint = spec.search
         if hint.on_request and spec.name not in requested:

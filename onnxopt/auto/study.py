@@ -112,7 +112,9 @@ def outcomes(study: Any) -> list[TrialOutcome]:
         if data is None:
             continue
         outcome = TrialOutcome(**data)
-        if trial.state == optuna.trial.TrialState.COMPLETE or (trial.state == optuna.trial.TrialState.FAIL and outcome.error):
+        if trial.state == optuna.trial.TrialState.COMPLETE or (
+            trial.state == optuna.trial.TrialState.FAIL and outcome.error
+        ):
             found.append(outcome)
     return sorted(found, key=lambda o: o.number)
 

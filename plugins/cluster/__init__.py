@@ -57,14 +57,17 @@ class ClusterOptions(PassOptions):
     per_channel: bool = option(False, "cluster each output channel separately")
     init: Literal["kmeans++", "linear", "density"] = option("kmeans++", "centroid initialisation (TF-MOT's names)")
     encoding: Literal["codebook", "snap"] = option(
-        "codebook", "indices + codebook decoded in-graph, or values snapped to centroids")
+        "codebook", "indices + codebook decoded in-graph, or values snapped to centroids"
+    )
     min_elements: int = option(1024, "tensors with fewer values are left alone", ge=1)
     iterations: int = option(50, "at most this many k-means iterations", ge=1)
     keep_zeros: bool = option(True, "exact zeros (pruned weights) stay zero, as a centroid of their own")
     min_cosine: float = option(
-        0.0, "with data: spare the most sensitive tensors until every output keeps this cosine (0: off)", ge=0, le=1)
+        0.0, "with data: spare the most sensitive tensors until every output keeps this cosine (0: off)", ge=0, le=1
+    )
     sensitive_k: int = option(
-        256, "centroids per tensor for the spared tensors (0: leave them float; else at least 2)", ge=0, le=256)
+        256, "centroids per tensor for the spared tensors (0: leave them float; else at least 2)", ge=0, le=256
+    )
     binarize: bool = option(False, "k=2 per channel: sign(w) x the channel's mean |w|, stored as 1-bit indices "
                                    "(k, per_channel, init, keep_zeros ignored)")  # fmt: skip
 

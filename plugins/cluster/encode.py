@@ -55,7 +55,9 @@ def _packed(labels: np.ndarray, bits: int) -> np.ndarray:
     return np.bitwise_or.reduce(padded << shifts, axis=1).astype(np.uint8)
 
 
-def _groups_to_shape(graph: ir.Graph, name: str, groups: ir.Value, shape: tuple[int, ...], per_byte: int) -> list[ir.Node]:
+def _groups_to_shape(
+    graph: ir.Graph, name: str, groups: ir.Value, shape: tuple[int, ...], per_byte: int
+) -> list[ir.Node]:
     """``[n / per_byte, per_byte]`` values (the indices of a byte, in order) reshaped to ``shape``, the padding
     sliced off."""
     size = int(np.prod(shape))
@@ -113,7 +115,11 @@ def _pair_table_decoder(graph: ir.Graph, name: str, codebook: np.ndarray, labels
     table = np.stack([np.repeat(full, 16), np.tile(full, 16)], axis=1)
     packed = new_initializer(graph, f"{name}_cluster_packed", _packed(labels, 4))
     as_int = ir.node("Cast", inputs=[packed], attributes={"to": ir.DataType.INT32})
-    pairs = ir.node("Gather", inputs=[new_initializer(graph, f"{name}_cluster_pairs", table), as_int.outputs[0]], attributes={"axis": 0})
+    pairs = ir.node(
+        "Gather",
+        inputs=[new_initializer(graph, f"{name}_cluster_pairs", table), as_int.outputs[0]],
+        attributes={"axis": 0},
+    )
     return [as_int, pairs, *_groups_to_shape(graph, name, pairs.outputs[0], labels.shape, 2)]
 
 
@@ -158,21 +164,31 @@ def _indices_decoder(graph: ir.Graph, name: str, codebook: np.ndarray, labels: n
         nodes = (_packed_bit_decoder if index == "packed1" else _packed_nibble_decoder)(graph, name, grid_labels)
     else:
         dtype = ir.DataType.UINT4 if index == "uint4" else ir.DataType.UINT8
-        indices = ir.Value(name=f"{name}_cluster_indices", const_value=ir.tensor(grid_labels.astype(dtype.numpy()), dtype=dtype))
+        indices = ir.Value(
+            name=f"{name}_cluster_indices", const_value=ir.tensor(grid_labels.astype(dtype.numpy()), dtype=dtype)
+        )
         indices.type, indices.shape = ir.TensorType(dtype), ir.Shape(grid)
         graph.register_initializer(indices)
         nodes = [ir.node("Cast", inputs=[indices], attributes={"to": ir.DataType.INT32})]
     if by_elements:
-        table = new_initializer(graph, f"{name}_cluster_codebook", codebook if axis == 0 else np.ascontiguousarray(codebook.T))
-        nodes.append(ir.node("GatherElements", inputs=[table, nodes[-1].outputs[0]], attributes={"axis": 1 if axis == 0 else 0}))
+        table = new_initializer(
+            graph, f"{name}_cluster_codebook", codebook if axis == 0 else np.ascontiguousarray(codebook.T)
+        )
+        nodes.append(
+            ir.node("GatherElements", inputs=[table, nodes[-1].outputs[0]], attributes={"axis": 1 if axis == 0 else 0})
+        )
         if grid != labels.shape:
             target = new_initializer(graph, f"{name}_cluster_shape", np.array(labels.shape, np.int64))
             nodes.append(ir.node("Reshape", inputs=[nodes[-1].outputs[0], target]))
         return nodes
     if axis is not None:
         width = codebook.shape[1]
-        offsets = (np.arange(channels, dtype=np.int32) * width).reshape([-1 if i == axis else 1 for i in range(labels.ndim)])
-        nodes.append(ir.node("Add", inputs=[nodes[-1].outputs[0], new_initializer(graph, f"{name}_cluster_offsets", offsets)]))
+        offsets = (np.arange(channels, dtype=np.int32) * width).reshape(
+            [-1 if i == axis else 1 for i in range(labels.ndim)]
+        )
+        nodes.append(
+            ir.node("Add", inputs=[nodes[-1].outputs[0], new_initializer(graph, f"{name}_cluster_offsets", offsets)])
+        )
     table = new_initializer(graph, f"{name}_cluster_codebook", codebook.reshape(-1))
     nodes.append(ir.node("Gather", inputs=[table, nodes[-1].outputs[0]], attributes={"axis": 0}))
     return nodes

@@ -115,7 +115,11 @@ class ClusterPass(InPlacePluginPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         o = self.options
         weights = weight_initializers(model, o.min_elements, CLUSTERED_INPUTS)
-        skipped = {value: readers for value, readers in constant_weights(model, CLUSTERED_INPUTS).items() if value not in weights}
+        skipped = {
+            value: readers
+            for value, readers in constant_weights(model, CLUSTERED_INPUTS).items()
+            if value not in weights
+        }
         originals = {value: value.const_value.numpy() for value in weights}
         seeds = {value: int(self.context.rng(index).integers(2**31)) for index, value in enumerate(weights)}
         plans: dict[ir.Value, Clustered | None] = {}
@@ -149,7 +153,11 @@ class ClusterPass(InPlacePluginPass):
             self.context.stats["tensors"] = report
             self.context.stats["encoding"] = " + ".join(f if f == "snap" else f"{f} codebook" for f in sorted(formats))
         reasons = {value: why_not_a_weight(value, readers, o.min_elements) for value, readers in skipped.items()}
-        reasons |= {value: f"spared: {self.context.stats['spared'][value.name]}" for value, plan in plans.items() if plan is None}
+        reasons |= {
+            value: f"spared: {self.context.stats['spared'][value.name]}"
+            for value, plan in plans.items()
+            if plan is None
+        }
         if reasons:
             self.context.stats["weights_left_alone"] = left_alone(reasons)
         return ir.passes.PassResult(model, modified=bool(report))
@@ -160,13 +168,17 @@ class ClusterPass(InPlacePluginPass):
         outputs keep ``min_cosine`` on the run's data; record what was spared and why."""
         o, stats = self.options, self.context.stats
         main = {value.name: value for value in plans if value.graph is model.graph}
-        probe = Probe(model, {value: originals[value] for value in main.values()}, self.context.dataset, self.context.workdir)
+        probe = Probe(
+            model, {value: originals[value] for value in main.values()}, self.context.dataset, self.context.workdir
+        )
         fallback: dict[str, Clustered | None] = {}
 
         def spare(name: str) -> np.ndarray:
             value = main[name]
             if name not in fallback:
-                fallback[name] = self._cluster(originals[value], None, o.sensitive_k, seeds[value]) if o.sensitive_k else None
+                fallback[name] = (
+                    self._cluster(originals[value], None, o.sensitive_k, seeds[value]) if o.sensitive_k else None
+                )
             return originals[value] if fallback[name] is None else fallback[name].approx
 
         spared, measured = choose(probe, {name: plans[value].approx for name, value in main.items()}, spare,

@@ -40,7 +40,9 @@ def _header(path: Path) -> tuple[int, int]:
     except wave.Error as exc:
         soundfile = _soundfile()
         if soundfile is None:
-            raise DataError(f"{path}: not a PCM WAV file ({exc}); convert it to 16-bit PCM or pip install soundfile") from None
+            raise DataError(
+                f"{path}: not a PCM WAV file ({exc}); convert it to 16-bit PCM or pip install soundfile"
+            ) from None
         try:
             info = soundfile.info(str(path))
         except Exception as sf_exc:  # soundfile raises its own LibsndfileError
@@ -102,7 +104,9 @@ def _audio_input(specs: list[InputSpec], chosen: str | None, source: str) -> Inp
     if chosen is not None:
         named = [s for s in specs if s.name == chosen]
         if not named:
-            raise UsageError(f"{source!r}: input={chosen}: the model has no such input (inputs: {', '.join(s.name for s in specs)})")
+            raise UsageError(
+                f"{source!r}: input={chosen}: the model has no such input (inputs: {', '.join(s.name for s in specs)})"
+            )
         return named[0]
     candidates = [s for s in specs if s.dtype.kind == "f" and s.dims is not None and len(s.dims) in (1, 2)]
     if len(candidates) == 1:
@@ -110,7 +114,9 @@ def _audio_input(specs: list[InputSpec], chosen: str | None, source: str) -> Inp
     if not candidates:
         described = ", ".join(f"{s.name} {s.dtype} {s.shape_text}" for s in specs)
         raise DataError(f"{source}: no model input takes audio ([batch, samples] floats): {described}")
-    raise UsageError(f"{source!r}: several inputs could take the audio ({', '.join(s.name for s in candidates)}): add input=NAME")
+    raise UsageError(
+        f"{source!r}: several inputs could take the audio ({', '.join(s.name for s in candidates)}): add input=NAME"
+    )
 
 
 def _is_rate(spec: InputSpec) -> bool:
@@ -124,8 +130,9 @@ def _extra(spec: InputSpec, rows: int, rate: int) -> np.ndarray:
     return np.zeros(tuple(d if isinstance(d, int) else rows for d in spec.dims), dtype=spec.dtype)
 
 
-def open_audio(path: Path, found: list[Path], source: str, raw: dict[str, str], model: ir.Model,
-               options: dict[str, Any]) -> StreamedDataset:
+def open_audio(
+    path: Path, found: list[Path], source: str, raw: dict[str, str], model: ir.Model, options: dict[str, Any]
+) -> StreamedDataset:
     """The WAV files ``found`` at ``path`` (:func:`.source.open_claimed`) in windows for the model, as ``raw`` asks."""
     values = src.parse(source, "WAV audio", raw, OPTIONS)
     specs = input_specs(model)
@@ -133,7 +140,9 @@ def open_audio(path: Path, found: list[Path], source: str, raw: dict[str, str], 
     extras = [s for s in specs if s is not audio]
     unknown = [s.name for s in extras if s.dims is None]
     if unknown:
-        raise DataError(f"{source}: the model input {unknown[0]!r} has an unknown shape; use a loader script to fill it")
+        raise DataError(
+            f"{source}: the model input {unknown[0]!r} has an unknown shape; use a loader script to fill it"
+        )
     rate = values.get("rate", DEFAULT_RATE)
     context = values.get("context", 0)
     if context < 0:
@@ -141,12 +150,16 @@ def open_audio(path: Path, found: list[Path], source: str, raw: dict[str, str], 
     fixed = audio.dims[-1] if isinstance(audio.dims[-1], int) else None
     window = values.get("window", fixed - context if fixed else round(rate * DEFAULT_WINDOW_SECONDS))
     if fixed and window + context != fixed:
-        raise UsageError(f"{source!r}: window={window} + context={context}, but the model input {audio.name!r} takes {fixed} samples")
+        raise UsageError(
+            f"{source!r}: window={window} + context={context}, but the model input {audio.name!r} takes {fixed} samples"
+        )
     headers = [_header(file) for file in found]
     if values.get("resample") == "no":
         for file, (file_rate, _) in zip(found, headers):
             if file_rate != rate:
-                raise DataError(f"{file}: {file_rate} Hz, the model runs at {rate} Hz (resample=no; drop it to resample)")
+                raise DataError(
+                    f"{file}: {file_rate} Hz, the model runs at {rate} Hz (resample=no; drop it to resample)"
+                )
     counts = [-(-resampled_length(frames, file_rate, rate) // window) for file_rate, frames in headers]
     owner = np.repeat(np.arange(len(found)), counts)  # window index -> file index
     chosen = pick(len(owner), values.get("samples"), options.get("seed", 0))

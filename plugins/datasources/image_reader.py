@@ -70,11 +70,14 @@ class Preprocess:
 
     def describe(self) -> str:
         size = "" if self.size is None else "x".join(map(str, self.size))
-        geometry = f"{self.layout.upper()} {self.channels}ch " + {
-            "stretch": f"{size} stretch",
-            "letterbox": f"{size} letterbox fill {self.fill}",
-            "keep": f"aspect kept{' within ' + size if size else ''}, padded to x{self.multiple} with {self.fill}",
-        }[self.resize]
+        geometry = (
+            f"{self.layout.upper()} {self.channels}ch "
+            + {
+                "stretch": f"{size} stretch",
+                "letterbox": f"{size} letterbox fill {self.fill}",
+                "keep": f"aspect kept{' within ' + size if size else ''}, padded to x{self.multiple} with {self.fill}",
+            }[self.resize]
+        )
         values = f"scale {_fraction(self.scale)}, mean {_list(self.mean)}, std {_list(self.std)}"
         preset = f" (preset {self.preset})" if self.preset else ""
         return f"{geometry}, {self.order.upper() if self.channels == 3 else 'gray'}, {values}{preset}"
@@ -112,7 +115,9 @@ def _resized(image: Any, prep: Preprocess) -> Any:
     else:
         height, width = prep.size
         ratio = min(height / image.height, width / image.width)
-        fitted = image.resize((max(1, round(image.width * ratio)), max(1, round(image.height * ratio))), Image.Resampling.BILINEAR)
+        fitted = image.resize(
+            (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))), Image.Resampling.BILINEAR
+        )
     if prep.resize == "letterbox":
         height, width = prep.size
         offset = ((width - fitted.width) // 2, (height - fitted.height) // 2)
@@ -148,7 +153,9 @@ def _layout(dims: tuple, forced: str | None, name: str) -> str:
         if isinstance(dim, int) and dim <= 4:  # an odd channel count, refused by the caller
             return layout
     if isinstance(dims[1], int) == isinstance(dims[3], int):
-        raise UsageError(f"input {name!r} {_text(dims)}: cannot tell where the channels are; add layout=nchw or layout=nhwc")
+        raise UsageError(
+            f"input {name!r} {_text(dims)}: cannot tell where the channels are; add layout=nchw or layout=nhwc"
+        )
     return "nhwc" if isinstance(dims[1], int) else "nchw"  # the fixed one is a spatial dim
 
 
@@ -160,17 +167,23 @@ def plan(source: str, values: dict[str, Any], spec: InputSpec, shapes: dict[str,
     """The effective pre-processing: the user's options over the defaults the model's input implies."""
     dims = tuple(shapes.get(spec.name, spec.dims))
     if not fits(dims, spec.dims):
-        raise UsageError(f"--shape {spec.name}={'x'.join(map(str, dims))} does not fit the model input {spec.shape_text}")
+        raise UsageError(
+            f"--shape {spec.name}={'x'.join(map(str, dims))} does not fit the model input {spec.shape_text}"
+        )
     layout = _layout(dims, values.get("layout"), spec.name)
     channel, height, width = (dims[1], dims[2], dims[3]) if layout == "nchw" else (dims[3], dims[1], dims[2])
     channels = channel if isinstance(channel, int) else 3
     if channels not in (1, 3):
-        raise DataError(f"input {spec.name!r} {_text(dims)} takes {channels} channels; images give 1 (grayscale) or 3 (RGB)")
+        raise DataError(
+            f"input {spec.name!r} {_text(dims)} takes {channels} channels; images give 1 (grayscale) or 3 (RGB)"
+        )
     resize = values.get("resize", "stretch")
     fixed = (height, width) if isinstance(height, int) and isinstance(width, int) else None
     size = values.get("size", fixed)
     if fixed and size != fixed:
-        raise UsageError(f"{source!r}: size={size[0]}x{size[1]}, but the model input {spec.name!r} is fixed at {fixed[0]}x{fixed[1]}")
+        raise UsageError(
+            f"{source!r}: size={size[0]}x{size[1]}, but the model input {spec.name!r} is fixed at {fixed[0]}x{fixed[1]}"
+        )
     if size is None and resize != "keep":
         raise UsageError(f"{source!r}: the model input {spec.name!r} {_text(dims)} has no fixed height and width: "
                          f"add size=HxW, e.g. ?size=640x640")  # fmt: skip
@@ -203,7 +216,9 @@ def _opened(path: Path, channels: int) -> Any:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     if channels == 1 and image.mode not in GRAY_MODES:
         image.close()
-        raise DataError(f"{path}: a {image.mode} colour image, but the model takes 1 channel (convert the images to grayscale)")
+        raise DataError(
+            f"{path}: a {image.mode} colour image, but the model takes 1 channel (convert the images to grayscale)"
+        )
     return image
 
 
@@ -216,8 +231,9 @@ def _decoded(path: Path, prep: Preprocess) -> np.ndarray:
     return prep(converted)
 
 
-def open_images(path: Path, found: list[Path], source: str, raw: dict[str, str], model: ir.Model,
-                options: dict[str, Any]) -> StreamedDataset:
+def open_images(
+    path: Path, found: list[Path], source: str, raw: dict[str, str], model: ir.Model, options: dict[str, Any]
+) -> StreamedDataset:
     """The images ``found`` at ``path`` (:func:`.source.open_claimed`) as the model's input, fed as ``raw`` asks."""
     values = src.parse(source, "an image folder", raw, OPTIONS)
     spec = _image_input(model, source)
@@ -234,7 +250,9 @@ def open_images(path: Path, found: list[Path], source: str, raw: dict[str, str],
         for start in range(0, len(chosen), rows):
             samples = [_decoded(file, prep) for file in chosen[start : start + rows]]
             if len({s.shape for s in samples}) > 1:
-                raise DataError(f"{source}: images {chosen[start].name}.. give different sizes in one batch; add size=HxW")
+                raise DataError(
+                    f"{source}: images {chosen[start].name}.. give different sizes in one batch; add size=HxW"
+                )
             yield {spec.name: np.stack(samples)}
 
     picked = f"{len(chosen)} of {len(found)} files" if len(chosen) < len(found) else f"{len(chosen)} files"

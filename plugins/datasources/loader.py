@@ -80,7 +80,9 @@ def open_loader(target: str, name: str, source: str, model: ir.Model) -> Streame
         arrays = check_feed(feed, specs, f"{where}: feed {count - 1}")
         rows = {arrays[n].shape[0] for n in batched if arrays[n].ndim}
         if len(rows) > 1:
-            raise DataError(f"{where}: feed {count - 1}: batched inputs hold different numbers of rows ({sorted(rows)})")
+            raise DataError(
+                f"{where}: feed {count - 1}: batched inputs hold different numbers of rows ({sorted(rows)})"
+            )
         samples += rows.pop() if rows else 1
     if not count:
         raise DataError(f"{where} yielded no feeds")

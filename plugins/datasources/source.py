@@ -125,8 +125,9 @@ def claimed_files(path: Path, suffixes: Sequence[str]) -> list[Path]:
     return files(path, suffixes)
 
 
-def open_claimed(source: str, suffixes: Sequence[str], opener: Callable[..., Any], model: Any,
-                 options: dict[str, Any]) -> Any:
+def open_claimed(
+    source: str, suffixes: Sequence[str], opener: Callable[..., Any], model: Any, options: dict[str, Any]
+) -> Any:
     """A file-or-folder source's hook: None unless :func:`claimed_files` finds files, else ``opener(path, found,
     source, raw, model, options)``, where ``raw`` are the source string's options for the opener to :func:`parse`."""
     text, raw = split(source)

@@ -75,7 +75,9 @@ def check_feed(feed: object, specs: list[InputSpec], where: str) -> Feed:
     wanted = {spec.name for spec in specs}
     missing, extra = sorted(wanted - feed.keys()), sorted(map(str, feed.keys() - wanted))
     if missing or extra:
-        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + ([f"unknown name(s) {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown name(s) {', '.join(extra)}"] if extra else []
+        )
         raise DataError(f"{where}: {'; '.join(parts)} (model inputs: {', '.join(sorted(wanted))})")
     arrays = {}
     for spec in specs:
@@ -83,7 +85,9 @@ def check_feed(feed: object, specs: list[InputSpec], where: str) -> Feed:
         if array.dtype != spec.dtype:
             raise DataError(f"{where}: input {spec.name!r} has dtype {array.dtype}, the model expects {spec.dtype}")
         if not fits(array.shape, spec.dims):
-            raise DataError(f"{where}: input {spec.name!r} has shape {list(array.shape)}, the model expects {spec.shape_text}")
+            raise DataError(
+                f"{where}: input {spec.name!r} has shape {list(array.shape)}, the model expects {spec.shape_text}"
+            )
         arrays[spec.name] = array
     return arrays
 

@@ -55,7 +55,9 @@ def map_inputs(specs: list[InputSpec], source: str) -> dict[str, str]:
             raise DataError(f"{source}: the model input {spec.name!r} is not one of {', '.join(ROLES)} "
                             f"(use a loader script: --data loader.py:load_data)")  # fmt: skip
         if spec.dims is None or len(spec.dims) != 2 or spec.dtype.kind not in "iu":
-            raise DataError(f"{source}: the model input {spec.name!r} {spec.dtype} {spec.shape_text} is not [batch, sequence] integers")
+            raise DataError(
+                f"{source}: the model input {spec.name!r} {spec.dtype} {spec.shape_text} is not [batch, sequence] integers"
+            )
         roles[spec.name] = role
     if "input_ids" not in roles.values():
         raise DataError(f"{source}: no model input takes token ids (inputs: {', '.join(s.name for s in specs)})")
@@ -113,7 +115,9 @@ def _examples(path: Path, field: str) -> list[str | tuple[str, str]]:
         elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
             examples.append((value[0], value[1]))
         else:
-            raise DataError(f"{path}:{number}: expected a string, or an object whose {field!r} is a string or a pair of strings")
+            raise DataError(
+                f"{path}:{number}: expected a string, or an object whose {field!r} is a string or a pair of strings"
+            )
     return examples
 
 
@@ -131,8 +135,9 @@ def _pad_id(tokenizer: Any) -> int:
     return next((tokenizer.token_to_id(t) for t in PAD_TOKENS if tokenizer.token_to_id(t) is not None), 0)
 
 
-def open_text(path: Path, source: str, raw: dict[str, str], model: ir.Model,
-              options: dict[str, Any]) -> StreamedDataset:
+def open_text(
+    path: Path, source: str, raw: dict[str, str], model: ir.Model, options: dict[str, Any]
+) -> StreamedDataset:
     """The text file at ``path`` tokenized for the model's inputs, as ``raw`` (the source's options) asks."""
     values = src.parse(source, "a text file", raw, OPTIONS)
     if "tokenizer" not in values:
@@ -153,7 +158,9 @@ def open_text(path: Path, source: str, raw: dict[str, str], model: ir.Model,
     max_length = values.get("max_length", fixed or DEFAULT_MAX_LENGTH)
     padding = values.get("padding", "max")
     if fixed and (max_length != fixed or padding != "max"):
-        raise UsageError(f"{source!r}: the model fixes the sequence length at {fixed}: use max_length={fixed},padding=max")
+        raise UsageError(
+            f"{source!r}: the model fixes the sequence length at {fixed}: use max_length={fixed},padding=max"
+        )
     examples = _examples(path, values.get("field", "text"))
     if not examples:
         raise DataError(f"{path}: no examples (blank file)")

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DistillOptions(PassOptions):
     student: str = option(
-        "", "'' (the model in the pipeline), a student .onnx file, or module:function / file.py:function building a "
-        "torch or keras model"
+        "",
+        "'' (the model in the pipeline), a student .onnx file, or module:function / file.py:function building a "
+        "torch or keras model",
     )
     width: float = option(
         1.0, "narrow the (ONNX) student to this fraction of its channels / hidden units with structured prune",
@@ -53,21 +54,18 @@ class DistillOptions(PassOptions):
     )  # fmt: skip
     temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)", gt=0)
     loss: Literal["auto", "kl", "bce", "embedding", "mse"] = option(
-        "auto", "auto: from the output's shape and range; kl: class scores / sequence logits (per step); "
-        "bce: probability maps; embedding: MSE + cosine; mse: regression heads"
+        "auto",
+        "auto: from the output's shape and range; kl: class scores / sequence logits (per step); "
+        "bce: probability maps; embedding: MSE + cosine; mse: regression heads",
     )
     patience: int = option(
         10, "stop after this many epochs without better validation agreement (then loss) (0: never)", ge=0
     )
     val: str = option("", "held-out .npz for early stopping and the report (default: val_fraction of the data)")
-    val_fraction: float = option(
-        0.1, "rows of the data held out for validation when no val file is given", ge=0, lt=1
-    )
+    val_fraction: float = option(0.1, "rows of the data held out for validation when no val file is given", ge=0, lt=1)
     target: str = option("", "the teacher output to distill on (default: the first)")
     backend: str = option("auto", "training backend: auto, torch, keras, or one a plugin provides")
-    threads: int = option(
-        0, "framework intra-op threads while training (0: every core this process may use)", ge=0
-    )
+    threads: int = option(0, "framework intra-op threads while training (0: every core this process may use)", ge=0)
     max_time: float = option(
         0.0, "stop training after this many seconds (the learning rate decays over them; 0: no budget)", ge=0
     )

@@ -84,12 +84,23 @@ def add_command(add_command: Any) -> None:
     dst.add_argument("-o", "--output", help="where to write the trained student (.onnx)")
     dst.add_argument("--data", required=True, help="training data: file.npz or a folder (inputs + optional labels)")
     dst.add_argument("--val", help="held-out .npz for early stopping and the report (default: 10%% of --data)")
-    dst.add_argument("--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)")
-    dst.add_argument("--width", type=float, default=1.0, help="narrow the ONNX student (default: the teacher) to this fraction with structured prune")
+    dst.add_argument(
+        "--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)"
+    )
+    dst.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="narrow the ONNX student (default: the teacher) to this fraction with structured prune",
+    )
     dst.add_argument("--export-logits", action="store_true", help="only compute and cache the teacher's outputs")
     for name, kind in _PASS_FLAGS:
         dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
-    dst.add_argument("--loss", choices=["auto", "kl", "bce", "embedding", "mse"], help="default auto: from the output's shape and range")
+    dst.add_argument(
+        "--loss",
+        choices=["auto", "kl", "bce", "embedding", "mse"],
+        help="default auto: from the output's shape and range",
+    )
     dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
     dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
 

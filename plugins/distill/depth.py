@@ -28,7 +28,9 @@ def _signature(nodes: list[ir.Node]) -> Hashable:
                 continue
             const = value.const_value
             if const is None and value.producer() is not None and value.producer().op_type == "Constant":
-                const = value.producer().attributes.get("value").value if "value" in value.producer().attributes else None
+                const = (
+                    value.producer().attributes.get("value").value if "value" in value.producer().attributes else None
+                )
             shapes.append(tuple(const.shape) if const is not None else None)
         return tuple(shapes)
 
@@ -75,7 +77,11 @@ def _longest_repeat(signatures: list[Hashable]) -> tuple[int, int, int]:
     for period in range(1, total // 2 + 1):
         for start in range(total - 2 * period + 1):
             count = 1
-            while start + (count + 1) * period <= total and signatures[start + count * period : start + (count + 1) * period] == signatures[start : start + period]:
+            while (
+                start + (count + 1) * period <= total
+                and signatures[start + count * period : start + (count + 1) * period]
+                == signatures[start : start + period]
+            ):
                 count += 1
             if count >= 2 and count * period > best[1] * best[2]:
                 best = (start, period, count)
@@ -100,7 +106,9 @@ def shallower(model: ir.Model, depth: float) -> tuple[ir.Model, dict[str, object
     student = model.clone()
     layers = encoder_layers(student)
     if len(layers) < 2:
-        raise UsageError("depth < 1 needs repeated LayerNormalization-delimited blocks (a transformer encoder); none found")
+        raise UsageError(
+            "depth < 1 needs repeated LayerNormalization-delimited blocks (a transformer encoder); none found"
+        )
     keep = kept(len(layers), depth)
     for j in reversed(range(len(layers))):
         if j in keep:

@@ -17,8 +17,18 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxopt import (
-    LABELS_KEY, DataError, Dataset, FunctionalPluginPass, PluginError, RunContext, UsageError, compare,
-    count_parameters, from_arrays, load_arrays, save,
+    LABELS_KEY,
+    DataError,
+    Dataset,
+    FunctionalPluginPass,
+    PluginError,
+    RunContext,
+    UsageError,
+    compare,
+    count_parameters,
+    from_arrays,
+    load_arrays,
+    save,
 )
 
 from . import logits, students

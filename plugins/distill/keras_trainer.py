@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from onnxopt import UsageError
-from .training import Split, TrainingJob, TrainingResult, agreement, batches
 
 from .losses import MIN_PROBABILITY, weights
+from .training import Split, TrainingJob, TrainingResult, agreement, batches
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402 - after the log level, which TensorFlow reads at import
@@ -73,7 +73,9 @@ class KerasTrainer:
     def fit(self, job: TrainingJob) -> TrainingResult:
         hyper = job.hyper
         if hyper.loss not in ("kl", "mse"):
-            raise UsageError(f"the keras backend trains with loss kl or mse, not {hyper.loss!r} (give --loss, or a torch student)")
+            raise UsageError(
+                f"the keras backend trains with loss kl or mse, not {hyper.loss!r} (give --loss, or a torch student)"
+            )
         _set_threads(hyper.threads)
         keras.utils.set_random_seed(hyper.seed)
         objective = _Objective(job)
@@ -102,7 +104,9 @@ class KerasTrainer:
                 total += float(step(inputs, tf.constant(train.teacher[index], tf.float32), labels)) * len(index)
             score = objective.score(job.val if job.val is not None else train)
             result.epochs = epoch
-            result.history.append({"epoch": epoch, "loss": total / len(train), "val_score": score[0], "val_loss": -score[1]})
+            result.history.append(
+                {"epoch": epoch, "loss": total / len(train), "val_score": score[0], "val_loss": -score[1]}
+            )
             if best is None or score > best:
                 best, result.best_score, result.best_epoch = score, score[0], epoch
                 best_weights = model.get_weights()

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxopt import DataError
-from onnxopt import open_session
+from onnxopt import DataError, open_session
 
 CACHE_ENV = "ONNXOPT_CACHE_DIR"
 _CHUNK = 1 << 20

@@ -154,7 +154,11 @@ class OnnxModule(torch.nn.Module):
         attrs = _attributes(node)
         if node.op_type in _SOFTMAX and self.opset < 13:
             attrs = {"axis": 1, **attrs, "coerce": True}
-        if node.op_type != "BatchNormalization" and any(inputs) and all(n is None or n in self._statics for n in inputs):
+        if (
+            node.op_type != "BatchNormalization"
+            and any(inputs)
+            and all(n is None or n in self._statics for n in inputs)
+        ):
             values = [None if n is None else self._statics[n] for n in inputs]
             self._store(self._statics, outputs, self._evaluate(node.op_type, fn, values, attrs), host_only=True)
             return
@@ -163,7 +167,9 @@ class OnnxModule(torch.nn.Module):
     def _add_if(self, node: ir.Node, condition: str, outputs: list[str], steps: list[Step]) -> None:
         branches = {name: node.attributes[name].value for name in ("then_branch", "else_branch")}
         if condition in self._statics:  # known now: the taken branch is part of the graph
-            branch = branches["then_branch" if bool(np.asarray(self._statics[condition]).reshape(-1)[0]) else "else_branch"]
+            branch = branches[
+                "then_branch" if bool(np.asarray(self._statics[condition]).reshape(-1)[0]) else "else_branch"
+            ]
             steps.extend(self._compile(branch))
             for name, result in zip(outputs, branch.outputs):
                 steps.append(("Identity", OPS["Identity"], [result.name], {}, [name], None))
@@ -179,10 +185,15 @@ class OnnxModule(torch.nn.Module):
     @staticmethod
     def _evaluate(op: str, fn: Op, values: list[Any], attrs: dict[str, Any]) -> Any:
         host = all(v is None or isinstance(v, np.ndarray) for v in values)
-        symbolic_size = any(i < len(values) and values[i] is not None and values[i].dtype == object for i in shape_ops.SIZED.get(op, ()))
+        symbolic_size = any(
+            i < len(values) and values[i] is not None and values[i].dtype == object for i in shape_ops.SIZED.get(op, ())
+        )
         if host and op in shape_ops.OPS and not symbolic_size:
             return shape_ops.OPS[op](*values, **attrs)
-        args = [v if v is None or torch.is_tensor(v) or (op, i) in STATIC_INPUTS else _tensor(v) for i, v in enumerate(values)]
+        args = [
+            v if v is None or torch.is_tensor(v) or (op, i) in STATIC_INPUTS else _tensor(v)
+            for i, v in enumerate(values)
+        ]
         result = fn(*args, **attrs)
         if op == "Shape":
             return shape_ops.host(result)
@@ -201,7 +212,9 @@ class OnnxModule(torch.nn.Module):
         for op, fn, inputs, attrs, outputs, branches in steps:
             if op == "If":
                 flag = env[inputs[0]]
-                flag = bool(np.asarray(flag).reshape(-1)[0]) if isinstance(flag, np.ndarray) else bool(flag.reshape(-1)[0])
+                flag = (
+                    bool(np.asarray(flag).reshape(-1)[0]) if isinstance(flag, np.ndarray) else bool(flag.reshape(-1)[0])
+                )
                 branch_steps, branch_outputs = branches[0] if flag else branches[1]
                 local = dict(env)
                 self._run(branch_steps, local)

@@ -19,9 +19,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxopt import load, load_function
-from onnxopt import RunContext
-from onnxopt import UsageError
+from onnxopt import RunContext, UsageError, load, load_function
 
 from .depth import shallower
 
@@ -57,7 +55,9 @@ def resolve(text: str, current: ir.Model, width: float, depth: float, context: R
     """(the student: an onnx_ir.Model or a framework model, a short description for the report)."""
     if text and is_import_path(text):
         if width < 1.0 or depth < 1.0:
-            raise UsageError("width and depth shrink an ONNX student; a module:function student is built at its own size")
+            raise UsageError(
+                "width and depth shrink an ONNX student; a module:function student is built at its own size"
+            )
         return from_import_path(text), text
     if text:
         student = load(text, check=False)

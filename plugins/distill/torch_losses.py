@@ -15,7 +15,9 @@ def teacher_term(loss: str, student: torch.Tensor, teacher: torch.Tensor, temper
     if loss == "kl":  # per position (row, time step): flatten everything but the class axis
         t = temperature
         s, q = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
-        return F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True, reduction="batchmean") * t * t
+        return (
+            F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True, reduction="batchmean") * t * t
+        )
     if loss == "bce":
         return F.binary_cross_entropy(student.clamp(_EPSILON, 1.0 - _EPSILON), teacher.clamp(0.0, 1.0))
     if loss == "embedding":

@@ -90,7 +90,9 @@ def _pool(kind: str) -> Op:
             fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
             return fn(x, kernel_shape, strides, padding, dilations or 1, ceil_mode=bool(ceil_mode))
         fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
-        return fn(x, kernel_shape, strides, padding, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+        return fn(
+            x, kernel_shape, strides, padding, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad)
+        )
 
     return pool
 
@@ -247,7 +249,11 @@ def _pad(x, pads=None, constant_value=None, axes=None, *, mode="constant", value
             full[axis], full[axis + rank] = pads_[i], pads_[i + len(chosen)]
         pads_ = full
     if constant_value is not None:
-        value = float(np.asarray(constant_value).reshape(-1)[0]) if not torch.is_tensor(constant_value) else float(constant_value)
+        value = (
+            float(np.asarray(constant_value).reshape(-1)[0])
+            if not torch.is_tensor(constant_value)
+            else float(constant_value)
+        )
     torch_pads = _pads(pads_, rank)
     while len(torch_pads) > 2 and torch_pads[-2:] == [0, 0]:
         torch_pads = torch_pads[:-2]  # reflect / replicate pad only the trailing axes
@@ -285,7 +291,9 @@ def _resize(x, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_
     factors = [float(s) for s in np.asarray(scales, dtype=np.float64).reshape(-1)]
     if factors[:2] != [1.0, 1.0]:
         raise UnsupportedOp("Resize of the batch or channel axis")
-    return F.interpolate(x, scale_factor=factors[2:], mode=torch_mode, align_corners=align, recompute_scale_factor=False)
+    return F.interpolate(
+        x, scale_factor=factors[2:], mode=torch_mode, align_corners=align, recompute_scale_factor=False
+    )
 
 
 def _lstm(x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *, hidden_size, direction="forward",

@@ -30,11 +30,11 @@ import onnx_ir as ir
 import torch
 
 from onnxopt import PluginError, UsageError
-from .training import Split, TrainingJob, TrainingResult, batches
 
 from .hyper import DistillHyperparameters, cores
 from .onnx_to_torch import OnnxModule, UnsupportedOp
 from .torch_losses import Score, log_probabilities, objective
+from .training import Split, TrainingJob, TrainingResult, batches
 
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo")
 
@@ -131,10 +131,14 @@ class _Run:
         self.student.module.eval()
         with torch.no_grad():
             for start in range(0, len(split), self.hyper.batch_size):
-                inputs, teacher, labels = self.rows(tensors, np.arange(start, min(start + self.hyper.batch_size, len(split))))
+                inputs, teacher, labels = self.rows(
+                    tensors, np.arange(start, min(start + self.hyper.batch_size, len(split)))
+                )
                 scores = self.student.scores(inputs)
                 meter.update(scores, teacher)
-                total += float(objective(self.hyper.loss, self.hyper.alpha, self.hyper.temperature, scores, teacher, labels)) * len(teacher)
+                total += float(
+                    objective(self.hyper.loss, self.hyper.alpha, self.hyper.temperature, scores, teacher, labels)
+                ) * len(teacher)
         self.student.module.train()
         return meter.value(), -total / len(split)
 
@@ -166,7 +170,9 @@ def _train(job: TrainingJob, student: TorchStudent, device: torch.device) -> Tra
     result = TrainingResult(epochs=0, best_epoch=0, best_score=None)
     state = {"best": None, "best_state": copy.deepcopy(student.module.state_dict())}
     checkpoint = Path(hyper.checkpoint) if hyper.checkpoint else None
-    first_epoch = _resume(checkpoint, student, optimizer, rng, result, state) if checkpoint and checkpoint.exists() else 0
+    first_epoch = (
+        _resume(checkpoint, student, optimizer, rng, result, state) if checkpoint and checkpoint.exists() else 0
+    )
     per_epoch = -(-len(job.train) // hyper.batch_size)
     total = hyper.epochs * per_epoch
     bar = job.progress(range(first_epoch * per_epoch, total), total=total, desc="distill")
@@ -254,7 +260,9 @@ def export(job: TrainingJob, student: TorchStudent) -> Path:
     torch.export cannot solve their arithmetic (PP-OCR rec's width), when only the batch stays dynamic."""
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.train.inputs[name][:2])) for name in job.input_names)
     batch = torch.export.Dim("batch")
-    free = tuple({0: batch, **{axis: torch.export.Dim.AUTO for axis in _symbolic_axes(job, name)}} for name in job.input_names)
+    free = tuple(
+        {0: batch, **{axis: torch.export.Dim.AUTO for axis in _symbolic_axes(job, name)}} for name in job.input_names
+    )
     attempts = [free, tuple({0: batch} for _ in example)] if any(len(d) > 1 for d in free) else [free]
     parameters = inspect.signature(student.module.forward).parameters.values()
     wrap = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)  # forward(*inputs): one tuple argument
@@ -269,9 +277,13 @@ def export(job: TrainingJob, student: TorchStudent) -> Path:
             return job.output
         except Exception as exc:  # the exporter's messages run to pages; the report wants its gist
             if attempt + 1 < len(attempts):
-                job.logger.info("export with dynamic %s failed; exporting with a dynamic batch only", "/".join(map(str, free)))
+                job.logger.info(
+                    "export with dynamic %s failed; exporting with a dynamic batch only", "/".join(map(str, free))
+                )
                 continue
-            summary = next((line for line in str(exc).splitlines() if "Error" in line and ":" in line), str(exc).splitlines()[0])
+            summary = next(
+                (line for line in str(exc).splitlines() if "Error" in line and ":" in line), str(exc).splitlines()[0]
+            )
             raise PluginError("distill-torch", f"torch.onnx.export failed: {summary.strip()}") from exc
     return job.output
 

@@ -119,7 +119,11 @@ def _linear(node: ir.Node) -> _Linear | None:
         alpha = node.attributes.get_float("alpha", 1.0)
         beta = node.attributes.get_float("beta", 1.0)
         channels = weight.shape[0 if trans_b else 1]
-        full_bias = np.zeros(channels) if bias is None else beta * np.broadcast_to(bias.astype(np.float64), np.broadcast_shapes(bias.shape, (channels,)))
+        full_bias = (
+            np.zeros(channels)
+            if bias is None
+            else beta * np.broadcast_to(bias.astype(np.float64), np.broadcast_shapes(bias.shape, (channels,)))
+        )
         return _Linear(node, alpha * weight64, 0 if trans_b else 1, np.array(full_bias), 2, weight.dtype)
     if node.op_type == "Conv":
         return _Linear(node, weight64, 0, _conv_bias(bias, weight.shape[0]), weight.ndim, weight.dtype)

@@ -45,7 +45,10 @@ def _candidate(node: ir.Node, limit: int) -> bool:
     inputs = [v for v in node.inputs if v is not None]
     if not inputs or any(v.const_value is None or v.is_graph_input() or v.const_value.size > limit for v in inputs):
         return False
-    if any(attr.is_ref() or attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
+    if any(
+        attr.is_ref() or attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+        for attr in node.attributes.values()
+    ):
         return False
     return all(isinstance(v.type, ir.TensorType) for v in node.outputs if v.name)
 
@@ -133,7 +136,9 @@ def _tensor(value) -> ir.TensorProtocol:
 
     size = value.tensor_size_in_bytes()
     raw = ctypes.string_at(value.data_ptr(), size) if size else b""
-    return ir.serde.deserialize_tensor(onnx.helper.make_tensor("folded", value.element_type(), value.shape(), raw, raw=True))
+    return ir.serde.deserialize_tensor(
+        onnx.helper.make_tensor("folded", value.element_type(), value.shape(), raw, raw=True)
+    )
 
 
 def fold_in_onnxruntime(model: ir.Model, should_fold: Callable[[ir.Node], bool | None], limit: int) -> int:

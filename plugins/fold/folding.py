@@ -32,7 +32,9 @@ GROWING_OPS = frozenset(
 
 def constant_bytes(model: ir.Model) -> int:
     """Bytes held by initializers and Constant nodes, in every graph."""
-    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+    total = sum(
+        v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None
+    )
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.op_type == "Constant" and (attr := node.attributes.get("value")) is not None:
             total += attr.as_tensor().nbytes

@@ -68,7 +68,9 @@ def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> 
         if shape is None:
             continue
         if value.shape is not None and len(value.shape) != len(shape):
-            raise FoldError(f"--shape {value.name}: rank {len(shape)} does not match the input's rank {len(value.shape)}")
+            raise FoldError(
+                f"--shape {value.name}: rank {len(shape)} does not match the input's rank {len(value.shape)}"
+            )
         if value.shape is None or any(not isinstance(d, int) for d in value.shape):
             value.shape = ir.Shape(shape)
             count += 1
@@ -112,7 +114,9 @@ def _inference_dropout_to_identity(model: ir.Model) -> int:
         if mask is not None and (mask.uses() or mask.is_graph_output()):
             continue
         identity = ir.node("Identity", inputs=[node.inputs[0]])
-        ir.convenience.replace_nodes_and_values(node.graph, node, [node], [identity], [node.outputs[0]], [identity.outputs[0]])
+        ir.convenience.replace_nodes_and_values(
+            node.graph, node, [node], [identity], [node.outputs[0]], [identity.outputs[0]]
+        )
         count += 1
     return count
 

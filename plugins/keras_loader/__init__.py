@@ -37,7 +37,9 @@ def _frameworks() -> tuple[Any, Any]:
         import tensorflow as tf
         import tf2onnx
     except ImportError as exc:
-        raise ModelError(f"converting Keras / SavedModel files needs the tf extra: pip install 'onnxopt[tf]' ({exc})") from exc
+        raise ModelError(
+            f"converting Keras / SavedModel files needs the tf extra: pip install 'onnxopt[tf]' ({exc})"
+        ) from exc
     return tf, tf2onnx
 
 

@@ -183,6 +183,7 @@ def _detect_embedding(info: OutputInfo) -> bool:
 
 # --------------------------------------------------------------------------- detections
 
+
 def _xyxy(boxes: np.ndarray) -> np.ndarray:
     """[n, 4] centre x, centre y, width, height -> corners."""
     half = np.abs(boxes[:, 2:]) / 2
@@ -200,7 +201,7 @@ def detections(head: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(class, corners) kept by score and per-class greedy NMS from one [4 + K, anchors] head."""
     scores = head[4:]
     classes, best = scores.argmax(axis=0), scores.max(axis=0)
-    order = np.argsort(-best)[: MAX_DETECTIONS]
+    order = np.argsort(-best)[:MAX_DETECTIONS]
     order = order[best[order] >= SCORE_THRESHOLD]
     boxes = _xyxy(head[:4, order].T)
     kept: list[tuple[int, np.ndarray]] = []

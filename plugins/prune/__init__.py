@@ -51,7 +51,8 @@ class PruneOptions(_PruneOptions):
     scope: Literal["layer", "global"] = option("layer", "the same sparsity in every layer, or one global threshold")
     min_elements: int = option(1024, "tensors with fewer values are left alone", ge=1)
     storage: Literal["dense", "bitmask"] = option(
-        "dense", "keep zeros in dense tensors, or store a 1-bit mask + the nonzero values (decoded at session start)")
+        "dense", "keep zeros in dense tensors, or store a 1-bit mask + the nonzero values (decoded at session start)"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class StructuredOptions(_PruneOptions):
     """Structured pruning: whole output channels / neurons removed."""
 
     criterion: Literal["l1", "l2", "activation"] = option(
-        "l1", "rank channels by weight norm, or by mean |activation| over the data")
+        "l1", "rank channels by weight norm, or by mean |activation| over the data"
+    )
     min_channels: int = option(4, "layers with fewer output channels are left alone", ge=1)
     round_to: int = option(8, "round the kept channels to a multiple of this, as onnxruntime's blocked Conv kernels "
                               "need (8; 16 on AVX-512); 1 = exact", ge=1)  # fmt: skip

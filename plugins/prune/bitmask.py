@@ -40,18 +40,24 @@ def encode(value: ir.Value) -> None:
     rows = ir.node("Reshape", inputs=[packed, shared_initializer(graph, "prune_column", np.array([-1, 1], np.int64))])
     bits = ir.node("BitShift", inputs=[rows.outputs[0], shifts], attributes={"direction": "RIGHT"})
     ones = ir.node("Mod", inputs=[bits.outputs[0], shared_initializer(graph, "prune_two", np.array(2, np.uint8))])
-    line = ir.node("Reshape", inputs=[ones.outputs[0], shared_initializer(graph, "prune_flat", np.array([-1], np.int64))])
+    line = ir.node(
+        "Reshape", inputs=[ones.outputs[0], shared_initializer(graph, "prune_flat", np.array([-1], np.int64))]
+    )
     trimmed = ir.node("Slice", inputs=[
         line.outputs[0],
         shared_initializer(graph, "prune_zero", np.array([0], np.int64)),
         new_initializer(graph, f"{name}_size", np.array([flat.size], np.int64)),
     ])  # fmt: skip
     as_int = ir.node("Cast", inputs=[trimmed.outputs[0]], attributes={"to": ir.DataType.INT64})
-    count = ir.node("CumSum", inputs=[as_int.outputs[0], shared_initializer(graph, "prune_axis_0", np.array(0, np.int64))])
+    count = ir.node(
+        "CumSum", inputs=[as_int.outputs[0], shared_initializer(graph, "prune_axis_0", np.array(0, np.int64))]
+    )
     counted = ir.node("Mul", inputs=[count.outputs[0], as_int.outputs[0]])
     indices = ir.node("Sub", inputs=[counted.outputs[0], shared_initializer(graph, "prune_one", np.array(1, np.int64))])
     dense = ir.node("Gather", inputs=[nonzero, indices.outputs[0]], attributes={"axis": 0})
-    shaped = ir.node("Reshape", inputs=[dense.outputs[0], new_initializer(graph, f"{name}_shape", np.array(array.shape, np.int64))])
+    shaped = ir.node(
+        "Reshape", inputs=[dense.outputs[0], new_initializer(graph, f"{name}_shape", np.array(array.shape, np.int64))]
+    )
     decoded = shaped.outputs[0]
     decoded.name, decoded.type, decoded.shape = f"{name}_decoded", value.type, value.shape
     first = min((use.node for use in value.uses()), key=list(graph).index)

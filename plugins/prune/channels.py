@@ -34,7 +34,9 @@ _ELEMENTWISE_UNARY = frozenset({
 })  # fmt: skip
 _ELEMENTWISE_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow"})
 #: Ops over the spatial axes of an NCHW tensor: channels stay on axis 1.
-_SPATIAL = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Resize", "Upsample"})
+_SPATIAL = frozenset(
+    {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Resize", "Upsample"}
+)
 _PER_CHANNEL_PARAMS = {"BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2)}
 
 
@@ -184,7 +186,10 @@ class _Walk:
                 self.result.cuts.append(Cut(node, 1, producer.weight_axis, group=group))
                 if producer.bias_index is not None:
                     self.result.cuts.append(Cut(node, producer.bias_index, -1, group=group))
-                self._carry(node.outputs[0], Layout(1 if node.op_type.startswith("Conv") else -1, (Segment(group, producer.channels),)))
+                self._carry(
+                    node.outputs[0],
+                    Layout(1 if node.op_type.startswith("Conv") else -1, (Segment(group, producer.channels),)),
+                )
         for value, layout in self.layouts.items():
             if value.is_graph_output():
                 self.result.block(layout, f"reaches the model output {value.name!r}")
@@ -225,7 +230,9 @@ class _Walk:
         rank = ranks.pop() if len(ranks) == 1 else None
         for other in layouts[1:]:
             same_shape = [s.length for s in other.segments] == [s.length for s in first.segments]
-            same_axis = other.axis == first.axis or (rank is not None and _axis_from_front(other, rank) == _axis_from_front(first, rank))
+            same_axis = other.axis == first.axis or (
+                rank is not None and _axis_from_front(other, rank) == _axis_from_front(first, rank)
+            )
             if not (same_shape and same_axis and other.per_channel == first.per_channel):
                 for layout in layouts:
                     self.result.block(layout, f"channels meet unaligned in {node.op_type} {node.name!r}")
@@ -234,7 +241,9 @@ class _Walk:
                 if a.group is not None and b.group is not None:
                     self.result.merge(a.group, b.group)
                 elif a.group is not None or b.group is not None:
-                    self.result.block(Layout(0, (a, b)), f"joined with unprunable channels in {node.op_type} {node.name!r}")
+                    self.result.block(
+                        Layout(0, (a, b)), f"joined with unprunable channels in {node.op_type} {node.name!r}"
+                    )
         return first
 
     def _elementwise(self, node: ir.Node, carried: dict[int, Layout]) -> None:
@@ -311,7 +320,11 @@ class _Walk:
         self._carry(node.outputs[0], Layout(axis, tuple(segments)))
 
     def _flatten(self, node: ir.Node, layout: Layout) -> None:
-        if node.attributes.get_int("axis", 1) == 1 and _axis_from_front(layout, _rank(node.inputs[0])) == 1 and layout.per_channel == 1:
+        if (
+            node.attributes.get_int("axis", 1) == 1
+            and _axis_from_front(layout, _rank(node.inputs[0])) == 1
+            and layout.per_channel == 1
+        ):
             self._accept(node, [0])
             self._carry(node.outputs[0], Layout(-1, layout.segments, per_channel=None))
 

@@ -69,7 +69,9 @@ class MagnitudePrunePass(InPlacePluginPass):
 
     def _encode(self, model: ir.Model, tensors: dict[str, float]) -> int:
         if model.opset_imports.get("", 1) < bitmask.MIN_OPSET:
-            self.context.logger.warning("prune: storage=bitmask needs opset %d; the weights stay dense", bitmask.MIN_OPSET)
+            self.context.logger.warning(
+                "prune: storage=bitmask needs opset %d; the weights stay dense", bitmask.MIN_OPSET
+            )
             return 0
         encoded = 0
         for graph in model.graphs():

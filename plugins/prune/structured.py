@@ -27,7 +27,21 @@ from onnxopt.graph import new_initializer
 from .channels import Analysis, analyse, kept_positions
 
 #: Ops between a layer and what its consumers read, for the activation criterion (channels keep their axis).
-_ACTIVATION_CHAIN = frozenset({"Add", "Mul", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "HardSwish", "Sigmoid", "Gelu", "Tanh", "Identity"})
+_ACTIVATION_CHAIN = frozenset(
+    {
+        "Add",
+        "Mul",
+        "BatchNormalization",
+        "Relu",
+        "LeakyRelu",
+        "Clip",
+        "HardSwish",
+        "Sigmoid",
+        "Gelu",
+        "Tanh",
+        "Identity",
+    }
+)
 
 if TYPE_CHECKING:
     from onnxopt import RunContext
@@ -72,7 +86,9 @@ def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext)
     session = open_session(path)
     names = [value.name for value in outputs.values()]
     sums: dict[int, np.ndarray] = {}
-    for feed in context.progress(context.dataset.feeds(), total=context.dataset.num_feeds, desc="prune-structured: activations"):
+    for feed in context.progress(
+        context.dataset.feeds(), total=context.dataset.num_feeds, desc="prune-structured: activations"
+    ):
         for group, array in zip(outputs, session.run(names, feed)):
             axis = 1 if analysis.producers[group].node.op_type.startswith("Conv") else array.ndim - 1
             per_channel = np.abs(np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)).mean(axis=1)
@@ -141,7 +157,9 @@ def prune_channels(model: ir.Model, options: StructuredOptions, context: RunCont
         if not analysis.producers:
             continue
         if options.criterion != "activation":
-            report.update(_prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm=options.criterion)))
+            report.update(
+                _prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm=options.criterion))
+            )
         elif graph is model.graph:
             activations = _activation_scores(model, analysis, context)
             report.update(_prune_graph(graph, analysis, options, activations.__getitem__))
@@ -168,7 +186,11 @@ def _prune_graph(graph: ir.Graph, analysis: Analysis, options: StructuredOptions
             if count < channels:
                 keep[root] = np.sort(np.argsort(-ranked, kind="stable")[:count])
         for name in names:
-            report[name] = f"{channels} -> {keep[root].size}{note}" if root in keep else f"{channels} kept: {reason or 'nothing to remove'}"
+            report[name] = (
+                f"{channels} -> {keep[root].size}{note}"
+                if root in keep
+                else f"{channels} kept: {reason or 'nothing to remove'}"
+            )
     _apply(graph, analysis, keep)
     return report
 

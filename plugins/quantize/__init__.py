@@ -126,7 +126,8 @@ class WeightOnlyOptions(_CommonOptions):
     """Block-wise 4/8-bit weights (onnxruntime's MatMulNBits), float compute."""
 
     recurrent: Literal["int8_weights", "float"] = option(
-        "int8_weights", "LSTM / GRU / RNN weights: int8 decoded at session start (float compute), or float")
+        "int8_weights", "LSTM / GRU / RNN weights: int8 decoded at session start (float compute), or float"
+    )
     bits: Literal[4, 8] = option(4, "weight bits")
     block_size: int = option(32, "weights per quantization block (a power of two)", ge=16)
     symmetric_weights: bool = option(False, "symmetric blocks (zero point 0); asymmetric kept more accuracy on MiniLM")

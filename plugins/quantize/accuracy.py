@@ -35,8 +35,7 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from onnxopt import Dataset, RunContext, ValidationResult
-    from onnxopt import Reference
+    from onnxopt import Dataset, Reference, RunContext, ValidationResult
 
     from .ort_quantizer import DatasetReader
 
@@ -89,7 +88,9 @@ class Search:
         context = self.context
         if self._reference is None:  # recorded once for a model too large to hold beside each trial
             self._reference = open_reference(context.reference_path, self.validation)
-        return compare(context.reference_path, path, self.validation, context.gates, latency_runs=0, opened=self._reference)
+        return compare(
+            context.reference_path, path, self.validation, context.gates, latency_runs=0, opened=self._reference
+        )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -203,7 +204,8 @@ def run(search: Search, first: Path) -> tuple[Trial, dict]:
     report = {
         "ranked_by_output": sum("only this node" in reason for _, reason in ranking),
         "trials": [
-            {"float_nodes": len(t.excluded), "passed": t.result.passed, "score": round(t.score, 6)} for t in search.trials
+            {"float_nodes": len(t.excluded), "passed": t.result.passed, "score": round(t.score, 6)}
+            for t in search.trials
         ],
         "kept_float_by_search": {node: reasons[node] for node in best.excluded if node in reasons},
         "gates_met": best.result.passed,

@@ -29,7 +29,13 @@ import onnx
 import onnx_ir as ir
 
 from onnxopt.graph import (
-    FLOAT_TYPES, LAYER_WEIGHT_INPUT, RECURRENT_WEIGHT_INPUT, constant_weights, left_alone, new_initializer, tensor_of,
+    FLOAT_TYPES,
+    LAYER_WEIGHT_INPUT,
+    RECURRENT_WEIGHT_INPUT,
+    constant_weights,
+    left_alone,
+    new_initializer,
+    tensor_of,
 )  # fmt: skip
 
 #: The float weight inputs the report looks at: layer weights, recurrent W / R, and Gather tables (embeddings).
@@ -81,7 +87,12 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
             continue
         for index in RECURRENT_WEIGHT_INPUT[node.op_type]:
             value = node.inputs[index] if index < len(node.inputs) else None
-            if value is None or not value.is_initializer() or value.const_value is None or value.const_value.dtype not in FLOAT_TYPES:
+            if (
+                value is None
+                or not value.is_initializer()
+                or value.const_value is None
+                or value.const_value.dtype not in FLOAT_TYPES
+            ):
                 continue
             if value.is_graph_output() or len(value.uses()) != 1:
                 continue
@@ -92,8 +103,14 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
             name, owner = value.name, value.graph  # a body may read an initializer of an enclosing graph
             cast = ir.node("Cast", inputs=[new_initializer(owner, f"{name}_int8", quantized)],
                            attributes={"to": value.const_value.dtype})  # fmt: skip
-            decoded = ir.node("Mul", inputs=[cast.outputs[0], new_initializer(owner, f"{name}_scale", scale.astype(weight.dtype))])
-            decoded.outputs[0].name, decoded.outputs[0].type, decoded.outputs[0].shape = f"{name}_decoded", value.type, value.shape
+            decoded = ir.node(
+                "Mul", inputs=[cast.outputs[0], new_initializer(owner, f"{name}_scale", scale.astype(weight.dtype))]
+            )
+            decoded.outputs[0].name, decoded.outputs[0].type, decoded.outputs[0].shape = (
+                f"{name}_decoded",
+                value.type,
+                value.shape,
+            )
             graph.insert_before(node, [cast, decoded])
             node.replace_input_with(index, decoded.outputs[0])
             del owner.initializers[name]
@@ -105,7 +122,11 @@ def store_int8(model: ir.Model, skip: set[str], stats: dict[str, Any]) -> None:
 def float_weights(model: ir.Model) -> dict[ir.Value, list[ir.Node]]:
     """The float constants read at a weight input, with their readers."""
     found = constant_weights(model, WEIGHT_INPUTS)
-    return {value: readers for value, readers in found.items() if (tensor := tensor_of(value)) is not None and tensor.dtype in FLOAT_TYPES}
+    return {
+        value: readers
+        for value, readers in found.items()
+        if (tensor := tensor_of(value)) is not None and tensor.dtype in FLOAT_TYPES
+    }
 
 
 def weights_left_float(model: ir.Model, options: Any, reasons_by_node: Mapping[str, str], covered: frozenset[str],

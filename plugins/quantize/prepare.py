@@ -33,7 +33,12 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
     if value.const_value is not None:
         return value.const_value.numpy()
     producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and producer.domain == "" and "value" in producer.attributes:
+    if (
+        producer is not None
+        and producer.op_type == "Constant"
+        and producer.domain == ""
+        and "value" in producer.attributes
+    ):
         return producer.attributes["value"].as_tensor().numpy()
     return None
 
@@ -74,7 +79,11 @@ def layer_norm_nodes(graph: onnx.GraphProto) -> set[str]:
     for mean in graph.node:
         if mean.op_type != "ReduceMean":
             continue
-        subs = [n for n in consumers.get(mean.output[0], []) if n.op_type == "Sub" and list(n.input) == [mean.input[0], mean.output[0]]]
+        subs = [
+            n
+            for n in consumers.get(mean.output[0], [])
+            if n.op_type == "Sub" and list(n.input) == [mean.input[0], mean.output[0]]
+        ]
         if len(subs) != 1:
             continue
         centred = subs[0].output[0]

@@ -57,7 +57,9 @@ def wanted(setting: str, source: Path, op_types: Collection[str]) -> bool:
     return setting == "on" or model_bytes(source) > STREAMING_MIN_BYTES
 
 
-def quantize_weight(weight: np.ndarray, weight_type: str, symmetric: bool, per_channel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_weight(
+    weight: np.ndarray, weight_type: str, symmetric: bool, per_channel: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(quantized, scale, zero point) of a 2-D float32 weight, exactly as onnxruntime's quantizer computes them.
 
     Per channel means per output column (onnxruntime's axis -1 for MatMul); its per-column loop is
@@ -121,7 +123,9 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
             new_nodes += self._integer_matmul(name, out, activations[a], weights[b, transposed])
             if len(node.inputs) > 2 and node.inputs[2] is not None:  # Gemm's C
                 new_nodes.append(ir.node("Add", [new_nodes[-1].outputs[0], node.inputs[2]], name=f"{node.name}_Add"))
-            ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [node.outputs[0]], [new_nodes[-1].outputs[0]])
+            ir.convenience.replace_nodes_and_values(
+                graph, node, [node], new_nodes, [node.outputs[0]], [new_nodes[-1].outputs[0]]
+            )
             quantized[node.op_type] += 1
         dequantized = self._drop_float_weights(graph, weights)
         self.stats = {"path": "streaming (weights quantized one at a time from the mapped data file)",
@@ -150,7 +154,11 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
                 or attrs.get_int("transA", 0) != 0):  # fmt: skip
             return None
         biased = len(node.inputs) > 2 and node.inputs[2] is not None
-        return f"{node.name}_MatMul", node.outputs[0].name + ("_MatMul" if biased else ""), attrs.get_int("transB", 0) == 1
+        return (
+            f"{node.name}_MatMul",
+            node.outputs[0].name + ("_MatMul" if biased else ""),
+            attrs.get_int("transB", 0) == 1,
+        )
 
     @staticmethod
     def _quantizable(node: ir.Node) -> bool:
@@ -184,12 +192,16 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
                 dq.outputs[0].name = name
         return dequantized
 
-    def _quantized_weight(self, graph: ir.Graph, weight: ir.Value, transposed: bool) -> tuple[ir.Value, ir.Value, ir.Value]:
+    def _quantized_weight(
+        self, graph: ir.Graph, weight: ir.Value, transposed: bool
+    ) -> tuple[ir.Value, ir.Value, ir.Value]:
         """Quantize one weight, add its int8 tensor, scale and zero point as initializers, release the float."""
         tensor = weight.const_value
         assert tensor is not None
         array = tensor.numpy()
-        q, scale, zero = quantize_weight(array.T if transposed else array, self.weight_type, self.symmetric, self.per_channel)
+        q, scale, zero = quantize_weight(
+            array.T if transposed else array, self.weight_type, self.symmetric, self.per_channel
+        )
         del array
         if isinstance(tensor, ir.ExternalTensor):
             tensor.release()  # unmap: the float pages leave memory now, not when the model is dropped
@@ -203,11 +215,18 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         return added["_quantized"], added["_scale"], added["_zero_point"]
 
     @staticmethod
-    def _integer_matmul(name: str, out: str, activation: tuple[ir.Value, ...], weight: tuple[ir.Value, ...]) -> list[ir.Node]:
+    def _integer_matmul(
+        name: str, out: str, activation: tuple[ir.Value, ...], weight: tuple[ir.Value, ...]
+    ) -> list[ir.Node]:
         """MatMulInteger -> Cast -> Mul(scales), named as onnxruntime's MatMulInteger operator names them for the
         MatMul ``name`` with output ``out``; ``activation`` / ``weight``: (quantized, scale, zero point)."""
         (a_q, a_scale, a_zero), (b_q, b_scale, b_zero) = activation, weight
-        scales = ir.node("Mul", [a_scale, b_scale], name=f"{name}_quant_scales_mul", outputs=[ir.Value(name=f"{name}_quant_scales_mul:0")])
+        scales = ir.node(
+            "Mul",
+            [a_scale, b_scale],
+            name=f"{name}_quant_scales_mul",
+            outputs=[ir.Value(name=f"{name}_quant_scales_mul:0")],
+        )
         integer = ir.node("MatMulInteger", [a_q, b_q, a_zero, b_zero], name=f"{name}_quant",
                           outputs=[ir.Value(name=f"{out}_output_quantized")])  # fmt: skip
         cast = ir.node("Cast", integer.outputs, {"to": ir.DataType.FLOAT}, name=f"{out}_output_quantized_cast",
@@ -217,7 +236,9 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         return [scales, integer, cast, scaled]
 
 
-def quantize_file(source: Path, output: Path, excluded: list[str], large: bool, *, options: Any, stats: dict[str, Any]) -> Path:
+def quantize_file(
+    source: Path, output: Path, excluded: list[str], large: bool, *, options: Any, stats: dict[str, Any]
+) -> Path:
     """quantize-dynamic's step for this path: ``source`` read lazily, ``output`` written (as its onnxruntime
     step). ``options``: the pass's DynamicOptions (weight_type, symmetric_weights, per_channel)."""
     model = load(source, check=False)

@@ -7,14 +7,12 @@ command is gone with ``-p no:distill``); and a pass run from inside another goes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-import onnxopt
 from import_graph import HOST, PLUGINS, ROOT, edges, loops, plugin_imports_of_host
 from paths import TESTS
+
+import onnxopt
 
 #: What a plugin may import from the host: the façade and the graph helpers documented as public.
 PLUGIN_SURFACE = {HOST, f"{HOST}.graph"}
@@ -30,7 +28,9 @@ def test_no_import_loop_in_the_host(graph):
 
 
 def test_the_loop_finder_sees_a_loop():
-    assert loops({"onnxopt.a": {"onnxopt.b"}, "onnxopt.b": {"onnxopt.a"}, "onnxopt.c": set()}) == [["onnxopt.a", "onnxopt.b"]]
+    assert loops({"onnxopt.a": {"onnxopt.b"}, "onnxopt.b": {"onnxopt.a"}, "onnxopt.c": set()}) == [
+        ["onnxopt.a", "onnxopt.b"]
+    ]
 
 
 def test_the_host_imports_no_plugin(graph):
@@ -39,7 +39,11 @@ def test_the_host_imports_no_plugin(graph):
 
 
 def test_plugins_import_only_the_facade(graph):
-    beyond = {name: sorted(deps - PLUGIN_SURFACE) for name, deps in plugin_imports_of_host(graph).items() if deps - PLUGIN_SURFACE}
+    beyond = {
+        name: sorted(deps - PLUGIN_SURFACE)
+        for name, deps in plugin_imports_of_host(graph).items()
+        if deps - PLUGIN_SURFACE
+    }
     assert beyond == {}
 
 

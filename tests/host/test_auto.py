@@ -53,7 +53,9 @@ def search(fixtures_dir, tmp_path_factory):
     with contextlib.suppress(ProcessLookupError):  # already gone: the assertions below say what happened
         os.killpg(first.pid, signal.SIGKILL)  # as on a power cut
     first.wait()
-    survivors = {n: (workdir / "trials" / f"{n:04d}" / "report.json").stat().st_mtime_ns for n in _finished_trials(workdir)}
+    survivors = {
+        n: (workdir / "trials" / f"{n:04d}" / "report.json").stat().st_mtime_ns for n in _finished_trials(workdir)
+    }
     written_before_the_end = out.exists()
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     report = json.loads((workdir / "auto_report.json").read_text()) if done.returncode in (0, 1) else None
@@ -173,7 +175,9 @@ def test_passes_declare_their_own_search_space_so_a_third_party_pass_is_searched
         level: int = option(1, "how much to strip")
 
     def spec(name: str, search: SearchHint | None) -> PassSpec:
-        return PassSpec(name=name, summary="", create=lambda options, context: None, options=StripOptions, search=search)
+        return PassSpec(
+            name=name, summary="", create=lambda options, context: None, options=StripOptions, search=search
+        )
 
     registry = PassRegistry({
         "late": spec("late", SearchHint((SearchDim("level", (1, 2, "x")),), stage=60)),
@@ -182,7 +186,11 @@ def test_passes_declare_their_own_search_space_so_a_third_party_pass_is_searched
         "asked": spec("asked", SearchHint((SearchDim("level", low=1, high=3),), stage=30, on_request=True)),
     })  # fmt: skip
     assert build_space(registry).describe() == ["early (always)", "late: level=1|2"]  # "x" is not an int: dropped
-    assert build_space(registry, requested=("asked",)).describe() == ["early (always)", "asked: level=1..3", "late: level=1|2"]
+    assert build_space(registry, requested=("asked",)).describe() == [
+        "early (always)",
+        "asked: level=1..3",
+        "late: level=1|2",
+    ]
     with pytest.raises(UsageError, match="unsearched"):
         build_space(registry, requested=("unsearched",))
 

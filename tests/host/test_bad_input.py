@@ -32,7 +32,6 @@ from onnx import TensorProto, helper
 from paths import FIXTURES
 
 
-
 @dataclass
 class Case:
     args: list[str]
@@ -178,7 +177,9 @@ def opset_99_validate(tmp: Path) -> Case:
     src, _ = _dirs(tmp)
     path = src / "model.onnx"
     path.write_bytes(_small_model([helper.make_node("Relu", ["input"], ["y"])], opset=99).SerializeToString())
-    return Case(["validate", str(path), str(path), "--data", str(_iris_val(src))], ("onnxruntime cannot load it", "Opset 99"))
+    return Case(
+        ["validate", str(path), str(path), "--data", str(_iris_val(src))], ("onnxruntime cannot load it", "Opset 99")
+    )
 
 
 def external_data_missing(tmp: Path) -> Case:
@@ -211,7 +212,9 @@ def external_data_dotdot(tmp: Path) -> Case:
     inner.mkdir()
     _set_location(proto, "../model.onnx.data")  # the file exists one folder up: only escaping is wrong
     (inner / "model.onnx").write_bytes(proto.SerializeToString())
-    return Case(_optimize(inner / "model.onnx", out / "model.onnx"), ("'../model.onnx.data'", "outside the model's folder"))
+    return Case(
+        _optimize(inner / "model.onnx", out / "model.onnx"), ("'../model.onnx.data'", "outside the model's folder")
+    )
 
 
 class _Tripwire:
@@ -239,7 +242,9 @@ def _data_case(tmp: Path, arrays: dict[str, np.ndarray], *expect: str) -> Case:
 
 
 def data_wrong_input_name(tmp: Path) -> Case:
-    return _data_case(tmp, {"inputs": np.zeros((8, 4), np.float32)}, "missing input(s) 'input'", "unknown key(s) 'inputs'")
+    return _data_case(
+        tmp, {"inputs": np.zeros((8, 4), np.float32)}, "missing input(s) 'input'", "unknown key(s) 'inputs'"
+    )
 
 
 def data_wrong_dtype(tmp: Path) -> Case:
@@ -252,7 +257,9 @@ def data_wrong_shape(tmp: Path) -> Case:
 
 def unknown_pass(tmp: Path) -> Case:
     src, out = _dirs(tmp)
-    return Case(["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "nosuchpass"], ("unknown pass 'nosuchpass'",))
+    return Case(
+        ["optimize", str(_iris(src)), "-o", str(out / "m.onnx"), "--pass", "nosuchpass"], ("unknown pass 'nosuchpass'",)
+    )
 
 
 def unknown_pass_option(tmp: Path) -> Case:
@@ -289,7 +296,10 @@ def _make_read_only(folder: Path) -> None:
     folder.chmod(0o500)
     if os.access(folder, os.W_OK):
         folder.chmod(0o700)
-        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        if (
+            shutil.which("chattr") is None
+            or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode
+        ):
             pytest.skip("running as root without chattr +i: nothing makes a folder read-only")
 
 
@@ -317,7 +327,11 @@ def write_fails_midway(tmp: Path) -> Case:
     folded = model_io.save(api.apply_passes(model_io.load(FIXTURES / "iris_mlp.onnx"), ["fold"]), src / "model.onnx")
     assert folded.stat().st_size > 512
     shutil.copy2(FIXTURES / "digits_cnn.onnx", out / "model.onnx")  # the previous output
-    return Case(_optimize(folded, out / "model.onnx"), ("model.onnx", "write failed", "File too large", "nothing was replaced"), 512)
+    return Case(
+        _optimize(folded, out / "model.onnx"),
+        ("model.onnx", "write failed", "File too large", "nothing was replaced"),
+        512,
+    )
 
 
 def _recipe_case(tmp: Path, text: str, *expect: str) -> Case:
@@ -390,7 +404,9 @@ def external_data_nul_inspect(tmp: Path) -> Case:
 def external_data_nul_validate(tmp: Path) -> Case:
     src, _ = _dirs(tmp)
     path = _nul_location_model(src)
-    return Case(["validate", str(path), str(path), "--data", str(_iris_val(src))], ("external data location", "NUL byte"))
+    return Case(
+        ["validate", str(path), str(path), "--data", str(_iris_val(src))], ("external data location", "NUL byte")
+    )
 
 
 def recipe_passes_not_a_list(tmp: Path) -> Case:
@@ -407,7 +423,9 @@ def cli_negative_seed(tmp: Path) -> Case:
 
 
 def recipe_zero_batch_size(tmp: Path) -> Case:
-    return _recipe_case(tmp, 'batch_size = 0\n[[passes]]\nname = "fold"\n', "recipe.toml", "batch_size must be at least 1")
+    return _recipe_case(
+        tmp, 'batch_size = 0\n[[passes]]\nname = "fold"\n', "recipe.toml", "batch_size must be at least 1"
+    )
 
 
 def cli_negative_batch_size(tmp: Path) -> Case:
@@ -427,7 +445,9 @@ def validate_negative_latency_runs(tmp: Path) -> Case:
 
 
 def recipe_negative_latency_runs(tmp: Path) -> Case:
-    return _recipe_case(tmp, 'latency_runs = -5\n[[passes]]\nname = "fold"\n', "recipe.toml", "latency_runs must be at least 0")
+    return _recipe_case(
+        tmp, 'latency_runs = -5\n[[passes]]\nname = "fold"\n', "recipe.toml", "latency_runs must be at least 0"
+    )
 
 
 def option_infinite(tmp: Path) -> Case:
@@ -444,7 +464,9 @@ def recipe_option_nan(tmp: Path) -> Case:
 def gate_nan(tmp: Path) -> Case:
     src, _ = _dirs(tmp)
     model = _iris(src)
-    return Case(["validate", str(model), str(model), "--data", str(_iris_val(src)), "--atol", "nan"], ("gate atol", "finite"))
+    return Case(
+        ["validate", str(model), str(model), "--data", str(_iris_val(src)), "--atol", "nan"], ("gate atol", "finite")
+    )
 
 
 def recipe_gate_out_of_range(tmp: Path) -> Case:
@@ -498,7 +520,9 @@ def _nested_if_bytes(depth: int) -> bytes:
         other = helper.make_graph([helper.make_node("Identity", ["input"], [f"e{level}"])], f"e{level}", [],
                                   [helper.make_tensor_value_info(f"e{level}", TensorProto.FLOAT, [4])])  # fmt: skip
         node = helper.make_node("If", ["cond"], [f"y{level}"], else_branch=other)
-        then = onnx.AttributeProto(name="then_branch", type=onnx.AttributeProto.GRAPH).SerializeToString() + field(6, body)
+        then = onnx.AttributeProto(name="then_branch", type=onnx.AttributeProto.GRAPH).SerializeToString() + field(
+            6, body
+        )
         body = graph(f"g{level}", f"y{level}", field(1, node.SerializeToString() + field(5, then)))
     model = helper.make_model(helper.make_graph([], "main", [], []), opset_imports=[helper.make_opsetid("", 13)])
     return model.SerializeToString() + field(7, body)
@@ -522,7 +546,9 @@ def data_fifo(tmp: Path) -> Case:
     """``--data`` naming a FIFO (its read would wait for a writer forever)."""
     src, out = _dirs(tmp)
     os.mkfifo(src / "data.npz")
-    return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data.npz")), ("data.npz", "not a regular file"))
+    return Case(
+        _optimize(_iris(src), out / "m.onnx", "--data", str(src / "data.npz")), ("data.npz", "not a regular file")
+    )
 
 
 def data_folder_with_fifo(tmp: Path) -> Case:
@@ -545,7 +571,6 @@ def npy_short(tmp: Path) -> Case:
     np.save(src / "data" / "input.npy", np.zeros((30, 4), np.float32))
     (src / "data" / "input.npy").write_bytes((src / "data" / "input.npy").read_bytes()[:-100])
     return Case(_optimize(_iris(src), out / "m.onnx", "--data", str(src / "data")), ("input.npy", "cannot read"))
-
 
 
 CASES: list[Callable[[Path], Case]] = [
@@ -757,9 +782,8 @@ def test_sigterm_leaves_no_temporary_folder(tmp_path: Path) -> None:
 )
 def test_settings_out_of_range_are_refused_however_the_recipe_is_built(setting: str, bad: int, least: int) -> None:
     """The Python API, a recipe mapping and a Recipe built directly share one check; its least value passes."""
-    from onnxopt.recipe import build_recipe
     from onnxopt.errors import UsageError
-    from onnxopt.recipe import Recipe, recipe_from_mapping
+    from onnxopt.recipe import Recipe, build_recipe, recipe_from_mapping
 
     for build in (lambda v: build_recipe(**{setting: v}), lambda v: recipe_from_mapping({setting: v}),
                   lambda v: Recipe(**{setting: v})):  # fmt: skip

@@ -68,7 +68,9 @@ def test_passes_and_plugins_listings(run_cli):
     assert fold["plugin"] == "fold"
     assert {o["name"] for o in fold["options"]} >= {"constant_folding", "fuse_batchnorm"}
     assert all(o["help"] for o in fold["options"])
-    assert {"constant_folding": "bool", "max_growth_mib": "float", "max_rounds": "int"}.items() <= {o["name"]: o["type"] for o in fold["options"]}.items()
+    assert {"constant_folding": "bool", "max_growth_mib": "float", "max_rounds": "int"}.items() <= {
+        o["name"]: o["type"] for o in fold["options"]
+    }.items()
     plugins = run_cli("plugins")
     assert plugins.returncode == 0 and "onnxopt_register_passes" in plugins.stdout
 
@@ -95,7 +97,9 @@ def test_output_piped_into_a_reader_that_leaves_is_no_traceback():
     import subprocess
     import sys
 
-    producer = subprocess.Popen([sys.executable, "-m", "onnxopt.cli", "passes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "onnxopt.cli", "passes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     producer.stdout.close()  # gone before the first line is written (imports take longer than this)
     stderr = producer.stderr.read().decode()
     assert producer.wait(timeout=60) == 141 and "Traceback" not in stderr, stderr
@@ -119,7 +123,14 @@ def test_verbose_prints_the_cost_of_each_phase_and_json_carries_it(run_cli, fixt
             "--data", fixtures_dir / "digits_cnn_val.npz", "--latency-runs", "2"]  # fmt: skip
     run = run_cli(*args, "--verbose")
     assert run.returncode == 0, run.stderr
-    for phase in ("load", "pass fold", "reference runs", "candidate runs", "latency", "save (with the final validation)"):
+    for phase in (
+        "load",
+        "pass fold",
+        "reference runs",
+        "candidate runs",
+        "latency",
+        "save (with the final validation)",
+    ):
         assert re.search(rf"^{re.escape(phase)} +\d+ +[\d.]+ +\d+$", run.stdout, re.M), phase
     costs = {p["name"]: p for p in json.loads(run_cli(*args, "--json").stdout)["costs"]}
     assert costs["candidate runs"]["count"] == 2 * costs["reference runs"]["count"] // 2 > 0

@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxopt import data
+from onnxopt.errors import DataError, UsageError
 from onnxopt.host_plugin import open_source
 from onnxopt.synthetic import synthetic
-from onnxopt.errors import DataError, UsageError
 
 
 def _model(*inputs: tuple[str, list | None], dtype: int = TensorProto.FLOAT) -> ir.Model:
@@ -63,7 +63,9 @@ def test_folder_of_npy(tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.nd
     np.testing.assert_array_equal(np.concatenate(_rows(dataset)), iris_val["input"])
 
 
-def test_folder_of_npz_is_concatenated_in_name_order(tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.ndarray]) -> None:
+def test_folder_of_npz_is_concatenated_in_name_order(
+    tmp_path: Path, iris: ir.Model, iris_val: dict[str, np.ndarray]
+) -> None:
     np.savez(tmp_path / "part2.npz", input=iris_val["input"][10:], labels=iris_val["labels"][10:])
     np.savez(tmp_path / "part1.npz", input=iris_val["input"][:10], labels=iris_val["labels"][:10])
     dataset = open_source(str(tmp_path), iris)
@@ -186,7 +188,11 @@ def test_fixed_batch_d_is_fed_d_rows() -> None:
 @pytest.mark.parametrize("dims", [[1, 4], ["batch", 4]], ids=["fixed-batch", "symbolic-batch"])
 def test_stacked_whole_feeds(dims: list) -> None:
     model = _model(("x", dims))
-    array = np.arange(36, dtype=np.float32).reshape(3, 3, 4) if dims[0] == "batch" else np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    array = (
+        np.arange(36, dtype=np.float32).reshape(3, 3, 4)
+        if dims[0] == "batch"
+        else np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    )
     dataset = data.from_arrays("d", {"x": array}, model)
     feeds = _rows(dataset, "x")
     assert dataset.num_feeds == 3 and dataset.num_samples == 3
@@ -242,7 +248,12 @@ def test_inputs_with_different_sample_counts() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("input=1x3x224x224", ("input", (1, 3, 224, 224))), ("x=7", ("x", (7,))), ("rate=", ("rate", ())), ("n=2X3", ("n", (2, 3)))],
+    [
+        ("input=1x3x224x224", ("input", (1, 3, 224, 224))),
+        ("x=7", ("x", (7,))),
+        ("rate=", ("rate", ())),
+        ("n=2X3", ("n", (2, 3))),
+    ],
 )
 def test_parse_shape(text: str, expected: tuple) -> None:
     assert data.parse_shape(text) == expected

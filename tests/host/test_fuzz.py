@@ -27,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 from onnx import TensorProto
+from paths import FIXTURES
 
-from onnxopt.recipe import build_recipe
 from onnxopt.errors import EXIT_GATE_FAILED, OnnxoptError
 from onnxopt.pipeline import Run
+from onnxopt.recipe import build_recipe
 from onnxopt.session import Session
-from paths import FIXTURES
 
 MODELS = ["iris_mlp", "digits_cnn", "tiny_transformer", "if_model"]
 BYTES = {name: (FIXTURES / f"{name}.onnx").read_bytes() for name in MODELS}

@@ -20,12 +20,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from paths import FIXTURES
 
 import onnxopt
 from onnxopt import validation
 from onnxopt.host_plugin import open_source
-
-from paths import FIXTURES
 
 sys.path.insert(0, str(FIXTURES))
 
@@ -52,7 +51,10 @@ def test_one_session_at_a_time_gives_the_same_figures(fixtures_dir: Path, tmp_pa
     assert any("reference ran first" in note for note in apart.notes)
     assert not any("reference ran first" in note for note in together.notes)
     assert apart.passed and together.passed
-    assert apart.accuracy_reference == together.accuracy_reference and apart.accuracy_candidate == together.accuracy_candidate
+    assert (
+        apart.accuracy_reference == together.accuracy_reference
+        and apart.accuracy_candidate == together.accuracy_candidate
+    )
     for a, b in zip(apart.outputs, together.outputs, strict=True):
         assert (a.max_abs, a.cosine, a.top1_agreement, a.shape) == (b.max_abs, b.cosine, b.top1_agreement, b.shape)
     assert apart.latency_ratio is not None and apart.latency_ratio > 0
@@ -65,8 +67,13 @@ def test_one_session_at_a_time_still_catches_a_wrong_candidate(fixtures_dir: Pat
     wrong = tmp_path / "wrong.onnx"
     onnx.save(model, wrong)
     monkeypatch.setattr(validation, "ONE_SESSION_AT_A_TIME_BYTES", 0)
-    result = onnxopt.validate(fixtures_dir / "digits_cnn.onnx", wrong, data=fixtures_dir / "digits_cnn_val.npz",
-                              gates={"min_cosine": 0.99}, latency_runs=0)
+    result = onnxopt.validate(
+        fixtures_dir / "digits_cnn.onnx",
+        wrong,
+        data=fixtures_dir / "digits_cnn_val.npz",
+        gates={"min_cosine": 0.99},
+        latency_runs=0,
+    )
     assert not result.passed and "cosine" in result.failure_reason()
 
 
@@ -175,7 +182,9 @@ def test_large_model_optimize_and_validate(big_model: Path, mode: str, extra: li
     if rss is not None:
         assert rss <= max_rss_ratio * model_bytes, f"peak RSS {rss / 1e9:.2f} GB = {rss / model_bytes:.2f}x the model"
 
-    validated, rss = _run_measured("validate", str(big_model), str(out), "--latency-runs", "3", *extra, cwd=big_model.parent)
+    validated, rss = _run_measured(
+        "validate", str(big_model), str(out), "--latency-runs", "3", *extra, cwd=big_model.parent
+    )
     assert validated.returncode == 0, validated.stderr[-2000:]
     if rss is not None:
         assert rss <= 1.5 * model_bytes, f"validate: peak RSS {rss / 1e9:.2f} GB = {rss / model_bytes:.2f}x the model"

@@ -126,7 +126,9 @@ def test_save_keeps_external_data_of_an_external_input(tmp_path: Path, fixtures_
 
 @pytest.mark.parametrize("external_data", [False, True], ids=["self-contained", "external-data"])
 @pytest.mark.parametrize("name", FIXTURE_MODELS)
-def test_saved_model_gives_identical_outputs(tmp_path: Path, fixtures_dir: Path, name: str, external_data: bool) -> None:
+def test_saved_model_gives_identical_outputs(
+    tmp_path: Path, fixtures_dir: Path, name: str, external_data: bool
+) -> None:
     original = fixtures_dir / f"{name}.onnx"
     out = model_io.save(model_io.load(original), tmp_path / "out.onnx", external_data=external_data)
     feed = np.load(fixtures_dir / f"{name}_val.npz")["input"]
@@ -281,7 +283,9 @@ def test_external_data_files_accepts_a_file_inside_the_folder(tmp_path: Path, fi
     ],
     ids=["absolute", "absolute-existing-file", "dotdot", "dotdot-nested", "empty"],
 )
-def test_external_data_files_rejects_locations_outside(tmp_path: Path, fixtures_dir: Path, location: str, message: str) -> None:
+def test_external_data_files_rejects_locations_outside(
+    tmp_path: Path, fixtures_dir: Path, location: str, message: str
+) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     if location == "ABSOLUTE":
@@ -315,7 +319,9 @@ def test_concurrent_saves_leave_one_complete_model(tmp_path: Path, fixtures_dir:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _SAVER, str(path), str(target)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for path in sources.values()
     ]
@@ -357,9 +363,25 @@ def test_two_onnxopt_processes_writing_one_path(tmp_path: Path, fixtures_dir: Pa
     for _ in range(2):
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "onnxopt.cli", "optimize", str(originals[name]), "-o", str(target),
-                 "--pass", "fold", "--external-data", "--latency-runs", "0", "--json", "-q"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "onnxopt.cli",
+                    "optimize",
+                    str(originals[name]),
+                    "-o",
+                    str(target),
+                    "--pass",
+                    "fold",
+                    "--external-data",
+                    "--latency-runs",
+                    "0",
+                    "--json",
+                    "-q",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
             for name in names
         ]
@@ -478,7 +500,6 @@ def test_external_data_file_that_is_a_fifo_is_refused_not_read(tmp_path: Path, f
     os.mkfifo(tmp_path / "model.onnx.data")
     with pytest.raises(ModelError, match="'model.onnx.data' is not a regular file"):
         model_io.load(path)
-
 
 
 # --- symlinks (issue 20: containment by resolve(), not by normpath) -------------------------------------------

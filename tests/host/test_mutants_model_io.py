@@ -39,7 +39,9 @@ def _model(tmp_path: Path, location: str | None) -> onnx.ModelProto:
 def test_a_tensor_after_an_inline_one_is_checked_too(tmp_path):
     assert model_io.external_data_files(_model(tmp_path, "w.data"), tmp_path) == {(tmp_path / "w.data").resolve()}
     (tmp_path / "sub").mkdir()
-    with pytest.raises(ModelError, match="tensor 'w': external data location '../w.data' is outside the model's folder"):
+    with pytest.raises(
+        ModelError, match="tensor 'w': external data location '../w.data' is outside the model's folder"
+    ):
         model_io.external_data_files(_model(tmp_path / "sub", "../w.data"), tmp_path / "sub")
 
 

@@ -18,11 +18,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from paths import FIXTURES
 
 import onnxopt
 from onnxopt.errors import EXIT_GATE_FAILED, EXIT_NOT_VALIDATED
-
-from paths import FIXTURES
 
 sys.path.insert(0, str(FIXTURES))
 import build_verdict_fixtures  # noqa: E402
@@ -38,7 +37,10 @@ def _affine(path: Path, scale: float, bias: list[float]) -> Path:
         "affine",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-        [numpy_helper.from_array(np.float32(scale), "scale"), numpy_helper.from_array(np.array(bias, np.float32), "bias")],
+        [
+            numpy_helper.from_array(np.float32(scale), "scale"),
+            numpy_helper.from_array(np.array(bias, np.float32), "bias"),
+        ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -86,10 +88,14 @@ def test_tolerance_figures_match_numpy(tolerance_pair):
     out = result.outputs[0]
     diff = np.abs(ref - cand)
     assert out.max_abs == diff.max() == 5 * STEP
-    assert out.max_rel == pytest.approx((diff / np.abs(ref)).max(), rel=1e-12) and out.max_rel == pytest.approx(3 * STEP)
+    assert out.max_rel == pytest.approx((diff / np.abs(ref)).max(), rel=1e-12) and out.max_rel == pytest.approx(
+        3 * STEP
+    )
     cosine = float((ref * cand).sum() / math.sqrt((ref * ref).sum() * (cand * cand).sum()))
     assert out.cosine == pytest.approx(cosine, abs=1e-12)
-    channels = [float(ref[:, i] @ cand[:, i] / math.sqrt((ref[:, i] @ ref[:, i]) * (cand[:, i] @ cand[:, i]))) for i in (0, 1)]
+    channels = [
+        float(ref[:, i] @ cand[:, i] / math.sqrt((ref[:, i] @ ref[:, i]) * (cand[:, i] @ cand[:, i]))) for i in (0, 1)
+    ]
     assert out.worst_channel == int(np.argmin(channels))
     assert out.worst_channel_cosine == pytest.approx(min(channels), abs=1e-12)
     assert result.passed and out.within_tolerance
@@ -122,7 +128,12 @@ def _figures(reference: Path, candidate: Path, data: Path) -> dict[str, float]:
     }
 
 
-CHECK_OF_GATE = {"min_cosine": "cosine", "min_channel_cosine": "channel_cosine", "min_top1": "top1", "max_size_ratio": "size"}
+CHECK_OF_GATE = {
+    "min_cosine": "cosine",
+    "min_channel_cosine": "channel_cosine",
+    "min_top1": "top1",
+    "max_size_ratio": "size",
+}
 
 
 @pytest.mark.parametrize("gate", sorted(CHECK_OF_GATE))
@@ -134,7 +145,13 @@ def test_every_gate_passes_at_its_value_and_fails_one_step_beyond(flipped_pair, 
                 "min_top1": out.top1_agreement, "max_size_ratio": result.size_ratio}[gate]  # fmt: skip
     assert measured == pytest.approx(_figures(*flipped_pair)[gate], abs=1e-12)
     assert _passed(*flipped_pair, **{gate: measured})
-    beyond = onnxopt.validate(reference, candidate, data=data, gates={gate: math.nextafter(measured, -math.inf if gate.startswith("max") else math.inf)}, **NO_DEFAULTS)
+    beyond = onnxopt.validate(
+        reference,
+        candidate,
+        data=data,
+        gates={gate: math.nextafter(measured, -math.inf if gate.startswith("max") else math.inf)},
+        **NO_DEFAULTS,
+    )
     assert [c.name for c in beyond.checks if not c.passed] == [CHECK_OF_GATE[gate]]
 
 
@@ -150,7 +167,11 @@ def test_accuracy_drop_gate_at_its_value_and_one_step_beyond(tmp_path, fixtures_
     negated = build_verdict_fixtures.negated(model, tmp_path / "neg.onnx")
     arrays = np.load(data)
     accuracy = {
-        path: float(np.mean(ort.InferenceSession(str(path)).run(None, {"input": arrays["input"]})[0].argmax(1) == arrays["labels"]))
+        path: float(
+            np.mean(
+                ort.InferenceSession(str(path)).run(None, {"input": arrays["input"]})[0].argmax(1) == arrays["labels"]
+            )
+        )
         for path in (model, negated)
     }
     drop = accuracy[model] - accuracy[negated]
@@ -158,7 +179,9 @@ def test_accuracy_drop_gate_at_its_value_and_one_step_beyond(tmp_path, fixtures_
     result = onnxopt.validate(model, negated, data=data, gates={"max_accuracy_drop": drop}, **NO_DEFAULTS)
     assert (result.accuracy_reference, result.accuracy_candidate) == (accuracy[model], accuracy[negated])
     assert result.passed, result.failure_reason()
-    beyond = onnxopt.validate(model, negated, data=data, gates={"max_accuracy_drop": math.nextafter(drop, 0.0)}, **NO_DEFAULTS)
+    beyond = onnxopt.validate(
+        model, negated, data=data, gates={"max_accuracy_drop": math.nextafter(drop, 0.0)}, **NO_DEFAULTS
+    )
     assert [c.name for c in beyond.checks if not c.passed] == ["accuracy"]
     improved = onnxopt.validate(negated, model, data=data, gates={"max_accuracy_drop": 0.0}, **NO_DEFAULTS)
     assert improved.passed  # a better candidate has a negative drop
@@ -166,7 +189,9 @@ def test_accuracy_drop_gate_at_its_value_and_one_step_beyond(tmp_path, fixtures_
 
 def test_latency_gate_both_sides(fixtures_dir):
     model, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_val.npz"
-    generous = onnxopt.validate(model, model, data=data, gates={"max_latency_ratio": 100.0}, defaults=False, latency_runs=3)
+    generous = onnxopt.validate(
+        model, model, data=data, gates={"max_latency_ratio": 100.0}, defaults=False, latency_runs=3
+    )
     assert generous.passed and generous.latency_ratio is not None
     tight = onnxopt.validate(model, model, data=data, gates={"max_latency_ratio": 0.01}, defaults=False, latency_runs=3)
     assert [c.name for c in tight.checks if not c.passed] == ["latency"]
@@ -221,7 +246,9 @@ def test_failure_reason_is_the_first_failure_and_how_many_more(flipped_pair):
     three = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9, "min_cosine": 0.99, "max_size_ratio": 0.5},
                              **NO_DEFAULTS)  # fmt: skip
     assert three.failure_reason().startswith("output 'y': cosine ") and three.failure_reason().endswith(" (and 2 more)")
-    two = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9, "max_size_ratio": 0.5}, **NO_DEFAULTS)
+    two = onnxopt.validate(
+        reference, candidate, data=data, gates={"min_top1": 0.9, "max_size_ratio": 0.5}, **NO_DEFAULTS
+    )
     assert two.failure_reason() == "output 'y': top-1 agreement 0.666667 < 0.9 (and 1 more)"
     assert onnxopt.validate(reference, reference, data=data, **NO_DEFAULTS).failure_reason() is None
 
@@ -256,13 +283,22 @@ def _labels_model(path: Path, labels: list[str]) -> Path:
 
 def test_identical_string_outputs_pass(tmp_path, tolerance_pair):
     reference = _labels_model(tmp_path / "ref.onnx", ["cat", "dog"])
-    same = onnxopt.validate(reference, _labels_model(tmp_path / "same.onnx", ["cat", "dog"]), data=tolerance_pair[2], latency_runs=0)
-    assert same.passed and same.outputs[1].cosine == 1.0 and same.outputs[1].max_abs == 0.0 and same.outputs[1].shape == [2]
+    same = onnxopt.validate(
+        reference, _labels_model(tmp_path / "same.onnx", ["cat", "dog"]), data=tolerance_pair[2], latency_runs=0
+    )
+    assert (
+        same.passed
+        and same.outputs[1].cosine == 1.0
+        and same.outputs[1].max_abs == 0.0
+        and same.outputs[1].shape == [2]
+    )
 
 
 def test_a_changed_string_output_fails_the_default_verdict(tmp_path, tolerance_pair):
     reference = _labels_model(tmp_path / "ref.onnx", ["cat", "dog"])
-    renamed = onnxopt.validate(reference, _labels_model(tmp_path / "other.onnx", ["cat", "cow"]), data=tolerance_pair[2], latency_runs=0)
+    renamed = onnxopt.validate(
+        reference, _labels_model(tmp_path / "other.onnx", ["cat", "cow"]), data=tolerance_pair[2], latency_runs=0
+    )
     assert renamed.outputs[1].max_abs == math.inf
     assert not renamed.passed and renamed.outputs[1].cosine == 0.0
 
@@ -288,11 +324,16 @@ def _per_token_scores(path: Path, padding: float) -> Path:
 
 
 def test_padding_of_a_two_dimensional_per_token_output_is_not_compared(tmp_path):
-    reference, candidate = _per_token_scores(tmp_path / "ref.onnx", -3.0), _per_token_scores(tmp_path / "cand.onnx", 5.0)
+    reference, candidate = (
+        _per_token_scores(tmp_path / "ref.onnx", -3.0),
+        _per_token_scores(tmp_path / "cand.onnx", 5.0),
+    )
     mask = np.ones((4, 6), np.int64)
     mask[:, 4:] = 0  # the last two positions of every row are padding
     np.savez(tmp_path / "tokens.npz", input_ids=np.arange(24, dtype=np.int64).reshape(4, 6) + 1, attention_mask=mask)
-    result = onnxopt.validate(reference, candidate, data=tmp_path / "tokens.npz", gates={"atol": 0.0, "min_cosine": 1.0}, **NO_DEFAULTS)
+    result = onnxopt.validate(
+        reference, candidate, data=tmp_path / "tokens.npz", gates={"atol": 0.0, "min_cosine": 1.0}, **NO_DEFAULTS
+    )
     assert result.passed, result.failure_reason()
     assert result.outputs[0].masked_positions == 8 and result.outputs[0].max_abs == 0.0
 
@@ -311,12 +352,17 @@ def _sqrt_model(path: Path, shift: float) -> Path:
 
 
 def test_non_finite_values_are_counted_over_every_feed_on_both_sides(tmp_path):
-    x = np.array([[-1.0, 4.0], [1.0, 9.0], [-4.0, 1.0], [16.0, 0.25], [-9.0, 4.0], [1.0, 1.0]], np.float32)  # 3 negatives
+    x = np.array(
+        [[-1.0, 4.0], [1.0, 9.0], [-4.0, 1.0], [16.0, 0.25], [-9.0, 4.0], [1.0, 1.0]], np.float32
+    )  # 3 negatives
     np.savez(tmp_path / "x.npz", x=x)
     reference = _sqrt_model(tmp_path / "ref.onnx", 0.0)
     same = onnxopt.validate(reference, reference, data=tmp_path / "x.npz", batch_size=2, **NO_DEFAULTS)
     out = same.outputs[0]
-    assert (out.nonfinite_reference, out.nonfinite_candidate) == (3, 3) and same.passed  # NaN where the reference has NaN
+    assert (out.nonfinite_reference, out.nonfinite_candidate) == (
+        3,
+        3,
+    ) and same.passed  # NaN where the reference has NaN
     assert out.max_abs == 0.0 and out.max_rel == 0.0 and out.cosine == 1.0
     worse = onnxopt.validate(reference, _sqrt_model(tmp_path / "cand.onnx", -2.0), data=tmp_path / "x.npz", batch_size=2,
                              gates={"min_cosine": -1.0}, **NO_DEFAULTS)  # fmt: skip
@@ -352,7 +398,9 @@ def test_a_gate_out_of_its_range_is_refused_with_the_range(gates, message):
 
 
 def _figures_by_feed(tolerance_pair, **settings):
-    result = onnxopt.validate(*tolerance_pair[:2], data=tolerance_pair[2], gates={"atol": 1.0}, **NO_DEFAULTS, **settings)
+    result = onnxopt.validate(
+        *tolerance_pair[:2], data=tolerance_pair[2], gates={"atol": 1.0}, **NO_DEFAULTS, **settings
+    )
     return result.outputs[0]
 
 

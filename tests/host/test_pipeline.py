@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from paths import TESTS
 
 import onnxopt
 from onnxopt.errors import UsageError
-from paths import TESTS
 
 sys.path.insert(0, str(TESTS))  # makes -p faulty_plugins importable in this process
 
@@ -57,7 +57,9 @@ def test_faulty_pass_is_rolled_back_and_named(digits, fault, exit_code, words):
     assert fold.status == "kept"  # the run went on from the previous model
     assert _digest(digits["model"]) == before
     # the best model so far was written, and it is the folded original, not the broken one
-    np.testing.assert_allclose(_predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]), atol=1e-4)
+    np.testing.assert_allclose(
+        _predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]), atol=1e-4
+    )
     assert report.final is not None and report.final.passed
 
 
@@ -80,14 +82,18 @@ def test_lowered_gate_accepts_what_the_default_refuses(digits):
     )  # fmt: skip
     assert report.steps[0].status == "kept"
     assert report.exit_code == 0
-    np.testing.assert_allclose(_predict(digits["out"], digits["data"]), -_predict(digits["model"], digits["data"]), atol=1e-5)
+    np.testing.assert_allclose(
+        _predict(digits["out"], digits["data"]), -_predict(digits["model"], digits["data"]), atol=1e-5
+    )
 
 
 def test_wrapper_hook_sees_every_pass_and_can_annotate(digits):
     import faulty_plugins
 
     faulty_plugins.RUNS.clear()
-    report = onnxopt.optimize(digits["model"], digits["out"], passes=["fold"], data=digits["data"], plugins=["faulty_plugins"])
+    report = onnxopt.optimize(
+        digits["model"], digits["out"], passes=["fold"], data=digits["data"], plugins=["faulty_plugins"]
+    )
     assert faulty_plugins.RUNS == ["fold"]
     assert report.steps[0].stats["wrapped"] is True
 

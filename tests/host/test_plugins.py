@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paths import TESTS
 
 from onnxopt.errors import UsageError
 from onnxopt.passes import PassRegistry
 from onnxopt.plugins import DISABLE_AUTOLOAD_ENV, get_plugin_manager, plugin_infos
-from paths import TESTS
 
 EXAMPLE = TESTS.parent / "examples" / "strip-metadata-plugin"
 

@@ -18,7 +18,6 @@ import pytest
 from paths import ROOT
 
 
-
 def readme_commands() -> list[str]:
     """The commands of the README's first code block, which must be its two set-up commands."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -52,7 +51,9 @@ def test_readme_main_command_in_a_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
-    run = subprocess.run(readme_commands()[0], shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(
+        readme_commands()[0], shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "OK" in run.stdout and re.search(r"^ +batchnorm_fused +2$", run.stdout, re.M)
     out = repo / "digits_cnn.opt.onnx"

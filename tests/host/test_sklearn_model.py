@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+from paths import FIXTURES
 
 from onnxopt import api, model_io
-from paths import FIXTURES
 
 MODEL = FIXTURES / "sklearn_iris.onnx"
 VAL = FIXTURES / "sklearn_iris_val.npz"
@@ -30,13 +30,17 @@ def _run(path: Path) -> tuple[np.ndarray, list[dict[int, float]]]:
 def _assert_same_model_outputs(path: Path) -> None:
     """``path`` declares the original's outputs, types included, and computes the same on the val split."""
     original, written = onnx.load(MODEL), onnx.load(path)
-    assert [o.SerializeToString() for o in written.graph.output] == [o.SerializeToString() for o in original.graph.output]
+    assert [o.SerializeToString() for o in written.graph.output] == [
+        o.SerializeToString() for o in original.graph.output
+    ]
     onnx.checker.check_model(written, full_check=True)
     labels, maps = _run(path)
     want_labels, want_maps = _run(MODEL)
     np.testing.assert_array_equal(labels, want_labels)
     assert [sorted(m) for m in maps] == [[0, 1, 2]] * len(want_maps)
-    np.testing.assert_allclose([[m[c] for c in range(3)] for m in maps], [[m[c] for c in range(3)] for m in want_maps], rtol=1e-6)
+    np.testing.assert_allclose(
+        [[m[c] for c in range(3)] for m in maps], [[m[c] for c in range(3)] for m in want_maps], rtol=1e-6
+    )
 
 
 def test_map_type_survives_load_and_save(tmp_path: Path) -> None:
@@ -91,7 +95,10 @@ def _dict_vectorizer_model() -> onnx.ModelProto:
     model = onnx.load(MODEL)
     graph, names = model.graph, ["setosa", "versicolor", "virginica"]
     classifier, zipmap = graph.node[0], graph.node[3]
-    for node, old, new in ((classifier, "classlabels_ints", "classlabels_strings"), (zipmap, "classlabels_int64s", "classlabels_strings")):
+    for node, old, new in (
+        (classifier, "classlabels_ints", "classlabels_strings"),
+        (zipmap, "classlabels_int64s", "classlabels_strings"),
+    ):
         node.attribute.remove(next(a for a in node.attribute if a.name == old))
         node.attribute.append(onnx.helper.make_attribute(new, names))
     classifier.output[0] = "output_label"
@@ -99,10 +106,14 @@ def _dict_vectorizer_model() -> onnx.ModelProto:
     graph.node.insert(0, onnx.helper.make_node("DictVectorizer", ["features"], ["float_input"], domain="ai.onnx.ml",
                                                int64_vocabulary=[0, 1, 2, 3]))  # fmt: skip
     scalar = onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [])
-    graph.input[0].CopyFrom(onnx.helper.make_value_info("features", onnx.helper.make_map_type_proto(onnx.TensorProto.INT64, scalar)))
+    graph.input[0].CopyFrom(
+        onnx.helper.make_value_info("features", onnx.helper.make_map_type_proto(onnx.TensorProto.INT64, scalar))
+    )
     graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("output_label", onnx.TensorProto.STRING, [None]))
     string_map = onnx.helper.make_map_type_proto(onnx.TensorProto.STRING, scalar)
-    graph.output[1].CopyFrom(onnx.helper.make_value_info("output_probability", onnx.helper.make_sequence_type_proto(string_map)))
+    graph.output[1].CopyFrom(
+        onnx.helper.make_value_info("output_probability", onnx.helper.make_sequence_type_proto(string_map))
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -112,12 +123,17 @@ def test_map_input_and_string_keys_survive_load_and_save(tmp_path: Path) -> None
     onnx.save(original, tmp_path / "dv.onnx")
     model = model_io.load(tmp_path / "dv.onnx")
     assert [model_io.kept_type_text(v) for v in (model.graph.inputs[0], *model.graph.outputs)] == [
-        "map(int64, float)", None, "seq(map(string, float))"
+        "map(int64, float)",
+        None,
+        "seq(map(string, float))",
     ]
     written = onnx.load(model_io.save(model, tmp_path / "out.onnx"))
     assert list(written.graph.input) == list(original.graph.input)
     assert list(written.graph.output) == list(original.graph.output)
     feed = {"features": {0: 5.1, 1: 3.5, 2: 1.4, 3: 0.2}}
-    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed) for p in (tmp_path / "dv.onnx", tmp_path / "out.onnx")]
+    runs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)
+        for p in (tmp_path / "dv.onnx", tmp_path / "out.onnx")
+    ]
     assert runs[0][0].tolist() == runs[1][0].tolist() == ["setosa"]
     assert runs[0][1] == runs[1][1]

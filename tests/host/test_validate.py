@@ -67,7 +67,9 @@ def test_tolerance_and_size_gates_fail_with_the_measured_figure(pair):
 
 def test_accuracy_against_labels(fixtures_dir):
     model = fixtures_dir / "digits_cnn.onnx"
-    result = onnxopt.validate(model, model, data=fixtures_dir / "digits_cnn_val.npz", gates={"max_accuracy_drop": 0.0}, latency_runs=0)
+    result = onnxopt.validate(
+        model, model, data=fixtures_dir / "digits_cnn_val.npz", gates={"max_accuracy_drop": 0.0}, latency_runs=0
+    )
     assert result.accuracy_reference == result.accuracy_candidate >= 0.9
     assert any(c.name == "accuracy" and c.passed for c in result.checks)
     assert result.samples == 400

@@ -13,11 +13,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from paths import FIXTURES
 
 import onnxopt
 from onnxopt.errors import EXIT_NOT_VALIDATED, UsageError
-
-from paths import FIXTURES
 
 sys.path.insert(0, str(FIXTURES))
 from build_verdict_fixtures import COLLAPSED, detector, negated, token_encoder  # noqa: E402
@@ -80,7 +79,9 @@ def test_validate_without_runnable_inputs_exits_not_validated(tmp_path, run_cli)
 
 
 def test_no_validate_flag_writes_but_never_says_ok(tmp_path, run_cli, fixtures_dir):
-    run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "fold", "--no-validate")
+    run = run_cli(
+        "optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "fold", "--no-validate"
+    )
     assert run.returncode == EXIT_NOT_VALIDATED
     assert run.stdout.splitlines()[-1].startswith("NOT VALIDATED") and "--no-validate" in run.stdout
     assert (tmp_path / "out.onnx").exists()
@@ -180,6 +181,7 @@ def test_metric_thresholds_both_sides_and_bad_requests(tmp_path):
     with pytest.raises(UsageError, match="no output 'logits'"):
         onnxopt.validate(reference, softer, metrics=["logits=ctc"], latency_runs=0)
 
+
 def test_a_metric_asked_for_an_output_it_does_not_fit_is_a_usage_error(fixtures_dir):
     digits = fixtures_dir / "digits_cnn.onnx"
     with pytest.raises(UsageError, match="'ctc' does not apply to output 'logits'"):
@@ -240,7 +242,16 @@ def test_an_onnxruntime_error_is_reported_whole_on_one_line(tmp_path):
 
 def test_a_third_party_metric_plugin_gates_like_a_built_in(tmp_path, run_cli, monkeypatch, fixtures_dir):
     monkeypatch.setenv("PYTHONPATH", str(fixtures_dir.parent / "examples" / "metric-plugin"))
-    args = ["--metric", "scores_kept>=0.99", "--min-channel-cosine", "0", "--latency-runs", "0", "-p", "onnxopt_box_metric"]
+    args = [
+        "--metric",
+        "scores_kept>=0.99",
+        "--min-channel-cosine",
+        "0",
+        "--latency-runs",
+        "0",
+        "-p",
+        "onnxopt_box_metric",
+    ]
     kept = run_cli("validate", fixtures_dir / "detector.onnx", fixtures_dir / "detector.onnx", *args)
     assert kept.returncode == 0, kept.stderr
     lost = run_cli("validate", fixtures_dir / "detector.onnx", fixtures_dir / "detector_collapsed.onnx", *args)

@@ -85,10 +85,16 @@ def _decoders_folded(nodes: list[onnx.NodeProto]) -> bool:
 @pytest.mark.parametrize("mode", ["static", "dynamic", "weight_only"])
 def test_quantize_stores_recurrent_weights_as_int8_that_onnxruntime_decodes_at_start(model, tmp_path, mode):
     out = tmp_path / f"{mode}.onnx"
-    report = onnxopt.optimize(model, out, passes=[f"quantize:mode={mode}"], data=model.with_name("calib.npz"), gates=LOOSE)
+    report = onnxopt.optimize(
+        model, out, passes=[f"quantize:mode={mode}"], data=model.with_name("calib.npz"), gates=LOOSE
+    )
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
-    assert stats["recurrent_int8_weights"] == 4 and "weights_left_float" not in stats or set(stats["weights_left_float"]) == {"head"}
+    assert (
+        stats["recurrent_int8_weights"] == 4
+        and "weights_left_float" not in stats
+        or set(stats["weights_left_float"]) == {"head"}
+    )
     weights = _initializers(out)
     for name in ("lstm_w", "lstm_r", "gru_w", "gru_r"):
         assert name not in weights and weights[f"{name}_int8"].dtype == np.int8
@@ -112,14 +118,21 @@ def test_static_quantize_with_dynamic_lstm_runs_onnxruntimes_integer_lstm(model,
 
 
 def test_recurrent_weights_left_float_are_reported_with_their_reason(model, tmp_path):
-    report = onnxopt.optimize(model, tmp_path / "float.onnx", passes=["quantize:recurrent=float"], data=model.with_name("calib.npz"))
+    report = onnxopt.optimize(
+        model, tmp_path / "float.onnx", passes=["quantize:recurrent=float"], data=model.with_name("calib.npz")
+    )
     assert report.exit_code == 0, report.message
     left = report.steps[0].stats["weights_left_float"]
-    assert left == {name: f"{name.split('_')[0].upper()}: recurrent=float" for name in ("lstm_w", "lstm_r", "gru_w", "gru_r")}
+    assert left == {
+        name: f"{name.split('_')[0].upper()}: recurrent=float" for name in ("lstm_w", "lstm_r", "gru_w", "gru_r")
+    }
     report = onnxopt.optimize(model, tmp_path / "excluded.onnx", passes=[("quantize", {"exclude_nodes": ["lstm"]})],
                               data=model.with_name("calib.npz"))  # fmt: skip
     assert report.exit_code == 0, report.message
-    assert report.steps[0].stats["weights_left_float"] == {"lstm_r": "LSTM: exclude_nodes", "lstm_w": "LSTM: exclude_nodes"}
+    assert report.steps[0].stats["weights_left_float"] == {
+        "lstm_r": "LSTM: exclude_nodes",
+        "lstm_w": "LSTM: exclude_nodes",
+    }
     assert report.steps[0].stats["recurrent_int8_weights"] == 2
 
 
@@ -204,7 +217,10 @@ def test_left_alone_names_constant_node_weights_and_caps_the_list(tmp_path):
         nodes.append(helper.make_node("MatMul", [previous, f"w{index}"], [f"h{index}"]))
         previous = f"h{index}"
     big = numpy_helper.from_array(rng.standard_normal((8, 256)).astype(np.float32), "big")
-    nodes += [helper.make_node("Constant", [], ["big_w"], value=big), helper.make_node("MatMul", [previous, "big_w"], ["y"])]
+    nodes += [
+        helper.make_node("Constant", [], ["big_w"], value=big),
+        helper.make_node("MatMul", [previous, "big_w"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])], inits)  # fmt: skip
     path = tmp_path / "chain.onnx"
@@ -222,7 +238,10 @@ def test_magnitude_prune_names_the_recurrent_and_small_weights_it_leaves(model, 
     assert report.exit_code == 0, report.message
     left = report.steps[0].stats["weights_left_alone"]
     assert set(left) == {"lstm_w", "lstm_r", "gru_w", "gru_r", "head"}
-    assert left["gru_r"].startswith("GRU: magnitude pruning covers") and left["head"] == "MatMul: 320 values < min_elements"
+    assert (
+        left["gru_r"].startswith("GRU: magnitude pruning covers")
+        and left["head"] == "MatMul: 320 values < min_elements"
+    )
 
 
 def test_weight_only_reaches_gemm_weights_and_names_the_conv_it_cannot(tmp_path):
@@ -256,7 +275,9 @@ def test_lstm_weights_inside_if_branches_are_stored_as_int8_too(tmp_path):
     def branch(name: str) -> onnx.GraphProto:
         inits = [numpy_helper.from_array((rng.standard_normal((1, 64, 8)) / 3).astype(np.float32), f"{name}_w"),
                  numpy_helper.from_array((rng.standard_normal((1, 64, 16)) / 4).astype(np.float32), f"{name}_r")]  # fmt: skip
-        node = helper.make_node("LSTM", ["x", f"{name}_w", f"{name}_r"], [f"{name}_y"], hidden_size=16, name=f"{name}_lstm")
+        node = helper.make_node(
+            "LSTM", ["x", f"{name}_w", f"{name}_r"], [f"{name}_y"], hidden_size=16, name=f"{name}_lstm"
+        )
         out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [SEQ, 1, 1, 16])
         return helper.make_graph([node], name, [], [out], inits)
 
@@ -273,16 +294,22 @@ def test_lstm_weights_inside_if_branches_are_stored_as_int8_too(tmp_path):
     x = rng.standard_normal((SEQ, 1, 8)).astype(np.float32)
     for cond in (True, False):
         feed = {"cond": np.array(cond), "x": x}
-        ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (path, out))
+        ref, got = (
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (path, out)
+        )
         assert _cosine(ref, got) > 0.999
     assert out.stat().st_size < 0.5 * path.stat().st_size
 
 
 def test_weights_in_if_branches_and_the_condition_are_reported_by_their_own_names(fixtures_dir, tmp_path):
-    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", tmp_path / "dynamic.onnx", passes=["quantize:mode=dynamic"], gates=LOOSE)
+    report = onnxopt.optimize(
+        fixtures_dir / "if_model.onnx", tmp_path / "dynamic.onnx", passes=["quantize:mode=dynamic"], gates=LOOSE
+    )
     assert report.exit_code == 0, report.message
     left = report.steps[0].stats["weights_left_float"]  # the quantizer's transposed copies keep a readable name
-    assert left and all(name.startswith("fc2.weight") and why == "MatMul: inside an If / Loop / Scan body" for name, why in left.items())
+    assert left and all(
+        name.startswith("fc2.weight") and why == "MatMul: inside an If / Loop / Scan body" for name, why in left.items()
+    )
     report = onnxopt.optimize(fixtures_dir / "if_model.onnx", tmp_path / "static.onnx", passes=["quantize"],
                               data=fixtures_dir / "if_model_calib.npz", gates=LOOSE)  # fmt: skip
     assert report.exit_code == 0, report.message

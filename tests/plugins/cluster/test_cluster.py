@@ -135,7 +135,11 @@ def test_per_channel_codebook_decodes_exactly_to_the_snapped_weights(fixtures_di
         assert report.exit_code == 0, report.message
         session = ort.InferenceSession(str(out))
         spec = session.get_inputs()[0]
-        x = np.random.default_rng(7).standard_normal([d if isinstance(d, int) else 2 for d in spec.shape]).astype(np.float32)
+        x = (
+            np.random.default_rng(7)
+            .standard_normal([d if isinstance(d, int) else 2 for d in spec.shape])
+            .astype(np.float32)
+        )
         outputs[encoding] = session.run(None, {spec.name: x})[0]
     assert np.array_equal(outputs["codebook"], outputs["snap"])
 
@@ -213,7 +217,9 @@ def test_quantized_embedding_table_is_clustered_too(tmp_path):
     source = tmp_path / "embedding.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
     quantized, out = tmp_path / "q.onnx", tmp_path / "c.onnx"
-    assert onnxopt.optimize(source, quantized, passes=["quantize:mode=dynamic"], gates={"min_cosine": 0.9}).exit_code == 0
+    assert (
+        onnxopt.optimize(source, quantized, passes=["quantize:mode=dynamic"], gates={"min_cosine": 0.9}).exit_code == 0
+    )
     report = onnxopt.optimize(quantized, out, passes=["cluster"], gates={"min_cosine": 0.9})
     assert report.exit_code == 0, report.message
     (weight,) = report.steps[0].stats["tensors"].values()  # the uint8 table read by Gather -> DequantizeLinear

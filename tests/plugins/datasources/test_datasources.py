@@ -47,9 +47,15 @@ def conv_model(path: Path, dims: list, dtype: int = TensorProto.FLOAT) -> Path:
     """An image model: Conv + Relu on input ``x`` of ``dims`` (NCHW with 3 or 1 channels, or NHWC via Transpose)."""
     nhwc = dims[3] in (1, 3) and dims[1] not in (1, 3)
     channels = dims[3] if nhwc else dims[1]
-    weight = numpy_helper.from_array(RNG.standard_normal((4, channels if isinstance(channels, int) else 3, 3, 3)).astype(np.float32), "w")
+    weight = numpy_helper.from_array(
+        RNG.standard_normal((4, channels if isinstance(channels, int) else 3, 3, 3)).astype(np.float32), "w"
+    )
     nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT)]
-    nodes.append(helper.make_node("Transpose", ["xf"], ["xt"], perm=[0, 3, 1, 2]) if nhwc else helper.make_node("Identity", ["xf"], ["xt"]))
+    nodes.append(
+        helper.make_node("Transpose", ["xf"], ["xt"], perm=[0, 3, 1, 2])
+        if nhwc
+        else helper.make_node("Identity", ["xf"], ["xt"])
+    )
     nodes += [helper.make_node("Conv", ["xt", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["out"])]
     return _save(path, nodes, [helper.make_tensor_value_info("x", dtype, dims)],
                  [_out("out", 4)], [weight])  # fmt: skip
@@ -134,7 +140,9 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (20, 30), mod
 
 def open_data(src: str, model_path: Path, **options):
     options = {"seed": 0, "batch_size": 32, "shapes": {}, **options}
-    dataset = get_plugin_manager().hook.onnxopt_open_dataset(source=str(src), model=ir.load(model_path), options=options)
+    dataset = get_plugin_manager().hook.onnxopt_open_dataset(
+        source=str(src), model=ir.load(model_path), options=options
+    )
     assert dataset is not None, f"no plugin claimed {src}"
     return dataset
 
@@ -151,8 +159,12 @@ def test_source_string_split_and_typed() -> None:
     assert source.split("pages/") == ("pages/", {})
     path, raw = source.split("pages/?preset=imagenet, size=480x640,mean=0.5:0.4:0.3,scale=1/255")
     assert path == "pages/" and raw["size"] == "480x640"
-    values = source.parse("s", "x", raw, {"preset": str, "size": source.size, "mean": source.numbers, "scale": source.number})
-    assert values["size"] == (480, 640) and values["mean"] == (0.5, 0.4, 0.3) and values["scale"] == pytest.approx(1 / 255)
+    values = source.parse(
+        "s", "x", raw, {"preset": str, "size": source.size, "mean": source.numbers, "scale": source.number}
+    )
+    assert (
+        values["size"] == (480, 640) and values["mean"] == (0.5, 0.4, 0.3) and values["scale"] == pytest.approx(1 / 255)
+    )
     assert source.size("64") == (64, 64)
 
 
@@ -172,7 +184,9 @@ def test_source_string_errors(text: str, message: str) -> None:
 def test_pick_is_a_seeded_choice() -> None:
     assert list(stream.pick(5, None, 0)) == list(range(5)) and list(stream.pick(5, 9, 0)) == list(range(5))
     first, again, other = stream.pick(1000, 10, 0), stream.pick(1000, 10, 0), stream.pick(1000, 10, 1)
-    assert len(first) == 10 and list(first) == sorted(first) and list(first) == list(again) and list(first) != list(other)
+    assert (
+        len(first) == 10 and list(first) == sorted(first) and list(first) == list(again) and list(first) != list(other)
+    )
 
 
 # --- images ---------------------------------------------------------------------------------------------------
@@ -186,7 +200,9 @@ def test_images_defaults_read_off_a_fixed_nchw_input(tmp_path: Path) -> None:
     assert "NCHW 3ch 8x6 stretch, RGB, scale 1/255, mean 0, std 1 (preset 0-1)" in dataset.description
     assert dataset.name == str(tmp_path / "imgs") and not dataset.synthetic and dataset.labels is None
     first = dataset.first_feed()["x"]
-    expected = np.asarray(Image.open(files[0]).convert("RGB").resize((6, 8), Image.Resampling.BILINEAR), np.float32) / 255
+    expected = (
+        np.asarray(Image.open(files[0]).convert("RGB").resize((6, 8), Image.Resampling.BILINEAR), np.float32) / 255
+    )
     np.testing.assert_allclose(first[0], expected.transpose(2, 0, 1), atol=1e-6)
     assert len(run_all(model, dataset)) == 3
 
@@ -224,7 +240,12 @@ def test_images_letterbox_and_keep(tmp_path: Path) -> None:
     assert np.all(boxed[:, :, 2:6] == 1) and np.all(boxed[:, :, :2] == 0) and np.all(boxed[:, :, 6:] == 0)
     kept = open_data(f"{folder}?resize=keep,multiple=16,fill=0", model)
     feed = kept.first_feed()["x"][0]
-    assert feed.shape == (3, 32, 16) and np.all(feed[:, :20, :10] == 1) and np.all(feed[:, 20:, :] == 0) and np.all(feed[:, :, 10:] == 0)
+    assert (
+        feed.shape == (3, 32, 16)
+        and np.all(feed[:, :20, :10] == 1)
+        and np.all(feed[:, 20:, :] == 0)
+        and np.all(feed[:, :, 10:] == 0)
+    )
     assert "aspect kept, padded to x16 with 0" in kept.description and kept.num_feeds == 1
     limited = open_data(f"{folder}?resize=keep,size=10", model).first_feed()["x"][0]
     assert limited.shape == (3, 32, 32)  # fit in 10x10 (5x10), then padded to 32
@@ -233,7 +254,10 @@ def test_images_letterbox_and_keep(tmp_path: Path) -> None:
 def test_images_gray_and_colour(tmp_path: Path) -> None:
     write_images(tmp_path / "gray", 2, mode="L")
     write_images(tmp_path / "rgb", 1)
-    colour_model, gray_model = conv_model(tmp_path / "c.onnx", [1, 3, 4, 4]), conv_model(tmp_path / "g.onnx", [1, 1, 4, 4])
+    colour_model, gray_model = (
+        conv_model(tmp_path / "c.onnx", [1, 3, 4, 4]),
+        conv_model(tmp_path / "g.onnx", [1, 1, 4, 4]),
+    )
     replicated = open_data(tmp_path / "gray", colour_model).first_feed()["x"][0]
     assert np.array_equal(replicated[0], replicated[1]) and np.array_equal(replicated[1], replicated[2])
     assert open_data(tmp_path / "gray", gray_model).first_feed()["x"].shape == (1, 1, 4, 4)
@@ -293,7 +317,9 @@ def test_images_leave_npy_folders_and_other_files_to_the_host(tmp_path: Path) ->
     ("tokenizers", "tokenizers", lambda tmp: ((tmp / "c.txt").write_text("a\n"), f"{tmp / 'c.txt'}?tokenizer={write_tokenizer(tmp / 't.json', [])}",
                                               text_model(tmp / "m.onnx", rows=8))),
 ])  # fmt: skip
-def test_missing_extra_is_one_line_naming_it(module: str, package: str, make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_extra_is_one_line_naming_it(
+    module: str, package: str, make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, data, model = make(tmp_path)
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were not installed
     with pytest.raises(DataError, match=re.escape(f"needs {package}: pip install 'onnxopt[data]'")):
@@ -345,7 +371,14 @@ def test_text_inputs_mapped_by_name(tmp_path: Path, tok: Path) -> None:
     corpus.write_text("the cat\n")
     model = text_model(tmp_path / "m.onnx", rows=32, names=("ids", "input_mask", "segment_ids"))
     feed = open_data(f"{corpus}?tokenizer={tok},max_length=6", model).first_feed()
-    assert list(feed["ids"][0]) == [2, 4, 5, 3, 0, 0] and list(feed["input_mask"][0]) == [1, 1, 1, 1, 0, 0]  # padded to max_length
+    assert list(feed["ids"][0]) == [2, 4, 5, 3, 0, 0] and list(feed["input_mask"][0]) == [
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+    ]  # padded to max_length
     fixed = text_model(tmp_path / "f.onnx", rows=32, seq=8)
     assert open_data(f"{corpus}?tokenizer={tok}", fixed).first_feed()["input_ids"].shape == (1, 8)
     with pytest.raises(UsageError, match="fixes the sequence length at 8"):
@@ -373,7 +406,9 @@ def test_audio_windows_and_declared_inputs(tmp_path: Path) -> None:
     dataset = open_data(tmp_path / "a.wav", model)
     feeds = list(dataset.feeds())
     assert (dataset.num_feeds, dataset.num_samples, len(feeds)) == (3, 3, 3)  # 1200 samples in windows of 512
-    assert feeds[0]["input"].shape == (1, 512) and feeds[0]["state"].shape == (2, 1, 128) and not feeds[0]["state"].any()
+    assert (
+        feeds[0]["input"].shape == (1, 512) and feeds[0]["state"].shape == (2, 1, 128) and not feeds[0]["state"].any()
+    )
     assert feeds[0]["sr"].shape == () and feeds[0]["sr"].dtype == np.int64 and int(feeds[0]["sr"]) == 16000
     joined = np.concatenate([f["input"][0] for f in feeds])
     np.testing.assert_allclose(joined[:1200], signal, atol=1 / 32767)
@@ -428,7 +463,9 @@ def test_audio_real_silero_vad(tmp_path: Path) -> None:
     write_wav(tmp_path / "s.wav", np.sin(2 * np.pi * 220 * t) * (t > 0.5) * 0.6, 16000)
     dataset = open_data(tmp_path / "s.wav", SILERO)
     probabilities = np.concatenate([out[0].ravel() for out in run_all(SILERO, dataset)])
-    assert dataset.num_feeds == 32 and probabilities.shape == (32,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    assert (
+        dataset.num_feeds == 32 and probabilities.shape == (32,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    )
 
 
 # --- loader scripts -------------------------------------------------------------------------------------------
@@ -458,7 +495,9 @@ def test_loader_script_and_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(run_all(model, dataset)) == 3
     monkeypatch.syspath_prepend(str(tmp_path))
     assert open_data("loader:as_list", model).num_samples == 1
-    assert get_plugin_manager().hook.onnxopt_open_dataset(source="synthetic:2", model=ir.load(model), options={}).synthetic
+    assert (
+        get_plugin_manager().hook.onnxopt_open_dataset(source="synthetic:2", model=ir.load(model), options={}).synthetic
+    )
 
 
 def test_loader_not_imported_at_help_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -475,12 +514,20 @@ def test_loader_not_imported_at_help_time(tmp_path: Path, capsys: pytest.Capture
 def _bad_images(tmp_path: Path):
     write_images(tmp_path / "imgs", 2)
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"this is not a jpeg")
-    return conv_model(tmp_path / "m.onnx", [1, 3, 4, 4]), f"{tmp_path / 'imgs'}", "imgs/broken.jpg: not a readable image"
+    return (
+        conv_model(tmp_path / "m.onnx", [1, 3, 4, 4]),
+        f"{tmp_path / 'imgs'}",
+        "imgs/broken.jpg: not a readable image",
+    )
 
 
 def _colour_for_gray(tmp_path: Path):
     write_images(tmp_path / "imgs", 2)
-    return conv_model(tmp_path / "m.onnx", [1, 1, 4, 4]), str(tmp_path / "imgs"), "RGB colour image, but the model takes 1 channel"
+    return (
+        conv_model(tmp_path / "m.onnx", [1, 1, 4, 4]),
+        str(tmp_path / "imgs"),
+        "RGB colour image, but the model takes 1 channel",
+    )
 
 
 def _two_channel_model(tmp_path: Path):
@@ -493,13 +540,21 @@ def _two_channel_model(tmp_path: Path):
 
 def _unknown_option(tmp_path: Path):
     write_images(tmp_path / "imgs", 1)
-    return conv_model(tmp_path / "m.onnx", [1, 3, 4, 4]), f"{tmp_path / 'imgs'}?prest=imagenet", "unknown option prest for an image folder (valid: fill, layout, mean"
+    return (
+        conv_model(tmp_path / "m.onnx", [1, 3, 4, 4]),
+        f"{tmp_path / 'imgs'}?prest=imagenet",
+        "unknown option prest for an image folder (valid: fill, layout, mean",
+    )
 
 
 def _overrun(tmp_path: Path):
     tok = write_tokenizer(tmp_path / "tokenizer.json", WORDS)
     (tmp_path / "c.txt").write_text("the cat\n")
-    return text_model(tmp_path / "m.onnx", rows=8), f"{tmp_path / 'c.txt'}?tokenizer={tok}", "11 token ids, the model's embedding table"
+    return (
+        text_model(tmp_path / "m.onnx", rows=8),
+        f"{tmp_path / 'c.txt'}?tokenizer={tok}",
+        "11 token ids, the model's embedding table",
+    )
 
 
 def _no_tokenizer(tmp_path: Path):
@@ -510,13 +565,21 @@ def _no_tokenizer(tmp_path: Path):
 def _bad_tokenizer(tmp_path: Path):
     (tmp_path / "c.txt").write_text("the cat\n")
     (tmp_path / "tok.json").write_text("{}")
-    return text_model(tmp_path / "m.onnx", rows=8), f"{tmp_path / 'c.txt'}?tokenizer={tmp_path / 'tok.json'}", "not a readable tokenizer.json"
+    return (
+        text_model(tmp_path / "m.onnx", rows=8),
+        f"{tmp_path / 'c.txt'}?tokenizer={tmp_path / 'tok.json'}",
+        "not a readable tokenizer.json",
+    )
 
 
 def _bad_jsonl(tmp_path: Path):
     tok = write_tokenizer(tmp_path / "tokenizer.json", WORDS)
     (tmp_path / "c.jsonl").write_text('{"text": "a"}\n{"text": 3}\n')
-    return text_model(tmp_path / "m.onnx", rows=32), f"{tmp_path / 'c.jsonl'}?tokenizer={tok}", "c.jsonl:2: expected a string"
+    return (
+        text_model(tmp_path / "m.onnx", rows=32),
+        f"{tmp_path / 'c.jsonl'}?tokenizer={tok}",
+        "c.jsonl:2: expected a string",
+    )
 
 
 def _not_a_wav(tmp_path: Path):
@@ -579,7 +642,11 @@ BAD = {
 def test_bad_data_is_one_line_exit_2_nothing_written(case: str, command: str, tmp_path: Path, capsys) -> None:
     model, data, message = BAD[case](tmp_path)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    args = ["optimize", str(model), "-o", str(tmp_path / "out.onnx"), "--pass", "fold"] if command == "optimize" else ["validate", str(model), str(model)]
+    args = (
+        ["optimize", str(model), "-o", str(tmp_path / "out.onnx"), "--pass", "fold"]
+        if command == "optimize"
+        else ["validate", str(model), str(model)]
+    )
     assert main([*args, "--data", data, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("onnxopt: error: ") and message in err, err
@@ -597,7 +664,16 @@ def test_static_quantize_calibrates_from_an_image_folder(tmp_path: Path, capsys)
     """quantize's calibration reader takes the streamed dataset, its cap cutting the second feed of 4 to 1 row."""
     write_images(tmp_path / "imgs", 7)
     model = conv_model(tmp_path / "m.onnx", ["N", 3, 8, 8])
-    args = ["optimize", str(model), "-o", str(tmp_path / "q.onnx"), "--pass", "quantize:calibration_samples=5", "--data", str(tmp_path / "imgs")]
+    args = [
+        "optimize",
+        str(model),
+        "-o",
+        str(tmp_path / "q.onnx"),
+        "--pass",
+        "quantize:calibration_samples=5",
+        "--data",
+        str(tmp_path / "imgs"),
+    ]
     assert main([*args, "--batch-size", "4", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"calibration_samples": 5' in out and '"status": "kept"' in out
@@ -607,7 +683,16 @@ def test_static_quantize_calibrates_from_an_image_folder(tmp_path: Path, capsys)
 def test_cli_reports_the_effective_settings(tmp_path: Path, run_cli) -> None:
     write_images(tmp_path / "imgs", 3)
     model = conv_model(tmp_path / "m.onnx", ["N", 3, 8, 8])
-    result = run_cli("optimize", model, "-o", tmp_path / "out.onnx", "--pass", "fold", "--data", f"{tmp_path / 'imgs'}?preset=imagenet")
+    result = run_cli(
+        "optimize",
+        model,
+        "-o",
+        tmp_path / "out.onnx",
+        "--pass",
+        "fold",
+        "--data",
+        f"{tmp_path / 'imgs'}?preset=imagenet",
+    )
     assert result.returncode == 0, result.stderr
     assert "images: 3 files, NCHW 3ch 8x8 stretch, RGB, scale 1/255, mean 0.485:0.456:0.406" in result.stdout
     assert (tmp_path / "out.onnx").is_file()

@@ -87,7 +87,9 @@ def test_unsupported_op_is_named():
 def _student_ok(student: Path, teacher: Path, feed_rows: np.ndarray) -> None:
     """The student keeps the teacher's names and runs at any batch size in onnxruntime."""
     t, s = onnx.load(teacher).graph, onnx.load(student).graph
-    assert [i.name for i in s.input] == [i.name for i in t.input] and [o.name for o in s.output] == [o.name for o in t.output]
+    assert [i.name for i in s.input] == [i.name for i in t.input] and [o.name for o in s.output] == [
+        o.name for o in t.output
+    ]
     session = ort.InferenceSession(str(student))
     for rows in (1, 7):
         assert session.run(None, {"input": feed_rows[:rows]})[0].shape[0] == rows
@@ -111,8 +113,8 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     torch = pytest.importorskip("torch")
     import onnx_ir as ir
 
-    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
     from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
@@ -133,8 +135,8 @@ def test_mse_loss_moves_a_regression_style_student_towards_the_teacher_outputs(f
     pytest.importorskip("torch")
     import onnx_ir as ir
 
-    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
     from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
@@ -164,14 +166,14 @@ def test_user_onnx_student_pruned_digits_cnn_recovers_on_the_teacher(fixtures_di
     _student_ok(out, fixtures_dir / "digits_cnn.onnx", np.load(val)["input"])
 
 
-STUDENT_MODULE = '''
+STUDENT_MODULE = """
 import torch
 
 def build():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3),
                                torch.nn.Softmax(-1))
-'''
+"""
 
 
 def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tmp_path, run_cli):
@@ -195,7 +197,14 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
     (["--data", "synthetic:8"], "distill trains on real data"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):
-    base = ["distill", fixtures_dir / "iris_mlp.onnx", "-o", tmp_path / "s.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz"]
+    base = [
+        "distill",
+        fixtures_dir / "iris_mlp.onnx",
+        "-o",
+        tmp_path / "s.onnx",
+        "--data",
+        fixtures_dir / "iris_mlp_calib.npz",
+    ]
     result = run_cli(*base, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s.onnx").exists()
@@ -262,13 +271,24 @@ def test_cli_time_budget_and_device(fixtures_dir, tmp_path, run_cli):
 
     if not torch.cuda.is_available():
         result = run_cli(*base, "-o", tmp_path / "c.onnx", "--device", "cuda")
-        assert result.returncode == 2 and "torch sees no CUDA device" in result.stderr and "Traceback" not in result.stderr
+        assert (
+            result.returncode == 2 and "torch sees no CUDA device" in result.stderr and "Traceback" not in result.stderr
+        )
         assert not (tmp_path / "c.onnx").exists()
 
 
 def test_cli_output_name_picks_the_output_distilled_on(fixtures_dir, tmp_path, run_cli):
     pytest.importorskip("torch")
-    base = ["distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz", "--epochs", "1", "--threads", "1"]
+    base = [
+        "distill",
+        fixtures_dir / "iris_mlp.onnx",
+        "--data",
+        fixtures_dir / "iris_mlp_calib.npz",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+    ]
     result = run_cli(*base, "-o", tmp_path / "s.onnx", "--output-name", "nope")
     assert result.returncode == 2 and "the teacher has no output 'nope'" in result.stderr, result.stderr
     result = run_cli(*base, "-o", tmp_path / "s.onnx", "--output-name", "probabilities")

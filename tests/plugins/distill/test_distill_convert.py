@@ -57,7 +57,9 @@ def _x(*shape):
 def test_split_by_sizes_and_by_count():
     nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1),
              helper.make_node("Split", ["x"], ["c", "d", "e"], axis=1, num_outputs=3)]  # fmt: skip
-    model = _model(nodes, [_vi("x", shape=[2, 6])], [_vi(n) for n in "abcde"], [_init("sizes", np.array([2, 4]))], opset=18)
+    model = _model(
+        nodes, [_vi("x", shape=[2, 6])], [_vi(n) for n in "abcde"], [_init("sizes", np.array([2, 4]))], opset=18
+    )
     _parity(model, {"x": _x(2, 6)})
 
 
@@ -69,12 +71,16 @@ def test_split_by_sizes_and_by_count():
 def test_resize(mode, ctm, scales, sizes):
     inputs = ["x", "", "scales" if scales else "", "sizes" if sizes else ""]
     inits = [_init("scales", np.array(scales, np.float32))] if scales else [_init("sizes", np.array(sizes))]
-    node = helper.make_node("Resize", inputs, ["y"], mode=mode, coordinate_transformation_mode=ctm, nearest_mode="floor")
+    node = helper.make_node(
+        "Resize", inputs, ["y"], mode=mode, coordinate_transformation_mode=ctm, nearest_mode="floor"
+    )
     _parity(_model([node], [_vi("x", shape=[1, 2, 4, 6])], [_vi("y")], inits), {"x": _x(1, 2, 4, 6)})
 
 
 def test_resize_mode_torch_has_not_is_refused_by_name():
-    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", coordinate_transformation_mode="half_pixel")
+    node = helper.make_node(
+        "Resize", ["x", "", "s"], ["y"], mode="nearest", coordinate_transformation_mode="half_pixel"
+    )
     model = _model([node], [_vi("x", shape=[1, 1, 2, 2])], [_vi("y")], [_init("s", np.array([1, 1, 2, 2], np.float32))])
     with pytest.raises(UnsupportedOp, match="Resize with mode=nearest, coordinate_transformation_mode=half_pixel"):
         OnnxModule(ir.from_proto(model))(torch.zeros(1, 1, 2, 2))
@@ -103,7 +109,10 @@ def test_hardswish_and_spelled_out_hard_swish_keep_their_constants_fixed():
 def test_float_constant_node_weights_are_trained():
     """Exporters from Paddle keep every weight in a Constant node; they must become parameters."""
     weight = numpy_helper.from_array(_x(3, 2, 3, 3))
-    nodes = [helper.make_node("Constant", [], ["w"], value=weight), helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=weight),
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
     module = _parity(_model(nodes, [_vi("x", shape=[1, 2, 5, 5])], [_vi("y")]), {"x": _x(1, 2, 5, 5)})
     assert [p.numel() for p in module.parameters()] == [3 * 2 * 3 * 3]
 
@@ -119,7 +128,9 @@ def test_gather_embedding_lookup_and_negative_scalar_index():
     nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]),
              helper.make_node("Gather", ["x", "minus_one"], ["last"], axis=1)]  # fmt: skip
     inits = [_init("table", _x(10, 4)), _init("minus_one", np.array(-1))]
-    model = _model(nodes, [_vi("ids", TensorProto.INT64, [2, 3]), _vi("x", shape=[2, 5])], [_vi("emb"), _vi("last")], inits)
+    model = _model(
+        nodes, [_vi("ids", TensorProto.INT64, [2, 3]), _vi("x", shape=[2, 5])], [_vi("emb"), _vi("last")], inits
+    )
     _parity(model, {"ids": RNG.integers(0, 10, (2, 3)), "x": _x(2, 5)})
 
 
@@ -154,9 +165,16 @@ def test_lstm_bidirectional_with_initial_state():
     hidden, features = 4, 3
     node = helper.make_node("LSTM", ["x", "w", "r", "b", "", "h0", "c0"], ["y", "yh", "yc"], hidden_size=hidden,
                             direction="bidirectional")  # fmt: skip
-    inits = [_init("w", _x(2, 4 * hidden, features)), _init("r", _x(2, 4 * hidden, hidden)), _init("b", _x(2, 8 * hidden))]
+    inits = [
+        _init("w", _x(2, 4 * hidden, features)),
+        _init("r", _x(2, 4 * hidden, hidden)),
+        _init("b", _x(2, 8 * hidden)),
+    ]
     inputs = [_vi("x", shape=[5, 2, features]), _vi("h0", shape=[2, 2, hidden]), _vi("c0", shape=[2, 2, hidden])]
-    _parity(_model([node], inputs, [_vi("y"), _vi("yh"), _vi("yc")], inits), {"x": _x(5, 2, features), "h0": _x(2, 2, hidden), "c0": _x(2, 2, hidden)})
+    _parity(
+        _model([node], inputs, [_vi("y"), _vi("yh"), _vi("yc")], inits),
+        {"x": _x(5, 2, features), "h0": _x(2, 2, hidden), "c0": _x(2, 2, hidden)},
+    )
 
 
 def test_lstm_reverse_without_state():
@@ -172,7 +190,9 @@ def test_if_runs_the_branch_its_runtime_condition_picks():
 
     nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0), helper.make_node("Greater", ["total", "zero"], ["cond"]),
              helper.make_node("If", ["cond"], ["y"], then_branch=branch("Mul", "t"), else_branch=branch("Sub", "e"))]  # fmt: skip
-    model = _model(nodes, [_vi("x", shape=[2, 3])], [_vi("y")], [_init("w", _x(2, 3)), _init("zero", np.array(0.0, np.float32))])
+    model = _model(
+        nodes, [_vi("x", shape=[2, 3])], [_vi("y")], [_init("w", _x(2, 3)), _init("zero", np.array(0.0, np.float32))]
+    )
     x = np.abs(_x(2, 3))
     _parity(model, {"x": x})
     _parity(model, {"x": -x})
@@ -189,7 +209,12 @@ def test_dynamic_batch_survives_export_of_shape_arithmetic(tmp_path):
     nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
              helper.make_node("Concat", ["batch", "minus_one"], ["target"], axis=0),
              helper.make_node("Reshape", ["x", "target"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])]  # fmt: skip
-    inits = [_init("zero", np.array([0])), _init("one", np.array([1])), _init("minus_one", np.array([-1])), _init("w", _x(6, 2))]
+    inits = [
+        _init("zero", np.array([0])),
+        _init("one", np.array([1])),
+        _init("minus_one", np.array([-1])),
+        _init("w", _x(6, 2)),
+    ]
     module = OnnxModule(ir.from_proto(_model(nodes, [_vi("x", shape=["n", 2, 3])], [_vi("y")], inits))).eval()
     path = tmp_path / "student.onnx"
     batch = torch.export.Dim("batch")
@@ -198,7 +223,11 @@ def test_dynamic_batch_survives_export_of_shape_arithmetic(tmp_path):
     session = ort.InferenceSession(str(path))
     for rows in (1, 5):
         x = _x(rows, 2, 3)
-        np.testing.assert_allclose(session.run(None, {"x": x})[0], x.reshape(rows, 6) @ module.weights[next(iter(module.weights))].detach().numpy(), rtol=1e-5)
+        np.testing.assert_allclose(
+            session.run(None, {"x": x})[0],
+            x.reshape(rows, 6) @ module.weights[next(iter(module.weights))].detach().numpy(),
+            rtol=1e-5,
+        )
 
 
 # the project's real models (bench/common.py fetches them; /work/shared/realmodels/README.md)
@@ -219,7 +248,11 @@ def _page() -> np.ndarray:
 def _minilm() -> dict[str, np.ndarray]:
     mask = np.ones((2, 16), np.int64)
     mask[1, 10:] = 0
-    return {"input_ids": RNG.integers(0, 30522, (2, 16)), "attention_mask": mask, "token_type_ids": np.zeros((2, 16), np.int64)}
+    return {
+        "input_ids": RNG.integers(0, 30522, (2, 16)),
+        "attention_mask": mask,
+        "token_type_ids": np.zeros((2, 16), np.int64),
+    }
 
 
 def _silero(inputs: list[str]) -> dict[str, np.ndarray]:

@@ -37,18 +37,24 @@ def test_kl_on_sequence_logits_is_the_mean_of_the_per_step_kl():
     student = [[[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]]  # one row, two time steps, three symbols
     teacher = [[[2.0, 1.0, 0.0], [2.0, 0.5, 0.0]]]
     expected = (_kl(teacher[0][0], student[0][0], 1.0) + _kl(teacher[0][1], student[0][1], 1.0)) / 2
-    assert float(teacher_term("kl", torch.tensor(student), torch.tensor(teacher), 1.0)) == pytest.approx(expected, rel=1e-5)
+    assert float(teacher_term("kl", torch.tensor(student), torch.tensor(teacher), 1.0)) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_binary_cross_entropy_per_pixel():
     student, teacher = torch.tensor([[0.2, 0.9]]), torch.tensor([[0.0, 1.0]])
-    assert float(teacher_term("bce", student, teacher, 1.0)) == pytest.approx(-(math.log(0.8) + math.log(0.9)) / 2, rel=1e-5)
+    assert float(teacher_term("bce", student, teacher, 1.0)) == pytest.approx(
+        -(math.log(0.8) + math.log(0.9)) / 2, rel=1e-5
+    )
 
 
 def test_embedding_loss_is_mse_plus_one_minus_cosine():
     student, teacher = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 2.0], [2.0, 2.0]])
     mse = ((1 - 0) ** 2 + (0 - 2) ** 2 + (1 - 2) ** 2 + (1 - 2) ** 2) / 4  # 1.75
-    assert float(teacher_term("embedding", student, teacher, 1.0)) == pytest.approx(mse + ((1 - 0.0) + (1 - 1.0)) / 2, rel=1e-5)
+    assert float(teacher_term("embedding", student, teacher, 1.0)) == pytest.approx(
+        mse + ((1 - 0.0) + (1 - 1.0)) / 2, rel=1e-5
+    )
 
 
 def test_labels_mix_in_cross_entropy_for_class_scores_only():
@@ -92,8 +98,8 @@ def test_held_out_scores():
 def _job(fixtures_dir, tmp_path, progress=None, **hyper):
     import onnx_ir as ir
 
-    from onnxopt_plugins.distill.training import Split, TrainingJob
     from onnxopt_plugins.distill.hyper import DistillHyperparameters
+    from onnxopt_plugins.distill.training import Split, TrainingJob
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]

@@ -12,9 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import onnxopt
-from onnxopt_plugins.distill import distill
 from onnxopt.errors import UsageError
+from onnxopt_plugins.distill import distill
 from onnxopt_plugins.distill.depth import encoder_layers, kept, shallower
 
 RNG = np.random.default_rng(0)
@@ -73,7 +72,10 @@ def test_every_other_layer_is_dropped_and_the_kept_ones_keep_the_teachers_weight
     assert len(encoder_layers(teacher)) == 4  # the teacher is untouched
 
 
-@pytest.mark.parametrize(("count", "depth", "expected"), [(6, 0.5, [0, 2, 4]), (12, 0.5, [0, 2, 4, 6, 8, 10]), (6, 1 / 3, [0, 3]), (4, 0.75, [0, 1, 2])])
+@pytest.mark.parametrize(
+    ("count", "depth", "expected"),
+    [(6, 0.5, [0, 2, 4]), (12, 0.5, [0, 2, 4, 6, 8, 10]), (6, 1 / 3, [0, 3]), (4, 0.75, [0, 1, 2])],
+)
 def test_kept_layers_are_spread_from_the_first(count, depth, expected):
     assert kept(count, depth) == expected
 
@@ -90,8 +92,9 @@ def test_distill_depth_student_end_to_end(tmp_path):
     onnx.save(model, teacher)
     np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
     out = tmp_path / "student.onnx"
-    report = distill(teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1,
-                             loss="embedding")  # a [N, 4] output reads as logits to loss=auto
+    report = distill(
+        teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding"
+    )  # a [N, 4] output reads as logits to loss=auto
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
     assert stats["shallower"] == {"encoder_layers": 4, "kept_layers": [0, 2]} and stats["loss"] == "embedding"

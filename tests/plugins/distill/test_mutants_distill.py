@@ -29,9 +29,9 @@ def _kl(teacher: np.ndarray, student: np.ndarray, t: float) -> float:
 def test_training_loss_is_kl_at_the_jobs_temperature(fixtures_dir, tmp_path, temperature):
     import onnx_ir as ir
 
-    from onnxopt_plugins.distill.training import Split, TrainingJob
     from onnxopt_plugins.distill.hyper import DistillHyperparameters
     from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, _Run, _tensors
+    from onnxopt_plugins.distill.training import Split, TrainingJob
 
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")["input"][:16]
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data})[0]

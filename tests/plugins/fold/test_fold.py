@@ -19,7 +19,9 @@ def _outputs(path, feed):
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fold_keeps_outputs(name, fixtures_dir, tmp_path):
     source, out = fixtures_dir / f"{name}.onnx", tmp_path / f"{name}.onnx"
-    report = onnxopt.optimize(source, out, passes=["fold"], data=fixtures_dir / f"{name}_val.npz", gates={"atol": 1e-5, "rtol": 1e-4})
+    report = onnxopt.optimize(
+        source, out, passes=["fold"], data=fixtures_dir / f"{name}_val.npz", gates={"atol": 1e-5, "rtol": 1e-4}
+    )
     assert report.exit_code == 0, report.message
     inputs = np.load(fixtures_dir / f"{name}_val.npz")["input"]
     for rows in (inputs, inputs[:1], inputs[-1:]):  # single rows reach both If branches
@@ -38,7 +40,9 @@ def test_fold_fuses_batchnorm_and_drops_identity_and_dropout(fixtures_dir, tmp_p
 
 def test_fold_simplifies_inside_if_branches(fixtures_dir, tmp_path):
     out = tmp_path / "if.onnx"
-    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold"], data=fixtures_dir / "if_model_val.npz")
+    report = onnxopt.optimize(
+        fixtures_dir / "if_model.onnx", out, passes=["fold"], data=fixtures_dir / "if_model_val.npz"
+    )
     assert report.exit_code == 0, report.message
 
     def branch_ops(path):

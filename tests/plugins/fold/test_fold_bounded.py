@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import textwrap
-
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,11 @@ def generator_model(op: str, rows: int, cols: int, in_branch: bool = False) -> o
     }  # fmt: skip
     inits, nodes = made[op]
     inits = [*inits, f32("two", 2.0)]
-    nodes = [*nodes, helper.make_node("Mul", ["g", "two"], ["g2"]), helper.make_node("ReduceSum", ["g2"], ["s"], keepdims=0)]
+    nodes = [
+        *nodes,
+        helper.make_node("Mul", ["g", "two"], ["g2"]),
+        helper.make_node("ReduceSum", ["g2"], ["s"], keepdims=0),
+    ]
     if in_branch:  # the branch is taken only for an input sum above 1e30: never, but fold cannot know
         then = helper.make_graph(nodes, "then", [], [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])], inits)
         other = helper.make_graph([helper.make_node("Identity", ["total"], ["e"])], "else", [],
@@ -83,7 +86,9 @@ def test_huge_generated_tensors_are_never_materialised():
     node and the process's peak memory stays far below one copy of the tensor (it was 1.1-3.2 GiB)."""
     cases = [[op, 2**14, in_branch] for op in GENERATORS for in_branch in (False, True)] + [["Expand", 10**6, False]]
     here = str(Path(__file__).resolve().parent)
-    result = subprocess.run([sys.executable, "-c", _MEASURE, here, json.dumps(cases)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, here, json.dumps(cases)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(kept for _, _, _, kept, _ in rows), rows
@@ -117,11 +122,15 @@ def test_a_chain_of_folds_keeps_no_provenance():
     """onnxscript's record of the values each constant was folded from grew with the chain (quadratic time);
     the folded chain is one Add whose constant carries no such record."""
     inits = [numpy_helper.from_array(np.array([float(i)], np.float32), f"c{i}") for i in range(200)]
-    nodes = [helper.make_node("Add", [f"c{i - 1}" if i == 1 else f"a{i - 1}", f"c{i}"], [f"a{i}"]) for i in range(1, 200)]
+    nodes = [
+        helper.make_node("Add", [f"c{i - 1}" if i == 1 else f"a{i - 1}", f"c{i}"], [f"a{i}"]) for i in range(1, 200)
+    ]
     nodes.append(helper.make_node("Add", ["x", "a199"], ["y"]))
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits)  # fmt: skip
-    folded = onnxopt.apply_passes(ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])), ["fold"])
+    folded = onnxopt.apply_passes(
+        ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])), ["fold"]
+    )
     (add,) = folded.graph
     constant = add.inputs[1]
     assert constant.const_value.numpy().tolist() == [float(sum(range(200)))]

@@ -7,12 +7,11 @@ import ast
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from onnxopt import UsageError
-from paths import ROOT
 
 PLUGINS = ROOT / "plugins"
 ADAPTER = PLUGINS / "fold" / "onnxscript_adapter.py"

@@ -26,7 +26,9 @@ def _run(path: Path, feed: dict) -> list[np.ndarray]:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
-def _fold(tmp_path: Path, model: onnx.ModelProto, feed: dict, fold: str = "fold", **kwargs) -> tuple[Path, onnxopt.Report]:
+def _fold(
+    tmp_path: Path, model: onnx.ModelProto, feed: dict, fold: str = "fold", **kwargs
+) -> tuple[Path, onnxopt.Report]:
     source, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(model, source)
     data = tmp_path / "data.npz"
@@ -94,7 +96,10 @@ def test_nothing_outside_an_opset_12_model_is_emitted(tmp_path):
         helper.make_node("Reshape", ["x", "s1"], ["a"]),
         helper.make_node("Reshape", ["a", "s2"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(np.array([6, 4], np.int64), "s1"), numpy_helper.from_array(np.array([4, 6], np.int64), "s2")]
+    inits = [
+        numpy_helper.from_array(np.array([6, 4], np.int64), "s1"),
+        numpy_helper.from_array(np.array([4, 6], np.int64), "s2"),
+    ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])], inits, opset=12)  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4)})
@@ -112,7 +117,9 @@ def test_if_model_with_fixed_shapes_keeps_both_branches_working(tmp_path, fixtur
     assert report.exit_code == 0, report.message
     rows = np.load(fixtures_dir / "if_model_val.npz")["input"]
     for row in rows:  # one row at a time: each branch is taken by some rows
-        np.testing.assert_allclose(_run(out, {"input": row[None]})[0], _run(fixtures_dir / "if_model.onnx", {"input": row[None]})[0], atol=1e-6)
+        np.testing.assert_allclose(
+            _run(out, {"input": row[None]})[0], _run(fixtures_dir / "if_model.onnx", {"input": row[None]})[0], atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("ir_version", [3, 7])
@@ -120,8 +127,18 @@ def test_initializers_leave_the_inputs(tmp_path, ir_version):
     """onnxoptimizer raised IR 3 to 4 but left initializers as inputs: onnxruntime could not fold them."""
     w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
     nodes = [helper.make_node("Identity", ["w"], ["w2"]), helper.make_node("MatMul", ["x", "w2"], ["y"])]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])]
-    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w], opset=9, ir_version=ir_version)
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3]),
+    ]
+    model = _model(
+        nodes,
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w],
+        opset=9,
+        ir_version=ir_version,
+    )
     out, report = _fold(tmp_path, model, {"x": np.ones((1, 4), np.float32)})
     folded = onnx.load(out)
     assert folded.ir_version >= 4
@@ -173,7 +190,10 @@ def test_unknown_domains_are_folded_around(tmp_path):
         helper.make_node("Gelu", ["scaled"], ["g"], domain="com.microsoft"),
         helper.make_node("Identity", ["g"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(np.array(2, np.float32), "two"), numpy_helper.from_array(np.array(3, np.float32), "three")]
+    inits = [
+        numpy_helper.from_array(np.array(2, np.float32), "two"),
+        numpy_helper.from_array(np.array(3, np.float32), "three"),
+    ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits, domains=["com.microsoft"])  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)})
@@ -181,7 +201,10 @@ def test_unknown_domains_are_folded_around(tmp_path):
 
 
 def test_an_op_nobody_knows_never_fails_fold(tmp_path):
-    nodes = [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Mystery", ["a"], ["y"], domain="com.example")]
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a"]),
+        helper.make_node("Mystery", ["a"], ["y"], domain="com.example"),
+    ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], domains=["com.example"])  # fmt: skip
     onnx.save(model, tmp_path / "m.onnx")
@@ -296,11 +319,16 @@ def test_per_channel_add_and_mul_fold_into_a_bias_free_conv(tmp_path, op):
 def test_small_constant_of_shape_folds(tmp_path):
     """onnxscript never folds ConstantOfShape; a 4-element one (a mask, pad amounts) should fold."""
     nodes = [
-        helper.make_node("ConstantOfShape", ["four"], ["ones"], value=numpy_helper.from_array(np.array([1.0], np.float32))),
+        helper.make_node(
+            "ConstantOfShape", ["four"], ["ones"], value=numpy_helper.from_array(np.array([1.0], np.float32))
+        ),
         helper.make_node("Mul", ["ones", "minus"], ["neg"]),
         helper.make_node("Add", ["x", "neg"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(np.array([4], np.int64), "four"), numpy_helper.from_array(np.array(-1.0, np.float32), "minus")]
+    inits = [
+        numpy_helper.from_array(np.array([4], np.int64), "four"),
+        numpy_helper.from_array(np.array(-1.0, np.float32), "minus"),
+    ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.ones((2, 4), np.float32)})

@@ -24,9 +24,8 @@ import tomllib
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import node_suite
+import pytest
 
 KNOWN_SKIPS = Path(__file__).with_name("peer_known_skips.toml")
 CASE_TIMEOUT_S = 300.0
@@ -146,12 +145,16 @@ def test_fold_evaluates_node_tests_with_constant_inputs(capsys):
     todo = [folder / name for name in node_suite.node_test_names(folder)]
     workers = int(os.environ.get("ONNXOPT_PEER_WORKERS", "2"))
     with tempfile.TemporaryDirectory(prefix="onnxopt-peer-constant-") as workdir:
-        results = node_suite.run_cases(todo, Path(workdir), workers=workers, timeout=CASE_TIMEOUT_S, mode="constant:onnxopt")
+        results = node_suite.run_cases(
+            todo, Path(workdir), workers=workers, timeout=CASE_TIMEOUT_S, mode="constant:onnxopt"
+        )
     rows = {r.name: r.tools["onnxopt"] for r in results if r.outcome == "compared"}
     folded = sum(not row["left"] and not row["error"] for row in rows.values())
     with capsys.disabled():
         print(f"\nfold with constant inputs: {folded} of {len(rows)} node tests folded to constants", flush=True)
-    bad = [f"{name}: {row['broken'] or row['error']}"[:240] for name, row in rows.items() if row["broken"] or row["error"]]
+    bad = [
+        f"{name}: {row['broken'] or row['error']}"[:240] for name, row in rows.items() if row["broken"] or row["error"]
+    ]
     crashed = [f"{r.name}: {r.reason}" for r in results if r.outcome == "crash"]
     assert not bad and not crashed, "\n".join(bad + crashed)
     assert folded >= CONSTANT_FOLDED_FLOOR

@@ -7,24 +7,23 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from paths import ROOT
 
 import onnxopt
 from onnxopt_plugins.distill import distill
-from paths import ROOT
 
 # find_spec, not importorskip: collecting this file in the default run must not import TensorFlow (~10 s)
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("tensorflow", "tf2onnx")), reason="needs onnxopt[tf]"),
+    pytest.mark.skipif(
+        not all(importlib.util.find_spec(m) for m in ("tensorflow", "tf2onnx")), reason="needs onnxopt[tf]"
+    ),
 ]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +74,14 @@ def test_unreadable_keras_file_is_a_one_line_error(tmp_path, run_cli):
     assert result.returncode == 2 and "Keras cannot load it" in result.stderr and "Traceback" not in result.stderr
 
 
-KERAS_STUDENT = '''
+KERAS_STUDENT = """
 import keras
 
 def build():
     keras.utils.set_random_seed(0)
     return keras.Sequential([keras.Input((4,), name="x"), keras.layers.BatchNormalization(),
                              keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3, activation="softmax")])
-'''
+"""
 
 
 def test_keras_student_distilled_with_the_teacher_names(fixtures_dir, tmp_path, monkeypatch):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from paths import FIXTURES
 
 from onnxopt.metrics import OutputInfo, parse_request
 from onnxopt_plugins.metrics import onnxopt_register_metrics
 from onnxopt_plugins.metrics.compute import (
-    DetectionAgreement, MaskIoU, NeighbourAgreement, PooledCosine, SequenceAgreement, ctc_decode,
+    DetectionAgreement,
+    MaskIoU,
+    NeighbourAgreement,
+    PooledCosine,
+    SequenceAgreement,
+    ctc_decode,
 )
-from paths import FIXTURES
 
 
 def _specs() -> dict:
@@ -110,7 +115,6 @@ def test_metric_requests_parse():
 
 def test_detection_agreement_loses_the_collapsed_classes(tmp_path):
     import sys
-    from pathlib import Path
 
     import onnxruntime as ort
 

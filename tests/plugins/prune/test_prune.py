@@ -128,7 +128,9 @@ def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_d
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
                               gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
-    assert layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"  # 16 is a multiple of the default round_to=8  # the MLP's hidden neurons, through Gelu, into fc2
+    assert (
+        layers["mlp.fc1/MatMul_MatMul"] == "32 -> 16"
+    )  # 16 is a multiple of the default round_to=8  # the MLP's hidden neurons, through Gelu, into fc2
     assert "read by LayerNormalization" in layers["embed/MatMul_MatMul"]
     assert "read by Transpose" in layers["attn.k/MatMul_MatMul"]
     assert _initializers(out)["mlp.fc2.weight"].shape == (16, 16)
@@ -144,7 +146,9 @@ def test_round_to_keeps_the_nearest_multiple_of_channels(tmp_path, fixtures_dir)
 
 @pytest.mark.parametrize("bad", ["sparsity=1.0", "sparsity=-0.1", "round_to=0", "kind=channels"])
 def test_bad_options_are_usage_errors(tmp_path, fixtures_dir, run_cli, bad):
-    result = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", f"prune:{bad}")
+    result = run_cli(
+        "optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", f"prune:{bad}"
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out.onnx").exists()
 
@@ -330,7 +334,9 @@ def test_an_option_of_the_other_pass_is_refused_naming_the_valid_ones(tmp_path, 
             registry.configure(name, {foreign: "1"})
     with pytest.raises(onnxopt.UsageError, match="pass 'prune-structured' has no option 'storage'"):
         registry.configure("prune", {"kind": "structured", "storage": "bitmask"})  # the old spelling, routed first
-    result = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "prune:round_to=8")
+    result = run_cli(
+        "optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "prune:round_to=8"
+    )
     assert result.returncode == 2 and "valid options: sparsity, scope, min_elements, storage" in result.stderr
 
 

@@ -62,7 +62,9 @@ def _embedding_model(path: Path, vocab: int = 512, dim: int = 64) -> Path:
 def test_weight_only_4bit_quantizes_matmul_and_the_embedding_table(tmp_path):
     source = _embedding_model(tmp_path / "emb.onnx")
     out = tmp_path / "q.onnx"
-    report = onnxopt.optimize(source, out, passes=["quantize:mode=weight_only,block_size=32"], gates={"min_cosine": 0.97})
+    report = onnxopt.optimize(
+        source, out, passes=["quantize:mode=weight_only,block_size=32"], gates={"min_cosine": 0.97}
+    )
     assert report.exit_code == 0, report.message
     ops = _ops(out)
     assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
@@ -91,7 +93,10 @@ def _conv_model(path: Path, opset: int) -> Path:
     rng = np.random.default_rng(1)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]  # fmt: skip
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], inits)  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -159,7 +164,9 @@ def test_output_concat_stays_float_so_class_scores_survive(tmp_path):
 
 
 def test_synthetic_calibration_is_reported_loudly(fixtures_dir, tmp_path):
-    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize"], data="synthetic:16")
+    report = onnxopt.optimize(
+        fixtures_dir / "digits_cnn.onnx", tmp_path / "q.onnx", passes=["quantize"], data="synthetic:16"
+    )
     assert "random inputs" in report.steps[0].stats["warning"]
 
 
@@ -208,7 +215,9 @@ def test_external_data_models_stay_external(tmp_path):
     report = onnxopt.optimize(source, out, passes=["quantize:mode=dynamic"])
     assert report.exit_code == 0, report.message
     assert (tmp_path / "q.onnx.data").exists()
-    assert any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer)
+    assert any(
+        t.data_location == TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer
+    )
 
 
 def test_calibration_uses_every_feed_when_there_are_sixteen(fixtures_dir, tmp_path):
@@ -346,7 +355,9 @@ def test_calibration_reads_exactly_the_first_calibration_samples_rows(fixtures_d
     everything = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "all.onnx", passes=["quantize"],
                                   data=tmp_path / "all.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
     assert everything.steps[0].stats["calibration_samples"] == 32
-    assert any(not np.array_equal(v, capped_arrays[k]) for k, v in arrays(tmp_path / "all.onnx").items())  # the cap mattered
+    assert any(
+        not np.array_equal(v, capped_arrays[k]) for k, v in arrays(tmp_path / "all.onnx").items()
+    )  # the cap mattered
 
 
 # --- one pass per way of quantizing (issue 17): quantize, quantize-accuracy-aware, quantize-dynamic,

@@ -15,11 +15,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from paths import FIXTURES
 
 import onnxopt
 from onnxopt_plugins.quantize import streaming
-
-from paths import FIXTURES
 
 sys.path.insert(0, str(FIXTURES))
 
@@ -54,7 +53,10 @@ def _shared_model(path: Path) -> Path:
     its int8 copy for the Add); Gemms onnxruntime turns into MatMul (transB=0), MatMul + Add (transB=1 with C)
     or leaves alone (alpha != 1); a MatMul with a computed B and one excluded."""
     rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32) / 6, name) for name in ("w0", "w1", "w2", "g", "gt", "ga")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32) / 6, name)
+        for name in ("w0", "w1", "w2", "g", "gt", "ga")
+    ]
     inits.append(numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "bias"))
     nodes = [
         helper.make_node("MatMul", ["x", "w0"], ["a"], name="mm_a"),
@@ -80,7 +82,9 @@ def test_streamed_file_is_onnxruntimes(tmp_path: Path, per_channel: bool, weight
     """External-data model, every weight option: onnxruntime's nodes, names and weight bytes, its outputs exactly."""
     source = build_large_model.build(tmp_path / "m.onnx", layers=3, hidden=64)
     expected = _ort_dynamic(source, tmp_path / "ort.onnx", per_channel, weight_type, symmetric)
-    options = type("Options", (), {"weight_type": weight_type, "symmetric_weights": symmetric, "per_channel": per_channel})
+    options = type(
+        "Options", (), {"weight_type": weight_type, "symmetric_weights": symmetric, "per_channel": per_channel}
+    )
     stats: dict = {}
     streamed = streaming.quantize_file(source, tmp_path / "s.onnx", [], True, options=options, stats=stats)
 
@@ -96,7 +100,9 @@ def test_shared_values_exclusions_and_what_stays_float(tmp_path: Path) -> None:
     expected = _ort_dynamic(source, tmp_path / "ort.onnx", True, "int8", True, excluded=["mm_excluded"])
     options = type("Options", (), {"weight_type": "int8", "symmetric_weights": True, "per_channel": True})
     stats: dict = {}
-    streamed = streaming.quantize_file(source, tmp_path / "s.onnx", ["mm_excluded"], False, options=options, stats=stats)
+    streamed = streaming.quantize_file(
+        source, tmp_path / "s.onnx", ["mm_excluded"], False, options=options, stats=stats
+    )
 
     nodes, inits = _graph(streamed)
     assert (nodes, inits) == _graph(expected)
@@ -157,7 +163,6 @@ def test_streaming_on_with_other_op_types_is_a_usage_error(fixtures_dir: Path, t
                    "quantize:mode=dynamic,streaming=on,op_types=Conv")  # fmt: skip
     assert done.returncode == 2 and "streaming=on" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "q.onnx").exists()
-
 
 
 def test_ops_onnxruntime_would_quantize_are_reported_as_not_streamed(tmp_path: Path) -> None:
