@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(bench(
             "digits", common.ROOT / "fixtures" / "digits_cnn.onnx", common.ROOT / "fixtures" / "digits_cnn_val.npz",
             {"max_accuracy_drop": 0.01},
-            {"quantize-only (static)": ["fold", "quantize"], "quantize-only (dynamic)": ["fold", "quantize:mode=dynamic"]},
+            {"quantize-only (static)": ["fold", "quantize"],
+             "quantize-only (dynamic)": ["fold", "quantize:mode=dynamic"]},
             work, args, args.trials, {},
         ))  # fmt: skip
     if "minilm" in models:

@@ -147,7 +147,8 @@ def document_page(rng: np.random.Generator, height: int, width: int) -> np.ndarr
             for r in range(rows):
                 for c in range(cols):
                     xc = x0 + c * (x1 - x0) / cols + size * 0.3
-                    _text_line(image, rng, y + r * cell_h + size * 0.4, xc, xc + (x1 - x0) / cols * rng.uniform(0.3, 0.9) - size * 0.6,
+                    _text_line(image, rng, y + r * cell_h + size * 0.4, xc,
+                               xc + (x1 - x0) / cols * rng.uniform(0.3, 0.9) - size * 0.6,
                                size, color, cjk)  # fmt: skip
             y += rows * cell_h + size * 1.5
             continue

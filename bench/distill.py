@@ -97,7 +97,8 @@ class Bench:
         self.rows.append([
             case, f"{t_params} -> {s_params} ({s_params / t_params:.2f}x)", f"{t_acc:.4f}",
             "-" if before is None else f"{before:.4f}", f"{s_acc:.4f}", f"{100 * (s_acc - t_acc):+.2f}",
-            target, "-" if met is None else "yes" if met else "NO", f"{stats['epochs']} ({stats['best_epoch']})", f"{seconds:.0f}",
+            target, "-" if met is None else "yes" if met else "NO", f"{stats['epochs']} ({stats['best_epoch']})",
+            f"{seconds:.0f}",
         ])  # fmt: skip
         print(" | ".join(self.rows[-1]), flush=True)
 
@@ -137,8 +138,8 @@ class Bench:
         stats, seconds = self.distill("digits", digits, out, student=pruned)
         after = accuracy(out, dx, dy)
         recovered = (after - before) / (teacher_digits - before) if teacher_digits > before else 1.0
-        self.row(f"digits CNN pruned 50 % -> distilled (recovered {recovered:.0%})", "digits", digits, out, before, stats,
-                 seconds, "recover most of the loss", recovered > 0.5)  # fmt: skip
+        self.row(f"digits CNN pruned 50 % -> distilled (recovered {recovered:.0%})", "digits", digits, out, before,
+                 stats, seconds, "recover most of the loss", recovered > 0.5)  # fmt: skip
 
 
 HEADERS = ["case", "params teacher -> student", "teacher acc", "before", "student acc", "vs teacher (points)", "target",
@@ -164,7 +165,8 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     footer = (f"`{command}` — {datetime.date.today()}, {elapsed:.0f} s, torch {torch.__version__}, onnxruntime "
               f"{ort.__version__}, {platform.machine()} ({os.cpu_count()} cores); accuracy in onnxruntime on rows no "
-              f"training step saw (digits val 400, iris calib + val 60); 'before' is the pruned model as pruned.")  # fmt: skip
+              f"training step saw (digits val 400, iris calib + val 60); "
+              f"'before' is the pruned model as pruned.")  # fmt: skip
     print("\n" + text + "\n\n" + footer)
     if not args.no_readme:
         common.write_readme_section("distill", "distill", [footer, "", "```", text, "```"])

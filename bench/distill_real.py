@@ -17,8 +17,8 @@ no training step saw (rendered / drawn with other seeds than the training and ea
   48, width by aspect up to 320, (x / 255 - 0.5) / 0.5, zero-padded to 320). Target: exact string agreement
   (greedy CTC decoding) with the teacher >= 0.95.
 
-Training: ``onnxopt_plugins.distill.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step KL,
-minilm: embedding MSE + cosine), ``--max-time`` = the budget, threads = the cores. Latency: onnxruntime,
+Training: ``onnxopt_plugins.distill.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step
+KL, minilm: embedding MSE + cosine), ``--max-time`` = the budget, threads = the cores. Latency: onnxruntime,
 1 intra-op thread, teacher and candidate interleaved in one process, median of per-round ratios. Needs
 pillow and tokenizers (``pip install pillow tokenizers``) and the real models (/work/shared/realmodels/README.md).
 """
@@ -229,7 +229,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
     variants = {"pruned": pruned, "pruned + int8": _optimize(pruned, work / "det_pruned_q.onnx", shipped, calib),
                 "distilled": work / "det_distilled.onnx",
-                "distilled + int8": _optimize(work / "det_distilled.onnx", work / "det_distilled_q.onnx", shipped, calib)}  # fmt: skip
+                "distilled + int8": _optimize(work / "det_distilled.onnx", work / "det_distilled_q.onnx", shipped,
+                                              calib)}  # fmt: skip
     reference = outputs(DET, {"x": test})
     page = {"x": pages(1, (640, 640), 4, words)}
     latency = latency_ratio(DET, variants, page)
@@ -239,7 +240,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
         iou = common.mask_ious(reference, outputs(path, {"x": test})).mean()
         rows.append([name, f"{iou:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
-    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%}, distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
+    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%}, "
+             f"distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
     header = [
         "variant",
@@ -263,8 +265,8 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
 
     baseline = work / "minilm_3layers.onnx"
     ir.save(shallower(ir.load(MINILM), 0.5)[0], baseline)
-    seconds, stats = _distill(MINILM, work / "minilm_distilled.onnx", train, val, budget, depth=0.5, target="sentence_embedding",
-                              batch_size=32, lr=5e-4)  # fmt: skip
+    seconds, stats = _distill(MINILM, work / "minilm_distilled.onnx", train, val, budget, depth=0.5,
+                              target="sentence_embedding", batch_size=32, lr=5e-4)  # fmt: skip
     reference = outputs(MINILM, test, output=1)
     feed = {k: v[:1] for k, v in test.items()}
     variants = {"3 of 6 layers, not distilled": baseline, "3 of 6 layers, distilled": work / "minilm_distilled.onnx"}
@@ -276,7 +278,8 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name.endswith(", distilled") else "–"
         rows.append([name, f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}",
                      f"{latency[name]:.3f}", trained])  # fmt: skip
-    title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (every other one dropped), distilled on {len(train_texts)} docstring "
+    title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (every other one dropped), "
+             f"distilled on {len(train_texts)} docstring "
              f"sentences (loss {stats['loss']}, {length} tokens); {len(test_texts)} held-out sentences")  # fmt: skip
     header = ["variant", "sentence-embedding cosine mean / min (target >= 0.97)",
               "nearest-neighbour agreement (target >= 0.9)",
@@ -289,8 +292,8 @@ def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3)
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
     pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
-    seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned), batch_size=16, lr=5e-4,
-                              temperature=1.0)  # fmt: skip
+    seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned),
+                              batch_size=16, lr=5e-4, temperature=1.0)  # fmt: skip
     reference = ctc_decode(outputs(REC, {"x": test}))
     variants = {"pruned": pruned, "distilled": work / "rec_distilled.onnx"}
     latency = latency_ratio(REC, variants, {"x": test[:1]})
@@ -301,7 +304,8 @@ def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3)
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name == "distilled" else "–"
         rows.append([name, f"{same:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
-    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%}, distilled on {len(np.load(train)['x'])} rendered text lines "
+    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%}, "
+             f"distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
     header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
               "latency vs teacher, 1 line, 1 thread", "training wall time", "parameters"]  # fmt: skip

@@ -7,9 +7,9 @@ every shape computation can fold (issue 19 saw onnxsim end with fewer nodes ther
 models are the PP-OCRv4 detector and recognizer, the ppocr v2 direction classifier (rapidocr-onnxruntime
 1.4.4) and ddddocr 1.6.1's captcha recognizer, read from ``--models-dir`` (default
 ``~/.cache/onnx-real/models``, see ``../shared/realmodels``). Each optimizer runs in its own subprocess
-(onnxsim from the same Python; its cells say "failed" with the reason when it is not installed). Counted: nodes other than Constant (If / Loop / Scan bodies
-included), and the max abs difference of every output against the original in onnxruntime on one seeded
-input at the fixed shape.
+(onnxsim from the same Python; its cells say "failed" with the reason when it is not installed). Counted: nodes other
+than Constant (If / Loop / Scan bodies included), and the max abs difference of every output against the original in
+onnxruntime on one seeded input at the fixed shape.
 """
 
 from __future__ import annotations

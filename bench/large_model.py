@@ -157,8 +157,12 @@ def same_weights(a: Path, b: Path) -> bool:
 
     def digests(path: Path) -> set[str]:
         tensors = onnx.load(str(path)).graph.initializer
-        return {hashlib.sha256(f"{t.data_type} {list(t.dims)}".encode() + onnx.numpy_helper.to_array(t).tobytes()).hexdigest()
-                for t in tensors}  # fmt: skip
+        return {
+            hashlib.sha256(
+                f"{t.data_type} {list(t.dims)}".encode() + onnx.numpy_helper.to_array(t).tobytes()
+            ).hexdigest()
+            for t in tensors
+        }
 
     return digests(a) == digests(b)
 
@@ -210,7 +214,10 @@ def main() -> None:
         rows, model_bytes
     )
     if (out / "dynamic.onnx").exists() and (out / "ort_dynamic.onnx").exists():
-        body += f"\n\nonnxopt dynamic's weights, scales and zero points are ort quantize_dynamic's: {same_weights(out / 'dynamic.onnx', out / 'ort_dynamic.onnx')}"
+        body += (
+            "\n\nonnxopt dynamic's weights, scales and zero points are ort quantize_dynamic's: "
+            f"{same_weights(out / 'dynamic.onnx', out / 'ort_dynamic.onnx')}"
+        )
     print(body)
     if not args.no_readme:
         write_readme(common.command_line("large_model.py", sys.argv[1:]), body, time.perf_counter() - start)

@@ -69,7 +69,8 @@ def main() -> int:
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as f:  # mutmut draws a spinner: kept out of the CI log
             run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs), *patterns], cwd=ROOT, stdout=f,
-                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
+                                 stderr=subprocess.STDOUT,
+                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
         if run.returncode != 0:
             print(
                 f"mutmut run failed (exit {run.returncode}); its output: {log}\n" + log.read_text()[-3000:],

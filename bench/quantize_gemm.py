@@ -34,15 +34,22 @@ def build(path: Path, layers: int, width: int, rng: np.random.Generator) -> None
 
     nodes, weights, x = [], [], "x"
     for i in range(layers):
-        weights += [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}"),
-                    numpy_helper.from_array(rng.standard_normal(width).astype(np.float32) * 0.1, f"b{i}")]  # fmt: skip
+        weights += [
+            numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(rng.standard_normal(width).astype(np.float32) * 0.1, f"b{i}"),
+        ]
         nodes += [
             helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"]),
             helper.make_node("Relu", [f"g{i}"], [f"r{i}"]),
         ]
         x = f"r{i}"
-    graph = helper.make_graph(nodes, "gemm_stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", width])], weights)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "gemm_stack",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["n", width])],
+        weights,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         sessions = {"fp32": open_session(src, threads=1), "fp32 (2nd)": open_session(src, threads=1)}
         sessions.update({name: open_session(path, threads=1) for name, path in paths.items()})
         latency = common.measure_latency(sessions, {"x": rows[:32]}, args.rounds, seed=0)
-        print(f"{args.layers} x Gemm {args.width}x{args.width} + Relu, batch 32, 1 thread; fp32 {latency['fp32 ms']:.2f} ms "
+        print(f"{args.layers} x Gemm {args.width}x{args.width} + Relu, batch 32, 1 thread; "
+              f"fp32 {latency['fp32 ms']:.2f} ms "
               f"per run; medians of {args.rounds} interleaved rounds; {common.environment()}\n")  # fmt: skip
         table = [["fp32", f"({latency['fp32 (2nd)']:.3f})", kernels(src, work)]]
         table += [[name, f"{latency[name]:.3f}", kernels(path, work)] for name, path in paths.items()]

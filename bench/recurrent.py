@@ -145,7 +145,8 @@ def main() -> None:
             row[2] = f"{latency[row[2]]:.2f}" if row[2] in latency else ""
     print(f"{args.model.name}: fp32 {file_size(args.model) / 2**20:.1f} MiB, {latency['fp32 ms']:.1f} ms per image "
           f"at 1 thread; fp32 decodes {np.mean(decoded):.1f} characters per image (min {min(decoded)}); "
-          f"{args.images} judged images, {CALIBRATION_IMAGES} calibration images, {time.perf_counter() - started:.0f} s")  # fmt: skip
+          f"{args.images} judged images, {CALIBRATION_IMAGES} calibration images, "
+          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
     header = ["variant", "size", "latency", "logit cosine (mean / min)", "text equal to fp32", "left alone (report)"]
     print(common.markdown_table(header, rows))
 

@@ -138,7 +138,8 @@ def rec_truth(ref: Path, lines: list[Feed]) -> Truth:
         equal = sum(a == b for a, b in zip(reference, got))
         space = outputs[0][0].shape[-1] - 1  # PaddleOCR's dictionary: blank, characters..., space last
         trimmed = sum(strip(a, space) == strip(b, space) for a, b in zip(reference, got))
-        return (f"CTC text equal {equal / len(got):.3f} ({equal}/{len(got)} lines; {trimmed}/{len(got)} ignoring spaces at the ends)",
+        return (f"CTC text equal {equal / len(got):.3f} "
+                f"({equal}/{len(got)} lines; {trimmed}/{len(got)} ignoring spaces at the ends)",
                 equal / len(got) >= REC_AGREE)  # fmt: skip
 
     return judge
@@ -253,7 +254,8 @@ def silero_truth(ref: Path, clips: list[np.ndarray]) -> tuple[Truth, list[Feed]]
     def judge(cand: Path) -> tuple[str, bool]:
         got, _ = silero_probabilities(cand, clips)
         share = float((np.abs(reference - got) < VAD_TOL).mean())
-        return (f"|dp| < {VAD_TOL:g} on {share:.3f} of {len(got)} chunks (fp32 speech > 0.5 on {(reference > 0.5).mean():.2f})",
+        return (f"|dp| < {VAD_TOL:g} on {share:.3f} of {len(got)} chunks "
+                f"(fp32 speech > 0.5 on {(reference > 0.5).mean():.2f})",
                 share >= VAD_AGREE)  # fmt: skip
 
     return judge, feeds
@@ -284,7 +286,10 @@ def figures(result: object) -> str:
     """The deciding figures of a ValidationResult: task metrics, per-output cosines, failed checks."""
     if not result.compared:  # type: ignore[attr-defined]
         return "not compared: " + "; ".join(result.notes)  # type: ignore[attr-defined]
-    parts = [f"{m.output}: {m.metric} {m.value:.4g} (>= {m.threshold:g})" for m in result.metrics]  # type: ignore[attr-defined]
+    parts = [
+        f"{m.output}: {m.metric} {m.value:.4g} (>= {m.threshold:g})"
+        for m in result.metrics  # type: ignore[attr-defined]
+    ]
     for out in result.outputs:  # type: ignore[attr-defined]
         worst = (
             "" if out.worst_channel_cosine is None else f", worst ch {out.worst_channel} {out.worst_channel_cosine:.4f}"
@@ -362,8 +367,8 @@ def validate_case(case: str, ref: Path, cand: Path, data: Path, truth: Truth, po
     code = 4 if not result.compared else (0 if result.passed else 1)
     truth_text, usable = truth(cand)
     described = f"{data.name} ({result.samples} samples)"
-    return Row(case, f"validate {ref.name} {cand.name}", described, code, code == 0, figures(result), truth_text, usable,
-               polygraphy_agrees(ref, cand, poly_feeds), gated(result))  # fmt: skip
+    return Row(case, f"validate {ref.name} {cand.name}", described, code, code == 0, figures(result), truth_text,
+               usable, polygraphy_agrees(ref, cand, poly_feeds), gated(result))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- cases
@@ -464,7 +469,8 @@ PARAPHRASES = (
     "Young children learn new words when someone reads to them aloud.",
     "The request lacked a header, so the server answered with an error.",
     "As batteries get cheaper, electric cars cost less, and more charging points along motorways make long trips easy.",
-    "Following weeks of talks, two firms agreed to merge into Europe's biggest wind turbine maker, subject to regulators.",
+    "Following weeks of talks, two firms agreed to merge into Europe's biggest wind turbine maker, "
+    "subject to regulators.",
     "In autumn, birds fly south.",
     "The doctor told the patient to rest and drink lots of fluids.",
     "Could you suggest a good book on the history of mathematics?",
@@ -486,7 +492,8 @@ def tokenize(tokenizer_json: Path, sentences: Sequence[str], seq: int) -> list[F
     tokenizer.enable_padding(length=seq, pad_id=0, pad_token="[PAD]")
     tokenizer.enable_truncation(max_length=seq)
     return [{"input_ids": np.array([e.ids], np.int64), "attention_mask": np.array([e.attention_mask], np.int64),
-             "token_type_ids": np.array([e.type_ids], np.int64)} for e in tokenizer.encode_batch(list(sentences))]  # fmt: skip
+             "token_type_ids": np.array([e.type_ids], np.int64)}
+            for e in tokenizer.encode_batch(list(sentences))]  # fmt: skip
 
 
 def minilm_cases(models: Path, tmp: Path) -> list[Row]:
@@ -533,8 +540,8 @@ def fixture_cases(tmp: Path) -> list[Row]:
     np.savez(tmp / "detector.npz", x=np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32))
     images = [{"x": np.random.default_rng(HELD_OUT_SEED).standard_normal((64, 3, 16, 16)).astype(np.float32)}]
     detector = folder / "detector.onnx"
-    rows.append(validate_case("detector vs collapsed", detector, folder / "detector_collapsed.onnx", tmp / "detector.npz",
-                              class_truth(detector, images, 4), images))  # fmt: skip
+    rows.append(validate_case("detector vs collapsed", detector, folder / "detector_collapsed.onnx",
+                              tmp / "detector.npz", class_truth(detector, images, 4), images))  # fmt: skip
 
     # token encoder: padded batches (mask zeros after each row's length)
     def tokens(seed: int, rows_: int) -> Feed:
@@ -548,7 +555,8 @@ def fixture_cases(tmp: Path) -> list[Row]:
     encoder = folder / "token_encoder.onnx"
     for other in ("padding_changed", "broken"):
         rows.append(validate_case(f"token_encoder vs {other}", encoder, folder / f"token_encoder_{other}.onnx",
-                                  tmp / "tokens_padded.npz", embedding_truth(encoder, held, TOKEN_COSINE, neighbours=False), held))  # fmt: skip
+                                  tmp / "tokens_padded.npz",
+                                  embedding_truth(encoder, held, TOKEN_COSINE, neighbours=False), held))  # fmt: skip
     # digits CNN: the verdict sees the calibration set and the first half of the validation digits
     digits = FIXTURES / "digits_cnn.onnx"
     val = np.load(FIXTURES / "digits_cnn_val.npz")
@@ -612,7 +620,8 @@ def tables(rows: list[Row]) -> tuple[str, str]:
                                ["unusable", f"{count(False, True)} (false OK)", count(False, False)]], "lrr"),
         "",
         f"onnxopt's default verdict right on {sum(r.right for r in rows)} of {len(rows)} cases; "
-        f"polygraphy (default tolerances) agrees with the truth on {sum(r.polygraphy == r.usable for r in poly)} of {len(poly)}, "
+        "polygraphy (default tolerances) agrees with the truth on "
+        f"{sum(r.polygraphy == r.usable for r in poly)} of {len(poly)}, "
         f"with onnxopt's verdict on {sum(r.polygraphy == r.verdict_pass for r in poly)} of {len(poly)}.",
     ])  # fmt: skip
     lines = []

@@ -2,8 +2,8 @@
 
 The plugins load first, since they add commands (``onnxopt_register_commands``: ``onnxopt distill`` is the
 distill plugin's) and ``auto`` gets a ``--NAME`` flag for every on-request pass; onnx, onnxruntime and the
-passes' work load only inside a command. Exit codes: 0 ok, 1 a validation gate failed, 2 bad input or usage, 3 a plugin failed. Errors
-are one line on stderr; ``--debug`` shows the traceback.
+passes' work load only inside a command. Exit codes: 0 ok, 1 a validation gate failed, 2 bad input or
+usage, 3 a plugin failed. Errors are one line on stderr; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=DxD",
                         help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
-                             "(default: derived until the original runs; the written model keeps its dims)")  # fmt: skip
+                             "(default: derived until the original runs; "
+                             "the written model keeps its dims)")  # fmt: skip
     parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
-                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, or file.py:function); "
-                             "'none' turns off the metrics detected by default")  # fmt: skip
+                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, "
+                             "or file.py:function); 'none' turns off the metrics detected by default")  # fmt: skip
     parser.add_argument(
         "--batch-size", type=int, help="rows per onnxruntime run (default: up to 32, fewer for large inputs)"
     )
@@ -249,9 +250,10 @@ def cmd_auto(args: argparse.Namespace) -> int:
     result = api.auto(
         args.model, args.output, data=args.data, max_drop=args.max_drop, objective=args.objective, gates=_gates(args),
         max_trials=args.max_trials, max_time=args.max_time, jobs=args.jobs, executor=args.executor,
-        workdir=args.workdir, seed=args.seed or 0, requested=getattr(args, "requested", []), keep_models=args.keep_models,
-        plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args), batch_size=args.batch_size,
-        threads=args.threads, latency_runs=args.latency_runs, val=args.val, metrics=args.metric or None,
+        workdir=args.workdir, seed=args.seed or 0, requested=getattr(args, "requested", []),
+        keep_models=args.keep_models, plugins=args.plugins, quiet=args.quiet, shapes=_shapes(args),
+        batch_size=args.batch_size, threads=args.threads, latency_runs=args.latency_runs, val=args.val,
+        metrics=args.metric or None,
     )  # fmt: skip
     _print(Path(result.report).read_text(encoding="utf-8") if args.json else render_text(result))
     if not result.ok:

@@ -112,7 +112,8 @@ def _layout(spec: InputSpec, array: np.ndarray) -> _Layout:
         if array.shape[0] % lead == 0:
             return _Layout("rows", chunk=lead)
         raise DataError(
-            f"input {spec.name!r}: {array.shape[0]} samples cannot be fed {lead} at a time (the model fixes the batch to {lead})"
+            f"input {spec.name!r}: {array.shape[0]} samples cannot be fed {lead} at a time "
+            f"(the model fixes the batch to {lead})"
         )
     if array.ndim == len(dims) == 0:
         return _Layout("constant")

@@ -109,7 +109,8 @@ def _check_external_data(proto: onnx.ModelProto, model_dir: Path) -> None:
         length = int(info.get("length", expected) or 0)
         if expected is not None and length < expected:
             raise ModelError(
-                f"tensor {tensor.name!r}: external data length {length} is shorter than its shape needs ({expected} bytes)"
+                f"tensor {tensor.name!r}: external data length {length} "
+                f"is shorter than its shape needs ({expected} bytes)"
             )
         path = (root / info["location"]).resolve()
         if offset + length > sizes[path]:
@@ -577,7 +578,8 @@ def _restore_kept_types(staged_model: Path) -> None:
 
 
 def _own_data_file(path: Path, data_name: str) -> Path | None:
-    """``<name>.data`` beside ``path`` if the model now at ``path`` keeps its tensors there (a previous save), else None.
+    """``<name>.data`` beside ``path`` if the model now at ``path`` keeps its tensors there (a previous save),
+    else None.
 
     Only that file, and only when the model being replaced refers to it: a file of that name the old model does
     not use, or beside a model that cannot be read, may be someone else's and is left alone.

@@ -112,7 +112,8 @@ class Run:
             large = is_large(context.reference_path)
             with context.costs.phase("onnxruntime session (reference)"):
                 self.reference = None if large else LiveReference(
-                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path)  # fmt: skip
+                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path
+                )  # fmt: skip
             report = Report(str(source), None, _figures(model, context.reference_path))
             with context.costs.phase("data"):
                 context.dataset = self._open(model, self.recipe.data)
@@ -133,8 +134,12 @@ class Run:
                 # validated as staged, before it replaces anything: the report describes the file this run
                 # wrote even when another run writes the same path, and --in-place compares with the input
                 with context.costs.phase("save (with the final validation)"):
-                    model_io.save(best, output, external_data=external,
-                                  before_replace=lambda staged: self._final_validation(staged, context, report))  # fmt: skip
+                    model_io.save(
+                        best,
+                        output,
+                        external_data=external,
+                        before_replace=lambda staged: self._final_validation(staged, context, report),
+                    )
                 report.output = str(output)
                 if report.final is not None:
                     report.final.candidate = str(output)

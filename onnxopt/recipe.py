@@ -148,8 +148,8 @@ def recipe_from_mapping(values: Mapping[str, Any], *, origin: str = "recipe") ->
             raise UsageError(f'{origin}: metrics must be a list of strings like "ctc>=0.95"')
         recipe.metrics = list(values["metrics"])
     simple = {k: values[k] for k in _TOP_LEVEL - {"passes", "gates", "shapes", "metrics"} if k in values}
-    expected = {"data": str, "val": str, "validate": bool, "batch_size": int, "on_failure": str, "seed": int, "validate_each_pass": bool,
-                "latency_runs": int, "threads": int, "external_data": bool}  # fmt: skip
+    expected = {"data": str, "val": str, "validate": bool, "batch_size": int, "on_failure": str, "seed": int,
+                "validate_each_pass": bool, "latency_runs": int, "threads": int, "external_data": bool}  # fmt: skip
     for key, value in simple.items():
         if not isinstance(value, expected[key]) or (expected[key] is int and isinstance(value, bool)):
             raise UsageError(f"{origin}: {key} must be a {expected[key].__name__}, got {value!r}")

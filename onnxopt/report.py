@@ -258,7 +258,8 @@ def render_validation(result: ValidationResult) -> str:
         )
     if result.size_ratio is not None:
         parts.append(
-            f"size: {result.size_ratio:.3f}x ({human_bytes(result.size_reference)} -> {human_bytes(result.size_candidate)})"
+            f"size: {result.size_ratio:.3f}x "
+            f"({human_bytes(result.size_reference)} -> {human_bytes(result.size_candidate)})"
         )
     for check in result.checks:
         parts.append(f"  [{'pass' if check.passed else 'FAIL'}] {check.message}")
@@ -274,7 +275,8 @@ def render_summary(summary: ModelSummary, path: str) -> str:
         f"inputs: {'; '.join(summary.inputs)}",
         f"outputs: {'; '.join(summary.outputs)}",
         f"nodes: {summary.nodes} ({summary.subgraphs} subgraphs)   parameters: {summary.parameters:,}   "
-        f"file: {human_bytes(summary.file_bytes)} (external data included)   tensor data: {human_bytes(summary.tensor_bytes)}",
+        f"file: {human_bytes(summary.file_bytes)} (external data included)   "
+        f"tensor data: {human_bytes(summary.tensor_bytes)}",
         f"initializer dtypes: {', '.join(f'{k} {v}' for k, v in summary.dtypes.items()) or 'none'}",
         "",
         table(["op", "count"], [[op, count] for op, count in summary.ops.items()]),

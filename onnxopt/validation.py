@@ -208,7 +208,8 @@ class _OutputAccumulator:
             raise _Mismatch(f"output {r.name!r}: candidate's map keys {cand_keys}, reference's {ref_keys}")
         if ref.shape != cand.shape or ref.dtype != cand.dtype:
             raise _Mismatch(
-                f"output {r.name!r}: candidate gives {cand.dtype} {list(cand.shape)}, reference {ref.dtype} {list(ref.shape)}"
+                f"output {r.name!r}: candidate gives {cand.dtype} {list(cand.shape)}, "
+                f"reference {ref.dtype} {list(ref.shape)}"
             )
         if r.shape is None:
             r.shape = list(ref.shape)
@@ -469,8 +470,8 @@ class RecordedReference(Reference):
     onnxruntime copies a model's weights into its session, so two sessions side by side hold two models:
     for a 2.4 GB model and its weight-only result, 4.9 GB against 2.9 GB one at a time. The outputs are
     kept in memory (a dataset's outputs are far smaller than the weights of a model this size) and latency
-    is the median of each model's own runs (within :data:`LATENCY_SECONDS`), not interleaved. A run validating several candidates against
-    one reference on one dataset records it once and passes it to every :func:`compare`.
+    is the median of each model's own runs (within :data:`LATENCY_SECONDS`), not interleaved. A run validating
+    several candidates against one reference on one dataset records it once and passes it to every :func:`compare`.
     """
 
     def __init__(
@@ -621,7 +622,8 @@ class _Judge:
                 if metric is None:
                     if request.output is not None:
                         raise UsageError(
-                            f"--metric {request.text}: {request.metric!r} does not apply to output {name!r} {list(array.shape)}"
+                            f"--metric {request.text}: {request.metric!r} does not apply to output "
+                            f"{name!r} {list(array.shape)}"
                         )
                     continue
                 picked.append((spec, metric, spec.threshold if request.threshold is None else request.threshold, False))

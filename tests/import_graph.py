@@ -1,8 +1,9 @@
 """The import graph of the host (``onnxopt/``) and the built-in plugins (``plugins/``), read from the source.
 
 Every executed ``import`` statement counts, function-level ones included: a loop that only closes at run time is
-still a loop a reader has to untangle. Imports under ``if TYPE_CHECKING:`` (annotations only) do not. ``python tests/import_graph.py`` prints the edges, the loops and the host
-modules the plugins import; tests/host/test_architecture.py asserts the layering DESIGN.md section 5c states.
+still a loop a reader has to untangle. Imports under ``if TYPE_CHECKING:`` (annotations only) do not.
+``python tests/import_graph.py`` prints the edges, the loops and the host modules the plugins import;
+tests/host/test_architecture.py asserts the layering DESIGN.md section 5c states.
 """
 
 from __future__ import annotations

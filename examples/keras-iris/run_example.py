@@ -137,7 +137,8 @@ def main() -> None:
         f"weight matrices {sum(weight_bytes.values())} -> {int8_bytes} bytes (int8: 1/4)",
     )
     print(
-        f"  file {fp32.stat().st_size} -> {int8.stat().st_size} bytes (for 70 weights the Q/DQ nodes outweigh the saving), "
+        f"  file {fp32.stat().st_size} -> {int8.stat().st_size} bytes "
+        "(for 70 weights the Q/DQ nodes outweigh the saving), "
         f"accuracy {accuracy(int8, val):.4f}"
     )
 
@@ -149,7 +150,8 @@ def main() -> None:
         all(abs(share - 0.2) <= 0.04 for share in zero_share.values()), f"a fifth of each kernel is zero: {zero_share}"
     )
     print(
-        f"  magnitude 20 %: accuracy {accuracy(sparse, val):.4f} (30 % already costs a third of it: 70 weights have no slack)"
+        f"  magnitude 20 %: accuracy {accuracy(sparse, val):.4f} "
+        "(30 % already costs a third of it: 70 weights have no slack)"
     )
     narrow = optimize(fp32, out / "iris_narrow.onnx", [("prune-structured", {"sparsity": 0.5, "round_to": 1})], val,
                       max_drop=1.0)  # fmt: skip
@@ -160,8 +162,13 @@ def main() -> None:
     print(f"  structured 50 %: accuracy {accuracy(narrow, val):.4f} before retraining (distilled in step 6)")
 
     print("5. cluster: 16 shared values per kernel")
-    clustered = optimize(fp32, out / "iris_clustered.onnx", [("cluster", {"k": 16, "min_elements": 1, "encoding": "snap"})], val,
-                         max_drop=0.05)  # fmt: skip
+    clustered = optimize(
+        fp32,
+        out / "iris_clustered.onnx",
+        [("cluster", {"k": 16, "min_elements": 1, "encoding": "snap"})],
+        val,
+        max_drop=0.05,
+    )
     unique = {name: int(np.unique(w).size) for name, w in kernels(clustered).items()}
     check(all(count <= 16 for count in unique.values()), f"distinct values per kernel: {unique}")
     print(f"  accuracy {accuracy(clustered, val):.4f}")
@@ -173,7 +180,8 @@ def main() -> None:
     check(report.exit_code == 0, f"keras student: {report.message or 'written'}")
     stats = report.steps[0].stats
     print(
-        f"  keras student ({stats['student_parameters']} vs {stats['teacher_parameters']} parameters): {stats['validation']}"
+        f"  keras student ({stats['student_parameters']} vs {stats['teacher_parameters']} parameters): "
+        f"{stats['validation']}"
     )
     if importlib.util.find_spec("torch") is None:
         print("  (torch not installed: the width-derived student is skipped)")

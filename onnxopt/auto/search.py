@@ -375,7 +375,8 @@ def render_text(result: AutoResult) -> str:
     counted = [o for o in result.trials if o.duplicate_of is None]
     lines.append(
         f"{len(result.trials)} trials ({len(result.trials) - len(counted)} repeated a recipe, "
-        f"{sum(1 for o in counted if o.error)} failed); frontier (size, {'accuracy' if _labelled(result) else 'cosine'}, latency):"
+        f"{sum(1 for o in counted if o.error)} failed); "
+        f"frontier (size, {'accuracy' if _labelled(result) else 'cosine'}, latency):"
     )
     lines.append(frontier.frontier_table(result.frontier, result.best))
     best = result.best

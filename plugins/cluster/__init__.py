@@ -24,9 +24,10 @@ tensor instead (``0``: left float), until the outputs keep ``min_cosine`` agains
 After ``quantize``, ``cluster`` clusters the int8 / uint8 weights of the quantized graph (QDQ or onnxruntime's
 integer ops, and quantized embedding tables) the same way: centroids are rounded to integers and the codebook
 keeps the weight's type, so the decoder yields the same int8 tensor the quantized op reads and onnxruntime
-still fuses it into QLinearConv / QGemm / DynamicQuantizeMatMul — 4-bit storage with int8 compute. A weight that already holds at most ``k`` values
-(clustered before quantizing: ``cluster:encoding=snap`` then ``quantize``, whose per-channel scales turn each
-tensor's centroids into at most ``k`` integers per channel) is encoded exactly, per channel if need be.
+still fuses it into QLinearConv / QGemm / DynamicQuantizeMatMul — 4-bit storage with int8 compute. A weight that
+already holds at most ``k`` values (clustered before quantizing: ``cluster:encoding=snap`` then ``quantize``, whose
+per-channel scales turn each tensor's centroids into at most ``k`` integers per channel) is encoded exactly, per channel
+if need be.
 
 Zeros (pruned weights) stay exactly zero, as a centroid of their own (not when binarized). The report lists, per
 tensor, the number of centroids, the relative L2 reconstruction error and the unique values, which tensors were

@@ -4,8 +4,8 @@ Indices are 1 bit when a codebook holds two values (binarized weights: eight per
 BitShift / Mod from opset 11), 4 bits when every index fits (the uint4 type from opset 21; two per uint8 byte
 from opset 11, unpacked by BitShift / Mod, or for a large per-tensor codebook looked up whole in a table of
 centroid pairs) or uint8. The decoder is ``Cast`` (to int32: half the bytes of int64 for onnxruntime to
-materialise at session start) + ``Gather`` (+ an ``Add`` of per-channel offsets into a flattened ``[channels * width]`` codebook, so
-the stored indices keep their 4 or 8 bits).
+materialise at session start) + ``Gather`` (+ an ``Add`` of per-channel offsets into a flattened ``[channels * width]``
+codebook, so the stored indices keep their 4 or 8 bits).
 Every input of the decoder is constant, so onnxruntime folds it at session start and runs the same float
 weights as before.
 """
@@ -25,8 +25,8 @@ PAIR_TABLE_MIN_ELEMENTS = 65536
 #: Bits one index takes in each storage.
 INDEX_BITS = {"packed1": 1, "uint4": 4, "packed4": 4, "uint8": 8}
 #: What a decoder adds to the file besides indices and codebook (nodes, names, shapes), measured on the
-#: serialized fixtures: a Cast + Gather ~250 bytes, the packed-nibble (and packed-bit) unpacking ~600. It decides the storage of
-#: small weights, where it is not negligible: a 72-value weight stays snapped rather than encoded.
+#: serialized fixtures: a Cast + Gather ~250 bytes, the packed-nibble (and packed-bit) unpacking ~600. It decides the
+#: storage of small weights, where it is not negligible: a 72-value weight stays snapped rather than encoded.
 DECODER_BYTES = {"packed1": 600, "uint4": 250, "packed4": 600, "uint8": 250}
 
 

@@ -10,9 +10,10 @@ bands are concatenated into one sorted array, so a single ``np.searchsorted`` ca
 Python loop over channels. A 22M-parameter model clusters in seconds, dominated by the sort.
 
 Initialisations follow TF-MOT's names: ``linear`` (evenly spaced between min and max), ``density`` (evenly
-spaced in the cumulative distribution) and ``kmeans++`` (seeded D² sampling on a sample of each row). With ``keep_zero``, a row holding exact zeros (pruned weights) gets a centroid pinned at 0: zeros
-decode to exactly 0 and the other centroids are fitted around it. :func:`binarize` is the two-level special
-case without k-means: a sign per weight and a scale per row.
+spaced in the cumulative distribution) and ``kmeans++`` (seeded D² sampling on a sample of each row). With
+``keep_zero``, a row holding exact zeros (pruned weights) gets a centroid pinned at 0: zeros decode to exactly 0 and the
+other centroids are fitted around it. :func:`binarize` is the two-level special case without k-means: a sign per weight
+and a scale per row.
 """
 
 from __future__ import annotations

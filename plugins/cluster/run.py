@@ -181,8 +181,10 @@ class ClusterPass(InPlacePluginPass):
                 )
             return originals[value] if fallback[name] is None else fallback[name].approx
 
-        spared, measured = choose(probe, {name: plans[value].approx for name, value in main.items()}, spare,
-                                  {name: originals[value].size for name, value in main.items()}, o.min_cosine)  # fmt: skip
+        spared, measured = choose(
+            probe, {name: plans[value].approx for name, value in main.items()}, spare,
+            {name: originals[value].size for name, value in main.items()}, o.min_cosine,
+        )  # fmt: skip
         for name in spared:
             spare(name)
             plans[main[name]] = fallback[name]

@@ -195,4 +195,5 @@ def open_audio(
                    + f" at {rate} Hz from {len(found)} file(s)"
                    + (f", {resampled} resampled" if resampled else "") + (f", {filled}" if filled else ""))  # fmt: skip
     return StreamedDataset(str(path), specs, feeds, num_feeds=-(-usable // rows), num_samples=usable,
-                           batched={audio.name} if len(audio.dims) == 2 else set(), description=description)  # fmt: skip
+                           batched={audio.name} if len(audio.dims) == 2 else set(),
+                           description=description)  # fmt: skip

@@ -204,11 +204,13 @@ def plan(source: str, values: dict[str, Any], spec: InputSpec, shapes: dict[str,
     if resize != "keep" and multiple != 1 and size is not None and (size[0] % multiple or size[1] % multiple):
         raise UsageError(f"{source!r}: size={size[0]}x{size[1]} is not a multiple of {multiple}")
     return Preprocess(layout, channels, size, resize, multiple, values.get("fill", 0), values.get("order", "rgb"),
-                      scale, tuple(mean), tuple(std), spec.dtype, preset if {"scale", "mean", "std"}.isdisjoint(values) else None)  # fmt: skip
+                      scale, tuple(mean), tuple(std), spec.dtype,
+                      preset if {"scale", "mean", "std"}.isdisjoint(values) else None)  # fmt: skip
 
 
 def _opened(path: Path, channels: int) -> Any:
-    """The image at ``path`` in mode L or RGB, header read only; a one-line DataError if it is no image for this model."""
+    """The image at ``path`` in mode L or RGB, header read only; a one-line DataError if it is no image for this
+    model."""
     Image = src.require("PIL.Image", "pillow", "reading images")
     try:
         image = Image.open(path)

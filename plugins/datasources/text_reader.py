@@ -56,7 +56,8 @@ def map_inputs(specs: list[InputSpec], source: str) -> dict[str, str]:
                             f"(use a loader script: --data loader.py:load_data)")  # fmt: skip
         if spec.dims is None or len(spec.dims) != 2 or spec.dtype.kind not in "iu":
             raise DataError(
-                f"{source}: the model input {spec.name!r} {spec.dtype} {spec.shape_text} is not [batch, sequence] integers"
+                f"{source}: the model input {spec.name!r} {spec.dtype} {spec.shape_text} "
+                "is not [batch, sequence] integers"
             )
         roles[spec.name] = role
     if "input_ids" not in roles.values():
@@ -196,5 +197,5 @@ def open_text(
     mapped = ", ".join(f"{role}->{name}" if role != name else name for name, role in roles.items())
     description = (f"text: {picked}, tokenizer {values['tokenizer'].name} ({vocab} ids), max_length {max_length}, "
                    f"padding {padding}, inputs {mapped}")  # fmt: skip
-    return StreamedDataset(str(path), specs, feeds, num_feeds=-(-usable // rows), num_samples=usable, batched=set(roles),
-                           description=description)  # fmt: skip
+    return StreamedDataset(str(path), specs, feeds, num_feeds=-(-usable // rows), num_samples=usable,
+                           batched=set(roles), description=description)  # fmt: skip

@@ -152,14 +152,15 @@ class Distillation:
             raise UsageError(f"no training backend {o.backend!r} for {kind}: install {extra}")
         output = self.context.workdir / f"distilled-{id(self)}.onnx"
         hyper = DistillHyperparameters(
-            epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha, temperature=o.temperature,
-            loss=loss, patience=o.patience, seed=self.context.seed, threads=o.threads, max_time=o.max_time,
-            device=o.device, checkpoint=o.checkpoint,
+            epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha,
+            temperature=o.temperature, loss=loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
+            max_time=o.max_time, device=o.device, checkpoint=o.checkpoint,
         )  # fmt: skip
         job = TrainingJob(
             student=student, train=train, val=val, input_names=[v.name for v in _fed_inputs(self.teacher)],
-            output_names=[v.name for v in self.teacher.graph.outputs], target=[v.name for v in self.teacher.graph.outputs].index(target),
-            probabilities=probabilities, hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
+            output_names=[v.name for v in self.teacher.graph.outputs],
+            target=[v.name for v in self.teacher.graph.outputs].index(target), probabilities=probabilities,
+            hyper=hyper, output=output, progress=self.context.progress, logger=self.context.logger,
         )  # fmt: skip
         started = time.monotonic()
         result = trainer.fit(job)

@@ -219,7 +219,8 @@ def _save(path: Path, epoch: int, student: TorchStudent, optimizer: torch.optim.
     payload = {
         "epoch": epoch, "model": student.module.state_dict(), "optimizer": optimizer.state_dict(),
         "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": result.history,
-        "best": state["best"], "best_epoch": result.best_epoch, "best_score": result.best_score, "best_state": state["best_state"],
+        "best": state["best"], "best_epoch": result.best_epoch, "best_score": result.best_score,
+        "best_state": state["best_state"],
     }  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
@@ -270,9 +271,9 @@ def export(job: TrainingJob, student: TorchStudent) -> Path:
         try:
             with _quiet_exporter(), _threads(job.hyper.threads or cores()), torch.no_grad():
                 torch.onnx.export(
-                    student.module, example, str(job.output), input_names=job.input_names, output_names=job.output_names,
-                    dynamic_shapes=(dims,) if wrap else dims, opset_version=job.opset, dynamo=True, external_data=False,
-                    verbose=False,
+                    student.module, example, str(job.output), input_names=job.input_names,
+                    output_names=job.output_names, dynamic_shapes=(dims,) if wrap else dims, opset_version=job.opset,
+                    dynamo=True, external_data=False, verbose=False,
                 )  # fmt: skip
             return job.output
         except Exception as exc:  # the exporter's messages run to pages; the report wants its gist

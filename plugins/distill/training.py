@@ -5,7 +5,8 @@ object that has a ``name`` and a ``fit(job)`` method (:class:`Trainer`). The dis
 :class:`TrainingJob` — the student, the training inputs with the teacher's outputs on them, labels when
 the data has them, the hyperparameters — and the trainer trains the student, writes it as ONNX to
 ``job.output`` with the teacher's input and output names and a dynamic batch dimension (or in a format a
-loader plugin reads, named in ``TrainingResult.model_file``), and returns a :class:`TrainingResult`. numpy only, no framework imports, so a backend imports it at no cost.
+loader plugin reads, named in ``TrainingResult.model_file``), and returns a :class:`TrainingResult`. numpy only, no
+framework imports, so a backend imports it at no cost.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The one module of the plugins that touches onnxscript's private parts (tests/plugins/fold/test_fold_imports.py holds it so).
+"""The one module of the plugins that touches onnxscript's private parts
+(tests/plugins/fold/test_fold_imports.py holds it so).
 
 Used: ``onnxscript.optimizer._constant_folding``, the module of onnxscript's constant folder, and two of its
 private functions, replaced by no-ops while :func:`linear_folder` is active. Why: they make onnxscript 0.7.2's
-folder quadratic in a chain of folds (16 s for 10 000 constant Adds, 63 s for 20 000), and onnxscript has no
-option to turn them off:
+folder quadratic in a chain of folds (figures: bench/README.md, section fold_scaling.py), and onnxscript has
+no option to turn them off:
 
 - ``_record_contributing_values``: on every folded value it records the names of all values it came from, a set
   copied, sorted and printed at each fold (fold never reads that record);
@@ -13,7 +14,8 @@ option to turn them off:
 
 On another onnxscript release: a function that is gone or renamed is not patched, and a module that moved is not
 patched at all; fold still folds the same way through the public ``onnxscript.optimizer.fold_constants_ir``, only
-maybe slower on long chains. tests/plugins/fold/test_fold_imports.py says which of the two pieces the installed release lacks.
+maybe slower on long chains. tests/plugins/fold/test_fold_imports.py says which of the two pieces the installed release
+lacks.
 """
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ def _inference_dropout_to_identity(model: ir.Model) -> int:
     return count
 
 
-NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dropout_zero_rule", "dropout_inference_rule",
-               "no_op_cast_rule", "no_op_expand_rule", "no_op_transpose_rule")  # fmt: skip
+NO_OP_RULES = ("mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dropout_zero_rule",
+               "dropout_inference_rule", "no_op_cast_rule", "no_op_expand_rule", "no_op_transpose_rule")  # fmt: skip
 
 
 class _IdentityElimination(common.IdentityEliminationPass):

@@ -3,8 +3,8 @@
 What onnx and onnxruntime load: a dense tensor full of zeros is as large as before (it only shrinks when
 zipped, bench/prune_real_models.py); ONNX's ``sparse_initializer`` stores int64 COO indices — 12 bytes per
 nonzero float: onnxruntime 1.32 loads it, but a 256x256 MatMul weight at 50 % sparsity made a file 1.50x the
-dense one, and onnx-ir 1.1 drops sparse initializers when it loads a model. Here: ``N / 8`` bytes of mask + the nonzero values,
-0.53x of dense at 50 % sparsity, 0.23x at 80 %. The decoder — BitShift / Mod unpacks the mask, CumSum gives
+dense one, and onnx-ir 1.1 drops sparse initializers when it loads a model. Here: ``N / 8`` bytes of mask + the nonzero
+values, 0.53x of dense at 50 % sparsity, 0.23x at 80 %. The decoder — BitShift / Mod unpacks the mask, CumSum gives
 each value's index (a running count of the mask; 0 positions read a trailing zero), Gather puts the values back —
 reads only constants and has static shapes, so onnxruntime folds it at session start and inference runs the
 same dense weights (NonZero + ScatterND, the obvious decoder, is not folded: its output shape depends on data).

@@ -3,9 +3,9 @@
 Written here: no ONNX library traces channel dependencies (torch-pruning's dependency graph does it for torch
 modules; onnx-ir gives the use-def chains it is built on).
 
-One forward walk over one graph (the main graph or an If / Loop / Scan body) in topological order. Every prunable *producer* — a Conv or
-ConvTranspose with ``group == 1``, a Gemm or MatMul with a constant 2-D weight — starts a *group* of C
-channels. Each value that carries channels has a :class:`Layout`: the axis its channels lie on and the
+One forward walk over one graph (the main graph or an If / Loop / Scan body) in topological order. Every prunable
+*producer* — a Conv or ConvTranspose with ``group == 1``, a Gemm or MatMul with a constant 2-D weight — starts a
+*group* of C channels. Each value that carries channels has a :class:`Layout`: the axis its channels lie on and the
 segments they come from (Concat joins segments; a segment of ``None`` belongs to no group and is never cut).
 Channels pass unchanged through elementwise ops, activations, pooling, Resize, BatchNormalization, depthwise
 Conv and Flatten (whose layout then counts ``K / C`` elements per channel, read off the consuming Gemm). They

@@ -25,7 +25,8 @@ from . import bitmask
 
 
 def _zero_smallest(array: np.ndarray, count: int) -> np.ndarray:
-    """``array`` with its ``count`` smallest-magnitude values set to zero (exactly ``count``, ties broken by position)."""
+    """``array`` with its ``count`` smallest-magnitude values set to zero (exactly ``count``, ties broken by
+    position)."""
     pruned = array.copy()
     if count > 0:
         flat = pruned.reshape(-1)
@@ -89,6 +90,7 @@ def _left_alone(model: ir.Model, pruned: dict[str, float], min_elements: int) ->
     for value, readers in constant_weights(model, {**LAYER_WEIGHT_INPUT, **RECURRENT_WEIGHT_INPUT}).items():
         if value.name not in pruned:
             op = readers[0].op_type
-            reasons[value] = (f"{op}: magnitude pruning covers Conv / ConvTranspose / Gemm / MatMul weights" if op in RECURRENT_WEIGHT_INPUT
+            reasons[value] = (f"{op}: magnitude pruning covers Conv / ConvTranspose / Gemm / MatMul weights"
+                              if op in RECURRENT_WEIGHT_INPUT
                               else why_not_a_weight(value, readers, min_elements))  # fmt: skip
     return left_alone(reasons)

@@ -9,11 +9,11 @@ Ranking, in two steps (written here; onnxruntime gives the first, nothing gives 
    preselects the ``candidates`` worst nodes.
 2. Each candidate is then measured by what reaches the OUTPUT: in a copy of the QDQ model where every other
    node reads its float inputs and float weights again (their Q/DQ pairs bypassed), only that node is
-   quantized, and the copy is scored on the validation data (accuracy when the gates judge accuracy, else the worst output cosine). Measuring each node alone
-   separates small errors that, measured by taking one node out of the fully quantized model, drowned in the
-   others' (tiny transformer: every single exclusion moved the cosine by < 1e-4). No re-calibration, one
-   validation run per candidate; ranking stops at half of ``max_time``, unmeasured candidates follow in SQNR
-   order.
+   quantized, and the copy is scored on the validation data (accuracy when the gates judge accuracy, else the worst
+   output cosine). Measuring each node alone separates small errors that, measured by taking one node out of the fully
+   quantized model, drowned in the others' (tiny transformer: every single exclusion moved the cosine by < 1e-4). No
+   re-calibration, one validation run per candidate; ranking stops at half of ``max_time``, unmeasured candidates follow
+   in SQNR order.
 
 Nodes are then excluded ``step`` at a time in that order; every trial is quantized again and judged by the
 same validation and gates as the pipeline (no second code path), on ``validation_data`` when given, else on

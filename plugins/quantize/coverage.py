@@ -3,8 +3,8 @@
 onnxruntime's static (QDQ) quantizer has no LSTM, GRU or RNN: an LSTM-based OCR model kept its recurrent weights
 in float, about half its file (bench/recurrent.py). Two ways to reach them (option ``recurrent``):
 
-- ``int8_weights`` (default, every quantize pass): :func:`store_int8` stores W and R as int8 with a scale per gate row of
-  each direction, decoded by ``Cast`` + ``Mul``, which onnxruntime folds at session start: the file is as small
+- ``int8_weights`` (default, every quantize pass): :func:`store_int8` stores W and R as int8 with a scale per gate row
+  of each direction, decoded by ``Cast`` + ``Mul``, which onnxruntime folds at session start: the file is as small
   as with int8 weights and the recurrent op runs onnxruntime's float kernel on the decoded weights. Written here:
   no onnxruntime quantizer stores weights for float compute, and its DequantizeLinear is not folded (measured
   slower: it runs on every inference). Covers GRU and RNN too, which have no integer kernel in onnxruntime.

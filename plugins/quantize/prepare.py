@@ -1,16 +1,16 @@
 """Graph changes before and after onnxruntime's quantizer that make the int8 model faster and smaller.
 
 Written here (no library does these): onnxruntime has no QLinearDiv, so a division by a constant (the "/ 6" of
-every hard-swish in PP-OCRv4) stayed float between a DequantizeLinear and a QuantizeLinear — 33 of them in the
-recognizer, about a fifth of its int8 run time. It becomes a multiplication by the reciprocal, which onnxruntime
-runs as QLinearMul. A layer norm written out as ReduceMean / Sub / Pow / Sqrt / Div (opset < 17 exports) gets
-Q/DQ pairs between its parts, which stops onnxruntime fusing it into one LayerNormalization kernel; its nodes are
-kept float so only its input and output are quantized.
+every hard-swish in PP-OCRv4) stayed float between a DequantizeLinear and a QuantizeLinear, a large share of
+the recognizer's int8 run time (figures: bench/README.md, section quantize_real_models.py). It becomes a
+multiplication by the reciprocal, which onnxruntime runs as QLinearMul. A layer norm written out as ReduceMean /
+Sub / Pow / Sqrt / Div (opset < 17 exports) gets Q/DQ pairs between its parts, which stops onnxruntime fusing it
+into one LayerNormalization kernel; its nodes are kept float so only its input and output are quantized.
 
 After quantizing, all-zero zero points of weight DequantizeLinear nodes are dropped (zero is the default;
 onnxruntime fuses the same QLinearConv / QLinearMatMul without them — but not QGemm, so a Gemm's weight keeps
-its zero point), equal initializers are shared and value_info is cleared (onnxruntime infers shapes itself):
-57 kB, 4 % of the quantized PP-OCRv4 detector.
+its zero point), equal initializers are shared and value_info is cleared (onnxruntime infers shapes itself),
+which makes the file smaller (by how much: the same section).
 
 Hand-written walks rather than onnxscript ``RewriteRule`` patterns: a rule's replacement is a new node (unnamed,
 then given a generated name) reading a new Constant node, and the rewriter also enters subgraph and function

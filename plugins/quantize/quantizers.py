@@ -305,7 +305,8 @@ class StaticQuantizePass(_QuantizePass):
 
         o = self.options
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}  # fmt: skip
+                   "percentile": CalibrationMethod.Percentile,
+                   "distribution": CalibrationMethod.Distribution}  # fmt: skip
         quantize_static(
             str(source), str(output), reader,
             quant_format=QuantFormat.QDQ,

@@ -1,9 +1,9 @@
 """Dynamic int8 for models past 2 GiB: MatMul weights quantized one tensor at a time from the mapped data file.
 
 onnxruntime's ``quantize_dynamic`` does this job, but it loads the whole model as one protobuf, keeps the
-float weights beside the quantized ones and serializes the result: 3.1x the model in memory on a 2.4 GB
-model (bench/large_model.py), whatever onnxopt does around it. So this rewrite is written here, on onnx_ir,
-whose external tensors stay memory-mapped until read: each MatMul weight is read, quantized, its mapping
+float weights beside the quantized ones and serializes the result: several times the model in memory, whatever
+onnxopt does around it (figures: bench/README.md, section large_model.py). So this rewrite is written here, on
+onnx_ir, whose external tensors stay memory-mapped until read: each MatMul weight is read, quantized, its mapping
 closed and the float tensor dropped before the next one, so the float weights are never all in memory.
 
 The graph is the one onnxruntime's quantizer emits in IntegerOps mode (its ``operators/matmul.py``) —
@@ -15,11 +15,11 @@ still read reaches them through a ``DequantizeLinear`` of the int8 copy, as in i
 arithmetic is onnxruntime's own (``compute_scale_zp``, ``quantize_nparray``, ``get_qmin_qmax_for_qType`` from
 ``onnxruntime.quantization.quant_utils``), per output column (its axis -1) or per tensor, no reduced range,
 so weights, scales and zero points come out bit-identical to its, and so do the model's outputs
-(tests/plugins/quantize/test_quantize_streaming.py; the 2.4 GB bench model too, bench/large_model.py). What it does not do:
-the other ops ``quantize_dynamic`` covers (Conv, Gather, Attention, LSTM, EmbedLayerNormalization) stay
+(tests/plugins/quantize/test_quantize_streaming.py; the 2.4 GB bench model too, bench/large_model.py). What it does not
+do: the other ops ``quantize_dynamic`` covers (Conv, Gather, Attention, LSTM, EmbedLayerNormalization) stay
 float, as do MatMuls whose weight is not a 2-D float32 initializer, and subgraphs; the report counts them.
 ``streaming=auto`` therefore only takes this path for a model past :data:`STREAMING_MIN_BYTES`, where
-onnxruntime's would need 3x the model in memory.
+onnxruntime's would need several times the model in memory.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         if skipped:
             self.stats["left_float"] = dict(skipped)
         left = Counter(n.op_type for n in ir.traversal.RecursiveGraphIterator(graph) if n.op_type in _NOT_STREAMED
-                       and (n.op_type != "Gather" or (n.inputs[0] is not None and n.inputs[0].is_initializer())))  # fmt: skip
+                       and (n.op_type != "Gather"
+                            or (n.inputs[0] is not None and n.inputs[0].is_initializer())))  # fmt: skip
         if left:
             self.stats["ops_not_streamed"] = dict(left)
         return ir.passes.PassResult(model, modified=bool(quantized))
@@ -208,7 +209,8 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         added = {}
         for suffix, array in (("_scale", scale), ("_zero_point", zero), ("_quantized", q)):  # onnxruntime's order
             name = f"{weight.name}{'_Transposed' if transposed else ''}{suffix}"
-            value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+            value = ir.Value(name=name, shape=ir.Shape(array.shape),
+                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                              const_value=ir.Tensor(array, name=name))  # fmt: skip
             graph.register_initializer(value)
             added[suffix] = value
@@ -242,7 +244,8 @@ def quantize_file(
     """quantize-dynamic's step for this path: ``source`` read lazily, ``output`` written (as its onnxruntime
     step). ``options``: the pass's DynamicOptions (weight_type, symmetric_weights, per_channel)."""
     model = load(source, check=False)
-    rewrite = StreamingDynamicQuantizePass(weight_type=options.weight_type, symmetric=options.symmetric_weights is not False,
+    rewrite = StreamingDynamicQuantizePass(weight_type=options.weight_type,
+                                           symmetric=options.symmetric_weights is not False,
                                            per_channel=options.per_channel, excluded=excluded)  # fmt: skip
     rewrite(model)
     stats.update(rewrite.stats)

@@ -52,7 +52,8 @@ def test_every_name_a_plugin_takes_from_the_facade_exists():
     import ast
 
     taken = {alias.name for path in (ROOT / "plugins").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
-             if isinstance(node, ast.ImportFrom) and node.module == HOST and not node.level for alias in node.names}  # fmt: skip
+             if isinstance(node, ast.ImportFrom) and node.module == HOST and not node.level
+             for alias in node.names}  # fmt: skip
     assert "RunContext" in taken
     assert {name for name in taken - {"graph"} if not hasattr(onnxopt, name)} == set()
 
@@ -66,7 +67,8 @@ def test_the_host_names_no_pass():
     for path in (ROOT / "onnxopt").rglob("*.py"):
         tree = ast.parse(path.read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node)}  # fmt: skip
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                      and ast.get_docstring(node)}  # fmt: skip
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
                 found.append(f"{path.name}:{node.lineno}")

@@ -26,7 +26,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _auto_command(fixtures_dir: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "onnxopt.cli", "auto", str(fixtures_dir / "digits_cnn.onnx"), "-o", str(out),
-            "--data", str(fixtures_dir / "digits_cnn_val.npz"), "--max-drop", "0.01", "--jobs", "2", *extra]  # fmt: skip
+            "--data", str(fixtures_dir / "digits_cnn_val.npz"), "--max-drop", "0.01", "--jobs", "2",
+            *extra]  # fmt: skip
 
 
 def _finished_trials(workdir: Path) -> list[int]:

@@ -803,8 +803,8 @@ def test_float_pass_options_must_be_finite(text: str | float) -> None:
 
 @pytest.mark.parametrize(
     ("gate", "good", "bad"),
-    [("atol", 0.0, -1e-9), ("max_size_ratio", 1e6, float("inf")), ("min_cosine", -1.0, -1.01), ("min_cosine", 1.0, 1.01),
-     ("min_top1", 1.0, float("nan")), ("max_accuracy_drop", 0.0, -0.01)],
+    [("atol", 0.0, -1e-9), ("max_size_ratio", 1e6, float("inf")), ("min_cosine", -1.0, -1.01),
+     ("min_cosine", 1.0, 1.01), ("min_top1", 1.0, float("nan")), ("max_accuracy_drop", 0.0, -0.01)],
 )  # fmt: skip
 def test_gates_out_of_range_are_refused(gate: str, good: float, bad: float) -> None:
     from onnxopt.errors import UsageError

@@ -76,7 +76,10 @@ def test_passes_and_plugins_listings(run_cli):
 
 
 def test_help_does_not_import_heavy_modules():
-    code = "import sys; from onnxopt.cli import build_parser; build_parser(); print(sorted(m for m in ('onnx','onnxruntime','numpy','onnx_ir') if m in sys.modules))"
+    code = (
+        "import sys; from onnxopt.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('onnx','onnxruntime','numpy','onnx_ir') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -109,8 +112,8 @@ def test_quantize_prints_only_onnxopt_output(run_cli, fixtures_dir, tmp_path):
     # onnxruntime's quantizer warns through the root logger on every per-channel trial over a layer norm, each
     # session warned of the divisors the Div -> Mul rewrite left unused, and the 4-bit quantizer of the IR
     # version the opset upgrade left: a pipeline log full of them
-    common = [fixtures_dir / "tiny_transformer.onnx", "--pass", "fold", "--data", fixtures_dir / "tiny_transformer_calib.npz",
-              "--min-cosine", "0.9"]  # fmt: skip
+    common = [fixtures_dir / "tiny_transformer.onnx", "--pass", "fold",
+              "--data", fixtures_dir / "tiny_transformer_calib.npz", "--min-cosine", "0.9"]  # fmt: skip
     for index, quantize in enumerate(["quantize:accuracy_aware=true,max_trials=3", "quantize:mode=weight_only"]):
         result = run_cli("optimize", *common, "--pass", quantize, "-o", tmp_path / f"q{index}.onnx")
         assert result.returncode == 0, result.stderr

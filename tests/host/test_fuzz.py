@@ -123,7 +123,8 @@ def test_byte_mutants_never_crash(data: bytes) -> None:
 # --- graph-level edits ----------------------------------------------------------------------------------------
 
 DTYPES = [TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32,
-          TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.UNDEFINED, 99]  # fmt: skip
+          TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.UNDEFINED,
+          99]  # fmt: skip
 
 
 def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:

@@ -437,7 +437,8 @@ def test_sparse_initializers_are_loaded_dense_not_dropped(tmp_path, coordinates)
     sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(nonzero.astype(np.int64), "w_indices"), [16, 8])
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], sparse_initializer=[sparse])  # fmt: skip
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                              sparse_initializer=[sparse])  # fmt: skip
     source, out = tmp_path / "sparse.onnx", tmp_path / "out.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
     model = model_io.load(source)
@@ -506,7 +507,8 @@ def test_external_data_file_that_is_a_fifo_is_refused_not_read(tmp_path: Path, f
 
 
 def _model_in(folder: Path, fixtures_dir: Path, location: str) -> Path:
-    """``folder/model.onnx`` whose tensors point at ``location``; iris's data written at ``folder/location``'s target."""
+    """``folder/model.onnx`` whose tensors point at ``location``; iris's data written at ``folder/location``'s
+    target."""
     proto = _with_location(folder, fixtures_dir, location)
     onnx.save(proto, folder / "model.onnx")
     return folder / "model.onnx"

@@ -30,7 +30,8 @@ def _model(tmp_path: Path, location: str | None) -> onnx.ModelProto:
     (tmp_path / "w.data").write_bytes(np.ones(2, np.float32).tobytes())
     graph = helper.make_graph(
         [helper.make_node("Add", ["x", "inline"], ["t"]), helper.make_node("Add", ["t", "w"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
         [inline, w],
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

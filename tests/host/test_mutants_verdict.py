@@ -243,7 +243,8 @@ def test_failure_reason_is_the_first_failure_and_how_many_more(flipped_pair):
     reference, candidate, data = flipped_pair
     one = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9}, **NO_DEFAULTS)
     assert one.failure_reason() == "output 'y': top-1 agreement 0.666667 < 0.9"
-    three = onnxopt.validate(reference, candidate, data=data, gates={"min_top1": 0.9, "min_cosine": 0.99, "max_size_ratio": 0.5},
+    three = onnxopt.validate(reference, candidate, data=data,
+                             gates={"min_top1": 0.9, "min_cosine": 0.99, "max_size_ratio": 0.5},
                              **NO_DEFAULTS)  # fmt: skip
     assert three.failure_reason().startswith("output 'y': cosine ") and three.failure_reason().endswith(" (and 2 more)")
     two = onnxopt.validate(
@@ -271,7 +272,9 @@ def _labels_model(path: Path, labels: list[str]) -> Path:
     """y = x, and a string output: the class names (compared by equality only)."""
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"]),
-         helper.make_node("Constant", [], ["names"], value=helper.make_tensor("v", TensorProto.STRING, [len(labels)], [s.encode() for s in labels]))],
+         helper.make_node("Constant", [], ["names"],
+                          value=helper.make_tensor("v", TensorProto.STRING, [len(labels)],
+                                                   [s.encode() for s in labels]))],
         "labels",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
@@ -312,7 +315,8 @@ def _per_token_scores(path: Path, padding: float) -> Path:
         [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
          helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
          helper.make_node("Mul", ["ids", "mask"], ["kept"]), helper.make_node("Sub", ["one", "mask"], ["inverse"]),
-         helper.make_node("Mul", ["inverse", "padding"], ["padded"]), helper.make_node("Add", ["kept", "padded"], ["scores"])],
+         helper.make_node("Mul", ["inverse", "padding"], ["padded"]),
+         helper.make_node("Add", ["kept", "padded"], ["scores"])],
         "per_token",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
@@ -364,8 +368,8 @@ def test_non_finite_values_are_counted_over_every_feed_on_both_sides(tmp_path):
         3,
     ) and same.passed  # NaN where the reference has NaN
     assert out.max_abs == 0.0 and out.max_rel == 0.0 and out.cosine == 1.0
-    worse = onnxopt.validate(reference, _sqrt_model(tmp_path / "cand.onnx", -2.0), data=tmp_path / "x.npz", batch_size=2,
-                             gates={"min_cosine": -1.0}, **NO_DEFAULTS)  # fmt: skip
+    worse = onnxopt.validate(reference, _sqrt_model(tmp_path / "cand.onnx", -2.0), data=tmp_path / "x.npz",
+                             batch_size=2, gates={"min_cosine": -1.0}, **NO_DEFAULTS)  # fmt: skip
     assert (worse.outputs[0].nonfinite_reference, worse.outputs[0].nonfinite_candidate) == (3, 8)  # every x < 2
     assert [c.message for c in worse.checks if not c.passed] == ["output 'y': 8 NaN/Inf values (reference has 3)"]
 
@@ -428,8 +432,10 @@ def test_channel_axis_counts_from_either_end_and_is_ignored_out_of_range(toleran
 
     reference, candidate, data = tolerance_pair
     dataset = open_source(str(data), onnxopt.load(reference))
-    by_axis = {axis: compare(reference, candidate, dataset, latency_runs=0, defaults=False, channel_axis=axis).outputs[0]
-               for axis in (0, 1, -1, -2, 2, -3)}  # fmt: skip
+    by_axis = {
+        axis: compare(reference, candidate, dataset, latency_runs=0, defaults=False, channel_axis=axis).outputs[0]
+        for axis in (0, 1, -1, -2, 2, -3)
+    }
     assert by_axis[1].worst_channel_cosine == by_axis[-1].worst_channel_cosine is not None
     assert by_axis[0].worst_channel_cosine == by_axis[-2].worst_channel_cosine is not None  # the rows as channels
     assert by_axis[0].worst_channel_cosine != by_axis[1].worst_channel_cosine
@@ -465,12 +471,17 @@ def _id_scores(path: Path, bump_zero_ids: bool) -> Path:
     if bump_zero_ids:
         nodes += [helper.make_node("Equal", ["input_ids", "zero"], ["is_zero"]),
                   helper.make_node("Cast", ["is_zero"], ["z"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", ["z", "hundred"], ["bump"]), helper.make_node("Add", ["f", "bump"], ["scores"])]  # fmt: skip
+                  helper.make_node("Mul", ["z", "hundred"], ["bump"]),
+                  helper.make_node("Add", ["f", "bump"], ["scores"])]  # fmt: skip
     else:
         nodes.append(helper.make_node("Identity", ["f"], ["scores"]))
-    graph = helper.make_graph(nodes, "ids", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "seq"])],
-                              [numpy_helper.from_array(np.int64(0), "zero"), numpy_helper.from_array(np.float32(100), "hundred")])  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "ids",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "seq"])],
+        [numpy_helper.from_array(np.int64(0), "zero"), numpy_helper.from_array(np.float32(100), "hundred")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 

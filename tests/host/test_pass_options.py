@@ -22,8 +22,10 @@ def _spec(name: str = "p", **extra: object) -> PassSpec:
     return PassSpec(name, "test pass", create=lambda o, c: None, options=_Options, **extra)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("raw", "ok"), [({"share": "0"}, True), ({"share": "0.999"}, True), ({"share": "1"}, False),
-                                         ({"share": "-0.01"}, False), ({"rounds": "1"}, True), ({"rounds": "0"}, False)])  # fmt: skip
+@pytest.mark.parametrize(("raw", "ok"), [
+    ({"share": "0"}, True), ({"share": "0.999"}, True), ({"share": "1"}, False),
+    ({"share": "-0.01"}, False), ({"rounds": "1"}, True), ({"rounds": "0"}, False),
+])  # fmt: skip
 def test_declared_ranges_hold_on_both_sides(raw, ok):
     if ok:
         _spec().parse_options(raw)

@@ -223,7 +223,8 @@ def test_accuracy_drop_gate_both_sides(tmp_path, fixtures_dir):
 
 def test_a_written_model_failing_the_final_gate_exits_1(tmp_path, fixtures_dir, run_cli):
     run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", tmp_path / "out.onnx", "--pass", "fold",
-                  "--data", fixtures_dir / "digits_cnn_val.npz", "--max-latency-ratio", "0.01", "--latency-runs", "3")  # fmt: skip
+                  "--data", fixtures_dir / "digits_cnn_val.npz", "--max-latency-ratio", "0.01",
+                  "--latency-runs", "3")  # fmt: skip
     assert run.returncode == 1 and "the written model fails validation: latency ratio" in run.stderr
 
 
@@ -266,7 +267,8 @@ def test_a_token_axis_that_changes_length_between_feeds_is_compared(tmp_path):
         "def load():\n"
         "    for length in (3, 7, 5):\n"
         "        mask = np.ones((2, length), np.int64); mask[0, -1] = 0\n"
-        "        yield {'input_ids': np.arange(2 * length, dtype=np.int64).reshape(2, length) % 50, 'attention_mask': mask}\n"
+        "        yield {'input_ids': np.arange(2 * length, dtype=np.int64).reshape(2, length) % 50, "
+        "'attention_mask': mask}\n"
     )
     result = onnxopt.validate(model, model, data=f"{tmp_path / 'feeds.py'}:load", latency_runs=0)
     assert result.passed and result.compared and result.samples == 6, result.failure_reason()

@@ -26,8 +26,10 @@ def _recurrent_model(path: Path, opset: int = 17) -> Path:
         return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32), name)
 
     inits = [
-        weight("lstm_w", 2, 4 * HIDDEN, FEATURES), weight("lstm_r", 2, 4 * HIDDEN, HIDDEN), weight("lstm_b", 2, 8 * HIDDEN),
-        weight("gru_w", 1, 3 * HIDDEN, 2 * HIDDEN), weight("gru_r", 1, 3 * HIDDEN, HIDDEN), weight("head", HIDDEN, CLASSES),
+        weight("lstm_w", 2, 4 * HIDDEN, FEATURES), weight("lstm_r", 2, 4 * HIDDEN, HIDDEN),
+        weight("lstm_b", 2, 8 * HIDDEN),
+        weight("gru_w", 1, 3 * HIDDEN, 2 * HIDDEN), weight("gru_r", 1, 3 * HIDDEN, HIDDEN),
+        weight("head", HIDDEN, CLASSES),
         numpy_helper.from_array(np.array([SEQ, -1, 2 * HIDDEN], np.int64), "merged"),
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
     ]  # fmt: skip
@@ -41,8 +43,13 @@ def _recurrent_model(path: Path, opset: int = 17) -> Path:
         helper.make_node("Squeeze", ["gy", "axis1"], ["gs"]),
         helper.make_node("MatMul", ["gs", "head"], ["y"], name="head_matmul"),
     ]  # fmt: skip
-    graph = helper.make_graph(nodes, "recurrent", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", SEQ, FEATURES])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [SEQ, "n", CLASSES])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "recurrent",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", SEQ, FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [SEQ, "n", CLASSES])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
     return path
 
@@ -195,8 +202,8 @@ def test_packed_bits_decode_in_onnxruntime(tmp_path, shape):
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_cluster_after_quantize_stores_the_int8_recurrent_weights_in_four_bits(model, tmp_path, per_channel):
     out = tmp_path / "int8_4bit.onnx"
-    report = onnxopt.optimize(model, out, passes=["quantize", f"cluster:per_channel={per_channel}"], data=model.with_name("calib.npz"),
-                              gates=LOOSE)  # fmt: skip
+    report = onnxopt.optimize(model, out, passes=["quantize", f"cluster:per_channel={per_channel}"],
+                              data=model.with_name("calib.npz"), gates=LOOSE)  # fmt: skip
     assert report.exit_code == 0, report.message
     tensors, weights = report.steps[1].stats["tensors"], _initializers(out)
     for name in ("lstm_w_int8", "lstm_r_int8", "gru_w_int8", "gru_r_int8"):
@@ -251,7 +258,8 @@ def test_weight_only_reaches_gemm_weights_and_names_the_conv_it_cannot(tmp_path)
              numpy_helper.from_array(np.array([-1, 2, 4, 4], np.int64), "image")]  # fmt: skip
     nodes = [helper.make_node("Reshape", ["x", "image"], ["i"]),
              helper.make_node("Conv", ["i", "conv_w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Gemm", ["f", "gemm_w"], ["y"], transB=1, name="gemm")]  # fmt: skip
+             helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("Gemm", ["f", "gemm_w"], ["y"], transB=1, name="gemm")]  # fmt: skip
     graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])], inits)  # fmt: skip
     path = tmp_path / "gemm.onnx"
@@ -274,7 +282,8 @@ def test_lstm_weights_inside_if_branches_are_stored_as_int8_too(tmp_path):
 
     def branch(name: str) -> onnx.GraphProto:
         inits = [numpy_helper.from_array((rng.standard_normal((1, 64, 8)) / 3).astype(np.float32), f"{name}_w"),
-                 numpy_helper.from_array((rng.standard_normal((1, 64, 16)) / 4).astype(np.float32), f"{name}_r")]  # fmt: skip
+                 numpy_helper.from_array((rng.standard_normal((1, 64, 16)) / 4).astype(np.float32),
+                                         f"{name}_r")]  # fmt: skip
         node = helper.make_node(
             "LSTM", ["x", f"{name}_w", f"{name}_r"], [f"{name}_y"], hidden_size=16, name=f"{name}_lstm"
         )
@@ -313,5 +322,7 @@ def test_weights_in_if_branches_and_the_condition_are_reported_by_their_own_name
     report = onnxopt.optimize(fixtures_dir / "if_model.onnx", tmp_path / "static.onnx", passes=["quantize"],
                               data=fixtures_dir / "if_model_calib.npz", gates=LOOSE)  # fmt: skip
     assert report.exit_code == 0, report.message
-    assert report.steps[0].stats["weights_left_float"] == {"fc1.weight": "Gemm: computes an If / Loop condition",
-                                                           "fc2.weight": "Gemm: inside an If / Loop / Scan body"}  # fmt: skip
+    assert report.steps[0].stats["weights_left_float"] == {
+        "fc1.weight": "Gemm: computes an If / Loop condition",
+        "fc2.weight": "Gemm: inside an If / Loop / Scan body",
+    }

@@ -1,4 +1,5 @@
-"""The cluster pass: k-means quality and speed-independent facts, both encodings, zeros kept, decoding in onnxruntime."""
+"""The cluster pass: k-means quality and speed-independent facts, both encodings, zeros kept, decoding in
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -47,15 +48,21 @@ def _mlp(path: Path, opset: int, inputs: int = 64, outputs: int = 96) -> Path:
     inits = [numpy_helper.from_array(rng.standard_normal((inputs, outputs)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(outputs).astype(np.float32), "b")]  # fmt: skip
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
     return path
 
 
 @pytest.mark.parametrize(("opset", "encoding", "per_channel", "index", "shape"), [
     (17, "codebook", False, "packed4", (64, 96)), (21, "codebook", False, "uint4", (64, 96)),
-    (17, "codebook", True, "packed4", (64, 96)), (17, "codebook", False, "packed4", (63, 95)),  # an odd count of nibbles
+    (17, "codebook", True, "packed4", (64, 96)),
+    (17, "codebook", False, "packed4", (63, 95)),  # an odd count of nibbles
     (17, "codebook", False, "packed4", (257, 257)),  # large enough for the table of centroid pairs, odd too
     (17, "snap", False, None, (64, 96)),
 ])  # fmt: skip
@@ -118,7 +125,8 @@ def _conv_transpose(path: Path) -> Path:
     weight = numpy_helper.from_array(np.random.default_rng(6).standard_normal((8, 16, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("ConvTranspose", ["x", "w"], ["y"])], "deconv",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 7, 7])], [weight])  # fmt: skip
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 7, 7])],
+                              [weight])  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -178,7 +186,8 @@ def test_int8_weights_stored_in_4_bits_still_run_as_int8(tmp_path, mode):
         outputs[encoding] = ort.InferenceSession(str(out)).run(None, x)[0]
         ops[encoding] = _optimized_ops(out, tmp_path)
     assert np.array_equal(outputs["codebook"], outputs["snap"])  # the decoder yields the clustered int8 tensor
-    # onnxruntime folds the decoder and runs the same int8 kernels (QGemm: fold made the MatMul + Add a Gemm; MatMulInteger)
+    # onnxruntime folds the decoder and runs the same int8 kernels (QGemm: fold made the MatMul + Add a Gemm;
+    # MatMulInteger)
     assert ops["codebook"] == ops["snap"] and "Gather" not in ops["codebook"]
     assert {"QGemm", "MatMulInteger", "DynamicQuantizeMatMul"} & set(ops["codebook"])
     size = (tmp_path / f"{mode}_codebook.onnx").stat().st_size
@@ -200,8 +209,8 @@ def test_weights_clustered_then_quantized_per_channel_are_encoded_exactly(tmp_pa
 
 
 def test_small_weights_stay_snapped_where_a_codebook_would_cost_more(fixtures_dir, tmp_path):
-    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "c.onnx", passes=["fold", "cluster:min_elements=64"],
-                              gates={"min_cosine": 0.9})  # fmt: skip
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "c.onnx",
+                              passes=["fold", "cluster:min_elements=64"], gates={"min_cosine": 0.9})  # fmt: skip
     assert report.exit_code == 0, report.message
     stored = {name: t["stored"] for name, t in report.steps[1].stats["tensors"].items()}
     # 72 values: uint8 indices + codebook + decoder > 288 bytes of floats; 640: uint8 beats unpacking nibbles

@@ -313,8 +313,10 @@ def test_images_leave_npy_folders_and_other_files_to_the_host(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("module, package, make", [
-    ("PIL.Image", "pillow", lambda tmp: (write_images(tmp / "imgs", 1), str(tmp / "imgs"), conv_model(tmp / "m.onnx", [1, 3, 4, 4]))),
-    ("tokenizers", "tokenizers", lambda tmp: ((tmp / "c.txt").write_text("a\n"), f"{tmp / 'c.txt'}?tokenizer={write_tokenizer(tmp / 't.json', [])}",
+    ("PIL.Image", "pillow", lambda tmp: (write_images(tmp / "imgs", 1), str(tmp / "imgs"),
+                                         conv_model(tmp / "m.onnx", [1, 3, 4, 4]))),
+    ("tokenizers", "tokenizers", lambda tmp: ((tmp / "c.txt").write_text("a\n"),
+                                              f"{tmp / 'c.txt'}?tokenizer={write_tokenizer(tmp / 't.json', [])}",
                                               text_model(tmp / "m.onnx", rows=8))),
 ])  # fmt: skip
 def test_missing_extra_is_one_line_naming_it(
@@ -620,18 +622,23 @@ BAD = {
     "not a wav": _not_a_wav,
     "float wav": _float_wav,
     "rate mismatch": _rate_mismatch,
-    "loader raises": _loader("def load_data():\n    raise RuntimeError('disk on fire')\n", "load_data raised RuntimeError: disk on fire"),
+    "loader raises": _loader("def load_data():\n    raise RuntimeError('disk on fire')\n",
+                             "load_data raised RuntimeError: disk on fire"),
     "loader raises mid-way": _loader(
         "def load_data():\n    yield {'x': np.zeros((1, 3, 4, 4), np.float32)}\n    raise KeyError('k')\n",
         "load_data raised KeyError: 'k' making feed 1"),
-    "loader import fails": _loader("import no_such_module_here\n", "raised ModuleNotFoundError: No module named 'no_such_module_here' while importing"),
+    "loader import fails": _loader("import no_such_module_here\n",
+                                   "raised ModuleNotFoundError: No module named 'no_such_module_here' while importing"),
     "loader wrong names": _loader("def load_data():\n    return [{'image': np.zeros((1, 3, 4, 4), np.float32)}]\n",
                                   "feed 0: missing input(s) x; unknown name(s) image (model inputs: x)"),
-    "loader wrong dtype": _loader("def load_data():\n    return [{'x': np.zeros((1, 3, 4, 4))}]\n", "input 'x' has dtype float64, the model expects float32"),
-    "loader wrong shape": _loader("def load_data():\n    return [{'x': np.zeros((1, 4, 4), np.float32)}]\n", "input 'x' has shape [1, 4, 4]"),
+    "loader wrong dtype": _loader("def load_data():\n    return [{'x': np.zeros((1, 3, 4, 4))}]\n",
+                                  "input 'x' has dtype float64, the model expects float32"),
+    "loader wrong shape": _loader("def load_data():\n    return [{'x': np.zeros((1, 4, 4), np.float32)}]\n",
+                                  "input 'x' has shape [1, 4, 4]"),
     "loader not iterable": _loader("def load_data():\n    return 3\n", "returned a int, not an iterable of feed dicts"),
     "loader no function": _loader("", "has no function 'load_data'"),
-    "loader module missing": lambda tmp_path: (conv_model(tmp_path / "m.onnx", ["N", 3, 4, 4]), "no_such_module_xyz.data:load_data",
+    "loader module missing": lambda tmp_path: (conv_model(tmp_path / "m.onnx", ["N", 3, 4, 4]),
+                                               "no_such_module_xyz.data:load_data",
                                                "no_such_module_xyz.data: no such module"),
     "loader yields nothing": _loader("def load_data():\n    return []\n", "yielded no feeds"),
 }  # fmt: skip

@@ -63,7 +63,8 @@ def test_fold_options_turn_steps_off(fixtures_dir, tmp_path):
 
 def test_input_standardization_folds_into_the_first_gemm(fixtures_dir, tmp_path):
     out = tmp_path / "iris.onnx"
-    report = onnxopt.optimize(fixtures_dir / "iris_mlp.onnx", out, passes=["fold"], data=fixtures_dir / "iris_mlp_val.npz",
+    report = onnxopt.optimize(fixtures_dir / "iris_mlp.onnx", out, passes=["fold"],
+                              data=fixtures_dir / "iris_mlp_val.npz",
                               gates={"atol": 1e-5, "rtol": 1e-4, "max_accuracy_drop": 0.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     assert [n.op_type for n in onnx.load(out).graph.node] == ["Gemm", "Relu", "Gemm", "Softmax"]

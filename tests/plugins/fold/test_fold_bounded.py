@@ -33,10 +33,12 @@ def generator_model(op: str, rows: int, cols: int, in_branch: bool = False) -> o
     f32 = lambda name, value: numpy_helper.from_array(np.array(value, np.float32), name)  # noqa: E731
     i64 = lambda name, value: numpy_helper.from_array(np.array(value, np.int64), name)  # noqa: E731
     made = {
-        "ConstantOfShape": ([i64("dims", [rows, cols])], [helper.make_node("ConstantOfShape", ["dims"], ["g"], value=f32("v", [1.0]))]),
+        "ConstantOfShape": ([i64("dims", [rows, cols])],
+                            [helper.make_node("ConstantOfShape", ["dims"], ["g"], value=f32("v", [1.0]))]),
         "Expand": ([i64("dims", [rows, cols]), f32("one", 1.0)], [helper.make_node("Expand", ["one", "dims"], ["g"])]),
         "Tile": ([i64("dims", [rows, cols]), f32("one", [[1.0]])], [helper.make_node("Tile", ["one", "dims"], ["g"])]),
-        "Range": ([f32("a", 0), f32("b", rows * cols), f32("c", 1)], [helper.make_node("Range", ["a", "b", "c"], ["g"])]),
+        "Range": ([f32("a", 0), f32("b", rows * cols), f32("c", 1)],
+                  [helper.make_node("Range", ["a", "b", "c"], ["g"])]),
     }  # fmt: skip
     inits, nodes = made[op]
     inits = [*inits, f32("two", 2.0)]

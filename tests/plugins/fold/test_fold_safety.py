@@ -112,8 +112,9 @@ def test_nothing_outside_an_opset_12_model_is_emitted(tmp_path):
 
 def test_if_model_with_fixed_shapes_keeps_both_branches_working(tmp_path, fixtures_dir):
     out = tmp_path / "if.onnx"
-    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold:fix_input_shapes=true"], shapes={"input": (1, 4)},
-                              data=fixtures_dir / "if_model_val.npz", batch_size=1)  # fmt: skip
+    report = onnxopt.optimize(fixtures_dir / "if_model.onnx", out, passes=["fold:fix_input_shapes=true"],
+                              shapes={"input": (1, 4)}, data=fixtures_dir / "if_model_val.npz",
+                              batch_size=1)  # fmt: skip
     assert report.exit_code == 0, report.message
     rows = np.load(fixtures_dir / "if_model_val.npz")["input"]
     for row in rows:  # one row at a time: each branch is taken by some rows
@@ -156,7 +157,8 @@ def test_fused_ops_are_never_undone(tmp_path):
         helper.make_node("Gelu", ["a"], ["y"]),
     ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 8])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 8])], [w, b], opset=20)  # fmt: skip
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 8])], [w, b],
+                   opset=20)  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)})
     assert _ops(out) == ["MatMul", "Add", "Gelu"]
 
@@ -195,7 +197,8 @@ def test_unknown_domains_are_folded_around(tmp_path):
         numpy_helper.from_array(np.array(3, np.float32), "three"),
     ]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits, domains=["com.microsoft"])  # fmt: skip
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits,
+                   domains=["com.microsoft"])  # fmt: skip
     out, _ = _fold(tmp_path, model, {"x": np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)})
     assert _ops(out) == ["Mul", "Gelu"]
 
@@ -236,9 +239,11 @@ def test_loop_body_is_simplified(tmp_path):
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
         ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
          helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [None, 3])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [None, 3])],
         [numpy_helper.from_array(np.array(1.0, np.float32), "c1")],
     )  # fmt: skip
     inits = [numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")]

@@ -100,8 +100,13 @@ def test_keras_student_distilled_with_the_teacher_names(fixtures_dir, tmp_path, 
 
 def test_keras_iris_example_runs_end_to_end(tmp_path):
     pytest.importorskip("torch")
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "keras-iris" / "run_example.py"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900, env={**os.environ, "ONNXOPT_CACHE_DIR": str(tmp_path / "c")})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "keras-iris" / "run_example.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "ONNXOPT_CACHE_DIR": str(tmp_path / "c")},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stdout and result.stdout.count("  ok: ") >= 14
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == sorted([

@@ -29,7 +29,8 @@ def images(fixtures_dir: Path) -> dict[str, np.ndarray]:
 
 def test_magnitude_per_layer_prunes_each_weight_to_the_target_and_leaves_biases(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
-    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:sparsity=0.6,min_elements=256"],
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
+                              passes=["prune:sparsity=0.6,min_elements=256"],
                               gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     before, after = _initializers(fixtures_dir / "tiny_transformer.onnx"), _initializers(out)
@@ -49,7 +50,8 @@ def test_magnitude_per_layer_prunes_each_weight_to_the_target_and_leaves_biases(
 def test_magnitude_global_uses_one_threshold_so_layers_differ(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
-                              passes=["prune:sparsity=0.5,scope=global,min_elements=256"], gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
+                              passes=["prune:sparsity=0.5,scope=global,min_elements=256"],
+                              gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     tensors = report.steps[0].stats["tensors"]
     after = _initializers(out)
     total = sum(after[n].size for n in tensors)
@@ -99,8 +101,10 @@ def test_structured_removes_exactly_the_dead_channels_through_every_coupling(tmp
 
 def test_structured_shrinks_a_cnn_and_makes_it_smaller_and_lighter(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
-    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["prune:kind=structured,sparsity=0.5,round_to=1"],
-                              data=fixtures_dir / "digits_cnn_val.npz", gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
+    report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out,
+                              passes=["prune:kind=structured,sparsity=0.5,round_to=1"],
+                              data=fixtures_dir / "digits_cnn_val.npz",
+                              gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     pruned, original = report.steps[0].figures, report.original
     assert report.steps[0].stats["layers_pruned"] == 2
@@ -117,15 +121,18 @@ def test_structured_by_activation_needs_data_and_uses_it(tmp_path, fixtures_dir)
     by_norm, by_activation = tmp_path / "n.onnx", tmp_path / "a.onnx"
     data = fixtures_dir / "digits_cnn_val.npz"
     for path, criterion in ((by_norm, "l1"), (by_activation, "activation")):
-        report = onnxopt.optimize(source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
-                                  data=data, gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
+        report = onnxopt.optimize(
+            source, path, passes=["fold", f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
+            data=data, gates={"min_cosine": 0.0, "min_channel_cosine": -1.0},
+        )  # fmt: skip
         assert report.exit_code == 0, report.message
     assert not np.array_equal(_initializers(by_norm)["fc.weight"], _initializers(by_activation)["fc.weight"])
 
 
 def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_dir):
     out = tmp_path / "out.onnx"
-    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out, passes=["prune:kind=structured,sparsity=0.5"],
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
+                              passes=["prune:kind=structured,sparsity=0.5"],
                               gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
     assert (
@@ -138,7 +145,8 @@ def test_structured_keeps_blocked_groups_whole_and_says_why(tmp_path, fixtures_d
 
 def test_round_to_keeps_the_nearest_multiple_of_channels(tmp_path, fixtures_dir):
     report = onnxopt.optimize(fixtures_dir / "coupled_cnn.onnx", tmp_path / "out.onnx",
-                              passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"], gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
+                              passes=["prune:kind=structured,sparsity=0.6,round_to=4,min_channels=2"],
+                              gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     layers = report.steps[0].stats["layers"]
     assert layers["c1"] == "8 -> 4"  # 3.2 -> 4
     assert layers["s1"].startswith("4 kept")  # no wider than round_to: left whole
@@ -212,8 +220,9 @@ def _random_cnn(rng: np.random.Generator, steps: int) -> onnx.ModelProto:
     else:
         nodes.append(helper.make_node("Identity", [conv(x, c, 3)], ["out"], name="head"))
         outputs.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3, s, s]))
-    graph = helper.make_graph(nodes, "random_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 8, 16, 16])],
-                              outputs, inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "random_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 8, 16, 16])], outputs, inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -239,7 +248,8 @@ def test_structured_prunes_inside_if_branches(fixtures_dir, tmp_path, criterion)
     # each branch: Conv 3->8 with two dead channels -> Relu -> Conv 8->4; the then-branch's first weight is an
     # outer-scope initializer of the main graph, the else-branch's its own
     source, out = fixtures_dir / "branch_cnn.onnx", tmp_path / "out.onnx"
-    report = onnxopt.optimize(source, out, passes=[f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
+    report = onnxopt.optimize(source, out,
+                              passes=[f"prune:kind=structured,sparsity=0.25,round_to=1,criterion={criterion}"],
                               data="synthetic:8", gates={"min_cosine": 0.0, "min_channel_cosine": -1.0})  # fmt: skip
     assert report.exit_code == 0, report.message
     layers = report.steps[0].stats["layers"]

@@ -26,7 +26,8 @@ def _run(path: Path, feed: dict) -> list[np.ndarray]:
 def test_static_int8_digits_keeps_accuracy(fixtures_dir, tmp_path):
     out = tmp_path / "q.onnx"
     report = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", out, passes=["fold", "quantize"],
-                              data=fixtures_dir / "digits_cnn_calib.npz", gates={"max_accuracy_drop": 0.01})  # fmt: skip
+                              data=fixtures_dir / "digits_cnn_calib.npz",
+                              gates={"max_accuracy_drop": 0.01})  # fmt: skip
     assert report.exit_code == 0, report.message
     assert report.steps[1].status == "kept"
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(_ops(out))
@@ -53,8 +54,13 @@ def _embedding_model(path: Path, vocab: int = 512, dim: int = 64) -> Path:
         numpy_helper.from_array(rng.standard_normal((dim, dim)).astype(np.float32) / 8, "w"),
     ]
     nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), helper.make_node("MatMul", ["emb", "w"], ["y"])]
-    graph = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, dim])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, dim])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -97,8 +103,13 @@ def _conv_model(path: Path, opset: int) -> Path:
         helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7
     onnx.save(model, path)
@@ -142,8 +153,13 @@ def _detector(path: Path) -> Path:
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
         helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 16, 16])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 16, 16])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
 
@@ -175,7 +191,8 @@ def test_accuracy_aware_loop_keeps_searching_within_budget_and_always_writes(fix
     val = fixtures_dir / "tiny_transformer_val.npz"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", out,
                               passes=[f"quantize:accuracy_aware=true,max_trials=3,candidates=4,validation_data={val}"],
-                              data=fixtures_dir / "tiny_transformer_calib.npz", gates={"min_cosine": 0.999999})  # fmt: skip
+                              data=fixtures_dir / "tiny_transformer_calib.npz",
+                              gates={"min_cosine": 0.999999})  # fmt: skip
     stats = report.steps[0].stats
     assert len(stats["trials"]) == 4 and stats["gates_met"] is False
     assert stats["ranked_by_output"] == 4 and stats["judged_on"].endswith("tiny_transformer_val.npz")
@@ -259,8 +276,13 @@ def _hardswish_layernorm_model(path: Path) -> Path:
     ]
     inits = [numpy_helper.from_array(v, k) for k, v in consts.items()]
     inits.append(numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w2"))
-    graph = helper.make_graph(nodes, "hs_ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "hs_ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
 
@@ -341,8 +363,9 @@ def test_calibration_reads_exactly_the_first_calibration_samples_rows(fixtures_d
     loose = {"min_cosine": 0.0, "min_channel_cosine": -1.0}
     np.savez(tmp_path / "all.npz", input=calib[:32])
     np.savez(tmp_path / "five.npz", input=calib[:5])
-    capped = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "capped.onnx", passes=["quantize:calibration_samples=5"],
-                              data=tmp_path / "all.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
+    capped = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "capped.onnx",
+                              passes=["quantize:calibration_samples=5"], data=tmp_path / "all.npz", batch_size=2,
+                              gates=loose, latency_runs=0)  # fmt: skip
     alone = onnxopt.optimize(fixtures_dir / "digits_cnn.onnx", tmp_path / "alone.onnx", passes=["quantize"],
                              data=tmp_path / "five.npz", batch_size=2, gates=loose, latency_runs=0)  # fmt: skip
     assert capped.exit_code == alone.exit_code == 0, capped.message or alone.message
@@ -372,8 +395,10 @@ def _registry():
 
 @pytest.mark.parametrize(("old", "new", "calibrated"), [
     ("quantize:mode=static", "quantize", True),
-    ("quantize:accuracy_aware=true,max_trials=1,candidates=2", "quantize-accuracy-aware:max_trials=1,candidates=2", True),
-    ("quantize:mode=static,accuracy_aware=true,max_trials=1,candidates=2", "quantize-accuracy-aware:max_trials=1,candidates=2", True),
+    ("quantize:accuracy_aware=true,max_trials=1,candidates=2",
+     "quantize-accuracy-aware:max_trials=1,candidates=2", True),
+    ("quantize:mode=static,accuracy_aware=true,max_trials=1,candidates=2",
+     "quantize-accuracy-aware:max_trials=1,candidates=2", True),
     ("quantize:mode=dynamic", "quantize-dynamic", False),
     ("quantize:mode=weight_only,block_size=16", "quantize-weight-only:block_size=16", False),
 ])  # fmt: skip
@@ -395,7 +420,8 @@ def test_an_option_of_another_pass_is_refused_naming_the_valid_ones():
     with pytest.raises(UsageError, match=r"pass 'quantize-dynamic' has no option 'bits' \(valid options: .*streaming"):
         registry.configure("quantize-dynamic", {"bits": "4"})
     for name, foreign in [("quantize", "max_trials"), ("quantize", "streaming"), ("quantize-weight-only", "method"),
-                          ("quantize-weight-only", "per_channel"), ("quantize-dynamic", "calibration_samples")]:  # fmt: skip
+                          ("quantize-weight-only", "per_channel"),
+                          ("quantize-dynamic", "calibration_samples")]:  # fmt: skip
         with pytest.raises(UsageError, match=f"pass '{name}' has no option '{foreign}'"):
             registry.configure(name, {foreign: "1"})
     with pytest.raises(UsageError, match="expected one of int8_weights, float"):  # no integer LSTM in weight-only
@@ -431,7 +457,8 @@ def test_only_the_calibrated_passes_need_data():
     ("quantize-accuracy-aware", {"max_time": "0.001"}, True), ("quantize-accuracy-aware", {"max_time": "0"}, False),
     ("quantize-weight-only", {"block_size": "16"}, True), ("quantize-weight-only", {"block_size": "8"}, False),
     ("quantize-weight-only", {"block_size": "48"}, False),
-    ("quantize-weight-only", {"eight_bit_regex": "attn"}, True), ("quantize-weight-only", {"eight_bit_regex": "("}, False),
+    ("quantize-weight-only", {"eight_bit_regex": "attn"}, True),
+    ("quantize-weight-only", {"eight_bit_regex": "("}, False),
     ("quantize-dynamic", {"exclude_regex": "["}, False),
     ("quantize-dynamic", {"streaming": "on", "op_types": "MatMul"}, True),
     ("quantize-dynamic", {"streaming": "on", "op_types": "Conv"}, False),

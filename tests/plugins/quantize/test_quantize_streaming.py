@@ -38,8 +38,10 @@ def _graph(path: Path) -> tuple[list, dict]:
     """(nodes as name / op type / inputs / outputs / attributes, sorted: the two paths order independent nodes
     differently; initializers as dtype / shape / bytes) of a file."""
     graph = onnx.load(str(path)).graph
-    nodes = sorted((n.name, n.op_type, list(n.input), list(n.output), [helper.get_attribute_value(a) for a in n.attribute])
-                   for n in graph.node)  # fmt: skip
+    nodes = sorted(
+        (n.name, n.op_type, list(n.input), list(n.output), [helper.get_attribute_value(a) for a in n.attribute])
+        for n in graph.node
+    )
     inits = {t.name: (t.data_type, list(t.dims), numpy_helper.to_array(t).tobytes()) for t in graph.initializer}
     return nodes, inits
 
@@ -126,7 +128,8 @@ def test_float_weights_are_unmapped_once_quantized(tmp_path: Path) -> None:
 
 
 def test_pipeline_streaming_on_gives_the_onnxruntime_paths_file(fixtures_dir: Path, tmp_path: Path) -> None:
-    """tiny_transformer (8 weight MatMuls / Gemms, q/k/v on one activation, 2 MatMuls with computed B) through optimize."""
+    """tiny_transformer (8 weight MatMuls / Gemms, q/k/v on one activation, 2 MatMuls with computed B) through
+    optimize."""
     files, reports = {}, {}
     for setting in ("on", "off"):
         files[setting] = tmp_path / f"{setting}.onnx"
