@@ -387,3 +387,30 @@ STATIC_INPUTS = {("Reshape", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 1),
                  ("Clip", 1), ("Clip", 2), ("Expand", 1), ("Tile", 1), ("Split", 1), ("Pad", 1), ("Pad", 2), ("Pad", 3),
                  ("Resize", 1), ("Resize", 2), ("Resize", 3), ("ConstantOfShape", 0), ("Range", 0), ("Range", 1),
                  ("Range", 2)}  # fmt: skip
+
+#: the float unary ops the pinned torch (2.13.0, x86, MKL) hands to MKL VML (``vmsErf`` ...), probed one by one: the
+#: ones OPS uses (Erf, Exp, Log, Sqrt, Tanh, ReduceL2's sqrt) and their backward's (exp), and the rest for ops to come.
+_VML_OPS = (torch.erf, torch.erfc, torch.exp, torch.log, torch.log2, torch.log10, torch.sqrt, torch.tanh,
+            torch.sin, torch.cos, torch.tan, torch.asin, torch.acos, torch.atan, torch.trunc)  # fmt: skip
+
+
+def resolve_vml_dispatch() -> None:
+    """Call each MKL VML-backed op once on one element, on this thread alone, so MKL resolves its kernels now.
+
+    oneMKL 2024.2 (the one the torch wheels bundle) resolves each VML function's kernel lazily, on its first call,
+    per precision. When that first call runs on several intra-op threads at once (a fresh process's first Erf on a
+    sizable tensor), one thread can compute its whole chunk with the low-accuracy EP kernel though ATen asks for
+    VML_HA: erf off by up to 2.4e-4 and saturating to +-1 from |x| ~ 2.6, bit for bit what ``vmsErf(..., VML_EP)``
+    returns. Only that call is wrong, later ones are exact (pytorch/pytorch#188792). It made tiny_transformer's
+    converted student differ from onnxruntime by 1e-3 in ~7 % of processes. One element stays below ATen's parallel
+    grain, so these calls run here one at a time and every later call finds its kernel resolved. Idempotent, well
+    under a millisecond; without MKL it just computes a few values.
+    """
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.float64):
+            one = torch.full((1,), 0.5, dtype=dtype)
+            for op in _VML_OPS:
+                op(one)
+
+
+resolve_vml_dispatch()  # at import: before any module built from these ops runs

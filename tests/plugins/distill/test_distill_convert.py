@@ -309,3 +309,77 @@ def test_exported_global_pooling_is_written_back_as_global_average_pool(tmp_path
     after = ort.InferenceSession(ir.to_proto(rewritten).SerializeToString()).run(None, {"x": x})
     for a, b in zip(before, after, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def _vml_mode_getter():
+    """MKL's ``vmlGetMode`` from the torch build, or None (no MKL, another platform)."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get_mode = lib.vmlGetMode
+    except (OSError, AttributeError):
+        return None
+    get_mode.restype = ctypes.c_uint
+    return get_mode
+
+
+def _aten_calls(fn, *args):
+    """Every aten call fn(*args) makes, its backward included: (op, args, kwargs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append((func, args, kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        out = fn(*args)
+        if torch.is_tensor(out) and out.requires_grad:
+            out.sum().backward()
+    return calls
+
+
+def _calls_vml(get_mode, func, args, kwargs) -> bool:
+    """Whether the aten call goes through MKL VML: a thread's first VML call sets its VML mode, so run it alone on a
+    fresh thread and look."""
+    import threading
+
+    seen = []
+
+    def run():
+        before = get_mode()
+        func(*args, **kwargs)
+        seen.append(get_mode() != before)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_every_op_reaching_mkl_vml_has_its_dispatch_resolved_at_import():
+    """torch_ops.resolve_vml_dispatch warms each VML function before any parallel first call (oneMKL 2024.2's
+    first-call race gave one thread's chunk the low-accuracy EP kernel: Erf off by 2.4e-4, tiny_transformer's logits
+    by 1e-3 in ~7 % of processes); an op added to OPS that reaches VML must have its torch function in _VML_OPS."""
+    from onnxopt_plugins.distill import torch_ops
+
+    get_mode = _vml_mode_getter()
+    if get_mode is None:
+        pytest.skip("torch is not built with MKL VML here")
+
+    def vml_ops(fn, *args):
+        return {str(f) for f, a, k in _aten_calls(fn, *args) if _calls_vml(get_mode, f, a, k)}
+
+    warmed = set().union(*(vml_ops(op, torch.full((1,), 0.5)) for op in torch_ops._VML_OPS))
+    reaching = {}
+    for name, fn in torch_ops.OPS.items():
+        x = (torch.rand(1, 1, 2, 2) + 0.5).requires_grad_()
+        try:
+            reaching[name] = vml_ops(fn, x)
+        except Exception:  # an op that needs more than one tensor input
+            continue
+    assert {"Erf", "Exp", "Log", "Sqrt", "Tanh"} <= {name for name, ops in reaching.items() if ops}  # the probe works
+    assert {name: ops - warmed for name, ops in reaching.items() if ops - warmed} == {}
