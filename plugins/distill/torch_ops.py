@@ -190,8 +190,14 @@ def _clip(x, low=None, high=None, *, min=None, max=None):  # noqa: A002 - ONNX a
 
 
 _FLOAT = (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
-_TORCH_DTYPES = {ir.DataType.INT64: torch.int64, ir.DataType.INT32: torch.int32, ir.DataType.BOOL: torch.bool,
-                 ir.DataType.INT8: torch.int8, ir.DataType.UINT8: torch.uint8, ir.DataType.INT16: torch.int16}  # fmt: skip
+_TORCH_DTYPES = {
+    ir.DataType.INT64: torch.int64,
+    ir.DataType.INT32: torch.int32,
+    ir.DataType.BOOL: torch.bool,
+    ir.DataType.INT8: torch.int8,
+    ir.DataType.UINT8: torch.uint8,
+    ir.DataType.INT16: torch.int16,
+}
 
 
 def _cast(x, *, to, saturate=1, round_mode="up"):
@@ -296,8 +302,25 @@ def _resize(x, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_
     )
 
 
-def _lstm(x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *, hidden_size, direction="forward",
-          activations=None, activation_alpha=None, activation_beta=None, clip=None, input_forget=0, layout=0):  # fmt: skip
+def _lstm(
+    x,
+    w,
+    r,
+    b=None,
+    sequence_lens=None,
+    initial_h=None,
+    initial_c=None,
+    p=None,
+    *,
+    hidden_size,
+    direction="forward",
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    input_forget=0,
+    layout=0,
+):
     if p is not None or clip is not None or input_forget or layout or sequence_lens is not None:
         raise UnsupportedOp("LSTM with peepholes, clip, input_forget, layout=1 or sequence_lens")
     if activations and [a.lower() for a in activations] != ["sigmoid", "tanh", "tanh"] * len(activations) // 3:
@@ -349,41 +372,83 @@ def _variadic(fn: Op) -> Op:
 
 
 OPS: dict[str, Op] = {
-    "Add": _no_attributes(torch.add), "Sub": _no_attributes(torch.sub), "Mul": _no_attributes(torch.mul),
-    "Div": _no_attributes(torch.div), "Pow": _no_attributes(torch.pow), "MatMul": _no_attributes(torch.matmul),
-    "Sqrt": _no_attributes(torch.sqrt), "Exp": _no_attributes(torch.exp), "Log": _no_attributes(torch.log),
-    "Neg": _no_attributes(torch.neg), "Abs": _no_attributes(torch.abs), "Erf": _no_attributes(torch.erf),
-    "Reciprocal": _no_attributes(torch.reciprocal), "Floor": _no_attributes(torch.floor), "Ceil": _no_attributes(torch.ceil),
-    "Relu": _no_attributes(F.relu), "Sigmoid": _no_attributes(torch.sigmoid), "Tanh": _no_attributes(torch.tanh),
-    "HardSwish": _no_attributes(F.hardswish), "Softplus": _no_attributes(F.softplus), "PRelu": _no_attributes(F.prelu),
-    "Identity": _no_attributes(lambda x: x), "Dropout": lambda x, *_, **__: x,
+    "Add": _no_attributes(torch.add),
+    "Sub": _no_attributes(torch.sub),
+    "Mul": _no_attributes(torch.mul),
+    "Div": _no_attributes(torch.div),
+    "Pow": _no_attributes(torch.pow),
+    "MatMul": _no_attributes(torch.matmul),
+    "Sqrt": _no_attributes(torch.sqrt),
+    "Exp": _no_attributes(torch.exp),
+    "Log": _no_attributes(torch.log),
+    "Neg": _no_attributes(torch.neg),
+    "Abs": _no_attributes(torch.abs),
+    "Erf": _no_attributes(torch.erf),
+    "Reciprocal": _no_attributes(torch.reciprocal),
+    "Floor": _no_attributes(torch.floor),
+    "Ceil": _no_attributes(torch.ceil),
+    "Relu": _no_attributes(F.relu),
+    "Sigmoid": _no_attributes(torch.sigmoid),
+    "Tanh": _no_attributes(torch.tanh),
+    "HardSwish": _no_attributes(F.hardswish),
+    "Softplus": _no_attributes(F.softplus),
+    "PRelu": _no_attributes(F.prelu),
+    "Identity": _no_attributes(lambda x: x),
+    "Dropout": lambda x, *_, **__: x,
     "LeakyRelu": lambda x, *, alpha=0.01: F.leaky_relu(x, alpha),
     "Gelu": lambda x, *, approximate="none": F.gelu(x, approximate=approximate),
     "HardSigmoid": _hard_sigmoid,
-    "Softmax": _softmax(F.softmax), "LogSoftmax": _softmax(F.log_softmax), "Clip": _clip, "Cast": _cast,
-    "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose, "LayerNormalization": _layer_norm,
-    "MaxPool": _pool("Max"), "AveragePool": _pool("Average"),
+    "Softmax": _softmax(F.softmax),
+    "LogSoftmax": _softmax(F.log_softmax),
+    "Clip": _clip,
+    "Cast": _cast,
+    "Gemm": _gemm,
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "LayerNormalization": _layer_norm,
+    "MaxPool": _pool("Max"),
+    "AveragePool": _pool("Average"),
     "GlobalAveragePool": lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
     "GlobalMaxPool": lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
-    "Flatten": _flatten, "Reshape": _reshape, "Transpose": lambda x, *, perm=None: x.permute(*(perm or reversed(range(x.dim())))),
-    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Slice": _slice, "Split": _split, "Pad": _pad, "Resize": _resize,
-    "Concat": lambda *xs, axis: torch.cat(xs, dim=axis), "Gather": _gather, "Expand": _expand, "Where": _where,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Transpose": lambda x, *, perm=None: x.permute(*(perm or reversed(range(x.dim())))),
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Slice": _slice,
+    "Split": _split,
+    "Pad": _pad,
+    "Resize": _resize,
+    "Concat": lambda *xs, axis: torch.cat(xs, dim=axis),
+    "Gather": _gather,
+    "Expand": _expand,
+    "Where": _where,
     "Tile": lambda x, repeats: x.repeat(*[int(r) for r in ints(repeats)]),
-    "Range": _range, "ConstantOfShape": _constant_of_shape, "LSTM": _lstm,
+    "Range": _range,
+    "ConstantOfShape": _constant_of_shape,
+    "LSTM": _lstm,
     "Shape": lambda x, *, start=0, end=None: list(x.shape)[start:end],  # turned into a host value by the module
     "Size": lambda x: x.numel(),
-    "Equal": _no_attributes(torch.eq), "Greater": _no_attributes(torch.gt), "Less": _no_attributes(torch.lt),
-    "GreaterOrEqual": _no_attributes(torch.ge), "LessOrEqual": _no_attributes(torch.le),
-    "And": _no_attributes(torch.logical_and), "Or": _no_attributes(torch.logical_or), "Not": _no_attributes(torch.logical_not),
-    "Min": _variadic(torch.minimum), "Max": _variadic(torch.maximum),
-    "ReduceMean": _reduce(torch.mean), "ReduceSum": _reduce(torch.sum), "ReduceMax": _reduce(torch.amax),
+    "Equal": _no_attributes(torch.eq),
+    "Greater": _no_attributes(torch.gt),
+    "Less": _no_attributes(torch.lt),
+    "GreaterOrEqual": _no_attributes(torch.ge),
+    "LessOrEqual": _no_attributes(torch.le),
+    "And": _no_attributes(torch.logical_and),
+    "Or": _no_attributes(torch.logical_or),
+    "Not": _no_attributes(torch.logical_not),
+    "Min": _variadic(torch.minimum),
+    "Max": _variadic(torch.maximum),
+    "ReduceMean": _reduce(torch.mean),
+    "ReduceSum": _reduce(torch.sum),
+    "ReduceMax": _reduce(torch.amax),
     "ReduceMin": _reduce(torch.amin),
     "ReduceL2": _reduce(lambda x, dim, keepdim: torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim))),
-}  # fmt: skip
+}
 
 #: Inputs read as static Python values (host values), never as tensors: (op, input index).
-STATIC_INPUTS = {("Reshape", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4),
-                 ("ReduceMean", 1), ("ReduceSum", 1), ("ReduceMax", 1), ("ReduceMin", 1), ("ReduceL2", 1),
+STATIC_INPUTS = {("Reshape", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3),
+                 ("Slice", 4), ("ReduceMean", 1), ("ReduceSum", 1), ("ReduceMax", 1), ("ReduceMin", 1), ("ReduceL2", 1),
                  ("Clip", 1), ("Clip", 2), ("Expand", 1), ("Tile", 1), ("Split", 1), ("Pad", 1), ("Pad", 2), ("Pad", 3),
                  ("Resize", 1), ("Resize", 2), ("Resize", 3), ("ConstantOfShape", 0), ("Range", 0), ("Range", 1),
                  ("Range", 2)}  # fmt: skip

@@ -120,8 +120,17 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
     states = []
     for _ in range(2):
-        job = TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), Split({"input": data["input"]}, teacher, data["labels"]),
-                          None, ["input"], ["logits"], 0, False, Hyperparameters(epochs=2, seed=5), tmp_path / "x.onnx")  # fmt: skip
+        job = TrainingJob(
+            ir.load(fixtures_dir / "digits_cnn.onnx"),
+            Split({"input": data["input"]}, teacher, data["labels"]),
+            None,
+            ["input"],
+            ["logits"],
+            0,
+            False,
+            Hyperparameters(epochs=2, seed=5),
+            tmp_path / "x.onnx",
+        )
         student = TorchStudent(OnnxModule(job.student), job)
         result = train(job, student)
         states.append({k: v.clone() for k, v in student.module.state_dict().items()})
@@ -141,8 +150,17 @@ def test_mse_loss_moves_a_regression_style_student_towards_the_teacher_outputs(f
     data = np.load(fixtures_dir / "digits_cnn_calib.npz")
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
     rows = Split({"input": data["input"]}, teacher * 2.0 + 1.0)  # a target the student does not compute yet
-    job = TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), rows, None, ["input"], ["logits"], 0, False,
-                      Hyperparameters(epochs=30, lr=0.01, loss="mse", patience=0), tmp_path / "x.onnx")  # fmt: skip
+    job = TrainingJob(
+        ir.load(fixtures_dir / "digits_cnn.onnx"),
+        rows,
+        None,
+        ["input"],
+        ["logits"],
+        0,
+        False,
+        Hyperparameters(epochs=30, lr=0.01, loss="mse", patience=0),
+        tmp_path / "x.onnx",
+    )
     result = train(job, TorchStudent(OnnxModule(job.student), job))
     first, best = -result.history[0]["val_score"], -result.best_score
     assert best < 0.5 * first, (first, best)  # the raw outputs, not just their argmax, moved
@@ -181,9 +199,23 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
     pytest.importorskip("torch")
     (tmp_path / "mystudent.py").write_text(STUDENT_MODULE)
     out = tmp_path / "q.onnx"
-    result = run_cli("optimize", fixtures_dir / "iris_mlp.onnx", "-o", out, "--data", fixtures_dir / "iris_mlp_calib.npz",
-                     "--pass", f"distill:student={tmp_path / 'mystudent.py'}:build,epochs=150,lr=0.03,batch_size=8,val_fraction=0,threads=1",
-                     "--pass", "quantize:mode=dynamic", "--min-cosine", "0", "--min-top1", "0.8", "--json")  # fmt: skip
+    result = run_cli(
+        "optimize",
+        fixtures_dir / "iris_mlp.onnx",
+        "-o",
+        out,
+        "--data",
+        fixtures_dir / "iris_mlp_calib.npz",
+        "--pass",
+        f"distill:student={tmp_path / 'mystudent.py'}:build,epochs=150,lr=0.03,batch_size=8,val_fraction=0,threads=1",
+        "--pass",
+        "quantize:mode=dynamic",
+        "--min-cosine",
+        "0",
+        "--min-top1",
+        "0.8",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [s["status"] for s in report["steps"]] == ["kept", "kept"]
@@ -191,11 +223,14 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
     assert _accuracy(out, fixtures_dir / "iris_mlp_val.npz") >= 0.9
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--student", "no_such_module_xyz:build"], "no_such_module_xyz: no such module"),
-    (["--width", "1.5"], "pass 'distill': width must be > 0, <= 1, got 1.5"),  # the range declared on the option
-    (["--data", "synthetic:8"], "distill trains on real data"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--student", "no_such_module_xyz:build"], "no_such_module_xyz: no such module"),
+        (["--width", "1.5"], "pass 'distill': width must be > 0, <= 1, got 1.5"),  # the range declared on the option
+        (["--data", "synthetic:8"], "distill trains on real data"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):
     base = [
         "distill",
@@ -249,9 +284,12 @@ def test_students_no_backend_can_train_are_refused_and_nothing_is_written(fixtur
         pytest.importorskip("torch")
         from onnx import TensorProto, helper
 
-        graph = helper.make_graph([helper.make_node("Hardmax", ["input"], ["probabilities"])], "g",
-                                  [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4])],
-                                  [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 4])])  # fmt: skip
+        graph = helper.make_graph(
+            [helper.make_node("Hardmax", ["input"], ["probabilities"])],
+            "g",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4])],
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 4])],
+        )
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / options["student"])
         options = {"student": tmp_path / options["student"]}
     out = tmp_path / "s.onnx"

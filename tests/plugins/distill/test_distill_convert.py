@@ -138,23 +138,35 @@ def test_shape_arithmetic_into_reshape_expand_where_range():
     """torch.onnx's idioms: Shape -> Gather -> Concat -> Reshape, Range position ids, Equal/Where broadcasts."""
     i64 = TensorProto.INT64
     nodes = [
-        helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["batch"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"]),
         helper.make_node("Unsqueeze", ["batch", "zero_axis"], ["batch1"]),
         helper.make_node("Concat", ["batch1", "minus_one"], ["flat_shape"], axis=0),
         helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
-        helper.make_node("Gather", ["shape", "one"], ["seq"]), helper.make_node("Range", ["zero", "seq", "one"], ["pos"]),
-        helper.make_node("Cast", ["pos"], ["posf"], to=F32), helper.make_node("Add", ["x", "posf"], ["shifted"]),
-        helper.make_node("ConstantOfShape", ["shape"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Gather", ["shape", "one"], ["seq"]),
+        helper.make_node("Range", ["zero", "seq", "one"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["posf"], to=F32),
+        helper.make_node("Add", ["x", "posf"], ["shifted"]),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))
+        ),
         helper.make_node("Equal", ["shape", "minus_one"], ["is_neg"]),
         helper.make_node("Where", ["is_neg", "ones_shape", "shape"], ["target"]),
-        helper.make_node("Expand", ["scale", "target"], ["scales"]), helper.make_node("Mul", ["shifted", "scales"], ["y"]),
+        helper.make_node("Expand", ["scale", "target"], ["scales"]),
+        helper.make_node("Mul", ["shifted", "scales"], ["y"]),
         helper.make_node("Greater", ["x", "zero_f"], ["positive"]),
         helper.make_node("Where", ["positive", "x", "shifted"], ["z"]),
         helper.make_node("Flatten", ["ones"], ["ones_flat"], axis=2),
-    ]  # fmt: skip
-    inits = [_init("zero", np.array(0)), _init("one", np.array(1)), _init("zero_axis", np.array([0])),
-             _init("minus_one", np.array([-1])), _init("ones_shape", np.array([1, 1])), _init("scale", _x(1, 1)),
-             _init("zero_f", np.array(0.0, np.float32))]  # fmt: skip
+    ]
+    inits = [
+        _init("zero", np.array(0)),
+        _init("one", np.array(1)),
+        _init("zero_axis", np.array([0])),
+        _init("minus_one", np.array([-1])),
+        _init("ones_shape", np.array([1, 1])),
+        _init("scale", _x(1, 1)),
+        _init("zero_f", np.array(0.0, np.float32)),
+    ]
     outputs = [_vi("flat"), _vi("y"), _vi("z"), _vi("ones_flat", i64)]
     module = _parity(_model(nodes, [_vi("x", shape=["n", "s"])], outputs, inits), {"x": _x(3, 5)})
     with torch.no_grad():  # the shapes follow the input, they were not frozen at construction
@@ -163,8 +175,9 @@ def test_shape_arithmetic_into_reshape_expand_where_range():
 
 def test_lstm_bidirectional_with_initial_state():
     hidden, features = 4, 3
-    node = helper.make_node("LSTM", ["x", "w", "r", "b", "", "h0", "c0"], ["y", "yh", "yc"], hidden_size=hidden,
-                            direction="bidirectional")  # fmt: skip
+    node = helper.make_node(
+        "LSTM", ["x", "w", "r", "b", "", "h0", "c0"], ["y", "yh", "yc"], hidden_size=hidden, direction="bidirectional"
+    )
     inits = [
         _init("w", _x(2, 4 * hidden, features)),
         _init("r", _x(2, 4 * hidden, hidden)),
@@ -188,8 +201,11 @@ def test_if_runs_the_branch_its_runtime_condition_picks():
         out = helper.make_tensor_value_info(name, F32, None)
         return helper.make_graph([helper.make_node(op, ["x", "w"], [name])], f"{name}_g", [], [out])
 
-    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0), helper.make_node("Greater", ["total", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], then_branch=branch("Mul", "t"), else_branch=branch("Sub", "e"))]  # fmt: skip
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch("Mul", "t"), else_branch=branch("Sub", "e")),
+    ]
     model = _model(
         nodes, [_vi("x", shape=[2, 3])], [_vi("y")], [_init("w", _x(2, 3)), _init("zero", np.array(0.0, np.float32))]
     )
@@ -206,9 +222,13 @@ def test_softmax_before_opset_13_flattens_from_its_axis():
 
 def test_dynamic_batch_survives_export_of_shape_arithmetic(tmp_path):
     """A Shape-computed Reshape exports with the batch as a symbol: the student runs at any batch size."""
-    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
-             helper.make_node("Concat", ["batch", "minus_one"], ["target"], axis=0),
-             helper.make_node("Reshape", ["x", "target"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])]  # fmt: skip
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["y"]),
+    ]
     inits = [
         _init("zero", np.array([0])),
         _init("one", np.array([1])),
@@ -218,8 +238,17 @@ def test_dynamic_batch_survives_export_of_shape_arithmetic(tmp_path):
     module = OnnxModule(ir.from_proto(_model(nodes, [_vi("x", shape=["n", 2, 3])], [_vi("y")], inits))).eval()
     path = tmp_path / "student.onnx"
     batch = torch.export.Dim("batch")
-    torch.onnx.export(module, (torch.zeros(2, 2, 3),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_shapes=(({0: batch},),), dynamo=True, external_data=False, verbose=False)  # fmt: skip
+    torch.onnx.export(
+        module,
+        (torch.zeros(2, 2, 3),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_shapes=(({0: batch},),),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
     session = ort.InferenceSession(str(path))
     for rows in (1, 5):
         x = _x(rows, 2, 3)
@@ -268,9 +297,13 @@ REAL = {
     "silero-vad-6.2.3__silero_vad.onnx": _silero,
     "silero-vad-6.2.3__silero_vad_op18_ifless.onnx": _silero,
     "silero-vad-6.2.3__silero_vad_half.onnx": _silero,
-    "silero-vad-6.2.3__silero_vad_16k_sequence.onnx": lambda _: {"input": _x(3, 576), "h": _x(1, 1, 128) * 0.1, "c": _x(1, 1, 128) * 0.1},
+    "silero-vad-6.2.3__silero_vad_16k_sequence.onnx": lambda _: {
+        "input": _x(3, 576),
+        "h": _x(1, 1, 128) * 0.1,
+        "c": _x(1, 1, 128) * 0.1,
+    },
     "ddddocr-1.6.1__common.onnx": lambda _: {"input1": _x(1, 1, 64, 128)},
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

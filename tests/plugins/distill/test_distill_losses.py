@@ -105,8 +105,18 @@ def _job(fixtures_dir, tmp_path, progress=None, **hyper):
     teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
     settings = {"epochs": 4, "seed": 3, "threads": 1, "lr": 0.01, "patience": 0, **hyper}
     kwargs = {"progress": progress} if progress else {}
-    return TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), Split({"input": data["input"]}, teacher), None, ["input"],
-                       ["logits"], 0, False, DistillHyperparameters(**settings), tmp_path / "x.onnx", **kwargs)  # fmt: skip
+    return TrainingJob(
+        ir.load(fixtures_dir / "digits_cnn.onnx"),
+        Split({"input": data["input"]}, teacher),
+        None,
+        ["input"],
+        ["logits"],
+        0,
+        False,
+        DistillHyperparameters(**settings),
+        tmp_path / "x.onnx",
+        **kwargs,
+    )
 
 
 def _train(job):

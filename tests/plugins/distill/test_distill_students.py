@@ -38,7 +38,8 @@ def _encoder(layers: int) -> tuple[onnx.ModelProto, list[tuple[np.ndarray, np.nd
         nodes += [
             helper.make_node("MatMul", [h, f"a{i}"], [f"att{i}"]), helper.make_node("Add", [h, f"att{i}"], [f"r{i}"]),
             helper.make_node("LayerNormalization", [f"r{i}", "gamma", "beta"], [f"g{i}"]),
-            helper.make_node("MatMul", [f"g{i}", f"b{i}"], [f"ff{i}"]), helper.make_node("Relu", [f"ff{i}"], [f"act{i}"]),
+            helper.make_node("MatMul", [f"g{i}", f"b{i}"], [f"ff{i}"]),
+            helper.make_node("Relu", [f"ff{i}"], [f"act{i}"]),
             helper.make_node("Add", [f"g{i}", f"act{i}"], [f"s{i}"]),
             helper.make_node("LayerNormalization", [f"s{i}", "gamma", "beta"], [out]),
         ]  # fmt: skip

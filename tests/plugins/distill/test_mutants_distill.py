@@ -1,7 +1,7 @@
 """The torch trainer's training loss against a hand-computed distillation loss at the default temperature.
 
-tests/plugins/distill/test_distill_losses.py checks the loss functions themselves; this checks that training feeds them the
-job's temperature and mixing weight (issue 20: teacher logits not divided by T survived the outcome-only
+tests/plugins/distill/test_distill_losses.py checks the loss functions themselves; this checks that training feeds
+them the job's temperature and mixing weight (issue 20: teacher logits not divided by T survived the outcome-only
 training tests). The expected value is numpy's, not torch's.
 """
 
