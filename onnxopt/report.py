@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxopt.costs import Phase
 from onnxopt.errors import EXIT_NOT_VALIDATED
-from onnxopt.summary import ModelSummary
-from onnxopt.validation import ValidationResult
+
+if TYPE_CHECKING:  # at run time neither is imported: `onnxopt passes` renders tables without onnx_ir / onnxruntime
+    from onnxopt.summary import ModelSummary
+    from onnxopt.validation import ValidationResult
 
 KEPT = "kept"
 UNCHANGED = "unchanged"
@@ -75,6 +77,9 @@ class Report:
                 parts.append(f"{', '.join(names)} {status}")
         return "; ".join(parts)
 
+    def json_derived(self) -> dict[str, Any]:
+        return {"ok": self.ok, "validated": self.final is not None and self.final.compared, "contents": self.contents()}
+
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)
 
@@ -82,13 +87,9 @@ class Report:
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         data = {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        if isinstance(obj, ValidationResult):
-            data["passed"] = obj.passed
-            data["size_ratio"] = obj.size_ratio
-        if isinstance(obj, Report):
-            data["ok"] = obj.ok
-            data["validated"] = obj.final is not None and obj.final.compared
-            data["contents"] = obj.contents()
+        derived = getattr(obj, "json_derived", None)  # properties a pipeline reads beside the fields
+        if derived is not None:
+            data.update(_jsonable(derived()))
         return data
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

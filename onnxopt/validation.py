@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -133,6 +133,9 @@ class ValidationResult:
     @property
     def worst_cosine(self) -> float | None:
         return min((o.cosine for o in self.outputs), default=None)
+
+    def json_derived(self) -> dict[str, Any]:
+        return {"passed": self.passed, "size_ratio": self.size_ratio}
 
     def failure_reason(self) -> str | None:
         """The first failed check's message, for a one-line error."""

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
+import pytest
+
 HEAVY = ("numpy", "onnx", "onnx_ir", "onnxruntime", "torch", "tensorflow")
 #: The entry points of the distill, keras-loader, datasources and metrics plugins.
 ENTRY_POINTS = ("distill", "distill-torch", "distill-keras", "keras-loader", "data-images", "data-text", "data-audio",
@@ -30,9 +32,13 @@ def test_entry_point_modules_import_nothing_heavy():
     assert _heavy_after("".join(f"import {module}\n" for module in modules)) == []
 
 
-def test_cli_help_imports_nothing_heavy():
-    """``onnxopt --help`` loads every plugin (they add commands) and still none of the heavy modules."""
-    help_run = ("import contextlib, io, runpy\nsys.argv = ['onnxopt', '--help']\n"
-                "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-                "    runpy.run_module('onnxopt.cli', run_name='__main__')")  # fmt: skip
-    assert _heavy_after(help_run) == []
+@pytest.mark.parametrize("argv", [["--help"], ["passes"], ["passes", "--json"], ["plugins"], ["plugins", "--json"]])
+def test_commands_without_graph_work_import_nothing_heavy(argv):
+    """``--help``, ``passes`` and ``plugins`` load every plugin (they add commands and passes) and still none of the
+    heavy modules: their start-up is Python's and pluggy's, not onnx_ir's or onnxruntime's (issue 15)."""
+    run = ("import contextlib, io, runpy\n"
+           f"sys.argv = ['onnxopt', *{argv!r}]\nout = io.StringIO()\n"
+           "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+           "    runpy.run_module('onnxopt.cli', run_name='__main__')\n"
+           "assert out.getvalue().strip(), 'the command printed nothing'")  # fmt: skip
+    assert _heavy_after(run) == []
