@@ -531,10 +531,51 @@ def save(
     with the complete staged file before it replaces anything: what it reads is exactly what this call
     publishes, whatever another process writes to ``path`` at the same time.
     """
+    if external_data is None:
+        external_data = writes_external_data(model)
+    data_name = data_file_name(path)
+    return _publish(
+        path,
+        lambda staged: _write_staged(model, staged, data_name, external_data, Path(path)),
+        external_data,
+        before_replace,
+    )
+
+
+def writes_external_data(model: ir.Model) -> bool:
+    """Whether :func:`save` with ``external_data=None`` writes ``model``'s tensors to a data file beside it."""
+    return has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+
+
+def save_copy(
+    source: str | os.PathLike, path: str | os.PathLike, *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
+    """Publish a copy of the self-contained model file ``source`` at ``path``, atomically as :func:`save` does.
+
+    A run has already serialized its best model once, to check and validate it; the file it writes is that
+    file's bytes, not a second serialization.
+    """
+
+    def copy(staged: Path) -> list[Path]:
+        try:
+            shutil.copyfile(source, staged)
+            _fsync(staged)
+        except OSError as exc:
+            raise ModelError(f"{path}: write failed ({exc.strerror or exc}); nothing was replaced") from exc
+        return [staged]
+
+    return _publish(path, copy, False, before_replace)
+
+
+def _publish(
+    path: str | os.PathLike,
+    write: Callable[[Path], list[Path]],
+    external_data: bool,
+    before_replace: Callable[[Path], None] | None,
+) -> Path:
+    """Stage the files ``write`` makes (the model last) beside ``path``, then move them all in place at once."""
     path = Path(path).absolute()
     folder = _writable_folder(path)
-    if external_data is None:
-        external_data = has_external_tensors(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = data_file_name(path)
     if external_data:
         _check_replaceable(folder / data_name)
@@ -543,7 +584,7 @@ def save(
     except OSError as exc:
         raise ModelError(f"{path}: cannot write to {folder} ({exc.strerror or exc})") from exc
     try:
-        staged = _write_staged(model, staging / path.name, data_name, external_data, path)
+        staged = write(staging / path.name)
         if before_replace is not None:
             before_replace(staged[-1])
         try:

@@ -41,13 +41,16 @@ from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelF
 from onnxopt.session import Session
 from onnxopt.synthetic import runnable
 from onnxopt.validation import (
+    CandidateRun,
     LiveReference,
     RecordedReference,
     Reference,
     ValidationResult,
     compare,
     is_large,
+    open_reference,
     open_session,
+    run_candidate,
 )
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
@@ -79,6 +82,10 @@ class Run:
         self.session = session
         self.reference: Reference | None = None  # opened once per call, shared by every comparison
         self.judge_data: Dataset | None = None  # what every comparison runs on (None: nothing can be compared)
+        # the best model's staged file (self-contained) and its comparison, session open: the written file is a
+        # byte copy of it, judged on these outputs (None: the original is best, or its file has a data file beside)
+        self.best_file: Path | None = None
+        self.best_run: CandidateRun | None = None
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
         session.metrics.check(self.metrics)  # an unknown metric fails before any work
         self.steps: list[ConfiguredPass] = [session.passes.configure(s.name, s.options) for s in recipe.passes]
@@ -95,6 +102,7 @@ class Run:
             if same_file(source, output) and not in_place:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
+        self.best_file, self.best_run = None, None
         load_start = time.perf_counter()
         model = self.session.load(source)
         load_seconds = time.perf_counter() - load_start
@@ -134,18 +142,28 @@ class Run:
                 # validated as staged, before it replaces anything: the report describes the file this run
                 # wrote even when another run writes the same path, and --in-place compares with the input
                 with context.costs.phase("save (with the final validation)"):
-                    model_io.save(
-                        best,
-                        output,
-                        external_data=external,
-                        before_replace=lambda staged: self._final_validation(staged, context, report),
-                    )
+                    self._save(best, output, external, context, report)
                 report.output = str(output)
                 if report.final is not None:
                     report.final.candidate = str(output)
             report.costs = context.costs.phases
             self.session.hook.onnxopt_report(report=report, context=context)
         return report
+
+    def _save(self, best: ir.Model, output: Path, external: bool | None, context: RunContext, report: Report) -> None:
+        """Write ``best`` (validated as staged): the bytes of its staged file when that is what a save would write."""
+        copy = self.best_file is not None and not (
+            external if external is not None else model_io.writes_external_data(best)
+        )
+        run = self.best_run if copy else None
+
+        def validate(staged: Path) -> None:
+            self._final_validation(staged, context, report, run)
+
+        if copy:
+            model_io.save_copy(self.best_file, output, before_replace=validate)
+        else:
+            model_io.save(best, output, external_data=external, before_replace=validate)
 
     def _reference_file(self, model: ir.Model, source: Path, context: RunContext) -> Path:
         """The original as an ONNX file to validate against: the input itself, or its conversion."""
@@ -217,7 +235,8 @@ class Run:
             self._fail(report, entry, failed_status, PluginError.exit_code, f"produced an invalid model: {exc}")
             return best
         entry.figures = _figures(candidate, staged)
-        verdict = self._validate_step(staged, context)
+        run = self._run_step(staged, context)
+        verdict = None if run is None else self._step_verdict(run, staged, context)
         entry.validation = verdict
         if verdict is not None and not verdict.passed:
             loads = next((c for c in verdict.checks if c.name == "loads"), None)
@@ -233,6 +252,10 @@ class Run:
                 self._fail(report, entry, failed_status, EXIT_GATE_FAILED,
                            f"validation failed: {verdict.failure_reason()}; {advice(verdict)}")  # fmt: skip
             return best
+        self_contained = not staged.with_name(model_io.data_file_name(staged)).exists()
+        self.best_file = staged if self_contained else None
+        # a large model's candidate session is not kept: it would sit beside the next pass's work
+        self.best_run = run if self_contained and isinstance(self.reference, LiveReference) else None
         return candidate
 
     def _compare(self, path: Path, context: RunContext, latency_runs: int) -> ValidationResult:
@@ -242,14 +265,33 @@ class Run:
             opened=self.reference,
         )  # fmt: skip
 
-    def _validate_step(self, staged: Path, context: RunContext) -> ValidationResult | None:
+    def _run_step(self, staged: Path, context: RunContext) -> CandidateRun | None:
+        """A pass's result run and compared against the original (None: each-pass validation is off)."""
         if not self.recipe.validate_each_pass or not self.recipe.validate:
             return None
-        return self._compare(staged, context, latency_runs=0)
+        reference = self.reference or open_reference(
+            context.reference_path, self.judge_data, threads=self.recipe.threads, context=context
+        )
+        return run_candidate(
+            context.reference_path, staged, reference, self.judge_data, self.recipe.gates, metrics=self.metrics,
+            defaults=self.recipe.default_gates, threads=self.recipe.threads, context=context,
+        )  # fmt: skip
 
-    def _final_validation(self, output: Path, context: RunContext, report: Report) -> None:
+    def _step_verdict(self, run: CandidateRun, staged: Path, context: RunContext) -> ValidationResult:
+        if run.session is None:
+            return run.measured
+        return run.verdict(staged, self.judge_data, self.recipe.gates, defaults=self.recipe.default_gates,
+                           context=context)  # fmt: skip
+
+    def _final_validation(self, output: Path, context: RunContext, report: Report, run: CandidateRun | None) -> None:
+        """The written file judged: on ``run``'s outputs when it is a byte copy of that candidate, else run anew."""
         if self.recipe.validate:
-            report.final = self._compare(output, context, self.recipe.latency_runs)
+            if run is not None:
+                report.final = run.verdict(output, self.judge_data, self.recipe.gates,
+                                           defaults=self.recipe.default_gates, latency_runs=self.recipe.latency_runs,
+                                           context=context)  # fmt: skip
+            else:
+                report.final = self._compare(output, context, self.recipe.latency_runs)
         if report.exit_code:
             return
         if report.final is not None and not report.final.passed:

@@ -27,7 +27,7 @@ import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -538,12 +538,83 @@ def compare(
     :func:`open_reference`, on the same ``data``) lets a caller validating many candidates open the reference once.
     """
     gates = gates or Gates()
-    name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
-    result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
-    result.data_description = getattr(data, "description", None) if data is not None else None
     reference_side = opened or open_reference(
         reference, data, threads=threads, latency_runs=latency_runs, context=context
     )
+    run = run_candidate(
+        reference, candidate, reference_side, data, gates, metrics=metrics, defaults=defaults, threads=threads,
+        channel_axis=channel_axis, context=context,
+    )  # fmt: skip
+    if run.session is None:
+        return run.measured
+    return run.verdict(candidate, data, gates, defaults=defaults, latency_runs=latency_runs, context=context)
+
+
+@dataclass
+class CandidateRun:
+    """A candidate file opened and run on the data: what was measured before any gate, and its open session.
+
+    A run keeps the one of its best pass: the file it finally writes is a byte copy of that staged candidate, so
+    its verdict reuses these outputs and this session (timed now) instead of a second session and a second pass
+    over the data. ``session`` is None when the candidate failed before the gates (it did not load, its signature
+    differs, or it failed on the data): ``measured`` then holds the failed check.
+    """
+
+    measured: ValidationResult
+    reference: Reference
+    session: ort.InferenceSession | None
+
+    def verdict(
+        self,
+        candidate: str | Path,
+        data: Dataset | None,
+        gates: Gates,
+        *,
+        defaults: bool = True,
+        latency_runs: int = 0,
+        context: RunContext | None = None,
+    ) -> ValidationResult:
+        """The measured figures judged for the file ``candidate`` (the run's file or a byte copy of it): latency
+        measured now, sizes read from that file, gates checked and the plugins' onnxopt_validate hooks asked."""
+        result = replace(
+            self.measured, candidate=str(candidate), checks=list(self.measured.checks), notes=list(self.measured.notes)
+        )
+        if result.compared and latency_runs > 0 and data is not None:
+            with _phase(context, "latency"):
+                latency = self.reference.latency(self.session, data.first_feed(), latency_runs)
+            if latency is not None:
+                (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio,
+                 result.latency_spread, result.latency_rounds) = latency  # fmt: skip
+        result.size_reference = model_io.file_size(result.reference)
+        result.size_candidate = model_io.file_size(candidate)
+        result.checks.extend(_gate_checks(result, gates, defaults))
+        if context is not None:
+            for checks in context.hook.onnxopt_validate(
+                reference=result.reference, candidate=str(candidate), data=data, context=context
+            ):
+                result.checks.extend(checks or [])
+        return result
+
+
+def run_candidate(
+    reference: str | Path,
+    candidate: str | Path,
+    reference_side: Reference,
+    data: Dataset | None,
+    gates: Gates,
+    *,
+    metrics: Sequence[MetricRequest] = (),
+    defaults: bool = True,
+    threads: int = 0,
+    channel_axis: int = 1,
+    context: RunContext | None = None,
+) -> CandidateRun:
+    """Open ``candidate`` in onnxruntime, check its signature and compare its outputs on ``data`` with the
+    reference's (no latency, sizes or gates yet: :meth:`CandidateRun.verdict` adds them)."""
+    name, synthetic, samples = (data.name, data.synthetic, data.num_samples) if data else ("no data", False, 0)
+    result = ValidationResult(str(reference), str(candidate), name, synthetic, samples)
+    result.data_description = getattr(data, "description", None) if data is not None else None
+    failed = CandidateRun(result, reference_side, None)
     if isinstance(reference_side, RecordedReference):
         result.notes.append("large model: the reference ran first, then the candidate (latency not interleaved)")
     try:
@@ -551,37 +622,22 @@ def compare(
             cand_session = open_session(candidate, threads=threads)
     except ModelError as exc:
         result.checks.append(Check("loads", False, f"candidate: {exc}"))
-        return result
+        return failed
     result.checks.append(Check("loads", True, "candidate loads in onnxruntime (ORT_ENABLE_ALL)"))
     if not _same_signature(reference_side.signature, _signature(cand_session), result):
-        return result
+        return failed
     if data is None:
         result.notes.append("no data: outputs were not compared (not validated)")
     else:
         judge = _Judge(gates, list(metrics), defaults, _metric_registry(context, metrics))
         if not _compare_outputs(result, reference_side, cand_session, data, gates, judge, channel_axis, context):
-            return result
+            return failed
         result.compared = True
-        latency = None
-        if latency_runs > 0:
-            with _phase(context, "latency"):
-                latency = reference_side.latency(cand_session, data.first_feed(), latency_runs)
-        if latency is not None:
-            (result.latency_reference_ms, result.latency_candidate_ms, result.latency_ratio, result.latency_spread,
-             result.latency_rounds) = latency  # fmt: skip
         if data.synthetic:
             result.notes.append(
                 f"compared on {data.name} random inputs: fine for catching broken graphs, not for accuracy"
             )
-    result.size_reference = model_io.file_size(reference)
-    result.size_candidate = model_io.file_size(candidate)
-    result.checks.extend(_gate_checks(result, gates, defaults))
-    if context is not None:
-        for checks in context.hook.onnxopt_validate(
-            reference=str(reference), candidate=str(candidate), data=data, context=context
-        ):
-            result.checks.extend(checks or [])
-    return result
+    return CandidateRun(result, reference_side, cand_session)
 
 
 def _phase(context: RunContext | None, name: str) -> contextlib.AbstractContextManager:

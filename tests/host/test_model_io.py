@@ -412,6 +412,24 @@ def test_save_hands_the_staged_file_to_before_replace(previous_output: Path, fix
     assert _initializers(previous_output).keys() == new.keys()
 
 
+def test_save_copy_publishes_the_staged_bytes_or_nothing(previous_output: Path, fixtures_dir: Path) -> None:
+    """A copy of a self-contained file replaces an earlier external-data save whole (its data file goes too);
+    a before_replace that refuses leaves the earlier output as it was."""
+    source = fixtures_dir / "tiny_transformer.onnx"
+    before = {p.name: p.read_bytes() for p in previous_output.parent.iterdir()}
+
+    def refuse(staged: Path) -> None:
+        assert staged.read_bytes() == source.read_bytes()
+        raise ModelError("refused")
+
+    with pytest.raises(ModelError, match="refused"):
+        model_io.save_copy(source, previous_output, before_replace=refuse)
+    assert {p.name: p.read_bytes() for p in previous_output.parent.iterdir()} == before
+    model_io.save_copy(source, previous_output)
+    assert [p.name for p in previous_output.parent.iterdir()] == ["model.onnx"]
+    assert previous_output.read_bytes() == source.read_bytes()
+
+
 def test_in_place_run_is_validated_against_the_input_before_it_is_replaced(tmp_path: Path, fixtures_dir: Path) -> None:
     """Validated after the rename, the input's size would be read from the new file (size ratio 1.0)."""
     import onnxopt

@@ -166,3 +166,42 @@ def test_cli_exit_code_says_plugin_failure_or_gate(digits, run_cli, fault, exit_
     assert result.returncode == exit_code, result.stderr
     assert fault in result.stderr and "faulty_plugins" in result.stderr
     assert digits["out"].exists()  # the previous (original) model is written, never nothing
+
+
+def _phase_counts(report) -> dict[str, int]:
+    return {phase.name: phase.count for phase in report.costs}
+
+
+def test_written_file_is_the_validated_candidate_judged_without_a_second_session_or_pass(digits, tmp_path):
+    """The output is a byte copy of the staged, compared candidate: its verdict reuses that comparison's outputs
+    and session (latency timed on it), so one candidate session and one pass over the data serve the whole run.
+    Written with external data, the files are not the staged one's bytes, and the final verdict runs them itself."""
+    copied = onnxopt.optimize(digits["model"], digits["out"], passes=["fold"], data=digits["data"], latency_runs=5)
+    assert copied.exit_code == 0, copied.message
+    counts = _phase_counts(copied)
+    feeds = counts["reference runs"]  # one comparison: the reference is asked once per feed
+    assert counts["onnxruntime session (candidate)"] == 1 and counts["candidate runs"] == feeds > 1
+    final = copied.final
+    assert final.compared and final.candidate == str(digits["out"]) and final.latency_rounds >= 1
+    assert final.size_candidate == digits["out"].stat().st_size
+    assert np.allclose(_predict(digits["out"], digits["data"]), _predict(digits["model"], digits["data"]), atol=1e-4)
+
+    external = tmp_path / "external.onnx"
+    anew = onnxopt.optimize(
+        digits["model"], external, passes=["fold"], data=digits["data"], latency_runs=2, external_data=True
+    )
+    assert anew.exit_code == 0 and anew.final.compared, anew.message
+    counts = _phase_counts(anew)
+    assert counts["onnxruntime session (candidate)"] == 2 and counts["candidate runs"] == 2 * feeds
+    assert external.with_name("external.onnx.data").is_file()
+
+
+def test_a_later_rolled_back_pass_leaves_the_kept_candidate_as_the_written_file(digits, tmp_path):
+    """fold is kept, then a prune that fails its gate is rolled back: the file written is fold's, judged on fold's
+    comparison (no third candidate session), and it is not the rolled-back model."""
+    report = onnxopt.optimize(
+        digits["model"], digits["out"], passes=["fold", "prune:sparsity=0.99"], data=digits["data"], latency_runs=2
+    )
+    assert [step.status for step in report.steps] == ["kept", "rolled back"], report.message
+    assert _phase_counts(report)["onnxruntime session (candidate)"] == 2
+    assert report.final.passed and report.final.outputs[0].cosine > 0.999
