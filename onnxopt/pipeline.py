@@ -120,7 +120,8 @@ class Run:
             large = is_large(context.reference_path)
             with context.costs.phase("onnxruntime session (reference)"):
                 self.reference = None if large else LiveReference(
-                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path
+                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path,
+                    spill_to=context.workdir / "reference-outputs",
                 )  # fmt: skip
             report = Report(str(source), None, _figures(model, context.reference_path))
             with context.costs.phase("data"):

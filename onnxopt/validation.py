@@ -422,6 +422,11 @@ class Reference:
 REFERENCE_CACHE_BYTES = 256 << 20
 
 
+def _plain_array(value: object) -> bool:
+    """Whether numpy stores ``value`` in an .npy file without pickling (no object dtype: strings, sequences)."""
+    return isinstance(value, np.ndarray) and not value.dtype.hasobject
+
+
 def _feed_key(feed: Mapping[str, np.ndarray]) -> bytes:
     """A digest of a feed's names, dtypes, shapes and values: equal feeds give equal keys, whatever their arrays."""
     digest = hashlib.blake2b(digest_size=16)
@@ -436,16 +441,20 @@ class LiveReference(Reference):
     """A reference session open beside the candidate's: latency interleaved, and outputs run once per feed.
 
     A run compares every pass's result and the written file on the same feeds, so the reference's outputs are
-    kept (keyed by the feeds' contents, up to :data:`REFERENCE_CACHE_BYTES`) and reused; past the budget they
-    are computed again when asked.
+    kept (keyed by the feeds' contents) and reused: in memory up to :data:`REFERENCE_CACHE_BYTES`, past that
+    written to ``spill_to`` as .npy files read back memory-mapped (a detector's maps over a large validation set
+    are gigabytes; reading them is cheaper than running the reference again). Outputs numpy cannot store as
+    plain arrays (sequences, strings), or any past the budget without ``spill_to``, are computed again.
     """
 
-    def __init__(self, session: ort.InferenceSession, path: str | Path) -> None:
+    def __init__(self, session: ort.InferenceSession, path: str | Path, spill_to: Path | None = None) -> None:
         self.session, self.path = session, path
         self.signature = _signature(session)
         self.score_index = _class_score_index(session)
         self._cache: dict[bytes, list[np.ndarray]] = {}
         self._cached_bytes = 0
+        self._spilled: dict[bytes, list[Path]] = {}
+        self._spill_to = spill_to
         self.runs = 0  # reference runs onnxruntime really made, for the cost report and tests
 
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -453,12 +462,20 @@ class LiveReference(Reference):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        if key in self._spilled:
+            return [np.load(file, mmap_mode="r") for file in self._spilled[key]]
         outputs = _run(self.session, feed, self.path)
         self.runs += 1
         size = sum(o.nbytes for o in outputs if isinstance(o, np.ndarray))
         if self._cached_bytes + size <= REFERENCE_CACHE_BYTES:
             self._cache[key] = outputs
             self._cached_bytes += size
+        elif self._spill_to is not None and all(_plain_array(o) for o in outputs):
+            self._spill_to.mkdir(parents=True, exist_ok=True)
+            files = [self._spill_to / f"{key.hex()}-{i}.npy" for i in range(len(outputs))]
+            for file, output in zip(files, outputs):
+                np.save(file, output)
+            self._spilled[key] = files
         return outputs
 
     def latency(

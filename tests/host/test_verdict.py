@@ -288,7 +288,46 @@ def test_the_reference_runs_once_per_feed_for_every_pass_and_the_final_check(tmp
     assert run.reference.runs == 4  # 400 rows in feeds of 100, run once, though compared after fold and at the end
 
 
+def test_a_run_spills_reference_outputs_past_the_budget_instead_of_running_the_reference_again(
+    tmp_path, fixtures_dir, monkeypatch
+):
+    """Three comparisons (fold, prune, the written external-data file judged anew) with no memory budget at all:
+    the reference still runs once per feed."""
+    from onnxopt import validation
+    from onnxopt.pipeline import Run
+    from onnxopt.recipe import Recipe, pass_steps
+    from onnxopt.session import Session
+
+    monkeypatch.setattr(validation, "REFERENCE_CACHE_BYTES", 0)
+    recipe = Recipe(passes=pass_steps(["fold", "prune:sparsity=0.05"]), data=str(fixtures_dir / "digits_cnn_val.npz"),
+                    latency_runs=0, batch_size=100, external_data=True)  # fmt: skip
+    run = Run(recipe, Session())
+    report = run(fixtures_dir / "digits_cnn.onnx", tmp_path / "out.onnx")
+    assert report.exit_code == 0 and [s.status for s in report.steps] == ["kept", "kept"], report.message
+    assert run.reference.runs == 4
+
+
 def test_an_unknown_metric_fails_before_any_pass_runs(tmp_path, fixtures_dir, run_cli):
     out = tmp_path / "out.onnx"
     run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", out, "--pass", "fold", "--metric", "nope")
     assert run.returncode == 2 and "unknown metric 'nope'" in run.stderr and run.stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize(("spill", "runs"), [(True, 1), (False, 3)])
+def test_reference_outputs_past_the_memory_budget_are_read_back_from_disk(
+    tmp_path, fixtures_dir, monkeypatch, spill, runs
+):
+    """Past the in-memory budget the reference's outputs go to .npy files and come back equal, memory-mapped;
+    without a folder to spill to, they are computed again each time they are asked for."""
+    from onnxopt import validation
+
+    monkeypatch.setattr(validation, "REFERENCE_CACHE_BYTES", 0)
+    path = fixtures_dir / "digits_cnn.onnx"
+    folder = tmp_path / "spill"
+    reference = validation.LiveReference(validation.open_session(path), path, spill_to=folder if spill else None)
+    feed = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"][:50]}
+    first = reference.outputs(0, feed)
+    again = [reference.outputs(0, {"input": feed["input"].copy()}) for _ in range(2)]
+    assert reference.runs == runs
+    assert all(np.array_equal(first[0], outputs[0]) for outputs in again)
+    assert [p.suffix for p in folder.iterdir()] == [".npy"] if spill else not folder.exists()
