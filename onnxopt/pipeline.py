@@ -229,8 +229,9 @@ class Run:
         candidate = result.model
         staged = context.workdir / f"step{index + 1}.onnx"
         try:
-            with context.costs.phase("save + checker (each pass)"):
+            with context.costs.phase("save (each pass)"):
                 model_io.save(candidate, staged)
+            with context.costs.phase("checker (each pass)"):
                 model_io.check_proto(model_io.read_proto(staged), f"output of pass {step.spec.name!r}")
         except (ModelError, ValueError) as exc:
             self._fail(report, entry, failed_status, PluginError.exit_code, f"produced an invalid model: {exc}")

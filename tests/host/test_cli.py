@@ -117,6 +117,9 @@ def test_verbose_prints_the_cost_of_each_phase_and_json_carries_it(run_cli, fixt
     for phase in (
         "load",
         "pass fold",
+        "save (each pass)",
+        "checker (each pass)",
+        "onnxruntime session (candidate)",
         "reference runs",
         "candidate runs",
         "latency",
