@@ -326,16 +326,25 @@ def _class_score_index(session: ort.InferenceSession) -> int | None:
     return None
 
 
-#: Latency rounds before an adaptive measurement may stop, and how narrow its spread must be to stop then.
+#: Latency rounds before an adaptive measurement may stop, and how close to the median ratio the ends of its
+#: confidence interval must be to stop then (0.05: the ratio is known to within +-5 %).
 MIN_LATENCY_ROUNDS = 6
 LATENCY_TIGHT = 0.05
 
 
+def median_interval_half_width(values: list[float]) -> float:
+    """Half the width of the ~95 % confidence interval of the median of ``values``: 1.57 * IQR / sqrt(n).
+
+    The notch of McGill, Tukey and Larsen's box plots (1978): it narrows as rounds accumulate, where the
+    spread of the rounds themselves (the middle half) does not, so a noisy machine stops too once it has
+    enough rounds, and a quiet one after few.
+    """
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return 1.57 * (q3 - q1) / math.sqrt(len(values))
+
+
 def _narrow(ratios: list[float], tight: float | None) -> bool:
-    if tight is None:
-        return False
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return q3 - q1 <= tight * statistics.median(ratios)
+    return tight is not None and median_interval_half_width(ratios) <= tight * statistics.median(ratios)
 
 
 def measure_latency(
@@ -351,8 +360,9 @@ def measure_latency(
     """Median ms of each session, the median per-round ratio, its quartiles and the rounds run, runs interleaved so
     noise hits both.
 
-    ``runs`` rounds at most; with ``tight``, fewer once MIN_LATENCY_ROUNDS rounds give a middle half of the ratios
-    narrower than ``tight`` times their median, and with ``budget``, once that many seconds are spent.
+    ``runs`` rounds at most; with ``tight``, fewer once MIN_LATENCY_ROUNDS rounds give a confidence interval of the
+    median ratio within ``tight`` times it (:func:`median_interval_half_width`), and with ``budget``, once that many
+    seconds are spent.
     """
     for _ in range(warmup):
         reference.run(None, feed)

@@ -101,3 +101,17 @@ def test_latency_stops_early_once_the_ratio_is_known_and_runs_all_rounds_otherwi
     assert measure_latency(session, session, feed, runs=40, tight=10.0)[4] == MIN_LATENCY_ROUNDS
     assert measure_latency(session, session, feed, runs=40)[4] == 40
     assert measure_latency(session, session, feed, runs=40, budget=0.0)[4] == MIN_LATENCY_ROUNDS
+
+
+def test_latency_stops_once_the_median_ratio_is_known_to_within_the_tolerance():
+    """The stopping rule is the median's confidence interval (1.57 IQR / sqrt(n)), on both sides of the bound:
+    16 ratios with an IQR of 0.1 around 1.0 give +-0.03925, inside 4 % and outside 3.9 %; the same spread over
+    6 ratios is not known well enough."""
+    from onnxopt.validation import _narrow, median_interval_half_width
+
+    ratios = [0.9, 0.95, 0.95, 0.95, 0.95, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.05, 1.05, 1.05, 1.05, 1.1]
+    q1, _, q3 = np.quantile(ratios, [0.25, 0.5, 0.75], method="weibull")
+    assert q3 - q1 == pytest.approx(0.1)
+    assert median_interval_half_width(ratios) == pytest.approx(0.03925)
+    assert _narrow(ratios, 0.04) and not _narrow(ratios, 0.039) and not _narrow(ratios, None)
+    assert not _narrow([0.95, 0.95, 1.0, 1.0, 1.05, 1.05], 0.05)
