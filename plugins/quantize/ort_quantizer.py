@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common  # not loaded by importing onnx_ir
 
 from onnxopt import save
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common  # not loaded by importing onnx_ir
 
 
 def _constant(value: ir.Value | None) -> np.ndarray | None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common  # not loaded by importing onnx_ir
 
 from onnxopt import FunctionalPluginPass, UsageError, load
 

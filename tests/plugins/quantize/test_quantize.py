@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -512,3 +513,17 @@ def test_auto_gives_a_candidate_one_quantize_pass_and_tries_static_and_dynamic_f
         assert [s.name for s in space.sample(_Trial(params)) if s.name in quantize] == [chosen]
     first = [[s.name for s in space.sample(_Trial(params))] for params in _baselines(space)]
     assert first[:3] == [["fold"], ["fold", "quantize"], ["fold", "quantize-dynamic"]]
+
+
+@pytest.mark.parametrize("name", ["quantize", "quantize-dynamic", "quantize-weight-only"])
+def test_each_quantize_pass_runs_without_fold_in_a_fresh_process(run_cli, fixtures_dir, tmp_path, name):
+    """fold_first=false: nothing has imported onnx_ir.passes.common for the quantizer (fold's modules do), so
+    each quantize module imports it itself (it crashed with an AttributeError on ir.passes.common)."""
+    data = fixtures_dir / "digits_cnn_calib.npz"
+    out = tmp_path / "q.onnx"
+    run = run_cli("optimize", fixtures_dir / "digits_cnn.onnx", "-o", out, "--pass", f"{name}:fold_first=false",
+                  "--data", data, "--min-cosine", "0", "--min-channel-cosine", "-1", "--latency-runs", "0",
+                  "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["steps"][0]["status"] == "kept" and "folded_first" not in report["steps"][0]["stats"]
