@@ -527,3 +527,29 @@ def test_each_quantize_pass_runs_without_fold_in_a_fresh_process(run_cli, fixtur
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["steps"][0]["status"] == "kept" and "folded_first" not in report["steps"][0]["stats"]
+
+
+@pytest.mark.parametrize("name", ["quantize-dynamic", "quantize-weight-only"])
+def test_weight_reading_quantizers_skip_quant_pre_process_by_default_and_write_the_same_model(
+    fixtures_dir, tmp_path, name
+):
+    """The dynamic and block quantizers read weights, not shapes: quant_pre_process changes nothing they write
+    (checked here on the transformer fixture), so it is off unless asked for; static keeps it on."""
+    model = fixtures_dir / "tiny_transformer.onnx"
+    written = {}
+    for preprocess in (None, True):
+        out = tmp_path / f"{preprocess}.onnx"
+        spec = name if preprocess is None else f"{name}:preprocess=true"
+        report = onnxopt.optimize(model, out, passes=[spec], gates={"min_cosine": 0, "min_channel_cosine": -1},
+                                  latency_runs=0)  # fmt: skip
+        assert report.steps[0].status == "kept", report.message
+        assert ("preprocess" in report.steps[0].stats) == bool(preprocess)
+        proto = onnx.load(out)
+        written[preprocess] = (
+            sorted((n.op_type, tuple(n.input), tuple(n.output)) for n in proto.graph.node),
+            {i.name: numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer},
+        )
+    assert written[None] == written[True]
+    static = onnxopt.optimize(model, tmp_path / "s.onnx", passes=["quantize"], data=fixtures_dir /
+                              "tiny_transformer_calib.npz", latency_runs=0)  # fmt: skip
+    assert "preprocess" in static.steps[0].stats
