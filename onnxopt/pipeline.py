@@ -322,7 +322,7 @@ def judge_inputs(model: ir.Model, reference: Reference | None, recipe: Recipe) -
     """Synthetic inputs the original really runs on (tried in onnxruntime when its session is open)."""
 
     def run(feed: dict) -> object:
-        return reference.outputs(0, feed) if isinstance(reference, LiveReference) else None
+        return reference.probe(feed) if isinstance(reference, LiveReference) else None
 
     return runnable(
         FALLBACK_SYNTHETIC_SAMPLES, model, run, shapes=recipe.shapes, seed=recipe.seed, batch_size=recipe.batch_size

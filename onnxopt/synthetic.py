@@ -26,7 +26,9 @@ from onnxopt.errors import DataError, UsageError
 SYNTHETIC_PREFIX = "synthetic:"  # a dataset source naming synthetic inputs: synthetic:N
 
 #: Sizes tried for a symbolic dim, by role; trial ``i`` takes the ``i``-th of each list (the last when shorter).
-SPATIAL_SIZES = (224, 320, 640, 256, 128, 64, 48, 32)
+#: 640 comes last: a failing trial costs what onnxruntime allocated before it failed, and a model that takes
+#: images at all takes one of the smaller sizes (PP-OCR rec rejects every square size above 64).
+SPATIAL_SIZES = (224, 320, 256, 128, 64, 48, 32, 640)
 SEQUENCE_SIZES = (16, 32, 64, 128, 8)
 OTHER_SIZES = (16, 32, 64, 128, 256, 512, 1024, 8)
 SAMPLE_RATES = (16000, 8000)

@@ -184,9 +184,11 @@ def _first_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray], path: str | Path) -> list[np.ndarray]:
+def _run(
+    session: ort.InferenceSession, feed: dict[str, np.ndarray], path: str | Path, options: ort.RunOptions | None = None
+) -> list[np.ndarray]:
     try:
-        return session.run(None, feed)
+        return session.run(None, feed, options)
     except Exception as exc:
         raise DataError(f"{path}: onnxruntime failed on the data: {_first_line(exc)}") from exc
 
@@ -468,13 +470,26 @@ class LiveReference(Reference):
         self.runs = 0  # reference runs onnxruntime really made, for the cost report and tests
 
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._outputs(feed, None)
+
+    def probe(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs of a trial feed (raises DataError if onnxruntime refuses it), onnxruntime's memory arena
+        shrunk back afterwards: a trial at a size the model rejects can still grow it by hundreds of MiB, which
+        the session would otherwise keep for the whole run."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return self._outputs(feed, options)
+
+    def _outputs(self, feed: dict[str, np.ndarray], options: ort.RunOptions | None) -> list[np.ndarray]:
         key = _feed_key(feed)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         if key in self._spilled:
             return [np.load(file, mmap_mode="r") for file in self._spilled[key]]
-        outputs = _run(self.session, feed, self.path)
+        outputs = _run(self.session, feed, self.path, options)
         self.runs += 1
         size = sum(o.nbytes for o in outputs if isinstance(o, np.ndarray))
         if self._cached_bytes + size <= REFERENCE_CACHE_BYTES:

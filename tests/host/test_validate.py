@@ -115,3 +115,27 @@ def test_latency_stops_once_the_median_ratio_is_known_to_within_the_tolerance():
     assert median_interval_half_width(ratios) == pytest.approx(0.03925)
     assert _narrow(ratios, 0.04) and not _narrow(ratios, 0.039) and not _narrow(ratios, None)
     assert not _narrow([0.95, 0.95, 1.0, 1.0, 1.05, 1.05], 0.05)
+
+
+def _resident_mib() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 >> 20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
+def test_a_synthetic_trial_leaves_onnxruntime_s_arena_as_it_found_it(fixtures_dir):
+    """Trials of synthetic sizes run through probe(), which shrinks onnxruntime's memory arena after the run; the
+    same feed through outputs() leaves the arena grown by the trial's activations for the rest of the run."""
+    from onnxopt import validation
+
+    path = fixtures_dir / "digits_cnn.onnx"
+    growth = {}
+    for how in ("probe", "outputs"):
+        reference = validation.LiveReference(validation.open_session(path), path)
+        reference.outputs(0, {"input": np.zeros((1, 1, 8, 8), np.float32)})
+        before = _resident_mib()
+        big = {"input": np.random.default_rng(0).standard_normal((20000, 1, 8, 8)).astype(np.float32)}
+        (reference.probe if how == "probe" else lambda feed: reference.outputs(0, feed))(big)  # noqa: B023
+        del big
+        growth[how] = _resident_mib() - before
+    assert growth["probe"] < 40 < 80 < growth["outputs"], growth
