@@ -126,6 +126,9 @@ class PassSpec:
     create: Callable[[Any, RunContext], ir.passes.PassBase]
     options: type = NoOptions
     needs_data: bool | Callable[[Any], bool] = False  # or a function of the parsed options
+    #: False (or a function of the options saying so): the pass changes weight values only — same graph, dtypes
+    #: and kernels — so a run whose kept passes all say so does not time the written file unless asked.
+    changes_latency: bool | Callable[[Any], bool] = True
     handles_subgraphs: bool = True
     search: SearchHint | None = None  # None: ``onnxopt auto`` never tries this pass
     #: Older spellings this pass answers, as (pass name, options that select it): ``(("quantize", {"mode":
@@ -136,6 +139,10 @@ class PassSpec:
     def requires_data(self, options: Any) -> bool:
         """Whether this pass, with these options, needs the run's dataset (e.g. static quantization)."""
         return self.needs_data(options) if callable(self.needs_data) else bool(self.needs_data)
+
+    def may_change_latency(self, options: Any) -> bool:
+        """Whether onnxruntime may run this pass's result at another speed than its input."""
+        return self.changes_latency(options) if callable(self.changes_latency) else bool(self.changes_latency)
 
     def option_fields(self) -> list[OptionInfo]:
         """The pass's options with their resolved types, defaults and help."""

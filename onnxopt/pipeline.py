@@ -36,7 +36,7 @@ from onnxopt.errors import (
 )
 from onnxopt.metrics import MetricRequest, parse_request
 from onnxopt.passes import ConfiguredPass
-from onnxopt.recipe import Recipe
+from onnxopt.recipe import DEFAULT_LATENCY_RUNS, Recipe
 from onnxopt.report import FAILED, KEPT, NOT_RUN, ROLLED_BACK, UNCHANGED, ModelFigures, Report, StepReport
 from onnxopt.session import Session
 from onnxopt.synthetic import runnable
@@ -86,6 +86,7 @@ class Run:
         # byte copy of it, judged on these outputs (None: the original is best, or its file has a data file beside)
         self.best_file: Path | None = None
         self.best_run: CandidateRun | None = None
+        self.latency_may_change = False  # whether a kept pass may change how fast onnxruntime runs the model
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
         session.metrics.check(self.metrics)  # an unknown metric fails before any work
         self.steps: list[ConfiguredPass] = [session.passes.configure(s.name, s.options) for s in recipe.passes]
@@ -102,7 +103,7 @@ class Run:
             if same_file(source, output) and not in_place:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
-        self.best_file, self.best_run = None, None
+        self.best_file, self.best_run, self.latency_may_change = None, None, False
         load_start = time.perf_counter()
         model = self.session.load(source)
         load_seconds = time.perf_counter() - load_start
@@ -131,7 +132,11 @@ class Run:
                 context.dataset = self.judge_data
             if large and self.judge_data is not None:  # recorded on the judging data, which only exists now
                 self.reference = RecordedReference(
-                    context.reference_path, self.judge_data, self.recipe.threads, self.recipe.latency_runs, context
+                    context.reference_path,
+                    self.judge_data,
+                    self.recipe.threads,
+                    DEFAULT_LATENCY_RUNS if self.recipe.latency_runs is None else self.recipe.latency_runs,
+                    context,
                 )
             best = model
             for index, step in enumerate(self.steps):
@@ -258,6 +263,7 @@ class Run:
         self.best_file = staged if self_contained else None
         # a large model's candidate session is not kept: it would sit beside the next pass's work
         self.best_run = run if self_contained and isinstance(self.reference, LiveReference) else None
+        self.latency_may_change |= step.spec.may_change_latency(step.options)
         return candidate
 
     def _compare(self, path: Path, context: RunContext, latency_runs: int) -> ValidationResult:
@@ -285,15 +291,27 @@ class Run:
         return run.verdict(staged, self.judge_data, self.recipe.gates, defaults=self.recipe.default_gates,
                            context=context)  # fmt: skip
 
+    def _final_latency_runs(self, report: Report) -> int:
+        """The latency rounds asked for, or by default: none when no kept pass can change what onnxruntime runs
+        (only weight values changed) and no latency gate is set."""
+        if self.recipe.latency_runs is not None:
+            return self.recipe.latency_runs
+        if self.latency_may_change or self.recipe.gates.max_latency_ratio is not None:
+            return DEFAULT_LATENCY_RUNS
+        report.notes.append("latency not measured: no kept pass changes what onnxruntime runs, only weight values "
+                            "(--latency-runs N measures it)")  # fmt: skip
+        return 0
+
     def _final_validation(self, output: Path, context: RunContext, report: Report, run: CandidateRun | None) -> None:
         """The written file judged: on ``run``'s outputs when it is a byte copy of that candidate, else run anew."""
         if self.recipe.validate:
+            latency_runs = self._final_latency_runs(report)
             if run is not None:
                 report.final = run.verdict(output, self.judge_data, self.recipe.gates,
-                                           defaults=self.recipe.default_gates, latency_runs=self.recipe.latency_runs,
+                                           defaults=self.recipe.default_gates, latency_runs=latency_runs,
                                            context=context)  # fmt: skip
             else:
-                report.final = self._compare(output, context, self.recipe.latency_runs)
+                report.final = self._compare(output, context, latency_runs)
         if report.exit_code:
             return
         if report.final is not None and not report.final.passed:

@@ -57,12 +57,16 @@ class Recipe:
     on_failure: OnFailure = "rollback"
     seed: int = 0
     validate_each_pass: bool = True
-    latency_runs: int = 20
+    latency_runs: int | None = None  # None: DEFAULT_LATENCY_RUNS, or none when no kept pass can change latency
     threads: int = 0
     external_data: bool | None = None
 
     def __post_init__(self) -> None:
         check_settings(self)
+
+
+#: Latency rounds of the written file's measurement when ``latency_runs`` is not given (at most: it stops early).
+DEFAULT_LATENCY_RUNS = 20
 
 
 #: Integer settings, the least value each takes, and what its least value means.
@@ -81,7 +85,7 @@ def check_settings(recipe: Recipe) -> None:
     """
     for key, (least, meaning) in _INTEGER_SETTINGS.items():
         value = getattr(recipe, key)
-        if value is None and key == "batch_size":
+        if value is None and key in ("batch_size", "latency_runs"):
             continue
         if not isinstance(value, int) or isinstance(value, bool):
             raise UsageError(f"{key} must be an integer, got {value!r}")

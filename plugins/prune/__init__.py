@@ -104,6 +104,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
         name="prune",
         summary="magnitude pruning: the smallest weights set to zero (bitmask storage makes the file smaller)",
         create=_magnitude, options=PruneOptions, search=SEARCH_MAGNITUDE,
+        changes_latency=lambda options: options.storage != "dense",  # dense: zeros in the same tensors
         replaces=(("prune", {"kind": "magnitude"}),),  # the old default kind, spelled out
     ))  # fmt: skip
     register(PassSpec(

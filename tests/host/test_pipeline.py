@@ -205,3 +205,20 @@ def test_a_later_rolled_back_pass_leaves_the_kept_candidate_as_the_written_file(
     assert [step.status for step in report.steps] == ["kept", "rolled back"], report.message
     assert _phase_counts(report)["onnxruntime session (candidate)"] == 2
     assert report.final.passed and report.final.outputs[0].cosine > 0.999
+
+
+@pytest.mark.parametrize(
+    ("passes", "settings", "timed"),
+    [
+        (["prune:sparsity=0.1"], {}, False),  # zeros in the same tensors: same graph, same kernels
+        (["prune:sparsity=0.1"], {"latency_runs": 3}, True),  # asked for
+        (["prune:sparsity=0.1"], {"gates": {"max_latency_ratio": 2.0}}, True),  # a latency gate asks for it
+        (["prune:sparsity=0.1,storage=bitmask"], {}, True),  # the weights are decoded by new nodes
+        (["fold", "prune:sparsity=0.1"], {}, True),  # fold changes the graph
+    ],
+)
+def test_the_written_file_is_timed_unless_no_kept_pass_can_change_its_latency(digits, passes, settings, timed):
+    report = onnxopt.optimize(digits["model"], digits["out"], passes=passes, data=digits["data"], **settings)
+    assert report.exit_code == 0 and all(step.status == "kept" for step in report.steps), report.message
+    assert (report.final.latency_ratio is not None) == timed
+    assert any(note.startswith("latency not measured") for note in report.notes) == (not timed)
