@@ -5,7 +5,8 @@ model, the input shapes the user fixed (``--shape``), the gates, a private tempo
 a logger and a progress-bar factory from it, and record counters for the report in ``stats`` (the host
 gives each pass a fresh dict). It is deliberately narrow: one pass uses another through :meth:`run_pass`
 (through the ``onnxopt_run_pass`` hook, so wrappers see it), opens data with :meth:`open_dataset`, loads a
-model with :meth:`load`, and calls hooks a plugin declared itself through :attr:`hook`.
+model with :meth:`load`, compares against the run's own reference session through :meth:`reference`, and
+calls hooks a plugin declared itself through :attr:`hook`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from onnxopt.gates import Gates
     from onnxopt.metrics import MetricRegistry
     from onnxopt.session import Session
+    from onnxopt.validation import Reference
 
 T = TypeVar("T")
 logger = logging.getLogger("onnxopt")
@@ -57,6 +59,9 @@ class RunContext:
     stats: dict[str, Any] = field(default_factory=dict)
     costs: Costs = field(default_factory=Costs)  # time and peak memory per phase of the run
     logger: logging.Logger = logger
+    #: the run's open reference session (outputs cached per feed), shared by every comparison; None for a large
+    #: model, whose outputs are recorded per dataset instead
+    live_reference: Reference | None = field(default=None, repr=False)
 
     @property
     def hook(self) -> Any:
@@ -99,6 +104,18 @@ class RunContext:
         if self.reference_path is None:
             raise RuntimeError("this run has no reference model")
         return self.session.load(self.reference_path, check=False)
+
+    def reference(self, data: Dataset | None) -> Reference:
+        """The original's side of comparisons on ``data`` (pass it as ``compare(..., opened=...)``): the run's own
+        open session, whose outputs every comparison of the run shares, or for a model too large to hold twice
+        its outputs on ``data`` recorded once. One onnxruntime session per model, not one per search."""
+        if self.live_reference is not None:
+            return self.live_reference
+        if self.reference_path is None:
+            raise RuntimeError("this run has no reference model")
+        from onnxopt.validation import open_reference
+
+        return open_reference(self.reference_path, data, context=self)
 
     def open_dataset(self, source: str, model: ir.Model, *, batch_size: int | None = None) -> Dataset:
         """Open a dataset for ``model`` through the dataset plugins, with this run's shapes and seed."""

@@ -124,6 +124,8 @@ class Run:
                     open_session(context.reference_path, threads=self.recipe.threads), context.reference_path,
                     spill_to=context.workdir / "reference-outputs",
                 )  # fmt: skip
+            if isinstance(self.reference, LiveReference):
+                context.live_reference = self.reference  # passes that compare (a search) share it
             report = Report(str(source), None, _figures(model, context.reference_path))
             with context.costs.phase("data"):
                 context.dataset = self._open(model, self.recipe.data)

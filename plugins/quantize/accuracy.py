@@ -83,11 +83,11 @@ class Search:
         return gates is not None and gates.max_accuracy_drop is not None and self.validation.labels is not None
 
     def judge(self, path: Path) -> ValidationResult:
-        from onnxopt import compare, open_reference
+        from onnxopt import compare
 
         context = self.context
-        if self._reference is None:  # recorded once for a model too large to hold beside each trial
-            self._reference = open_reference(context.reference_path, self.validation)
+        if self._reference is None:  # the run's session, or for a model too large to hold twice, recorded once
+            self._reference = context.reference(self.validation)
         return compare(
             context.reference_path, path, self.validation, context.gates, latency_runs=0, opened=self._reference
         )

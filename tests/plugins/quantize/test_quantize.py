@@ -553,3 +553,25 @@ def test_weight_reading_quantizers_skip_quant_pre_process_by_default_and_write_t
     static = onnxopt.optimize(model, tmp_path / "s.onnx", passes=["quantize"], data=fixtures_dir /
                               "tiny_transformer_calib.npz", latency_runs=0)  # fmt: skip
     assert "preprocess" in static.steps[0].stats
+
+
+def test_accuracy_aware_search_compares_on_the_run_s_own_reference_session(fixtures_dir, tmp_path, monkeypatch):
+    """One onnxruntime session per model: the search's trials and the run's checks share the run's reference
+    (its outputs cached per feed), so the original is opened once, however many trials are judged."""
+    from onnxopt import pipeline, validation
+
+    opened = []
+    real_open = validation.open_session
+
+    def counting_open(path, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(validation, "open_session", counting_open)
+    monkeypatch.setattr(pipeline, "open_session", counting_open)
+    calib = fixtures_dir / "tiny_transformer_calib.npz"
+    report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", tmp_path / "q.onnx",
+                              passes=["quantize-accuracy-aware:max_trials=3,candidates=4"], data=calib,
+                              gates={"min_cosine": 0.999999}, latency_runs=0)  # fmt: skip
+    assert len(report.steps[0].stats["trials"]) == 4
+    assert opened.count("tiny_transformer.onnx") == 1, opened
