@@ -389,10 +389,33 @@ def data_file_name(path: str | os.PathLike) -> str:
 
 
 def file_size(path: str | os.PathLike) -> int:
-    """Bytes on disk of a model file plus every external data file it refers to."""
+    """Bytes on disk of a model file plus every external data file it refers to.
+
+    Parsing a self-contained model only to learn it has no data files costs a copy of its weights in memory
+    (the report asks this of the original and every candidate): a file whose bytes never spell the key of an
+    external location has none, so it is parsed only when they do (a weight may spell it by chance; then the
+    parse decides).
+    """
     path = Path(path)
-    proto = read_proto(path)
+    if path.is_file() and not _mentions(path, b"location"):
+        return path.stat().st_size
+    proto = read_proto(path)  # also the one-line error for a path that is not a readable model
     return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(proto, path.parent))
+
+
+def _mentions(path: Path, needle: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether ``needle`` occurs in the file, read a chunk at a time (no mapping: mapped pages count as resident)."""
+    tail = b""
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(chunk):
+                window = tail + block
+                if needle in window:
+                    return True
+                tail = window[max(0, len(window) - len(needle) + 1) :]
+    except OSError:
+        return True  # the parse reports it
+    return False
 
 
 @contextlib.contextmanager

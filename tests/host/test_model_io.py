@@ -569,3 +569,14 @@ def test_a_symlink_that_stays_inside_the_folder_is_accepted(tmp_path: Path, fixt
     }
     loaded = model_io.load(path)
     assert model_io.tensor_bytes(loaded) > 0
+
+
+def test_file_size_parses_only_a_file_that_spells_the_location_key_found_across_read_chunks(tmp_path: Path) -> None:
+    """A self-contained model is sized without parsing it (no copy of its weights in memory): only a file whose
+    bytes spell an external location's key is parsed, and the key is found wherever the read chunks split it."""
+    sample = tmp_path / "bytes"
+    sample.write_bytes(b"x" * 6 + b"location" + b"y" * 5)
+    assert all(model_io._mentions(sample, b"location", chunk=size) for size in range(1, 20))
+    assert not any(model_io._mentions(sample, b"locations", chunk=size) for size in range(1, 20))
+    with pytest.raises(ModelError, match="no such file"):
+        model_io.file_size(tmp_path / "missing.onnx")
