@@ -114,15 +114,16 @@ class Run:
         with self.session.context(shapes=self.recipe.shapes, gates=self.recipe.gates, seed=self.recipe.seed) as context:
             context.costs.add("load", load_seconds)
             context.reference_path = self._reference_file(model, source, context)
-            # An input onnxruntime cannot load fails here, before any pass. The session is kept for every
-            # comparison, except for a large model: onnxruntime holds a copy of its weights, which would sit
-            # beside everything the passes need (a quantizer loads the whole model too); its outputs on the
-            # data are recorded once instead, and the session closed.
+            # An input onnxruntime cannot load fails here, before any pass. onnxruntime holds a copy of the
+            # weights, which would sit beside everything the passes need (a quantizer loads the whole model
+            # too): the reference's outputs on the judging data are kept and its session closed while passes
+            # work (LiveReference.record; reopened for latency); a large model's are recorded before any
+            # candidate is opened, and its latency is not interleaved (RecordedReference).
             large = is_large(context.reference_path)
             with context.costs.phase("onnxruntime session (reference)"):
                 self.reference = None if large else LiveReference(
                     open_session(context.reference_path, threads=self.recipe.threads), context.reference_path,
-                    spill_to=context.workdir / "reference-outputs",
+                    spill_to=context.workdir / "reference-outputs", threads=self.recipe.threads,
                 )  # fmt: skip
             if isinstance(self.reference, LiveReference):
                 context.live_reference = self.reference  # passes that compare (a search) share it
@@ -140,6 +141,9 @@ class Run:
                     DEFAULT_LATENCY_RUNS if self.recipe.latency_runs is None else self.recipe.latency_runs,
                     context,
                 )
+            if isinstance(self.reference, LiveReference) and self.judge_data is not None:
+                with context.costs.phase("reference runs (recorded)"):  # all kept: the session closes meanwhile
+                    self.reference.record(self.judge_data)
             best = model
             for index, step in enumerate(self.steps):
                 if report.exit_code and self.recipe.on_failure == "stop":

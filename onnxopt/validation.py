@@ -457,10 +457,17 @@ class LiveReference(Reference):
     written to ``spill_to`` as .npy files read back memory-mapped (a detector's maps over a large validation set
     are gigabytes; reading them is cheaper than running the reference again). Outputs numpy cannot store as
     plain arrays (sequences, strings), or any past the budget without ``spill_to``, are computed again.
+
+    Once the outputs on a run's data are all kept (:meth:`record`), the session is closed while passes work
+    (onnxruntime holds a copy of the weights, beside everything a quantizer loads) and opened again, with the
+    same ``threads``, only when asked for what it does not keep: another feed, or latency.
     """
 
-    def __init__(self, session: ort.InferenceSession, path: str | Path, spill_to: Path | None = None) -> None:
-        self.session, self.path = session, path
+    def __init__(
+        self, session: ort.InferenceSession, path: str | Path, spill_to: Path | None = None, threads: int = 0
+    ) -> None:
+        self._session: ort.InferenceSession | None = session
+        self.path, self.threads = path, threads
         self.signature = _signature(session)
         self.score_index = _class_score_index(session)
         self._cache: dict[bytes, list[np.ndarray]] = {}
@@ -469,8 +476,27 @@ class LiveReference(Reference):
         self._spill_to = spill_to
         self.runs = 0  # reference runs onnxruntime really made, for the cost report and tests
 
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            self._session = open_session(self.path, threads=self.threads)
+        return self._session
+
     def outputs(self, index: int, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._outputs(feed, None)
+
+    def record(self, data: Dataset) -> None:
+        """Run every feed of ``data`` once and keep the outputs; close the session if all of them are kept."""
+        kept = True
+        for feed in data.feeds():
+            self._outputs(feed, None)
+            kept = kept and self._kept(feed)
+        if kept:
+            self._session = None
+
+    def _kept(self, feed: dict[str, np.ndarray]) -> bool:
+        key = _feed_key(feed)
+        return key in self._cache or key in self._spilled
 
     def probe(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs of a trial feed (raises DataError if onnxruntime refuses it), onnxruntime's memory arena

@@ -331,3 +331,26 @@ def test_reference_outputs_past_the_memory_budget_are_read_back_from_disk(
     assert reference.runs == runs
     assert all(np.array_equal(first[0], outputs[0]) for outputs in again)
     assert [p.suffix for p in folder.iterdir()] == [".npy"] if spill else not folder.exists()
+
+
+@pytest.mark.parametrize("budget", [256 << 20, 0])
+def test_recorded_reference_outputs_close_the_session_only_when_all_are_kept(fixtures_dir, monkeypatch, budget):
+    """record() keeps the outputs on the run's data and closes the session (its copy of the weights) when every
+    one is kept; a feed the cache cannot hold (no room, nowhere to spill) keeps the session open. Asking again
+    for a kept feed runs nothing; a new feed reopens the session."""
+    from onnxopt import model_io, validation
+    from onnxopt.data import from_arrays
+
+    monkeypatch.setattr(validation, "REFERENCE_CACHE_BYTES", budget)
+    path = fixtures_dir / "digits_cnn.onnx"
+    arrays = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"][:60]}
+    data = from_arrays("val", arrays, model_io.load(path), batch_size=20)
+    reference = validation.LiveReference(validation.open_session(path), path)
+    reference.record(data)
+    assert reference.runs == 3
+    assert (reference._session is None) == (budget > 0)
+    first = next(iter(data.feeds()))
+    reference.outputs(0, first)
+    assert reference.runs == (3 if budget else 4)
+    reference.outputs(0, {"input": first["input"][:5]})
+    assert reference._session is not None
