@@ -208,9 +208,7 @@ class _QuantizePass(FunctionalPluginPass):
         self._upgrade(source)
         if o.preprocess:
             source = ort_quantizer.preprocess(source, work / "preprocessed.onnx", stats)
-        proto = onnx.load(str(source), load_external_data=False)
-        reasons = self._float_nodes(proto.graph)
-        excluded = self._left_to_onnxruntime(proto.graph, reasons)
+        reasons, excluded, other_ops = self._plan(source)
         with ort_quantizer.quiet_onnxruntime_logs():
             result = self._quantize(source, work / "quantized.onnx", excluded, large)
         quantized = load(result, check=False)
@@ -225,7 +223,6 @@ class _QuantizePass(FunctionalPluginPass):
         if o.compact and (dropped := prepare.compact(quantized)):
             stats["zero_points_dropped"] = dropped
         if o.recurrent != "float":
-            other_ops = {node.name for node in proto.graph.node if o.op_types and node.op_type not in o.op_types}
             kept = {name for name, why in reasons.items() if why != IN_SUBGRAPH}
             coverage.store_int8(quantized, kept | other_ops, stats)
         reasons |= dict.fromkeys(stats.get("kept_float_by_search", {}), "put back to float by the accuracy search")
@@ -233,6 +230,16 @@ class _QuantizePass(FunctionalPluginPass):
         if left := coverage.weights_left_float(quantized, o, reasons, covered, self.quantizer):
             stats["weights_left_float"] = left
         return ir.passes.PassResult(quantized, modified=True)
+
+    def _plan(self, source: Path) -> tuple[dict[str, str], list[str], set[str]]:
+        """What stays float (with reasons), what onnxruntime is told to exclude, and the nodes of ops the pass
+        leaves alone, read from the file written for the quantizer. The parsed file (weights inline for a model
+        below the external-data threshold) is released before onnxruntime's quantizer loads its own copy."""
+        graph = onnx.load(str(source), load_external_data=False).graph
+        reasons = self._float_nodes(graph)
+        op_types = self.options.op_types
+        other_ops = {node.name for node in graph.node if op_types and node.op_type not in op_types}
+        return reasons, self._left_to_onnxruntime(graph, reasons), other_ops
 
     @abc.abstractmethod
     def _covered_ops(self, path: str) -> frozenset[str]:
