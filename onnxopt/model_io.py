@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import math
 import os
 import shutil
@@ -397,22 +398,33 @@ def file_size(path: str | os.PathLike) -> int:
     parse decides).
     """
     path = Path(path)
-    if path.is_file() and not _mentions(path, b"location"):
+    if path.is_file() and not _mentions_location(path):
         return path.stat().st_size
     proto = read_proto(path)  # also the one-line error for a path that is not a readable model
     return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(proto, path.parent))
 
 
+def _mentions_location(path: Path) -> bool:
+    """:func:`_mentions` of the location key, remembered per file version (a run sizes each file several times)."""
+    stat = path.stat()
+    return _mentions_cached(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _mentions_cached(path: str, inode: int, size: int, mtime_ns: int) -> bool:
+    return _mentions(Path(path), b"location")
+
+
 def _mentions(path: Path, needle: bytes, chunk: int = 1 << 20) -> bool:
     """Whether ``needle`` occurs in the file, read a chunk at a time (no mapping: mapped pages count as resident)."""
+    keep = len(needle) - 1  # bytes of one chunk that may start a match ending in the next
     tail = b""
     try:
         with open(path, "rb") as file:
             while block := file.read(chunk):
-                window = tail + block
-                if needle in window:
+                if needle in block or needle in tail + block[:keep]:
                     return True
-                tail = window[max(0, len(window) - len(needle) + 1) :]
+                tail = (tail + block[-keep:])[-keep:] if keep else b""
     except OSError:
         return True  # the parse reports it
     return False
