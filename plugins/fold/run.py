@@ -1,7 +1,8 @@
-"""The fold pass: the enabled steps of :mod:`.steps` in order, repeated until a round changes nothing.
+"""The fold pass: the enabled steps of :mod:`.steps` in order, repeated until none has anything left to do.
 
 Steps that change the model's interface or IR run once, first; the others run in rounds (each one's output feeds
-the next) up to ``max_rounds``. Each step's count goes to the report under its own name, each rewrite rule's
+the next), up to ``max_rounds``, and stop as soon as every step has run once since the last change (the rest of
+a round would only confirm it). Each step's count goes to the report under its own name, each rewrite rule's
 firings under ``rules``. Imported by the package's ``_create`` when fold runs, so registering the plugin stays light.
 """
 
@@ -27,7 +28,7 @@ Step = tuple[str, Callable[[ir.Model], int]]
 
 
 class FoldPass(InPlacePluginPass):
-    """Runs the enabled steps in rounds until a round changes nothing."""
+    """Runs the enabled steps in rounds until every step has run once since the last change."""
 
     options: FoldOptions
 
@@ -74,14 +75,16 @@ class FoldPass(InPlacePluginPass):
         modified = False
         for name, step in self._once():
             modified |= self._record(name, step(model))
-        for round_number in range(1, self.options.max_rounds + 1):  # noqa: B007 - the report reads the last one
-            changed = False
-            for name, step in self._rounds():
-                changed |= self._record(name, step(model))
-            modified |= changed
-            if not changed:
-                break
-        self.stats["rounds"] = round_number
+        cycle = self._rounds()
+        runs = quiet = 0  # steps run; steps run since the last one that changed something
+        while quiet < len(cycle) and runs < self.options.max_rounds * len(cycle):
+            name, step = cycle[runs % len(cycle)]
+            runs += 1
+            if self._record(name, step(model)):
+                modified, quiet = True, 0
+            else:
+                quiet += 1
+        self.stats["rounds"] = max(1, -(-runs // max(1, len(cycle))))  # rounds begun
         if self.fired:
             self.stats["rules"] = dict(self.fired.most_common())
         modified |= self._record("attributes_repaired", steps.check_opset_conformance(model))

@@ -84,3 +84,50 @@ def test_matmul_add_becomes_gemm_only_where_gemm_computes_the_same(tmp_path, dty
     out, report = _fold(tmp_path, model, {"x": x})
     assert _ops(out) == (["Gemm"] if fused else ["MatMul", "Add"])
     assert report.steps[0].stats.get("rules", {}).get("matmul_add_to_gemm", 0) == int(fused)
+
+
+def _count_step_runs(monkeypatch) -> list[str]:
+    """The names of the round steps fold runs, in order (each step wrapped to record itself)."""
+    from onnxopt_plugins.fold.run import FoldPass
+
+    ran: list[str] = []
+    rounds = FoldPass._rounds
+
+    def recorded(self):
+        def wrap(name, step):
+            return name, lambda model: (ran.append(name), step(model))[1]
+
+        return [wrap(name, step) for name, step in rounds(self)]
+
+    monkeypatch.setattr(FoldPass, "_rounds", recorded)
+    return ran
+
+
+def test_fold_stops_once_every_step_has_run_since_the_last_change(tmp_path, monkeypatch):
+    """Only the first step changes anything (an Identity): the steps after it and the first once more run, not a
+    second full round."""
+    ran = _count_step_runs(monkeypatch)
+    nodes = [helper.make_node("Identity", ["x"], ["i"]), helper.make_node("Relu", ["i"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": RNG.standard_normal((2, 3)).astype(np.float32)})
+    assert _ops(out) == ["Relu"]
+    steps = len(set(ran))
+    assert ran[0] == ran[-1] == "no_ops_removed" and len(ran) == steps + 1
+    assert report.steps[0].stats["rounds"] == 2
+
+
+def test_a_change_by_the_last_step_gives_the_earlier_steps_another_run(tmp_path, monkeypatch):
+    """Sharing the equal initializers (the last step) makes the two Adds equal; the next round's CSE merges them."""
+    ran = _count_step_runs(monkeypatch)
+    weight = RNG.standard_normal((2, 3)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "w1"], ["a"]), helper.make_node("Add", ["x", "w2"], ["b"]),
+             helper.make_node("Mul", ["a", "b"], ["y"])]  # fmt: skip
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                   [numpy_helper.from_array(weight, "w1"), numpy_helper.from_array(weight.copy(), "w2")])  # fmt: skip
+    out, report = _fold(tmp_path, model, {"x": RNG.standard_normal((2, 3)).astype(np.float32)})
+    assert _ops(out) == ["Add", "Mul"]
+    stats = report.steps[0].stats
+    assert stats["initializers_shared"] == 1 and stats["subexpressions_shared"] >= 1
+    assert ran.index("subexpressions_shared", ran.index("initializers_shared")) > ran.index("initializers_shared")
