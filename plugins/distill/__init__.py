@@ -72,8 +72,12 @@ class DistillOptions(PassOptions):
     device: str = option("cpu", "torch device: cpu, cuda (cuda:N), or auto (cuda when torch sees one)")
     checkpoint: str = option("", "save the training state here after every epoch; resume from it when it exists")
     depth: float = option(
-        1.0, "keep this fraction of the (ONNX) student's repeated encoder blocks (0.5: every other one dropped)",
+        1.0, "keep this fraction of the (ONNX) student's repeated encoder blocks (0.5: half of them dropped)",
         gt=0, le=1,
+    )  # fmt: skip
+    layers: Literal["search", "spread"] = option(
+        "search", "which blocks depth < 1 keeps: search (dropped one at a time, the one the teacher's held-out "
+        "outputs miss least) or spread (evenly from the first: DistilBERT's every other one)",
     )  # fmt: skip
     cache_dir: str = option(
         "", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)"

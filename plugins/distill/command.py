@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: Options of the pass that the command takes as flags of the same name ("see 'onnxopt passes'").
 _PASS_FLAGS = (("epochs", int), ("batch-size", int), ("lr", float), ("alpha", float), ("temperature", float),
                ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str), ("max-time", float),
-               ("device", str), ("depth", float), ("checkpoint", str))  # fmt: skip
+               ("device", str), ("depth", float), ("layers", str), ("checkpoint", str))  # fmt: skip
 
 
 def distill(

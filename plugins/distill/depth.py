@@ -1,18 +1,20 @@
 """A shallower student from the teacher's own graph: repeated encoder blocks found by structure, some dropped.
 
-The DistilBERT recipe (Sanh et al., 2019) without the original training code: keep every other layer of
-the encoder, initialised from the teacher, and distill. The layers are found in the ONNX graph, not named
-by hand: the LayerNormalization nodes of the top-level graph cut it into segments (the nodes on the way
-from one LayerNormalization to the next); each segment gets a signature (its op types in order and
-the shapes of its weights); the longest run of segments that repeats with a period ``p`` is the encoder,
-and ``p`` consecutive segments are one layer (post-LN BERT: attention + LN, feed-forward + LN, p = 2).
-Dropping a layer sends its input straight to whatever read its output; onnx-ir's dead-node pass then
-removes the layer's nodes and weights. Written here: no ONNX tool found that does this.
+The DistilBERT recipe (Sanh et al., 2019) without the original training code: keep some layers of the
+encoder, initialised from the teacher, and distill. Which ones matters more than how long the student trains:
+keeping every other one from the first drops the last layer, whose output the pooling head was trained on
+(:func:`searched` chooses them from the teacher's own outputs instead; figures in bench/README.md).
+The layers are found in the ONNX graph, not named by hand: the LayerNormalization nodes of the top-level graph
+cut it into segments (the nodes on the way from one LayerNormalization to the next); each segment gets a
+signature (its op types in order and the shapes of its weights); the longest run of segments that repeats with
+a period ``p`` is the encoder, and ``p`` consecutive segments are one layer (post-LN BERT: attention + LN,
+feed-forward + LN, p = 2). Dropping a layer sends its input straight to whatever read its output; onnx-ir's
+dead-node pass then removes the layer's nodes and weights. Written here: no ONNX tool found that does this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import onnx_ir as ir
 import onnx_ir.passes.common
@@ -97,19 +99,45 @@ def encoder_layers(model: ir.Model) -> list[tuple[ir.Value, ir.Value]]:
 
 def kept(count: int, depth: float) -> list[int]:
     """Which of ``count`` layers a student at ``depth`` keeps: evenly spread from the first (0.5: 0, 2, 4, ...)."""
-    keep = max(1, round(count * depth))
+    keep = _kept_count(count, depth)
     return sorted({int(i * count / keep) for i in range(keep)})
 
 
-def shallower(model: ir.Model, depth: float) -> tuple[ir.Model, dict[str, object]]:
-    """A copy of ``model`` with ``depth`` of its repeated encoder layers kept; (the model, what was done)."""
-    student = model.clone()
-    layers = encoder_layers(student)
+def searched(model: ir.Model, depth: float, score: Callable[[ir.Model], float]) -> tuple[list[int], list[float]]:
+    """The layers to keep, found greedily: from all of them, drop the one whose absence ``score`` (higher: closer
+    to the teacher) minds least, until ``depth`` is left; (the layers kept, the score after each drop).
+
+    Greedy, not exhaustive: n + (n - 1) + ... students are scored rather than C(n, k) (57 instead of 924 for
+    12 -> 6 layers)."""
+    count = len(_layers_or_error(model))
+    keep, trail = list(range(count)), []
+    while len(keep) > _kept_count(count, depth):
+        trials = [(score(shallower(model, depth, [k for k in keep if k != j])[0]), j) for j in keep]
+        best, dropped = max(trials, key=lambda trial: trial[0])  # equal scores: the lowest-numbered layer goes
+        keep.remove(dropped)
+        trail.append(best)
+    return keep, trail
+
+
+def _kept_count(count: int, depth: float) -> int:
+    return max(1, round(count * depth))
+
+
+def _layers_or_error(model: ir.Model) -> list[tuple[ir.Value, ir.Value]]:
+    layers = encoder_layers(model)
     if len(layers) < 2:
         raise UsageError(
             "depth < 1 needs repeated LayerNormalization-delimited blocks (a transformer encoder); none found"
         )
-    keep = kept(len(layers), depth)
+    return layers
+
+
+def shallower(model: ir.Model, depth: float, keep: list[int] | None = None) -> tuple[ir.Model, dict[str, object]]:
+    """A copy of ``model`` with the encoder layers ``keep`` (default: :func:`kept` at ``depth``); (the model,
+    what was done)."""
+    student = model.clone()
+    layers = _layers_or_error(student)
+    keep = kept(len(layers), depth) if keep is None else keep
     for j in reversed(range(len(layers))):
         if j in keep:
             continue

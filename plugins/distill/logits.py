@@ -68,10 +68,14 @@ class TeacherOutputs:
     cached: bool  # read back from an earlier run
 
 
-def _run(
-    teacher: Path, inputs: Mapping[str, np.ndarray], batch_size: int, progress: Callable[..., Iterator[Any]]
+def outputs_of(
+    model: Path,
+    inputs: Mapping[str, np.ndarray],
+    batch_size: int = 256,
+    progress: Callable[..., Iterator[Any]] = lambda it, **_: iter(it),
 ) -> dict[str, np.ndarray]:
-    session = open_session(teacher)
+    """Every output of the model at ``model`` on ``inputs`` (rows on axis 0), by name, run in batches."""  # fmt: skip
+    session = open_session(model)
     names = [o.name for o in session.get_outputs()]
     count = len(next(iter(inputs.values())))
     parts: list[list[np.ndarray]] = [[] for _ in names]
@@ -80,7 +84,7 @@ def _run(
         try:
             results = session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own types for a bad feed
-            raise DataError(f"the teacher cannot run on the training data: {' '.join(str(exc).split())}") from exc
+            raise DataError(f"{model.name} cannot run on the training data: {' '.join(str(exc).split())}") from exc
         for part, result in zip(parts, results):
             part.append(result)
     return {name: np.concatenate(part) for name, part in zip(names, parts)}
@@ -100,7 +104,7 @@ def teacher_outputs(
     if path.exists():
         with np.load(path, allow_pickle=False) as npz:
             return TeacherOutputs(path, {key: npz[key] for key in npz.files}, cached=True)
-    outputs = _run(teacher, inputs, batch_size, progress)
+    outputs = outputs_of(teacher, inputs, batch_size, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".npz.part")
     try:

