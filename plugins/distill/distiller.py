@@ -182,13 +182,15 @@ class Distillation:
 
     def _depth_score(self, rows: Split, loss: str, target: str, probabilities: bool) -> Callable[[ir.Model], float]:
         """How close a candidate's ``target`` output is to the teacher's on the first :data:`DEPTH_SEARCH_ROWS`
-        held-out rows (the loss's own score, in onnxruntime): what the depth search ranks layer choices by."""
+        held-out rows (the loss's own score, in onnxruntime): what the depth search ranks layer choices by. The
+        output is found by position, as the trainer finds it (a student file may name its outputs otherwise)."""
         some = rows.rows(np.arange(min(len(rows), DEPTH_SEARCH_ROWS)))
         trial = self.context.workdir / "depth-trial.onnx"
+        position = [v.name for v in self.teacher.graph.outputs].index(target)
 
         def score(candidate: ir.Model) -> float:
             save(candidate, trial)
-            outputs = logits.outputs_of(trial, some.inputs)[target]
+            outputs = list(logits.outputs_of(trial, some.inputs).values())[position]
             meter = Score(loss)
             meter.update(_targets(outputs, probabilities), some.teacher)
             return meter.value()

@@ -74,7 +74,7 @@ def outputs_of(
     batch_size: int = 256,
     progress: Callable[..., Iterator[Any]] = lambda it, **_: iter(it),
 ) -> dict[str, np.ndarray]:
-    """Every output of the model at ``model`` on ``inputs`` (rows on axis 0), by name, run in batches."""  # fmt: skip
+    """Every output of the model at ``model`` on ``inputs`` (rows on axis 0), by name, run in batches."""
     session = open_session(model)
     names = [o.name for o in session.get_outputs()]
     count = len(next(iter(inputs.values())))

@@ -64,7 +64,7 @@ def resolve(
     """(the student: an onnx_ir.Model or a framework model, a short description for the report).
 
     With ``score`` (how close a candidate's outputs are to the teacher's on held-out rows), a depth < 1 student
-    keeps the layers :func:`.depth.searched` finds; without, every other one from the first."""  # fmt: skip
+    keeps the layers :func:`.depth.searched` finds; without, every other one from the first."""
     if text and is_import_path(text):
         if width < 1.0 or depth < 1.0:
             raise UsageError(
