@@ -30,13 +30,14 @@ def _auto_command(fixtures_dir: Path, out: Path, *extra: str) -> list[str]:
             *extra]  # fmt: skip
 
 
-def _finished_trials(workdir: Path) -> list[int]:
-    """Numbers of the trials the study has recorded as finished (read from the study file, as a resume would)."""
+def _finished_trials(workdir: Path, *, ran: bool = False) -> list[int]:
+    """Numbers of the trials the study has recorded as finished (read from the study file, as a resume would);
+    with ``ran``, only those that ran and wrote a report (a repeated recipe is told its earlier outcome instead)."""
     if not (workdir / "study.db").exists():
         return []
     try:
         study = optuna.load_study(study_name="onnxopt-auto", storage=f"sqlite:///{workdir / 'study.db'}")
-        return [outcome.number for outcome in studies.outcomes(study)]
+        return [o.number for o in studies.outcomes(study) if not ran or (o.duplicate_of is None and o.report)]
     except Exception:  # the search is still creating its tables
         return []
 
@@ -55,7 +56,8 @@ def search(fixtures_dir, tmp_path_factory):
         os.killpg(first.pid, signal.SIGKILL)  # as on a power cut
     first.wait()
     survivors = {
-        n: (workdir / "trials" / f"{n:04d}" / "report.json").stat().st_mtime_ns for n in _finished_trials(workdir)
+        n: (workdir / "trials" / f"{n:04d}" / "report.json").stat().st_mtime_ns
+        for n in _finished_trials(workdir, ran=True)
     }
     written_before_the_end = out.exists()
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
