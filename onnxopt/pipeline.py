@@ -49,7 +49,6 @@ from onnxopt.validation import (
     compare,
     is_large,
     open_reference,
-    open_session,
     run_candidate,
 )
 
@@ -122,8 +121,7 @@ class Run:
             large = is_large(context.reference_path)
             with context.costs.phase("onnxruntime session (reference)"):
                 self.reference = None if large else LiveReference(
-                    open_session(context.reference_path, threads=self.recipe.threads), context.reference_path,
-                    spill_to=context.workdir / "reference-outputs", threads=self.recipe.threads,
+                    context.reference_path, self.recipe.threads, spill_to=context.workdir / "reference-outputs"
                 )  # fmt: skip
             if isinstance(self.reference, LiveReference):
                 context.live_reference = self.reference  # passes that compare (a search) share it

@@ -463,11 +463,10 @@ class LiveReference(Reference):
     same ``threads``, only when asked for what it does not keep: another feed, or latency.
     """
 
-    def __init__(
-        self, session: ort.InferenceSession, path: str | Path, spill_to: Path | None = None, threads: int = 0
-    ) -> None:
-        self._session: ort.InferenceSession | None = session
+    def __init__(self, path: str | Path, threads: int = 0, spill_to: Path | None = None) -> None:
         self.path, self.threads = path, threads
+        session = open_session(path, threads=threads)
+        self._session: ort.InferenceSession | None = session
         self.signature = _signature(session)
         self.score_index = _class_score_index(session)
         self._cache: dict[bytes, list[np.ndarray]] = {}
@@ -579,7 +578,7 @@ def open_reference(path: str | Path, data: Dataset | None, *, threads: int = 0, 
     large to hold beside a candidate (:func:`is_large`) its outputs recorded once and the session closed."""
     if is_large(path):
         return RecordedReference(path, data, threads, latency_runs, context)
-    return LiveReference(open_session(path, threads=threads), path)
+    return LiveReference(path, threads)
 
 
 def compare(

@@ -147,7 +147,8 @@ class Distillation:
         target = self._target()
         train, val, probabilities = self._splits(target)
         loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
-        score = self._depth_score(val or train, loss, target, probabilities) if o.layers == "search" else None
+        search = o.layers == "search" and o.depth < 1.0
+        score = self._depth_score(val or train, loss, target, probabilities) if search else None
         student, description = students.resolve(o.student, current, o.width, o.depth, self.context, score)
         trainer = self.context.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
         if trainer is None:

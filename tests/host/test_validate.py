@@ -131,7 +131,7 @@ def test_a_synthetic_trial_leaves_onnxruntime_s_arena_as_it_found_it(fixtures_di
     path = fixtures_dir / "digits_cnn.onnx"
     growth = {}
     for how in ("probe", "outputs"):
-        reference = validation.LiveReference(validation.open_session(path), path)
+        reference = validation.LiveReference(path)
         reference.outputs(0, {"input": np.zeros((1, 1, 8, 8), np.float32)})
         before = _resident_mib()
         big = {"input": np.random.default_rng(0).standard_normal((20000, 1, 8, 8)).astype(np.float32)}

@@ -324,7 +324,7 @@ def test_reference_outputs_past_the_memory_budget_are_read_back_from_disk(
     monkeypatch.setattr(validation, "REFERENCE_CACHE_BYTES", 0)
     path = fixtures_dir / "digits_cnn.onnx"
     folder = tmp_path / "spill"
-    reference = validation.LiveReference(validation.open_session(path), path, spill_to=folder if spill else None)
+    reference = validation.LiveReference(path, spill_to=folder if spill else None)
     feed = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"][:50]}
     first = reference.outputs(0, feed)
     again = [reference.outputs(0, {"input": feed["input"].copy()}) for _ in range(2)]
@@ -345,7 +345,7 @@ def test_recorded_reference_outputs_close_the_session_only_when_all_are_kept(fix
     path = fixtures_dir / "digits_cnn.onnx"
     arrays = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"][:60]}
     data = from_arrays("val", arrays, model_io.load(path), batch_size=20)
-    reference = validation.LiveReference(validation.open_session(path), path)
+    reference = validation.LiveReference(path)
     reference.record(data)
     assert reference.runs == 3
     assert (reference._session is None) == (budget > 0)

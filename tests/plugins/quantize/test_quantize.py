@@ -558,7 +558,7 @@ def test_weight_reading_quantizers_skip_quant_pre_process_by_default_and_write_t
 def test_accuracy_aware_search_compares_on_the_run_s_own_reference_session(fixtures_dir, tmp_path, monkeypatch):
     """One onnxruntime session per model: the search's trials and the run's checks share the run's reference
     (its outputs cached per feed), so the original is opened once, however many trials are judged."""
-    from onnxopt import pipeline, validation
+    from onnxopt import validation
 
     opened = []
     real_open = validation.open_session
@@ -567,8 +567,7 @@ def test_accuracy_aware_search_compares_on_the_run_s_own_reference_session(fixtu
         opened.append(Path(path).name)
         return real_open(path, **kwargs)
 
-    monkeypatch.setattr(validation, "open_session", counting_open)
-    monkeypatch.setattr(pipeline, "open_session", counting_open)
+    monkeypatch.setattr(validation, "open_session", counting_open)  # every session, the pipeline's reference too
     calib = fixtures_dir / "tiny_transformer_calib.npz"
     report = onnxopt.optimize(fixtures_dir / "tiny_transformer.onnx", tmp_path / "q.onnx",
                               passes=["quantize-accuracy-aware:max_trials=3,candidates=4"], data=calib,
