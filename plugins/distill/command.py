@@ -51,8 +51,10 @@ def distill(
 
     step = ("distill", {"student": str(student), "width": width, "val": "" if val is None else str(val),
                         "export_logits": export_logits, **options})  # fmt: skip
-    run = {"passes": [step], "data": data, "gates": gates, "seed": seed, "plugins": plugins, "quiet": quiet,
-           "validate_each_pass": False, "default_gates": False}  # fmt: skip
+    # the verdict is judged on the held-out rows when there are some: judged on --data, the student would be
+    # scored on the rows it was trained on (and every one of them run twice more)
+    run = {"passes": [step], "data": data, "val": None if val is None else str(val), "gates": gates, "seed": seed,
+           "plugins": plugins, "quiet": quiet, "validate_each_pass": False, "default_gates": False}  # fmt: skip
     if export_logits or output is None:
         return optimize(teacher, None, **run)
     if _same_file(teacher, output):
@@ -66,6 +68,9 @@ def distill(
         if report.steps and report.steps[0].status == KEPT:
             save(load(staged, check=False), output)
             report.output = str(output)
+    if val is None and report.final is not None and report.final.compared:
+        report.notes.append("the verdict was judged on the training data (--data): the student learned those rows; "
+                            "pass --val for a held-out verdict")  # fmt: skip
     return report
 
 
@@ -83,7 +88,11 @@ def add_command(add_command: Any) -> None:
     dst.add_argument("teacher", help="teacher model (.onnx, or any format a loader plugin reads)")
     dst.add_argument("-o", "--output", help="where to write the trained student (.onnx)")
     dst.add_argument("--data", required=True, help="training data: file.npz or a folder (inputs + optional labels)")
-    dst.add_argument("--val", help="held-out .npz for early stopping and the report (default: 10%% of --data)")
+    dst.add_argument(
+        "--val",
+        help="held-out .npz for early stopping, the report and the verdict (default: 10%% of --data held out "
+        "for early stopping; the verdict then runs on --data)",
+    )
     dst.add_argument(
         "--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)"
     )

@@ -107,6 +107,18 @@ def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_di
     assert stats["validation"]["top1_agreement"] >= 0.9 and stats["validation"]["student_accuracy"] >= 0.9
     _student_ok(out, teacher, np.load(fixtures_dir / "iris_mlp_val.npz")["input"])
     assert _accuracy(out, fixtures_dir / "iris_mlp_val.npz") == stats["validation"]["student_accuracy"]
+    # the verdict is judged on the held-out rows, not on the rows the student was trained on
+    assert report.final.compared and "iris_mlp_val" in report.final.data and "calib" not in report.final.data
+    assert not any("training data" in note for note in report.notes)
+
+
+def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):
+    pytest.importorskip("torch")
+    data = fixtures_dir / "iris_mlp_calib.npz"
+    report = distill(fixtures_dir / "iris_mlp.onnx", tmp_path / "s.onnx", data=data, epochs=2, threads=1)
+    assert report.exit_code == 0, report.message
+    assert "iris_mlp_calib" in report.final.data
+    assert any("judged on the training data" in note and "--val" in note for note in report.notes)
 
 
 def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
