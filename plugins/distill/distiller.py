@@ -9,6 +9,7 @@ trainer wrote, and measures the student against the teacher in onnxruntime on th
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 #: held-out rows a depth search scores each candidate on (one onnxruntime run each; 15 candidates for 6 -> 3)
 DEPTH_SEARCH_ROWS = 64
+#: log-probabilities are computed in blocks of rows of about this many bytes
+_TARGET_BLOCK_BYTES = 64 << 20
 _EXTRAS = {"torch": "onnxopt[torch]", "keras": "onnxopt[tf]", "auto": "onnxopt[torch] (ONNX students) or onnxopt[tf]"}
 
 
@@ -68,8 +71,17 @@ def _probabilities(teacher: ir.Model, output: str, outputs: np.ndarray) -> bool:
     return (producer is not None and producer.op_type == "Softmax") or sums_to_one(outputs)
 
 
-def _targets(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
-    return np.log(np.clip(outputs, MIN_PROBABILITY, None)) if probabilities else outputs
+def _targets(outputs: np.ndarray, probabilities: bool, into: np.ndarray | None = None) -> np.ndarray:
+    """What the loss compares with: log-probabilities for a softmax output (into ``into``, in row blocks, when
+    given), else the outputs themselves."""
+    if not probabilities:
+        return outputs
+    if into is None:
+        return np.log(np.clip(outputs, MIN_PROBABILITY, None))
+    block = max(1, _TARGET_BLOCK_BYTES // max(1, outputs[:1].nbytes))
+    for start in range(0, len(outputs), block):
+        np.log(np.clip(outputs[start : start + block], MIN_PROBABILITY, None), out=into[start : start + block])
+    return into
 
 
 def _global_pools(graph: ir.Graph) -> None:
@@ -108,29 +120,45 @@ class Distillation:
             raise UsageError("distill needs a teacher model and training data (--data)")
         self.teacher = self.context.load(self.teacher_path)
         self.cache = Path(options.cache_dir) if options.cache_dir else None
+        self._scratch = itertools.count()
 
-    def _outputs(self, inputs: dict[str, np.ndarray]) -> logits.TeacherOutputs:
-        found = logits.teacher_outputs(self.teacher_path, inputs, cache_dir=self.cache, progress=self.context.progress)
-        self.context.stats.setdefault("teacher_outputs", []).append({"file": str(found.path), "reused": found.cached})
+    def _outputs(self, inputs: dict[str, np.ndarray], target: str | None = None) -> logits.TeacherOutputs:
+        """The teacher's ``target`` output on ``inputs`` (every output when None), from the cache or computed."""
+        found = logits.teacher_outputs(
+            self.teacher_path, inputs, names=None if target is None else [target], cache_dir=self.cache,
+            progress=self.context.progress,
+        )  # fmt: skip
+        self.context.stats.setdefault("teacher_outputs", []).append(
+            {"files": {name: str(file) for name, file in found.files.items()}, "reused": found.cached}
+        )
         return found
 
     def _splits(self, target: str) -> tuple[Split, Split | None, bool]:
         """(training rows, validation rows, whether the target output is a softmax)."""
         dataset = self.context.dataset
         inputs = dataset_rows(dataset)
-        outputs = self._outputs(inputs).outputs[target]
+        outputs = self._outputs(inputs, target).outputs[target]
         probabilities = _probabilities(self.teacher, target, outputs)
-        train = Split(inputs, _targets(outputs, probabilities), dataset.labels)
+        train = Split(inputs, self._targets(outputs, probabilities), dataset.labels)
         if self.options.val:
             val_set = from_arrays(self.options.val, load_arrays(self.options.val), self.teacher)
             val_inputs = dataset_rows(val_set)
-            val_teacher = _targets(self._outputs(val_inputs).outputs[target], probabilities)
+            val_teacher = self._targets(self._outputs(val_inputs, target).outputs[target], probabilities)
             return train, Split(val_inputs, val_teacher, val_set.labels), probabilities
         count = int(round(len(train) * self.options.val_fraction))
         if count == 0:
             return train, None, probabilities
         order = self.context.rng(7).permutation(len(train))
         return train.rows(order[count:]), train.rows(order[:count]), probabilities
+
+    def _targets(self, outputs: np.ndarray, probabilities: bool) -> np.ndarray:
+        """:func:`_targets` of the memory-mapped teacher outputs, written to a memory-mapped scratch file: the
+        log-probabilities are as large as the outputs, and need not sit in memory either."""
+        if not probabilities:
+            return outputs
+        scratch = self.context.workdir / f"teacher-targets-{next(self._scratch)}.npy"
+        into = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=outputs.shape)
+        return _targets(outputs, True, into)
 
     def _target(self) -> str:
         names = [v.name for v in self.teacher.graph.outputs]
