@@ -1,6 +1,7 @@
 """Distillation on real models (issue #18): shrink a deployed ONNX model, win its accuracy back from its own outputs.
 
-    python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--no-readme]
+    python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--rec-lines 320] [--rec-lr 5e-4]
+        [--minilm-sentences 2300] [--minilm-corpus docstrings|wide] [--no-readme]
 
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
 no training step saw (rendered / drawn with other seeds than the training and early-stopping rows):
@@ -11,7 +12,8 @@ no training step saw (rendered / drawn with other seeds than the training and ea
   calibrated on training pages). Target: text-mask IoU (@0.3) vs the fp32 teacher >= 0.90, latency <= 0.4x.
 - minilm: all-MiniLM-L6-v2, half its encoder layers dropped (``depth=0.5``, 6 -> 3, kept layers initialised
   from the teacher), twice: ``layers=spread`` (every other one from the first) and ``layers=search`` (the
-  default), distilled on English sentences from the docstrings of installed packages, tokenized with
+  default), distilled on English sentences from the docstrings of installed packages (``--minilm-corpus
+  wide``: also Python's documentation and every installed package's description and docstrings), tokenized with
   the model's own tokenizer.json (``tokenizers``). Target: sentence-embedding cosine >= 0.97, nearest-neighbour
   agreement >= 0.9 (among the held-out sentences), latency <= 0.55x.
 - rec: PP-OCRv4 rec, structured prune 30 %, distilled on rendered text lines (PP-OCR rec preprocessing: height
@@ -66,43 +68,80 @@ MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224,
 # --------------------------------------------------------------------------- data
 
 
-def sentences(limit: int) -> list[str]:
-    """English sentences (6-40 words, ASCII) from the docstrings of the installed numpy, onnx and the stdlib
-    (tests left out), in a fixed shuffled order."""
-    import json as json_module  # a stdlib package: its location anchors the stdlib's folder
+class _Sentences:
+    """English sentences (6-40 words, ASCII, no code-like characters) gathered from texts, each once, in order."""
 
-    import onnx
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self._seen: set[str] = set()
 
-    roots = [Path(np.__file__).parent, Path(onnx.__file__).parent, Path(json_module.__file__).parent.parent]
-    found: list[str] = []
-    seen: set[str] = set()
-    for root in roots:
+    def add(self, text: str) -> None:
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+            words = sentence.split()
+            if (
+                6 <= len(words) <= 40
+                and sentence.isascii()
+                and sentence not in self._seen
+                and not re.search(r"[>{}=_\[\]|]", sentence)
+            ):
+                self._seen.add(sentence)
+                self.found.append(sentence)
+
+    def add_docstrings(self, root: Path, enough: int, skip_site_packages: bool = True) -> None:
+        """The module, class and function docstrings of the .py files under ``root`` (tests left out)."""
         for path in sorted(root.rglob("*.py")):
             parts = path.relative_to(root).parts
-            if "site-packages" in parts or any("test" in part for part in parts):
+            if (skip_site_packages and "site-packages" in parts) or any("test" in part for part in parts):
                 continue
             try:
                 tree = ast.parse(path.read_text(errors="ignore"))
             except (SyntaxError, ValueError):
                 continue
             for node in ast.walk(tree):
-                if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
-                    continue
-                doc = ast.get_docstring(node) or ""
-                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                    words = sentence.split()
-                    if (
-                        6 <= len(words) <= 40
-                        and sentence.isascii()
-                        and sentence not in seen
-                        and not re.search(r"[>{}=_\[\]|]", sentence)
-                    ):
-                        seen.add(sentence)
-                        found.append(sentence)
-            if len(found) >= 4 * limit:
-                break
-    order = np.random.default_rng(0).permutation(len(found))
-    return [found[i] for i in order[:limit]]
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
+                    self.add(ast.get_docstring(node) or "")
+            if len(self.found) >= enough:
+                return
+
+    def shuffled(self, limit: int) -> list[str]:
+        order = np.random.default_rng(0).permutation(len(self.found))
+        return [self.found[i] for i in order[:limit]]
+
+
+def sentences(limit: int) -> list[str]:
+    """English sentences from the docstrings of the installed numpy, onnx and the stdlib, in a fixed shuffled order."""
+    import json as json_module  # a stdlib package: its location anchors the stdlib's folder
+
+    import onnx
+
+    found = _Sentences()
+    for root in (Path(np.__file__).parent, Path(onnx.__file__).parent, Path(json_module.__file__).parent.parent):
+        found.add_docstrings(root, 4 * limit)
+        if len(found.found) >= 4 * limit:
+            break
+    return found.shuffled(limit)
+
+
+def wide_sentences(limit: int) -> list[str]:
+    """More varied English: Python's own documentation (pydoc_data), the descriptions of every installed
+    distribution, then the docstrings of the stdlib and of every installed package, in a fixed shuffled order."""
+    import json as json_module
+    import pydoc_data.topics
+    import site
+
+    found = _Sentences()
+    for topic in pydoc_data.topics.topics.values():
+        found.add(topic)
+    packages = Path(site.getsitepackages()[0])
+    for metadata in sorted(packages.glob("*.dist-info/METADATA")):
+        found.add(metadata.read_text(errors="ignore").partition("\n\n")[2])
+    roots = [Path(json_module.__file__).parent.parent]
+    roots += sorted(p for p in packages.iterdir() if p.is_dir() and not p.name.endswith("-info"))
+    for root in roots:
+        found.add_docstrings(root, 3 * limit, skip_site_packages=root == roots[0])
+        if len(found.found) >= 3 * limit:
+            break
+    return found.shuffled(limit)
 
 
 def _words() -> list[str]:
@@ -254,9 +293,16 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
     return title, common.markdown_table(header, rows, "lrrrr")
 
 
-def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
+def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "docstrings", length: int = 48
+                ) -> tuple[str, str]:  # fmt: skip
     texts = sentences(3000)
-    train_texts, val_texts, test_texts = texts[:2300], texts[2300:2500], texts[2500:3000]
+    val_texts, test_texts = texts[2300:2500], texts[2500:3000]  # the same held-out rows whatever trains
+    if corpus == "docstrings" and count <= 2300:
+        train_texts = texts[:count]
+    else:
+        held = set(val_texts) | set(test_texts)
+        pool = wide_sentences(count + 1000) if corpus == "wide" else sentences(count + 1000)
+        train_texts = [t for t in pool if t not in held][:count]
     train = _save(work / "minilm_train.npz", tokenized(train_texts, length))
     val = _save(work / "minilm_val.npz", tokenized(val_texts, length))
     test = tokenized(test_texts, length)
@@ -287,7 +333,8 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
                      f"{latency[name]:.3f}", trained.get(name, "–")])  # fmt: skip
     title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (spread: every other one from the first; search: "
              f"dropped one at a time by held-out cosine, `layers=search`, the default), distilled on "
-             f"{len(train_texts)} docstring sentences (loss {stats['loss']}, {length} tokens); "
+             f"{len(train_texts)} {'docstring' if corpus == 'docstrings' else 'varied'} sentences "
+             f"(loss {stats['loss']}, {length} tokens); "
              f"{len(test_texts)} held-out sentences")  # fmt: skip
     header = ["variant", "sentence-embedding cosine mean / min (target >= 0.97)",
               "nearest-neighbour agreement (target >= 0.9)",
@@ -295,29 +342,33 @@ def case_minilm(work: Path, budget: float, length: int = 48) -> tuple[str, str]:
     return title, common.markdown_table(header, rows, "lrrrr")
 
 
-def case_rec(work: Path, budget: float, words: list[str], sparsity: float = 0.3) -> tuple[str, str]:
-    train = _save(work / "rec_train.npz", {"x": lines(320, 11, words)})
+def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: float = 5e-4, sparsity: float = 0.3
+             ) -> tuple[str, str]:  # fmt: skip
+    train = _save(work / "rec_train.npz", {"x": lines(count, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
     pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
     seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned),
-                              batch_size=16, lr=5e-4, temperature=1.0)  # fmt: skip
-    reference = ctc_decode(outputs(REC, {"x": test}))
+                              batch_size=16, lr=lr, temperature=1.0)  # fmt: skip
+    teacher_scores = outputs(REC, {"x": test})
+    reference = ctc_decode(teacher_scores)
     variants = {"pruned": pruned, "distilled": work / "rec_distilled.onnx"}
     latency = latency_ratio(REC, variants, {"x": test[:1]})
-    rows = [["teacher", "1.000", "1", "–", "–"]]
+    rows = [["teacher", "1.000", "1.000", "1", "–", "–"]]
     for name, path in variants.items():
-        got = ctc_decode(outputs(path, {"x": test}))
-        same = float(np.mean([a == b for a, b in zip(reference, got)]))
-        trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name == "distilled" else "–"
-        rows.append([name, f"{same:.3f}", f"{latency[name]:.3f}", trained,
+        scores = outputs(path, {"x": test})
+        same = float(np.mean([a == b for a, b in zip(reference, ctc_decode(scores))]))
+        steps = float(np.mean(scores.argmax(-1) == teacher_scores.argmax(-1)))
+        trained = f"{seconds:.0f} s, {stats['epochs']} epochs, lr {lr:g}" if name == "distilled" else "–"
+        rows.append([name, f"{same:.3f}", f"{steps:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
     title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%}, "
              f"distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
     header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
-              "latency vs teacher, 1 line, 1 thread", "training wall time", "parameters"]  # fmt: skip
-    return title, common.markdown_table(header, rows, "lrrrr")
+              "arg-max agreement per time step", "latency vs teacher, 1 line, 1 thread", "training wall time",
+              "parameters"]  # fmt: skip
+    return title, common.markdown_table(header, rows, "lrrrrr")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="det,minilm,rec")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of training per case")
     parser.add_argument("--det-sparsity", type=float, default=0.3)
+    parser.add_argument("--rec-lines", type=int, default=320, help="rendered text lines rec trains on")
+    parser.add_argument("--rec-lr", type=float, default=5e-4)
+    parser.add_argument("--minilm-sentences", type=int, default=2300, help="sentences MiniLM trains on")
+    parser.add_argument("--minilm-corpus", choices=["docstrings", "wide"], default="docstrings",
+                        help="wide: Python's docs, package descriptions, every package's docstrings")  # fmt: skip
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
     command = common.command_line("distill_real.py", argv if argv is not None else sys.argv[1:])
@@ -344,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                 if case == "det":
                     title, table = case_det(work, args.budget, words, args.det_sparsity)
                 elif case == "minilm":
-                    title, table = case_minilm(work, args.budget)
+                    title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus)
                 else:
-                    title, table = case_rec(work, args.budget, words)
+                    title, table = case_rec(work, args.budget, words, args.rec_lines, args.rec_lr)
             except (Exception, SystemExit) as exc:  # one case failing leaves the others' tables
                 skipped.append(f"{case} failed: {' '.join(str(exc).split())[:300]}")
                 print(skipped[-1], file=sys.stderr, flush=True)
