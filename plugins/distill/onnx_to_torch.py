@@ -223,6 +223,21 @@ class OnnxModule(torch.nn.Module):
             values = [None if name is None else env[name] for name in inputs]
             self._store(env, outputs, self._evaluate(op, fn, values, attrs))
 
+    def log_softmax_output(self, name: str, enabled: bool = True) -> bool:
+        """Compute output ``name`` as log-probabilities (its Softmax as LogSoftmax) while ``enabled``, restored
+        when not; returns whether a Softmax makes that output.
+
+        Training on log-probabilities through the Softmax (log of a clamped probability) loses every class whose
+        probability underflows: its gradient is zero. A 30 %-pruned PP-OCRv4 recogniser gave the teacher's class
+        less than 1e-12 on two thirds of the time steps, so those steps taught it nothing until other terms moved
+        them. LogSoftmax has the full gradient everywhere, and the same values where the log is finite."""
+        for index, (op, _, inputs, attrs, outputs, branches) in enumerate(self._steps):
+            if op == "Softmax" and name in outputs:
+                fn = OPS["LogSoftmax"] if enabled else OPS["Softmax"]
+                self._steps[index] = (op, fn, inputs, attrs, outputs, branches)
+                return True
+        return False
+
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env: dict[str, Any] = dict(self._statics)
         env.update(zip(self.input_names, inputs))

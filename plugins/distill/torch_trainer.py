@@ -66,11 +66,15 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 class TorchStudent:
-    """A torch module and how to read the distilled output from it."""
+    """A torch module and how to read the distilled output from it.
 
-    def __init__(self, module: torch.nn.Module, job: TrainingJob) -> None:
+    ``log_output``: the module computes the distilled softmax output as log-probabilities already
+    (:meth:`.OnnxModule.log_softmax_output`), so no log is taken of it."""
+
+    def __init__(self, module: torch.nn.Module, job: TrainingJob, log_output: bool = False) -> None:
         self.module = module
         self.job = job
+        self.log_output = log_output
 
     def outputs(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         result = self.module(*(inputs[name] for name in self.job.input_names))
@@ -80,7 +84,7 @@ class TorchStudent:
         """The distilled output as the loss reads it (log-probabilities for a softmax output)."""
         outputs = self.outputs(inputs)
         out = outputs[self.job.target if len(outputs) > 1 else 0]
-        return log_probabilities(out) if self.job.probabilities else out
+        return log_probabilities(out) if self.job.probabilities and not self.log_output else out
 
 
 def _tensors(split: Split) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
@@ -297,7 +301,13 @@ class TorchTrainer:
             module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
         except UnsupportedOp as exc:
             raise UsageError(f"the ONNX student cannot be trained: {exc}") from exc
-        student = TorchStudent(module, job)
+        target = None
+        if isinstance(module, OnnxModule) and job.probabilities:  # by position, as scores() reads it
+            target = module.output_names[job.target if len(module.output_names) > 1 else 0]
+        log_output = target is not None and module.log_softmax_output(target)
+        student = TorchStudent(module, job, log_output)
         result = train(job, student)
+        if log_output:
+            module.log_softmax_output(target, enabled=False)  # the student ships its Softmax
         export(job, student)
         return result

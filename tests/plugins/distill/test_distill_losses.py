@@ -178,3 +178,39 @@ def test_device_torch_cannot_see_is_a_usage_error(fixtures_dir, tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(UsageError, match="torch sees no CUDA device"):
         _train(_job(fixtures_dir, tmp_path, device="cuda"))
+
+
+def test_a_softmax_student_learns_a_class_its_probability_underflows_for_and_ships_its_softmax(tmp_path):
+    """The log of a clamped probability has no gradient where it underflows: trained through LogSoftmax, the
+    teacher's class (at first 1e-26) is learnt; the exported student still outputs probabilities."""
+    import onnx
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxopt_plugins.distill.hyper import DistillHyperparameters
+    from onnxopt_plugins.distill.torch_trainer import TorchTrainer
+    from onnxopt_plugins.distill.training import Split, TrainingJob
+
+    weights = np.zeros((4, 3), np.float32)
+    weights[:, 2] = -15.0  # inputs near 1: class 2's logit about -60, probability about 1e-26
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    student = tmp_path / "student.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), student)
+    x = (1.0 + 0.1 * np.random.default_rng(0).standard_normal((32, 4))).astype(np.float32)
+    teacher = np.log(np.tile(np.array([0.01, 0.01, 0.98], np.float32), (32, 1)))  # log-probabilities
+    before = ort.InferenceSession(str(student)).run(None, {"x": x})[0]
+    assert before[:, 2].max() < 1e-12
+    hyper = DistillHyperparameters(epochs=10, batch_size=8, lr=2.0, seed=0, threads=1, patience=0, loss="kl",
+                                   temperature=1.0)  # fmt: skip
+    job = TrainingJob(ir.load(student), Split({"x": x}, teacher), None, ["x"], ["p"], 0, True, hyper,
+                      tmp_path / "out.onnx")  # fmt: skip
+    TorchTrainer().fit(job)
+    after = ort.InferenceSession(str(job.output)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after.sum(-1), 1.0, atol=1e-5)  # probabilities, not log-probabilities
+    assert after[:, 2].min() > 0.5
