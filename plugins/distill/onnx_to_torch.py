@@ -35,8 +35,6 @@ _BN_STATS = (3, 4)  # BatchNormalization's mean and var inputs
 #: ops whose scalar operand is a fixed constant of the formula, not a weight to train
 _ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Pow", "Clip", "Max", "Min", "Equal", "Where", "Less", "Greater", "Sqrt"}
 _SOFTMAX = {"Softmax", "LogSoftmax"}
-#: final activations a loss is computed through (OnnxModule.train_output_before): what each is trained as
-_TRAINED_AS = {"Softmax": "LogSoftmax", "Sigmoid": "Identity"}
 
 # a step: (op type, function, input names (None: absent), attributes, output names, If branches or None)
 Step = tuple[str, Op | None, list[str | None], dict[str, Any], list[str], Any]
@@ -225,19 +223,17 @@ class OnnxModule(torch.nn.Module):
             values = [None if name is None else env[name] for name in inputs]
             self._store(env, outputs, self._evaluate(op, fn, values, attrs))
 
-    def train_output_before(self, name: str, op_type: str, enabled: bool = True) -> bool:
-        """While ``enabled``, output ``name`` is what its final ``op_type`` (Softmax or Sigmoid) would map: the
-        Softmax computed as LogSoftmax, the Sigmoid left out (its logits); restored when not. Returns whether
-        an ``op_type`` makes that output.
+    def log_softmax_output(self, name: str, enabled: bool = True) -> bool:
+        """Compute output ``name`` as log-probabilities (its Softmax as LogSoftmax) while ``enabled``, restored
+        when not; returns whether a Softmax makes that output.
 
-        A loss on the probabilities themselves (the log of a clamped softmax, binary cross-entropy of a clamped
-        sigmoid) has no gradient wherever they saturate: a 30 %-pruned PP-OCRv4 recogniser gave the teacher's
-        class less than 1e-12 on two thirds of the time steps, the pruned detector's map was below 1e-7 on
-        99.99 % of the pixels, and those taught nothing until other terms moved them. Through the logits the
-        gradient is whole everywhere."""
+        Training on log-probabilities through the Softmax (log of a clamped probability) loses every class whose
+        probability underflows: its gradient is zero. A 30 %-pruned PP-OCRv4 recogniser gave the teacher's class
+        less than 1e-12 on two thirds of the time steps, so those steps taught it nothing until other terms moved
+        them. LogSoftmax has the full gradient everywhere, and the same values where the log is finite."""
         for index, (op, _, inputs, attrs, outputs, branches) in enumerate(self._steps):
-            if op == op_type and op in _TRAINED_AS and name in outputs:
-                fn = OPS[_TRAINED_AS[op]] if enabled else OPS[op]
+            if op == "Softmax" and name in outputs:
+                fn = OPS["LogSoftmax"] if enabled else OPS["Softmax"]
                 self._steps[index] = (op, fn, inputs, attrs, outputs, branches)
                 return True
         return False

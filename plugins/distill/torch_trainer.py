@@ -68,29 +68,23 @@ def _quiet_exporter() -> Iterator[None]:
 class TorchStudent:
     """A torch module and how to read the distilled output from it.
 
-    ``final``: the final activation the module leaves out of the distilled output while training
-    (:meth:`.OnnxModule.train_output_before`): "Softmax" (it gives log-probabilities already), "Sigmoid" (it
-    gives logits, for binary cross-entropy with logits), or None."""
+    ``log_output``: the module computes the distilled softmax output as log-probabilities already
+    (:meth:`.OnnxModule.log_softmax_output`), so no log is taken of it."""
 
-    def __init__(self, module: torch.nn.Module, job: TrainingJob, final: str | None = None) -> None:
+    def __init__(self, module: torch.nn.Module, job: TrainingJob, log_output: bool = False) -> None:
         self.module = module
         self.job = job
-        self.final = final
+        self.log_output = log_output
 
     def outputs(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         result = self.module(*(inputs[name] for name in self.job.input_names))
         return tuple(result) if isinstance(result, (tuple, list)) else (result,)
 
     def scores(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The distilled output as the loss reads it (log-probabilities for a softmax output, logits when the
-        final Sigmoid is left out)."""
+        """The distilled output as the loss reads it (log-probabilities for a softmax output)."""
         outputs = self.outputs(inputs)
         out = outputs[self.job.target if len(outputs) > 1 else 0]
-        return log_probabilities(out) if self.job.probabilities and self.final is None else out
-
-    def comparable(self, scores: torch.Tensor) -> torch.Tensor:
-        """``scores`` as the teacher's output is held (probabilities of a map whose Sigmoid was left out)."""
-        return torch.sigmoid(scores) if self.final == "Sigmoid" else scores
+        return log_probabilities(out) if self.job.probabilities and not self.log_output else out
 
 
 def _tensors(split: Split) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
@@ -131,11 +125,8 @@ class _Run:
         return moved, teacher[rows].to(self.device), None if labels is None else labels[rows].to(self.device)
 
     def loss(self, inputs, teacher, labels) -> torch.Tensor:
-        return self.loss_of(self.student.scores(inputs), teacher, labels)
-
-    def loss_of(self, scores: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        h, logits = self.hyper, self.student.final == "Sigmoid"
-        return objective(h.loss, h.alpha, h.temperature, scores, teacher, labels, logits=logits)
+        h = self.hyper
+        return objective(h.loss, h.alpha, h.temperature, self.student.scores(inputs), teacher, labels)
 
     def score(self, split: Split) -> tuple[float, float]:
         """(held-out score of the loss, -loss): the score first, the loss breaks its ties."""
@@ -148,8 +139,10 @@ class _Run:
                     tensors, np.arange(start, min(start + self.hyper.batch_size, len(split)))
                 )
                 scores = self.student.scores(inputs)
-                meter.update(self.student.comparable(scores), teacher)
-                total += float(self.loss_of(scores, teacher, labels)) * len(teacher)
+                meter.update(scores, teacher)
+                total += float(
+                    objective(self.hyper.loss, self.hyper.alpha, self.hyper.temperature, scores, teacher, labels)
+                ) * len(teacher)
         self.student.module.train()
         return meter.value(), -total / len(split)
 
@@ -308,14 +301,13 @@ class TorchTrainer:
             module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
         except UnsupportedOp as exc:
             raise UsageError(f"the ONNX student cannot be trained: {exc}") from exc
-        target, final = None, None
-        if isinstance(module, OnnxModule):  # the distilled output, by position as scores() reads it
+        target = None
+        if isinstance(module, OnnxModule) and job.probabilities:  # by position, as scores() reads it
             target = module.output_names[job.target if len(module.output_names) > 1 else 0]
-            wanted = "Softmax" if job.probabilities else "Sigmoid" if _hyper(job).loss == "bce" else None
-            final = wanted if wanted and module.train_output_before(target, wanted) else None
-        student = TorchStudent(module, job, final)
+        log_output = target is not None and module.log_softmax_output(target)
+        student = TorchStudent(module, job, log_output)
         result = train(job, student)
-        if final is not None:
-            module.train_output_before(target, final, enabled=False)  # the student ships its activation
+        if log_output:
+            module.log_softmax_output(target, enabled=False)  # the student ships its Softmax
         export(job, student)
         return result
