@@ -175,6 +175,8 @@ class Dataset:
             detail = ", ".join(f"{name}: {count}" for name, count in counts.items())
             raise DataError(f"{self.name}: inputs hold different numbers of samples ({detail})")
         total = next(iter(counts.values()), 1)
+        if total == 0:
+            raise DataError(f"{self.name}: holds no samples ({', '.join(counts)}: 0 rows); nothing to run")
         if kinds == {"feeds"} or not kinds:
             return total, 1
         chunks = {layout.chunk for layout in self._layouts.values() if layout.chunk}

@@ -158,6 +158,25 @@ def test_symbolic_batch_is_fed_batch_size_rows(iris: ir.Model, iris_val: dict[st
     np.testing.assert_array_equal(dataset.first_feed()["input"], iris_val["input"][:8])
 
 
+@pytest.mark.parametrize("rows", [0, 1])
+def test_data_without_samples_is_an_error(iris: ir.Model, iris_val: dict[str, np.ndarray], rows: int) -> None:
+    arrays = {"input": iris_val["input"][:rows]}
+    if rows == 0:
+        with pytest.raises(DataError, match="holds no samples"):
+            data.from_arrays("empty.npz", arrays, iris)
+    else:
+        assert data.from_arrays("one.npz", arrays, iris).num_samples == 1
+
+
+def test_cli_with_an_empty_data_file_is_a_one_line_error(tmp_path: Path, fixtures_dir: Path, run_cli) -> None:
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, input=np.zeros((0, 4), np.float32))
+    result = run_cli("optimize", fixtures_dir / "iris_mlp.onnx", "-o", tmp_path / "o.onnx", "--pass", "fold",
+                     "--data", empty)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "holds no samples" in result.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_symbolic_batch_default_batch_size(iris: ir.Model, fixtures_dir: Path) -> None:
     with np.load(fixtures_dir / "digits_cnn_val.npz") as npz:
         images = npz["input"]
