@@ -1,7 +1,7 @@
 """Distillation on real models (issue #18): shrink a deployed ONNX model, win its accuracy back from its own outputs.
 
-    python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--rec-lines 320] [--rec-lr 5e-4]
-        [--minilm-sentences 2300] [--minilm-corpus docstrings|wide] [--no-readme]
+    python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--prune-criterion l1|l2|activation]
+        [--rec-lines 320] [--rec-lr 5e-4] [--minilm-sentences 2300] [--minilm-corpus docstrings|wide] [--no-readme]
 
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
 no training step saw (rendered / drawn with other seeds than the training and early-stopping rows):
@@ -257,12 +257,18 @@ def _optimize(source: Path, out: Path, passes: list, data: Path | None = None) -
     return out
 
 
-def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tuple[str, str]:
+def _prune(source: Path, out: Path, sparsity: float, criterion: str, train: Path) -> Path:
+    """``prune-structured`` at ``sparsity``; channels ranked by ``criterion`` (activation: on the training data)."""
+    options = {"sparsity": sparsity, "criterion": criterion}
+    return _optimize(source, out, [("prune-structured", options)], data=train if criterion == "activation" else None)
+
+
+def case_det(work: Path, budget: float, words: list[str], sparsity: float, criterion: str = "l1") -> tuple[str, str]:
     train = _save(work / "det_train.npz", {"x": pages(256, (192, 192), 1, words)})  # small pages: more steps per minute
     val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
-    pruned = _optimize(DET, work / "det_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
+    pruned = _prune(DET, work / "det_pruned.onnx", sparsity, criterion, train)
     seconds, stats = _distill(
         DET, work / "det_distilled.onnx", train, val, budget, student=str(pruned), batch_size=8, lr=2e-3
     )
@@ -280,7 +286,7 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float) -> tu
         iou = common.mask_ious(reference, outputs(path, {"x": test})).mean()
         rows.append([name, f"{iou:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
-    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%}, "
+    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%} (channels by {criterion}), "
              f"distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
     header = [
@@ -342,12 +348,12 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
     return title, common.markdown_table(header, rows, "lrrrr")
 
 
-def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: float = 5e-4, sparsity: float = 0.3
-             ) -> tuple[str, str]:  # fmt: skip
+def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: float = 5e-4, sparsity: float = 0.3,
+             criterion: str = "l1") -> tuple[str, str]:  # fmt: skip
     train = _save(work / "rec_train.npz", {"x": lines(count, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
-    pruned = _optimize(REC, work / "rec_pruned.onnx", [("prune-structured", {"sparsity": sparsity})])
+    pruned = _prune(REC, work / "rec_pruned.onnx", sparsity, criterion, train)
     seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned),
                               batch_size=16, lr=lr, temperature=1.0)  # fmt: skip
     teacher_scores = outputs(REC, {"x": test})
@@ -362,7 +368,7 @@ def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: 
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs, lr {lr:g}" if name == "distilled" else "–"
         rows.append([name, f"{same:.3f}", f"{steps:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
-    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%}, "
+    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%} (channels by {criterion}), "
              f"distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
     header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
@@ -376,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="det,minilm,rec")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of training per case")
     parser.add_argument("--det-sparsity", type=float, default=0.3)
+    parser.add_argument(
+        "--prune-criterion",
+        choices=["l1", "l2", "activation"],
+        default="l1",
+        help="how prune-structured ranks det's and rec's channels (activation: on the training data)",
+    )
     parser.add_argument("--rec-lines", type=int, default=320, help="rendered text lines rec trains on")
     parser.add_argument("--rec-lr", type=float, default=5e-4)
     parser.add_argument("--minilm-sentences", type=int, default=2300, help="sentences MiniLM trains on")
@@ -398,11 +410,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 if case == "det":
-                    title, table = case_det(work, args.budget, words, args.det_sparsity)
+                    title, table = case_det(work, args.budget, words, args.det_sparsity, args.prune_criterion)
                 elif case == "minilm":
                     title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus)
                 else:
-                    title, table = case_rec(work, args.budget, words, args.rec_lines, args.rec_lr)
+                    title, table = case_rec(
+                        work, args.budget, words, args.rec_lines, args.rec_lr, criterion=args.prune_criterion
+                    )
             except (Exception, SystemExit) as exc:  # one case failing leaves the others' tables
                 skipped.append(f"{case} failed: {' '.join(str(exc).split())[:300]}")
                 print(skipped[-1], file=sys.stderr, flush=True)
