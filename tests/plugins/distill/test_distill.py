@@ -70,6 +70,15 @@ def test_cli_export_logits_only_writes_the_cache(fixtures_dir, tmp_path, run_cli
     assert not list(tmp_path.glob("*.onnx"))
 
 
+def test_export_logits_leaves_out_outputs_that_are_not_tensors(fixtures_dir, tmp_path, run_cli):
+    """sklearn's classifier also outputs a sequence of maps (ZipMap): no array to cache, and nothing trains on it."""
+    result = run_cli("distill", fixtures_dir / "sklearn_iris.onnx", "--data", fixtures_dir / "sklearn_iris_val.npz",
+                     "--export-logits", "--cache-dir", tmp_path / "c", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["steps"][0]["stats"]["teacher_outputs"]
+    assert list(entry["files"]) == ["output_label"] and np.load(entry["files"]["output_label"]).shape == (30,)
+
+
 @pytest.mark.parametrize("name", ["digits_cnn", "iris_mlp", "tiny_transformer"])
 def test_onnx_student_converts_to_torch_with_the_same_outputs(fixtures_dir, name):
     torch = pytest.importorskip("torch")
