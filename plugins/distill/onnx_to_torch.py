@@ -228,9 +228,8 @@ class OnnxModule(torch.nn.Module):
         when not; returns whether a Softmax makes that output.
 
         Training on log-probabilities through the Softmax (log of a clamped probability) loses every class whose
-        probability underflows: its gradient is zero. A 30 %-pruned PP-OCRv4 recogniser gave the teacher's class
-        less than 1e-12 on two thirds of the time steps, so those steps taught it nothing until other terms moved
-        them. LogSoftmax has the full gradient everywhere, and the same values where the log is finite."""
+        probability underflows: its gradient is zero, and a pruned model often starts so (bench/README.md,
+        distill_real). LogSoftmax has the full gradient everywhere, and the same values where the log is finite."""
         for index, (op, _, inputs, attrs, outputs, branches) in enumerate(self._steps):
             if op == "Softmax" and name in outputs:
                 fn = OPS["LogSoftmax"] if enabled else OPS["Softmax"]
