@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 #: held-out rows a depth search scores each candidate on (one onnxruntime run each; 15 candidates for 6 -> 3)
 DEPTH_SEARCH_ROWS = 64
-#: log-probabilities are computed in blocks of rows of about this many bytes
+#: teacher targets are computed and copied in blocks of rows of about this many bytes
 _TARGET_BLOCK_BYTES = 64 << 20
 _EXTRAS = {"torch": "onnxopt[torch]", "keras": "onnxopt[tf]", "auto": "onnxopt[torch] (ONNX students) or onnxopt[tf]"}
 
@@ -78,10 +78,16 @@ def _targets(outputs: np.ndarray, probabilities: bool, into: np.ndarray | None =
         return outputs
     if into is None:
         return np.log(np.clip(outputs, MIN_PROBABILITY, None))
-    block = max(1, _TARGET_BLOCK_BYTES // max(1, outputs[:1].nbytes))
-    for start in range(0, len(outputs), block):
-        np.log(np.clip(outputs[start : start + block], MIN_PROBABILITY, None), out=into[start : start + block])
+    for rows in _blocks(outputs):
+        np.log(np.clip(outputs[rows], MIN_PROBABILITY, None), out=into[rows])
     return into
+
+
+def _blocks(array: np.ndarray) -> Iterator[slice]:
+    """Slices of ``array``'s rows of about :data:`_TARGET_BLOCK_BYTES` each."""
+    block = max(1, _TARGET_BLOCK_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, len(array), block):
+        yield slice(start, start + block)
 
 
 def _global_pools(graph: ir.Graph) -> None:
@@ -149,7 +155,20 @@ class Distillation:
         if count == 0:
             return train, None, probabilities
         order = self.context.rng(7).permutation(len(train))
-        return train.rows(order[count:]), train.rows(order[:count]), probabilities
+        return self._subset(train, order[count:]), train.rows(order[:count]), probabilities
+
+    def _subset(self, split: Split, index: np.ndarray) -> Split:
+        """``split.rows(index)``, its teacher outputs copied in blocks to a memory-mapped scratch file when they are
+        memory-mapped themselves (a fancy index would load the training rows' outputs whole)."""
+        if not isinstance(split.teacher, np.memmap):
+            return split.rows(index)
+        scratch = self.context.workdir / f"teacher-targets-{next(self._scratch)}.npy"
+        teacher = np.lib.format.open_memmap(scratch, mode="w+", dtype=split.teacher.dtype,
+                                            shape=(len(index), *split.teacher.shape[1:]))  # fmt: skip
+        for rows in _blocks(teacher):
+            teacher[rows] = split.teacher[index[rows]]
+        labels = None if split.labels is None else split.labels[index]
+        return Split({name: array[index] for name, array in split.inputs.items()}, teacher, labels)
 
     def _targets(self, outputs: np.ndarray, probabilities: bool) -> np.ndarray:
         """:func:`_targets` of the memory-mapped teacher outputs, written to a memory-mapped scratch file: the

@@ -59,6 +59,30 @@ def test_only_the_outputs_asked_for_are_computed_and_each_is_cached_on_its_own(f
     assert teacher_outputs(teacher, inputs, names=[last], cache_dir=tmp_path).cached
 
 
+def test_held_out_split_leaves_the_training_rows_outputs_memory_mapped(fixtures_dir, tmp_path):
+    """Without --val, 10 % of the rows are held out; the training rows' teacher outputs are copied to a scratch
+    file (memory-mapped), not loaded whole, and hold the teacher's outputs of exactly those rows."""
+    from onnxopt.session import Session
+    from onnxopt_plugins.distill import DistillOptions
+    from onnxopt_plugins.distill.distiller import Distillation
+
+    teacher = fixtures_dir / "digits_cnn.onnx"
+    session = Session()
+    data = np.load(fixtures_dir / "digits_cnn_calib.npz")
+    expected = ort.InferenceSession(str(teacher)).run(None, {"input": data["input"]})[0]
+    with session.context(reference_path=teacher) as context:
+        context.dataset = session.open_dataset(str(fixtures_dir / "digits_cnn_calib.npz"), session.load(teacher))
+        context.stats = {}
+        distillation = Distillation(DistillOptions(cache_dir=str(tmp_path / "cache")), context)
+        train, val, probabilities = distillation._splits("logits")
+        assert isinstance(train.teacher, np.memmap) and not probabilities
+        assert len(train) + len(val) == len(expected) and len(val) == round(0.1 * len(expected))
+        for split in (train, val):  # every row's outputs are the teacher's on that row's input
+            rows = [np.flatnonzero((data["input"] == row).all(axis=(1, 2, 3)))[0] for row in split.inputs["input"]]
+            np.testing.assert_allclose(split.teacher, expected[rows], rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(split.labels, data["labels"][rows])
+
+
 def test_cli_export_logits_only_writes_the_cache(fixtures_dir, tmp_path, run_cli):
     result = run_cli("distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz",
                      "--export-logits", "--cache-dir", tmp_path / "c", "--json")  # fmt: skip
