@@ -21,8 +21,8 @@ def teacher_term(loss: str, student: torch.Tensor, teacher: torch.Tensor, temper
         )
     if loss == "bce":
         # on the clamped probabilities, not the logits: a pixel the student already puts below the clamp (most
-        # of a text map's background) adds no gradient, which mines the hard pixels; with logits the pruned
-        # PP-OCRv4 det reached mask IoU 0.822 where this reached 0.844-0.859 in the same budget
+        # of a text map's background) adds no gradient, which mines the hard pixels; on the logits a pruned text
+        # detector recovered less in the same budget (bench/README.md, distill_real.py)
         return F.binary_cross_entropy(student.clamp(_EPSILON, 1.0 - _EPSILON), teacher.clamp(0.0, 1.0))
     if loss == "embedding":
         return F.mse_loss(student, teacher) + (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
