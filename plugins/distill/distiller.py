@@ -129,11 +129,13 @@ class Distillation:
         self._scratch = itertools.count()
 
     def _outputs(self, inputs: dict[str, np.ndarray], target: str | None = None) -> logits.TeacherOutputs:
-        """The teacher's ``target`` output on ``inputs`` (every output when None), from the cache or computed."""
+        """The teacher's ``target`` output on ``inputs`` (every tensor output when None: a sequence or map output,
+        a classifier's ZipMap, has no array to cache and nothing trains on it), from the cache or computed."""
+        outputs = self.teacher.graph.outputs
+        names = [target] if target is not None else [v.name for v in outputs if isinstance(v.type, ir.TensorType)]
         found = logits.teacher_outputs(
-            self.teacher_path, inputs, names=None if target is None else [target], cache_dir=self.cache,
-            progress=self.context.progress,
-        )  # fmt: skip
+            self.teacher_path, inputs, names, cache_dir=self.cache, progress=self.context.progress
+        )
         self.context.stats.setdefault("teacher_outputs", []).append(
             {"files": {name: str(file) for name, file in found.files.items()}, "reused": found.cached}
         )
@@ -162,9 +164,7 @@ class Distillation:
         memory-mapped themselves (a fancy index would load the training rows' outputs whole)."""
         if not isinstance(split.teacher, np.memmap):
             return split.rows(index)
-        scratch = self.context.workdir / f"teacher-targets-{next(self._scratch)}.npy"
-        teacher = np.lib.format.open_memmap(scratch, mode="w+", dtype=split.teacher.dtype,
-                                            shape=(len(index), *split.teacher.shape[1:]))  # fmt: skip
+        teacher = self._scratch_array((len(index), *split.teacher.shape[1:]), split.teacher.dtype)
         for rows in _blocks(teacher):
             teacher[rows] = split.teacher[index[rows]]
         labels = None if split.labels is None else split.labels[index]
@@ -175,9 +175,12 @@ class Distillation:
         log-probabilities are as large as the outputs, and need not sit in memory either."""
         if not probabilities:
             return outputs
+        return _targets(outputs, True, self._scratch_array(outputs.shape, np.float32))
+
+    def _scratch_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+        """A new array memory-mapped from a file in the run's folder (gone with the run)."""
         scratch = self.context.workdir / f"teacher-targets-{next(self._scratch)}.npy"
-        into = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=outputs.shape)
-        return _targets(outputs, True, into)
+        return np.lib.format.open_memmap(scratch, mode="w+", dtype=dtype, shape=shape)
 
     def _target(self) -> str:
         names = [v.name for v in self.teacher.graph.outputs]

@@ -119,21 +119,17 @@ def _cache_file(cache_dir: Path, teacher_key: str, data_key: str, name: str) -> 
 def teacher_outputs(
     teacher: Path,
     inputs: Mapping[str, np.ndarray],
+    names: Sequence[str],
     *,
-    names: Sequence[str] | None = None,
     cache_dir: Path | None = None,
     batch_size: int = 256,
     progress: Callable[..., Iterator[Any]] = lambda it, **_: iter(it),
 ) -> TeacherOutputs:
-    """The teacher's tensor outputs on ``inputs`` (rows on axis 0), every one or those in ``names``: read back from
-    the cache (memory-mapped), or computed into it. A sequence or map output (a classifier's ZipMap) is left out:
-    nothing trains on it."""
+    """The teacher's tensor outputs ``names`` on ``inputs`` (rows on axis 0): read back from the cache
+    (memory-mapped), or computed into it."""
     cache_dir = cache_dir or default_cache_dir()
     teacher_key, data_key = model_hash(teacher)[:24], data_hash(inputs)[:24]
-    graph = onnx.load(str(teacher), load_external_data=False).graph
-    wanted = [o.name for o in graph.output if o.type.HasField("tensor_type")]  # not a sequence / map (ZipMap)
-    wanted = wanted if names is None else [name for name in wanted if name in names]
-    files = {name: _cache_file(cache_dir, teacher_key, data_key, name) for name in wanted}
+    files = {name: _cache_file(cache_dir, teacher_key, data_key, name) for name in names}
     missing = [name for name, file in files.items() if not file.exists()]
     if missing:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -32,14 +32,16 @@ def _accuracy(model: Path, npz: Path) -> float:
 def test_teacher_outputs_are_computed_once_and_reused_per_teacher_and_data(fixtures_dir, tmp_path):
     teacher = fixtures_dir / "digits_cnn.onnx"
     inputs = {"input": np.load(fixtures_dir / "digits_cnn_calib.npz")["input"]}
-    first = teacher_outputs(teacher, inputs, cache_dir=tmp_path, batch_size=7)  # batches that do not divide the rows
-    again = teacher_outputs(teacher, inputs, cache_dir=tmp_path)
+    first = teacher_outputs(
+        teacher, inputs, ["logits"], cache_dir=tmp_path, batch_size=7
+    )  # batches that do not divide the rows
+    again = teacher_outputs(teacher, inputs, ["logits"], cache_dir=tmp_path)
     expected = ort.InferenceSession(str(teacher)).run(None, inputs)[0]
     assert not first.cached and again.cached and again.files == first.files
     np.testing.assert_allclose(first.outputs["logits"], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(again.outputs["logits"], first.outputs["logits"])
     assert isinstance(again.outputs["logits"], np.memmap)  # read back from the file, not loaded whole
-    other = teacher_outputs(teacher, {"input": inputs["input"][:50]}, cache_dir=tmp_path)
+    other = teacher_outputs(teacher, {"input": inputs["input"][:50]}, ["logits"], cache_dir=tmp_path)
     assert not other.cached and other.files != first.files and len(other.outputs["logits"]) == 50
     cached = sorted(p.name for p in tmp_path.iterdir())
     assert cached == sorted(f.name for f in [*first.files.values(), *other.files.values()])  # no partial files
@@ -51,12 +53,12 @@ def test_only_the_outputs_asked_for_are_computed_and_each_is_cached_on_its_own(f
     inputs = {"input": np.random.default_rng(0).standard_normal((10, 3, 16, 16)).astype(np.float32)}
     expected = dict(zip(names, ort.InferenceSession(str(teacher)).run(None, inputs)))
     last = names[-1]
-    one = teacher_outputs(teacher, inputs, names=[last], cache_dir=tmp_path)
+    one = teacher_outputs(teacher, inputs, [last], cache_dir=tmp_path)
     assert list(one.outputs) == [last] and len(list(tmp_path.iterdir())) == 1
     np.testing.assert_allclose(one.outputs[last], expected[last], rtol=1e-5, atol=1e-5)
-    every = teacher_outputs(teacher, inputs, cache_dir=tmp_path)  # the cached one reused, the others computed
+    every = teacher_outputs(teacher, inputs, names, cache_dir=tmp_path)  # the cached one reused, the others computed
     assert not every.cached and every.files[last] == one.files[last] and list(every.outputs) == names
-    assert teacher_outputs(teacher, inputs, names=[last], cache_dir=tmp_path).cached
+    assert teacher_outputs(teacher, inputs, [last], cache_dir=tmp_path).cached
 
 
 def test_held_out_split_leaves_the_training_rows_outputs_memory_mapped(fixtures_dir, tmp_path):
