@@ -899,6 +899,8 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
             min_channel,
         )
         at_least("top1", f"{label} top-1 agreement", out.top1_agreement, gates.min_top1)
+    if gates.min_top1 is not None and all(out.top1_agreement is None for out in result.outputs):
+        result.notes.append("min_top1 not checked: no output holds class scores [batch, classes]")
     for outcome in result.metrics:
         how = "default for this output" if outcome.default else "asked for"
         at_least(

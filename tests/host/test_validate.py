@@ -54,6 +54,29 @@ def test_identical_models_pass_every_gate(pair):
     assert 0.5 < result.latency_ratio < 2.0 and result.size_ratio == 1.0
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+def test_a_top1_gate_no_output_can_take_says_it_was_not_checked(tmp_path, rank):
+    """min_top1 judges class scores [batch, classes]; a sequence output ([batch, steps, classes]) has none, and
+    the report says the gate did not run rather than passing in silence."""
+    shape = ["batch", 4] if rank == 2 else ["batch", 5, 4]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "scaled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.array([1, 2, 3, 4], dtype=np.float32), "scale")],
+    )
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    data = tmp_path / "data.npz"
+    rows = (8, 4) if rank == 2 else (8, 5, 4)
+    np.savez(data, x=np.random.default_rng(0).standard_normal(rows).astype(np.float32))
+    result = onnxopt.validate(model, model, data=data, gates={"min_top1": 0.9}, latency_runs=0, defaults=False)
+    checked = any(c.name == "top1" for c in result.checks)
+    noted = any("min_top1 not checked" in note for note in result.notes)
+    assert (checked, noted) == ((True, False) if rank == 2 else (False, True))
+
+
 def test_tolerance_and_size_gates_fail_with_the_measured_figure(pair):
     reference, candidate, data = pair
     result = onnxopt.validate(
