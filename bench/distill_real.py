@@ -20,6 +20,10 @@ no training step saw (rendered / drawn with other seeds than the training and ea
   48, width by aspect up to 320, (x / 255 - 0.5) / 0.5, zero-padded to 320). Target: exact string agreement
   (greedy CTC decoding) with the teacher >= 0.95.
 
+Each distilled row also shows onnxopt's own verdict on it: the exit code of ``distill`` with no gate given (the
+default verdict for a retrained model, judged on the early-stopping rows) and the checks that decided it — to be
+read against the truth columns, which are measured on the held-out inputs.
+
 Training: ``onnxopt_plugins.distill.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step
 KL, minilm: embedding MSE + cosine), ``--max-time`` = the budget, threads = the cores. Latency: onnxruntime,
 1 intra-op thread, teacher and candidate interleaved in one process, median of per-round ratios. Needs
@@ -62,6 +66,8 @@ NO_GATES = {"min_cosine": -1.0, "min_channel_cosine": -1.0}
 #: torch threads while training (DISTILL_THREADS): 1 here, because the bench machine's 2 cores are shared with
 #: other jobs and torch's spinning thread pools slow down when contended; distill's own default is every core
 THREADS = int(os.environ.get("DISTILL_THREADS", "1"))
+#: The distilled student as onnxopt's default verdict for a retrained model judged it (exit code, deciding checks).
+VERDICT = "onnxopt distill's verdict (no gate given; on the early-stopping rows)"
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
@@ -240,14 +246,24 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def _distill(teacher: Path, out: Path, train: Path, val: Path, budget: float, **options) -> tuple[float, dict]:
+def _distill(teacher: Path, out: Path, train: Path, val: Path, budget: float, **options) -> tuple[float, dict, str]:
+    """Train, and say what onnxopt's own default verdict (no gate given, judged on ``val``) made of the student."""
     started = time.monotonic()
     report = distill(
         teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options
     )
-    if report.exit_code != 0:
+    if report.exit_code not in (0, 1) or not out.exists():  # 1: the student was written and failed a gate
         raise SystemExit(f"distill {teacher.name}: {report.message}")
-    return time.monotonic() - started, report.steps[0].stats
+    return time.monotonic() - started, report.steps[0].stats, verdict(report)
+
+
+def verdict(report: object) -> str:
+    """The exit code and every check that decided it: the default gates onnxopt chose for this student."""
+    final = report.final
+    checks = [c for c in final.checks if c.threshold is not None and (c.passed or report.exit_code)]
+    decided = "; ".join(f"{c.name} {c.value:.3f} {'>=' if c.passed else '<'} {c.threshold:g}" for c in checks
+                        if c.passed == (report.exit_code == 0))  # fmt: skip
+    return f"exit {report.exit_code}: {decided or 'no figure gated'}"
 
 
 def _optimize(source: Path, out: Path, passes: list, data: Path | None = None) -> Path:
@@ -269,7 +285,7 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
     pruned = _prune(DET, work / "det_pruned.onnx", sparsity, criterion, train)
-    seconds, stats = _distill(
+    seconds, stats, judged = _distill(
         DET, work / "det_distilled.onnx", train, val, budget, student=str(pruned), batch_size=8, lr=2e-3
     )
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
@@ -280,12 +296,13 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
     reference = outputs(DET, {"x": test})
     page = {"x": pages(1, (640, 640), 4, words)}
     latency = latency_ratio(DET, variants, page)
-    rows = [["fp32 teacher", "1.000", "1", "–", "–"]]
+    rows = [["fp32 teacher", "1.000", "1", "–", "–", "–"]]
     for name, path in variants.items():
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs" if name.startswith("distilled") else "–"
         iou = common.mask_ious(reference, outputs(path, {"x": test})).mean()
         rows.append([name, f"{iou:.3f}", f"{latency[name]:.3f}", trained,
-                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
+                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x",
+                     judged if name == "distilled" else "–"])  # fmt: skip
     title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%} (channels by {criterion}), "
              f"distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
@@ -295,8 +312,9 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
         "latency vs teacher, 640x640, 1 thread (target <= 0.4)",
         "training wall time",
         "parameters",
+        VERDICT,
     ]
-    return title, common.markdown_table(header, rows, "lrrrr")
+    return title, common.markdown_table(header, rows, "lrrrrl")
 
 
 def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "docstrings", length: int = 48
@@ -316,10 +334,10 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
 
     from onnxopt_plugins.distill.depth import shallower  # the students the distill pass makes, kept as baselines
 
-    variants, trained = {}, {}
+    variants, trained, judged = {}, {}, {}
     for layers in ("spread", "search"):
         out = work / f"minilm_distilled_{layers}.onnx"
-        seconds, stats = _distill(MINILM, out, train, val, budget, depth=0.5, layers=layers,
+        seconds, stats, decided = _distill(MINILM, out, train, val, budget, depth=0.5, layers=layers,
                                   target="sentence_embedding", batch_size=32, lr=5e-4)  # fmt: skip
         keep = stats["shallower"]["kept_layers"]
         baseline = work / f"minilm_{layers}_undistilled.onnx"
@@ -328,15 +346,16 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
         variants[f"{label}, not distilled"] = baseline
         variants[f"{label}, distilled"] = out
         trained[f"{label}, distilled"] = f"{seconds:.0f} s, {stats['epochs']} epochs"
+        judged[f"{label}, distilled"] = decided
     reference = outputs(MINILM, test, output=1)
     feed = {k: v[:1] for k, v in test.items()}
     latency = latency_ratio(MINILM, variants, feed)
-    rows = [["teacher (6 layers)", "1.0000 / 1.0000", "1.000", "1", "–"]]
+    rows = [["teacher (6 layers)", "1.0000 / 1.0000", "1.000", "1", "–", "–"]]
     for name, path in variants.items():
         got = outputs(path, test, output=1)
         c = row_cosines(reference, got)
         rows.append([name, f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}",
-                     f"{latency[name]:.3f}", trained.get(name, "–")])  # fmt: skip
+                     f"{latency[name]:.3f}", trained.get(name, "–"), judged.get(name, "–")])  # fmt: skip
     title = (f"### all-MiniLM-L6-v2: 6 -> 3 encoder layers (spread: every other one from the first; search: "
              f"dropped one at a time by held-out cosine, `layers=search`, the default), distilled on "
              f"{len(train_texts)} {'docstring' if corpus == 'docstrings' else 'varied'} sentences "
@@ -344,8 +363,8 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
              f"{len(test_texts)} held-out sentences")  # fmt: skip
     header = ["variant", "sentence-embedding cosine mean / min (target >= 0.97)",
               "nearest-neighbour agreement (target >= 0.9)",
-              "latency vs teacher, 1 sentence, 1 thread (target <= 0.55)", "training wall time"]  # fmt: skip
-    return title, common.markdown_table(header, rows, "lrrrr")
+              "latency vs teacher, 1 sentence, 1 thread (target <= 0.55)", "training wall time", VERDICT]  # fmt: skip
+    return title, common.markdown_table(header, rows, "lrrrrl")
 
 
 def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: float = 5e-4, sparsity: float = 0.3,
@@ -354,27 +373,28 @@ def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: 
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
     pruned = _prune(REC, work / "rec_pruned.onnx", sparsity, criterion, train)
-    seconds, stats = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned),
+    seconds, stats, judged = _distill(REC, work / "rec_distilled.onnx", train, val, budget, student=str(pruned),
                               batch_size=16, lr=lr, temperature=1.0)  # fmt: skip
     teacher_scores = outputs(REC, {"x": test})
     reference = ctc_decode(teacher_scores)
     variants = {"pruned": pruned, "distilled": work / "rec_distilled.onnx"}
     latency = latency_ratio(REC, variants, {"x": test[:1]})
-    rows = [["teacher", "1.000", "1.000", "1", "–", "–"]]
+    rows = [["teacher", "1.000", "1.000", "1", "–", "–", "–"]]
     for name, path in variants.items():
         scores = outputs(path, {"x": test})
         same = float(np.mean([a == b for a, b in zip(reference, ctc_decode(scores))]))
         steps = float(np.mean(scores.argmax(-1) == teacher_scores.argmax(-1)))
         trained = f"{seconds:.0f} s, {stats['epochs']} epochs, lr {lr:g}" if name == "distilled" else "–"
         rows.append([name, f"{same:.3f}", f"{steps:.3f}", f"{latency[name]:.3f}", trained,
-                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x"])  # fmt: skip
+                     f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x",
+                     judged if name == "distilled" else "–"])  # fmt: skip
     title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%} (channels by {criterion}), "
              f"distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
     header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
               "arg-max agreement per time step", "latency vs teacher, 1 line, 1 thread", "training wall time",
-              "parameters"]  # fmt: skip
-    return title, common.markdown_table(header, rows, "lrrrrr")
+              "parameters", VERDICT]  # fmt: skip
+    return title, common.markdown_table(header, rows, "lrrrrrl")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,15 +60,18 @@ def validate(
     quiet: bool = True,
     metrics: Sequence[str] = (),
     defaults: bool = True,
+    retrained: bool = False,
 ) -> ValidationResult:
     """Compare two model files in onnxruntime on ``data`` against ``gates`` and task ``metrics``.
 
     Without ``data`` the inputs are synthetic, at shapes derived until the reference runs (the result's
     ``data_description`` says which); if none run, ``compared`` is False. ``defaults`` applies the default
-    verdict (detected task metrics, else cosine) where no gate is given.
+    verdict (detected task metrics, else cosine) where no gate is given; ``retrained`` says the candidate is a
+    retrained model (a distilled student), judged by agreement instead (:data:`onnxopt.gates.RETRAINED`).
     """
     from onnxopt import model_io, pipeline
     from onnxopt.errors import DataError
+    from onnxopt.gates import RETRAINED, SAME_MODEL
     from onnxopt.metrics import parse_request
     from onnxopt.session import Session
     from onnxopt.validation import compare, is_large, open_reference
@@ -92,7 +95,8 @@ def validate(
     opened = probe or open_reference(reference, dataset, threads=threads, latency_runs=latency_runs)
     with session.context(reference_path=Path(reference), dataset=dataset, seed=seed) as context:
         result = compare(
-            reference, candidate, dataset, as_gates(gates), metrics=requests, defaults=defaults,
+            reference, candidate, dataset, as_gates(gates), metrics=requests,
+            defaults=(RETRAINED if retrained else SAME_MODEL) if defaults else None,
             latency_runs=latency_runs, threads=threads, context=context, opened=opened,
         )  # fmt: skip
     if not_compared:

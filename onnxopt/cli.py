@@ -43,9 +43,6 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
                         help="the shape of an input in synthetic test data, e.g. input=1x3x224x224 "
                              "(default: derived until the original runs; "
                              "the written model keeps its dims)")  # fmt: skip
-    parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
-                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, "
-                             "or file.py:function); 'none' turns off the metrics detected by default")  # fmt: skip
     parser.add_argument(
         "--batch-size", type=int, help="rows per onnxruntime run (default: up to 32, fewer for large inputs)"
     )
@@ -56,6 +53,9 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", action="append", default=[], metavar="[OUTPUT=]NAME[>=T]",
+                        help="judge outputs by a task metric (ctc, mask_iou, embedding, neighbours, detection, "
+                             "or file.py:function); 'none' turns off the metrics detected by default")  # fmt: skip
     for gate in dataclasses.fields(Gates):
         flag = "--" + gate.name.replace("_", "-")
         parser.add_argument(flag, type=float, dest="gate_" + gate.name, help="gate: " + gate.metadata["help"])
@@ -99,6 +99,9 @@ def build_parser(pm: PluginManager | None = None) -> argparse.ArgumentParser:
     val = commands.add_parser("validate", help="compare a candidate with a reference model in onnxruntime")
     val.add_argument("reference")
     val.add_argument("candidate")
+    val.add_argument("--retrained", action="store_true",
+                     help="the candidate was retrained (a distilled student): judged by agreement (task metrics, "
+                          "top-1 on class scores, cosine >= 0.9) where no gate is set, not by cosine 0.99")  # fmt: skip
     _data_options(val)
     _common(val)
 
@@ -279,6 +282,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         plugins=args.plugins,
         quiet=args.quiet,
         metrics=args.metric,
+        retrained=args.retrained,
     )
     _print(to_json(result) if args.json else render_validation(result))
     if not result.passed:

@@ -57,6 +57,26 @@ class Gates:
         return dataclasses.replace(self, **{k: v for k, v in dataclasses.asdict(other).items() if v is not None})
 
 
+@dataclass(frozen=True)
+class DefaultVerdict:
+    """What the default verdict asks of the outputs no gate of the user covers.
+
+    ``generic`` judges an output no task metric judges, ``class_scores`` (when set) replaces it on a
+    [batch, classes] output, and ``judged`` is the floor under an output a task metric judges.
+    """
+
+    name: str
+    description: str  # what it asks, for the report
+    generic: Gates
+    judged: Gates
+    class_scores: Gates | None = None
+
+    def fallback(self, judged_by_metric: bool, class_scores: bool) -> Gates:
+        if judged_by_metric:
+            return self.judged
+        return self.class_scores if class_scores and self.class_scores is not None else self.generic
+
+
 #: The default verdict on an output no task metric judges and no gate of the user covers: its direction kept
 #: (cosine) and none of its channels lost along axis 1 (a detector's class row collapsed to zero has cosine 0
 #: whatever the whole output's cosine). Evidence for the values: bench/verdict.py.
@@ -64,3 +84,16 @@ DEFAULT_GATES = Gates(min_cosine=0.99, min_channel_cosine=0.9)
 #: What the default verdict still asks of an output a task metric judges: a floor that catches an output gone
 #: flat or wild where the metric alone could not tell (an empty reference mask has IoU 1 with any empty mask).
 TASK_FLOOR = Gates(min_cosine=0.9)
+#: A model that computes the original's numbers, only cheaper (fold, prune, cluster, quantize).
+SAME_MODEL = DefaultVerdict(
+    "same model", "task metrics where one fits, else cosine >= 0.99 and worst-channel cosine >= 0.9",
+    DEFAULT_GATES, TASK_FLOOR,
+)  # fmt: skip
+#: A retrained model (a distilled student): a different model that should agree with the original, so no
+#: 0.99 cosine — its task metrics, top-1 agreement on class scores (whose logits KL may shift per row, which
+#: moves their cosine but not their arg-max), and the task floor's cosine on everything else. 0.9 is the
+#: agreement the task metrics ask (ctc, neighbours). Evidence: bench/verdict_retrained.py.
+RETRAINED = DefaultVerdict(
+    "retrained", "task metrics where one fits, top-1 agreement >= 0.9 on class scores, cosine >= 0.9 elsewhere",
+    TASK_FLOOR, TASK_FLOOR, Gates(min_top1=0.9),
+)  # fmt: skip

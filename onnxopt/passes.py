@@ -130,6 +130,10 @@ class PassSpec:
     #: and kernels — so a run whose kept passes all say so does not time the written file unless asked.
     changes_latency: bool | Callable[[Any], bool] = True
     handles_subgraphs: bool = True
+    #: True (or a function of the options saying so): the pass retrains the model (distillation), so its result is
+    #: a different model that should agree with the original — judged by the retrained default verdict
+    #: (:data:`onnxopt.gates.RETRAINED`), and the passes before it are not judged on their own.
+    retrains: bool | Callable[[Any], bool] = False
     search: SearchHint | None = None  # None: ``onnxopt auto`` never tries this pass
     #: Older spellings this pass answers, as (pass name, options that select it): ``(("quantize", {"mode":
     #: "dynamic"}),)`` makes ``quantize:mode=dynamic`` run this pass with the rest of its options.
@@ -143,6 +147,10 @@ class PassSpec:
     def may_change_latency(self, options: Any) -> bool:
         """Whether onnxruntime may run this pass's result at another speed than its input."""
         return self.changes_latency(options) if callable(self.changes_latency) else bool(self.changes_latency)
+
+    def may_retrain(self, options: Any) -> bool:
+        """Whether this pass, with these options, hands back a retrained model (see ``retrains``)."""
+        return self.retrains(options) if callable(self.retrains) else bool(self.retrains)
 
     def option_fields(self) -> list[OptionInfo]:
         """The pass's options with their resolved types, defaults and help."""

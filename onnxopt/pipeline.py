@@ -34,6 +34,7 @@ from onnxopt.errors import (
     PluginError,
     UsageError,
 )
+from onnxopt.gates import RETRAINED, SAME_MODEL, DefaultVerdict
 from onnxopt.metrics import MetricRequest, parse_request
 from onnxopt.passes import ConfiguredPass
 from onnxopt.recipe import DEFAULT_LATENCY_RUNS, Recipe
@@ -86,6 +87,7 @@ class Run:
         self.best_file: Path | None = None
         self.best_run: CandidateRun | None = None
         self.latency_may_change = False  # whether a kept pass may change how fast onnxruntime runs the model
+        self.retrained = False  # whether a kept pass retrained the model (the verdict then judges agreement)
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
         session.metrics.check(self.metrics)  # an unknown metric fails before any work
         self.steps: list[ConfiguredPass] = [session.passes.configure(s.name, s.options) for s in recipe.passes]
@@ -94,6 +96,8 @@ class Run:
         needing = [step.label for step in self.steps if step.spec.requires_data(step.options)]
         if needing and recipe.data is None:
             raise UsageError(f"pass {needing[0]!r} needs data: give --data calib.npz (or a folder, or synthetic:N)")
+        # what the passes before a retraining pass leave is only its starting point (a pruned student): not judged
+        self.last_retraining = max((i for i, s in enumerate(self.steps) if s.spec.may_retrain(s.options)), default=-1)
 
     def __call__(self, source: str | Path, output: str | Path | None, *, in_place: bool = False) -> Report:
         source = Path(source)
@@ -102,7 +106,7 @@ class Run:
             if same_file(source, output) and not in_place:
                 raise UsageError(f"{output}: output would overwrite the input; pass --in-place to allow it")
             model_io.check_writable(output)
-        self.best_file, self.best_run, self.latency_may_change = None, None, False
+        self.best_file, self.best_run, self.latency_may_change, self.retrained = None, None, False, False
         load_start = time.perf_counter()
         model = self.session.load(source)
         load_seconds = time.perf_counter() - load_start
@@ -156,6 +160,8 @@ class Run:
                 report.output = str(output)
                 if report.final is not None:
                     report.final.candidate = str(output)
+            if self.retrained and report.final is not None and report.final.compared:
+                self._note_retrained(report)
             report.costs = context.costs.phases
             self.session.hook.onnxopt_report(report=report, context=context)
         return report
@@ -246,8 +252,12 @@ class Run:
             self._fail(report, entry, failed_status, PluginError.exit_code, f"produced an invalid model: {exc}")
             return best
         entry.figures = _figures(candidate, staged)
-        run = self._run_step(staged, context)
-        verdict = None if run is None else self._step_verdict(run, staged, context)
+        retrains = step.spec.may_retrain(step.options)
+        if index < self.last_retraining:
+            report.notes.append(f"pass {step.label!r} not judged on its own: "
+                                f"{self.steps[self.last_retraining].label!r} retrains what it leaves")  # fmt: skip
+        run = self._run_step(staged, context, self._defaults(retrains)) if index >= self.last_retraining else None
+        verdict = None if run is None else self._step_verdict(run, staged, context, self._defaults(retrains))
         entry.validation = verdict
         if verdict is not None and not verdict.passed:
             loads = next((c for c in verdict.checks if c.name == "loads"), None)
@@ -268,16 +278,31 @@ class Run:
         # a large model's candidate session is not kept: it would sit beside the next pass's work
         self.best_run = run if self_contained and isinstance(self.reference, LiveReference) else None
         self.latency_may_change |= step.spec.may_change_latency(step.options)
+        self.retrained |= retrains
         return candidate
+
+    def _note_retrained(self, report: Report) -> None:
+        """Say how a retrained model was judged, and on which rows."""
+        if self.recipe.default_gates:
+            report.notes.append(f"judged as a retrained model: {RETRAINED.description}, where no gate is given")
+        if self.recipe.val is None and self.recipe.data is not None:
+            report.notes.append("the verdict was judged on the data the model was retrained on (--data): "
+                                "pass --val for a held-out verdict")  # fmt: skip
+
+    def _defaults(self, retrains: bool = False) -> DefaultVerdict | None:
+        """The default verdict for a model this run made (``retrains``: by the step being judged)."""
+        if not self.recipe.default_gates:
+            return None
+        return RETRAINED if self.retrained or retrains else SAME_MODEL
 
     def _compare(self, path: Path, context: RunContext, latency_runs: int) -> ValidationResult:
         return compare(
             context.reference_path, path, self.judge_data, self.recipe.gates, metrics=self.metrics,
-            defaults=self.recipe.default_gates, latency_runs=latency_runs, threads=self.recipe.threads, context=context,
+            defaults=self._defaults(), latency_runs=latency_runs, threads=self.recipe.threads, context=context,
             opened=self.reference,
         )  # fmt: skip
 
-    def _run_step(self, staged: Path, context: RunContext) -> CandidateRun | None:
+    def _run_step(self, staged: Path, context: RunContext, defaults: DefaultVerdict | None) -> CandidateRun | None:
         """A pass's result run and compared against the original (None: each-pass validation is off)."""
         if not self.recipe.validate_each_pass or not self.recipe.validate:
             return None
@@ -286,14 +311,15 @@ class Run:
         )
         return run_candidate(
             context.reference_path, staged, reference, self.judge_data, self.recipe.gates, metrics=self.metrics,
-            defaults=self.recipe.default_gates, threads=self.recipe.threads, context=context,
+            defaults=defaults, threads=self.recipe.threads, context=context,
         )  # fmt: skip
 
-    def _step_verdict(self, run: CandidateRun, staged: Path, context: RunContext) -> ValidationResult:
+    def _step_verdict(
+        self, run: CandidateRun, staged: Path, context: RunContext, defaults: DefaultVerdict | None
+    ) -> ValidationResult:
         if run.session is None:
             return run.measured
-        return run.verdict(staged, self.judge_data, self.recipe.gates, defaults=self.recipe.default_gates,
-                           context=context)  # fmt: skip
+        return run.verdict(staged, self.judge_data, self.recipe.gates, defaults=defaults, context=context)
 
     def _final_latency_runs(self, report: Report) -> int:
         """The latency rounds asked for, or by default: none when no kept pass can change what onnxruntime runs
@@ -312,7 +338,7 @@ class Run:
             latency_runs = self._final_latency_runs(report)
             if run is not None:
                 report.final = run.verdict(output, self.judge_data, self.recipe.gates,
-                                           defaults=self.recipe.default_gates, latency_runs=latency_runs,
+                                           defaults=self._defaults(), latency_runs=latency_runs,
                                            context=context)  # fmt: skip
             else:
                 report.final = self._compare(output, context, latency_runs)

@@ -10,10 +10,14 @@ interleaved runs with intra-op spinning disabled (otherwise the idle session ste
 external data. Positions an attention-mask input marks as padding are not compared. Gates turn these figures
 into pass / fail with a one-line reason.
 
-The default verdict (``defaults=True``): an output that a task metric claims (:mod:`onnxopt.metrics`: CTC
-sequences, probability-map IoU, pooled embeddings) is judged by that metric at its threshold; every other output
-by :data:`onnxopt.gates.DEFAULT_GATES` (cosine and worst-channel cosine). A gate or metric the user sets
-replaces the default of its kind. Without data nothing is compared and the result says so (``compared``).
+The default verdict (``defaults``, :class:`onnxopt.gates.DefaultVerdict`): an output that a task metric claims
+(:mod:`onnxopt.metrics`: CTC sequences, probability-map IoU, pooled embeddings) is judged by that metric at its
+threshold; every other output by the verdict's generic gates: for a model meant to compute the same numbers
+(``SAME_MODEL``) cosine and worst-channel cosine, for a retrained one (``RETRAINED``, a distilled student) top-1
+agreement on class scores and a cosine floor. A gate or metric the user sets replaces the default of its kind; a
+gate the user sets that the model or data cannot take (``min_top1`` without class scores, ``max_accuracy_drop``
+without labels) fails rather than pass unchecked. Without data nothing is compared and the result says so
+(``compared``).
 
 Written here: onnxruntime runs the models, numpy does the arithmetic; no library does the comparison.
 """
@@ -35,7 +39,7 @@ import numpy as np
 
 from onnxopt import model_io
 from onnxopt.errors import DataError, ModelError, UsageError
-from onnxopt.gates import DEFAULT_GATES, TASK_FLOOR, Gates
+from onnxopt.gates import SAME_MODEL, DefaultVerdict, Gates
 from onnxopt.metrics import (
     AUTO,
     NO_METRIC,
@@ -588,7 +592,7 @@ def compare(
     gates: Gates | None = None,
     *,
     metrics: Sequence[MetricRequest] = (),
-    defaults: bool = True,
+    defaults: DefaultVerdict | None = SAME_MODEL,
     latency_runs: int = 20,
     threads: int = 0,
     channel_axis: int = 1,
@@ -637,7 +641,7 @@ class CandidateRun:
         data: Dataset | None,
         gates: Gates,
         *,
-        defaults: bool = True,
+        defaults: DefaultVerdict | None = SAME_MODEL,
         latency_runs: int = 0,
         context: RunContext | None = None,
     ) -> ValidationResult:
@@ -671,7 +675,7 @@ def run_candidate(
     gates: Gates,
     *,
     metrics: Sequence[MetricRequest] = (),
-    defaults: bool = True,
+    defaults: DefaultVerdict | None = SAME_MODEL,
     threads: int = 0,
     channel_axis: int = 1,
     context: RunContext | None = None,
@@ -724,7 +728,7 @@ class _Judge:
 
     gates: Gates
     requests: list[MetricRequest]
-    defaults: bool
+    defaults: DefaultVerdict | None
     registry: MetricRegistry
     chosen: dict[int, list[tuple[MetricSpec, Metric, float, bool]]] = field(default_factory=dict)
 
@@ -734,7 +738,7 @@ class _Judge:
                 raise UsageError(
                     f"--metric {request.text}: the model has no output {request.output!r} (outputs: {', '.join(names)})"
                 )
-        automatic = self.defaults and not any(r.metric == NO_METRIC for r in self.requests)
+        automatic = self.defaults is not None and not any(r.metric == NO_METRIC for r in self.requests)
         for index, (name, array) in enumerate(zip(names, ref_out)):
             if not isinstance(array, np.ndarray):
                 continue
@@ -849,7 +853,7 @@ def _same_signature(ref: Signature, cand: Signature, result: ValidationResult) -
     return True
 
 
-def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list[Check]:
+def _gate_checks(result: ValidationResult, gates: Gates, defaults: DefaultVerdict | None) -> list[Check]:
     checks = []
 
     def at_least(name: str, what: str, value: float | None, threshold: float | None) -> None:
@@ -888,7 +892,8 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
                 )
             )
         # the generic defaults judge only what no task metric judges; a gate the user set applies everywhere
-        fallback = (TASK_FLOOR if out.name in judged else DEFAULT_GATES) if defaults else Gates()
+        class_scores = out.top1_agreement is not None
+        fallback = defaults.fallback(out.name in judged, class_scores) if defaults is not None else Gates()
         min_cosine = gates.min_cosine if gates.min_cosine is not None else fallback.min_cosine
         min_channel = gates.min_channel_cosine if gates.min_channel_cosine is not None else fallback.min_channel_cosine
         at_least("cosine", f"{label} cosine", out.cosine, min_cosine)
@@ -898,9 +903,13 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
             out.worst_channel_cosine,
             min_channel,
         )
-        at_least("top1", f"{label} top-1 agreement", out.top1_agreement, gates.min_top1)
-    if gates.min_top1 is not None and all(out.top1_agreement is None for out in result.outputs):
-        result.notes.append("min_top1 not checked: no output holds class scores [batch, classes]")
+        min_top1 = gates.min_top1 if gates.min_top1 is not None else fallback.min_top1
+        at_least("top1", f"{label} top-1 agreement", out.top1_agreement, min_top1)
+    if gates.min_top1 is not None and result.compared and all(out.top1_agreement is None for out in result.outputs):
+        # a gate asked for and not checked would read as met: the verdict cannot say OK on it
+        shapes = ", ".join(f"{out.name!r} {out.shape}" for out in result.outputs)
+        checks.append(Check("top1", False, f"min_top1 not checked: no output holds class scores [batch, classes] "
+                                           f"({shapes}); gate this model by --metric or another gate"))  # fmt: skip
     for outcome in result.metrics:
         how = "default for this output" if outcome.default else "asked for"
         at_least(
@@ -917,8 +926,8 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: bool) -> list
             drop,
             gates.max_accuracy_drop,
         )
-    elif gates.max_accuracy_drop is not None:
-        result.notes.append("max_accuracy_drop not checked: the data has no usable labels")
+    elif gates.max_accuracy_drop is not None and result.compared:
+        checks.append(Check("accuracy", False, "max_accuracy_drop not checked: the data has no usable labels"))
     at_most("latency", "latency ratio", result.latency_ratio, gates.max_latency_ratio)
     at_most("size", "size ratio", result.size_ratio, gates.max_size_ratio)
     return checks

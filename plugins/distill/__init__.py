@@ -11,8 +11,9 @@ here. The objective is in :mod:`.losses`, chosen from the teacher's output unles
 ``onnxopt distill`` (a command this plugin adds, :mod:`.command`) runs this pass with the input model as the teacher.
 
 Used as ``--pass distill:width=0.5,epochs=30`` after other passes, the pass retrains what they left
-(e.g. a pruned model) against the original. Gate a distilled student on agreement / accuracy
-(``--min-top1``, ``--max-accuracy-drop``), not on cosine: it is a different model that should agree.
+(e.g. a pruned model, not judged on its own) against the original. The pass says it ``retrains``: the student is a
+different model that should agree, so the default verdict judges it by agreement (task metrics, top-1 on class
+scores, a cosine floor; :data:`onnxopt.gates.RETRAINED`), not by the 0.99 cosine of a model meant to be the same.
 
 This module only declares the pass, the hook and the command: importing it loads none of numpy, onnx_ir,
 onnxruntime or a training framework (the CLI imports every plugin before it parses); the pass itself,
@@ -103,6 +104,7 @@ def onnxopt_register_passes(register: Callable[[PassSpec], None]) -> None:
             search=SearchHint((SearchDim("width", (0.25, 0.5, 0.75, 1.0)),), stage=10, on_request=True),
             needs_data=True,
             handles_subgraphs=False,
+            retrains=lambda options: not options.export_logits,
         )
     )
 

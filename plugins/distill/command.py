@@ -33,6 +33,7 @@ def distill(
     val: str | Path | None = None,
     export_logits: bool = False,
     gates: Any = None,
+    metrics: tuple[str, ...] | list[str] = (),
     seed: int = 0,
     plugins: tuple[str, ...] | list[str] = (),
     quiet: bool = True,
@@ -44,8 +45,9 @@ def distill(
     the teacher itself; ``width < 1`` narrows it with structured pruning. ``options`` are the distill
     pass's other options (``epochs=30``, ``alpha=0.7``, ``backend="torch"``, ... see ``onnxopt passes``).
     ``export_logits=True`` only computes and caches the teacher's outputs (``output`` may be None; the step's
-    stats name the file). No gate applies unless given: a student is a different model, so gate it on
-    ``min_top1`` / ``max_accuracy_drop``, not on cosine.
+    stats name the file). The student is judged against the teacher by the retrained default verdict
+    (:data:`onnxopt.gates.RETRAINED`: task metrics, top-1 agreement, a cosine floor) where ``gates`` and task
+    ``metrics`` (``["probs=ctc>=0.95"]``) say nothing.
     """
     from onnxopt import KEPT, check_writable, load, optimize, save  # onnx and onnxruntime load only on use
 
@@ -54,7 +56,7 @@ def distill(
     # the verdict is judged on the held-out rows when there are some: judged on --data, the student would be
     # scored on the rows it was trained on (and every one of them run twice more)
     run = {"passes": [step], "data": data, "val": None if val is None else str(val), "gates": gates, "seed": seed,
-           "plugins": plugins, "quiet": quiet, "validate_each_pass": False, "default_gates": False}  # fmt: skip
+           "metrics": list(metrics), "plugins": plugins, "quiet": quiet, "validate_each_pass": False}  # fmt: skip
     if export_logits or output is None:
         return optimize(teacher, None, **run)
     if _same_file(teacher, output):
@@ -68,9 +70,6 @@ def distill(
         if report.steps and report.steps[0].status == KEPT:
             save(load(staged, check=False), output)
             report.output = str(output)
-    if val is None and report.final is not None and report.final.compared:
-        report.notes.append("the verdict was judged on the training data (--data): the student learned those rows; "
-                            "pass --val for a held-out verdict")  # fmt: skip
     return report
 
 
@@ -125,7 +124,8 @@ def run_command(args: argparse.Namespace) -> int:
         options["target"] = args.output_name  # not "output": distill's output is the student's path
     report = distill(
         args.teacher, args.output, data=args.data, student=args.student, width=args.width, val=args.val,
-        export_logits=args.export_logits, gates=args.gates, seed=args.seed, plugins=args.plugins, quiet=args.quiet,
+        export_logits=args.export_logits, gates=args.gates, metrics=args.metric, seed=args.seed, plugins=args.plugins,
+        quiet=args.quiet,
         **options,
     )  # fmt: skip
     return emit_report(report, args)

@@ -433,7 +433,7 @@ def test_channel_axis_counts_from_either_end_and_is_ignored_out_of_range(toleran
     reference, candidate, data = tolerance_pair
     dataset = open_source(str(data), onnxopt.load(reference))
     by_axis = {
-        axis: compare(reference, candidate, dataset, latency_runs=0, defaults=False, channel_axis=axis).outputs[0]
+        axis: compare(reference, candidate, dataset, latency_runs=0, defaults=None, channel_axis=axis).outputs[0]
         for axis in (0, 1, -1, -2, 2, -3)
     }
     assert by_axis[1].worst_channel_cosine == by_axis[-1].worst_channel_cosine is not None

@@ -54,10 +54,8 @@ def test_identical_models_pass_every_gate(pair):
     assert 0.5 < result.latency_ratio < 2.0 and result.size_ratio == 1.0
 
 
-@pytest.mark.parametrize("rank", [2, 3])
-def test_a_top1_gate_no_output_can_take_says_it_was_not_checked(tmp_path, rank):
-    """min_top1 judges class scores [batch, classes]; a sequence output ([batch, steps, classes]) has none, and
-    the report says the gate did not run rather than passing in silence."""
+def _model_and_data(tmp_path, rank: int, labels: bool = False) -> tuple[Path, Path]:
+    """y = x * [1, 2, 3, 4]: [batch, 4] class scores (rank 2) or a [batch, 5, 4] sequence (rank 3), and its data."""
     shape = ["batch", 4] if rank == 2 else ["batch", 5, 4]
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "scale"], ["y"])],
@@ -69,12 +67,34 @@ def test_a_top1_gate_no_output_can_take_says_it_was_not_checked(tmp_path, rank):
     model = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
     data = tmp_path / "data.npz"
-    rows = (8, 4) if rank == 2 else (8, 5, 4)
-    np.savez(data, x=np.random.default_rng(0).standard_normal(rows).astype(np.float32))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4) if rank == 2 else (8, 5, 4)).astype(np.float32)
+    np.savez(data, x=x, **({"labels": rng.integers(0, 4, 8)} if labels else {}))
+    return model, data
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_a_top1_gate_no_output_can_take_fails_rather_than_pass_unchecked(tmp_path, rank):
+    """min_top1 judges class scores [batch, classes]; a sequence output ([batch, steps, classes]) has none, and a
+    gate asked for and not checked must not read as met: the verdict fails and says why."""
+    model, data = _model_and_data(tmp_path, rank)
     result = onnxopt.validate(model, model, data=data, gates={"min_top1": 0.9}, latency_runs=0, defaults=False)
-    checked = any(c.name == "top1" for c in result.checks)
-    noted = any("min_top1 not checked" in note for note in result.notes)
-    assert (checked, noted) == ((True, False) if rank == 2 else (False, True))
+    (top1,) = [c for c in result.checks if c.name == "top1"]
+    assert result.compared
+    if rank == 2:
+        assert top1.passed and top1.value == 1.0
+    else:
+        assert not top1.passed and not result.passed
+        assert "min_top1 not checked" in top1.message and "'y' [8, 5, 4]" in top1.message
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_an_accuracy_gate_without_labels_fails_rather_than_pass_unchecked(tmp_path, labels):
+    model, data = _model_and_data(tmp_path, 2, labels=labels)
+    result = onnxopt.validate(model, model, data=data, gates={"max_accuracy_drop": 0.0}, latency_runs=0)
+    (accuracy,) = [c for c in result.checks if c.name == "accuracy"]
+    assert accuracy.passed is labels and result.passed is labels
+    assert labels or "no usable labels" in accuracy.message
 
 
 def test_tolerance_and_size_gates_fail_with_the_measured_figure(pair):

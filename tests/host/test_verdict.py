@@ -354,3 +354,70 @@ def test_recorded_reference_outputs_close_the_session_only_when_all_are_kept(fix
     assert reference.runs == (3 if budget else 4)
     reference.outputs(0, {"input": first["input"][:5]})
     assert reference._session is not None
+
+
+# --------------------------------------------------------------------------- retrained models (distilled students)
+
+
+def _class_scores(path: Path, shift: list[float]) -> Path:
+    """y = x + shift on [batch, 4] class scores."""
+    return _save(_model(
+        [helper.make_node("Add", ["x", "shift"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array(shift, np.float32), "shift")],
+    ), path)  # fmt: skip
+
+
+def _close_calls(path: Path) -> Path:
+    """Ten rows whose class 0 wins; class 3 trails it by 0.1 on one row, by 0.2 on one, by 1 on the rest."""
+    x = np.zeros((10, 4), np.float32)
+    x[:, 0], x[:, 3] = 2.0, 1.0
+    x[0, 3], x[1, 3] = 1.9, 1.8
+    np.savez(path, x=x)
+    return path
+
+
+@pytest.mark.parametrize(("bump", "agreement", "ok"), [(0.15, 0.9, True), (0.25, 0.8, False)])
+def test_a_retrained_classifier_is_judged_by_top1_agreement_both_sides(tmp_path, bump, agreement, ok):
+    """A student agreeing on 9 of 10 rows meets the retrained default (top-1 >= 0.9); on 8 of 10 it does not."""
+    reference = _class_scores(tmp_path / "ref.onnx", [0, 0, 0, 0])
+    student = _class_scores(tmp_path / "student.onnx", [0, 0, 0, bump])
+    data = _close_calls(tmp_path / "x.npz")
+    result = onnxopt.validate(reference, student, data=data, latency_runs=0, retrained=True)
+    (top1,) = [c for c in result.checks if c.name == "top1"]
+    assert top1.value == pytest.approx(agreement) and top1.threshold == 0.9
+    assert result.passed is ok and top1.passed is ok
+
+
+def test_shifted_logits_are_a_good_student_but_not_the_same_model(tmp_path, run_cli):
+    """Logits moved by a constant (what KL training leaves free) keep every arg-max but not the cosine: the default
+    for a retrained model accepts them, the default for the same model refuses them."""
+    reference = _class_scores(tmp_path / "ref.onnx", [0, 0, 0, 0])
+    student = _class_scores(tmp_path / "student.onnx", [-10, -10, -10, -10])
+    data = _close_calls(tmp_path / "x.npz")
+    same = run_cli("validate", reference, student, "--data", data, "--latency-runs", "0")
+    retrained = run_cli("validate", reference, student, "--data", data, "--latency-runs", "0", "--retrained")
+    assert same.returncode == 1 and "cosine" in same.stderr
+    assert retrained.returncode == 0, retrained.stderr
+    assert "top-1 agreement 1 >= 0.9" in retrained.stdout and "cosine" not in retrained.stdout.split("[pass]", 1)[1]
+
+
+def test_a_pruned_then_distilled_pipeline_judges_the_student_not_the_pruned_step(tmp_path, fixtures_dir):
+    """Before the retraining pass, the pruned model is a starting point, not judged on its own; the student is
+    judged by agreement (it passes at 30 epochs where the 0.99 cosine would refuse it); distilled too briefly it
+    fails, is rolled back, and the pruned model left behind is caught by the final verdict."""
+    pytest.importorskip("torch")
+    model, calib, val = (fixtures_dir / f"digits_cnn{s}" for s in (".onnx", "_calib.npz", "_val.npz"))
+    passes = ["prune-structured:sparsity=0.5", "distill:threads=1"]
+    good = onnxopt.optimize(model, tmp_path / "good.onnx", passes=passes, data=calib, val=val, latency_runs=0)
+    assert good.exit_code == 0, good.message
+    assert [s.validation for s in good.steps][0] is None and good.steps[1].validation.passed
+    assert good.final.worst_cosine < 0.99 and good.final.outputs[0].top1_agreement >= 0.9
+    assert any("not judged on its own" in note for note in good.notes)
+    assert any("judged as a retrained model" in note for note in good.notes)
+    brief = onnxopt.optimize(model, tmp_path / "brief.onnx", passes=[passes[0], "distill:threads=1,epochs=1,lr=1e-5"],
+                             data=calib, val=val, latency_runs=0)  # fmt: skip
+    assert brief.exit_code == 1 and [s.status for s in brief.steps] == ["kept", "rolled back"]
+    assert "top-1 agreement" in brief.steps[1].message and brief.final.checks
+    assert not brief.final.passed and {c.name for c in brief.final.checks if not c.passed} >= {"cosine"}

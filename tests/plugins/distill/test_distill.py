@@ -160,7 +160,7 @@ def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_di
     assert _accuracy(out, fixtures_dir / "iris_mlp_val.npz") == stats["validation"]["student_accuracy"]
     # the verdict is judged on the held-out rows, not on the rows the student was trained on
     assert report.final.compared and "iris_mlp_val" in report.final.data and "calib" not in report.final.data
-    assert not any("training data" in note for note in report.notes)
+    assert not any("retrained on" in note for note in report.notes)
 
 
 def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):
@@ -169,7 +169,7 @@ def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_
     report = distill(fixtures_dir / "iris_mlp.onnx", tmp_path / "s.onnx", data=data, epochs=2, threads=1)
     assert report.exit_code == 0, report.message
     assert "iris_mlp_calib" in report.final.data
-    assert any("judged on the training data" in note and "--val" in note for note in report.notes)
+    assert any("judged on the data the model was retrained on" in note and "--val" in note for note in report.notes)
 
 
 def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
@@ -292,6 +292,7 @@ def test_import_path_torch_student_in_a_pipeline_then_quantized(fixtures_dir, tm
         (["--student", "no_such_module_xyz:build"], "no_such_module_xyz: no such module"),
         (["--width", "1.5"], "pass 'distill': width must be > 0, <= 1, got 1.5"),  # the range declared on the option
         (["--data", "synthetic:8"], "distill trains on real data"),
+        (["--metric", "no_such_metric"], "unknown metric 'no_such_metric'"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(fixtures_dir, tmp_path, run_cli, args, message):
@@ -358,6 +359,23 @@ def test_students_no_backend_can_train_are_refused_and_nothing_is_written(fixtur
     out = tmp_path / "s.onnx"
     report = distill(fixtures_dir / "iris_mlp.onnx", out, data=fixtures_dir / "iris_mlp_calib.npz", **options)
     assert report.exit_code == 2 and message in report.message and report.output is None and not out.exists()
+
+
+def test_a_student_that_does_not_agree_fails_the_default_verdict_and_a_gate_given_replaces_it(
+    fixtures_dir, tmp_path, run_cli
+):
+    """A pipeline gates on the exit code: a half-width digits student trained for one epoch at a tiny rate agrees
+    with the teacher on a fifth of the held-out rows and must not exit 0 (it did, with no gate given); a top-1 gate the
+    user sets below what it reaches replaces the default and accepts it."""
+    pytest.importorskip("torch")
+    base = ["distill", fixtures_dir / "digits_cnn.onnx", "--data", fixtures_dir / "digits_cnn_calib.npz", "--val",
+            fixtures_dir / "digits_cnn_val.npz", "--width", "0.5", "--epochs", "1", "--lr", "1e-5", "--threads", "1"]  # fmt: skip
+    refused = run_cli(*base, "-o", tmp_path / "s.onnx", "--json")
+    assert refused.returncode == 1, refused.stderr
+    (top1,) = [c for c in json.loads(refused.stdout)["final"]["checks"] if c["name"] == "top1"]
+    assert not top1["passed"] and top1["threshold"] == 0.9 and top1["value"] < 0.9
+    accepted = run_cli(*base, "-o", tmp_path / "t.onnx", "--min-top1", str(top1["value"]))
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_cli_time_budget_and_device(fixtures_dir, tmp_path, run_cli):

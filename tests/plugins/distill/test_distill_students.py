@@ -117,9 +117,10 @@ def test_distill_depth_student_end_to_end(tmp_path, monkeypatch, layers):
     out = tmp_path / "student.onnx"
     report = distill(
         teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding",
-        layers=layers,
-    )  # a [N, 4] output reads as logits to loss=auto  # fmt: skip
+        layers=layers, metrics=["y=embedding>=0.85"], gates={"min_cosine": 0.85},
+    )  # a [N, 4] output reads as logits to loss=auto, and as class scores to the default verdict  # fmt: skip
     assert report.exit_code == 0, report.message
+    assert [(m.output, m.metric, m.threshold) for m in report.final.metrics] == [("y", "embedding", 0.85)]
     stats = report.steps[0].stats
     found = stats["shallower"]
     assert stats["loss"] == "embedding" and stats["held_out_score"] == "cosine"  # on the 10 % held out
