@@ -369,7 +369,8 @@ def test_a_student_that_does_not_agree_fails_the_default_verdict_and_a_gate_give
     user sets below what it reaches replaces the default and accepts it."""
     pytest.importorskip("torch")
     base = ["distill", fixtures_dir / "digits_cnn.onnx", "--data", fixtures_dir / "digits_cnn_calib.npz", "--val",
-            fixtures_dir / "digits_cnn_val.npz", "--width", "0.5", "--epochs", "1", "--lr", "1e-5", "--threads", "1"]  # fmt: skip
+            fixtures_dir / "digits_cnn_val.npz", "--width", "0.5", "--epochs", "1", "--lr", "1e-5",
+            "--threads", "1"]  # fmt: skip
     refused = run_cli(*base, "-o", tmp_path / "s.onnx", "--json")
     assert refused.returncode == 1, refused.stderr
     (top1,) = [c for c in json.loads(refused.stdout)["final"]["checks"] if c["name"] == "top1"]
