@@ -65,7 +65,6 @@ class DefaultVerdict:
     [batch, classes] output, and ``judged`` is the floor under an output a task metric judges.
     """
 
-    name: str
     description: str  # what it asks, for the report
     generic: Gates
     judged: Gates
@@ -86,14 +85,15 @@ DEFAULT_GATES = Gates(min_cosine=0.99, min_channel_cosine=0.9)
 TASK_FLOOR = Gates(min_cosine=0.9)
 #: A model that computes the original's numbers, only cheaper (fold, prune, cluster, quantize).
 SAME_MODEL = DefaultVerdict(
-    "same model", "task metrics where one fits, else cosine >= 0.99 and worst-channel cosine >= 0.9",
+    "task metrics where one fits, else cosine >= 0.99 and worst-channel cosine >= 0.9",
     DEFAULT_GATES, TASK_FLOOR,
 )  # fmt: skip
 #: A retrained model (a distilled student): a different model that should agree with the original, so no
 #: 0.99 cosine — its task metrics, top-1 agreement on class scores (whose logits KL may shift per row, which
 #: moves their cosine but not their arg-max), and the task floor's cosine on everything else. 0.9 is the
-#: agreement the task metrics ask (ctc, neighbours). Evidence: bench/verdict_retrained.py.
+#: agreement the task metrics ask (ctc, neighbours). bench/distill_real.py shows this verdict beside each real
+#: student's held-out truth.
 RETRAINED = DefaultVerdict(
-    "retrained", "task metrics where one fits, top-1 agreement >= 0.9 on class scores, cosine >= 0.9 elsewhere",
+    "task metrics where one fits, top-1 agreement >= 0.9 on class scores, cosine >= 0.9 elsewhere",
     TASK_FLOOR, TASK_FLOOR, Gates(min_top1=0.9),
 )  # fmt: skip
