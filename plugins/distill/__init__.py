@@ -80,6 +80,11 @@ class DistillOptions(PassOptions):
         "search", "which blocks depth < 1 keeps: search (dropped one at a time, the one the teacher's held-out "
         "outputs miss least) or spread (evenly from the first: DistilBERT's every other one)",
     )  # fmt: skip
+    match_layers: bool = option(
+        False, "depth < 1: also train each kept layer's output towards the teacher's hidden state that the next kept "
+        "layer reads there (MSE + cosine)",
+    )  # fmt: skip
+    layer_weight: float = option(1.0, "weight of the match_layers term beside the output's", ge=0)
     cache_dir: str = option(
         "", "where teacher outputs are cached (default: $ONNXOPT_CACHE_DIR/logits or ~/.cache/onnxopt/logits)"
     )

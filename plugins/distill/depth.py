@@ -9,7 +9,10 @@ cut it into segments (the nodes on the way from one LayerNormalization to the ne
 signature (its op types in order and the shapes of its weights); the longest run of segments that repeats with
 a period ``p`` is the encoder, and ``p`` consecutive segments are one layer (post-LN BERT: attention + LN,
 feed-forward + LN, p = 2). Dropping a layer sends its input straight to whatever read its output; onnx-ir's
-dead-node pass then removes the layer's nodes and weights. Written here: no ONNX tool found that does this.
+dead-node pass then removes the layer's nodes and weights. Each kept layer's output is paired with the teacher's
+hidden state the next kept layer was trained to read (``matched_states``): distill can train towards those too, so
+every kept layer keeps seeing the input it knows (DistilBERT's hidden-state cosine loss, aligned by the graph).
+Written here: no ONNX tool found that does this.
 """
 
 from __future__ import annotations
@@ -138,6 +141,7 @@ def shallower(model: ir.Model, depth: float, keep: list[int] | None = None) -> t
     student = model.clone()
     layers = _layers_or_error(student)
     keep = kept(len(layers), depth) if keep is None else keep
+    teacher_names = [layer_output.name for _, layer_output in layers]  # before a dropped output renames its input
     for j in reversed(range(len(layers))):
         if j in keep:
             continue
@@ -147,4 +151,15 @@ def shallower(model: ir.Model, depth: float, keep: list[int] | None = None) -> t
         if name is not None:
             layer_input.name = name  # the graph keeps its output names
     onnx_ir.passes.common.RemoveUnusedNodesPass()(student)
-    return student, {"encoder_layers": len(layers), "kept_layers": keep}
+    return student, {"encoder_layers": len(layers), "kept_layers": keep,
+                     "matched_states": _matched_states(layers, keep, teacher_names)}  # fmt: skip
+
+
+def _matched_states(
+    layers: list[tuple[ir.Value, ir.Value]], keep: list[int], teacher_names: list[str]
+) -> dict[str, str]:
+    """{a kept layer's output in the student: the teacher's hidden state that what follows it was trained to read}
+    — the input of the next kept layer in the teacher (the output of the layer before it), or the teacher's last
+    layer's output after the last kept one (what the pooling head reads; the graph's output when it is one)."""
+    ends = [*keep[1:], len(layers)]
+    return {layers[j][1].name: teacher_names[end - 1] for j, end in zip(keep, ends)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,24 @@ class Distillation:
         )
         return found
 
+    def _hidden_states(self, matched: dict[str, str], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{student value: the teacher's values ``matched`` pairs it with, on ``inputs``}, computed (and cached)
+        from a copy of the teacher that lists those values among its outputs."""
+        teacher = self.teacher.clone()
+        values = {value.name: value for node in teacher.graph for value in node.outputs}
+        wanted = sorted(set(matched.values()))
+        missing = [name for name in wanted if name not in values]
+        if missing:
+            raise UsageError(f"match_layers: the teacher has no value {missing[0]!r} (the student's layers were "
+                             "found in a graph whose names differ from the teacher's)")  # fmt: skip
+        for value in (values[name] for name in wanted if not values[name].is_graph_output()):
+            if value.type is None:  # a hidden state is float; an output needs a declared type
+                value.type = ir.TensorType(ir.DataType.FLOAT)
+            teacher.graph.outputs.append(value)
+        path = save(teacher, self.context.workdir / "teacher-hidden-states.onnx")
+        found = logits.teacher_outputs(path, inputs, wanted, cache_dir=self.cache, progress=self.context.progress)
+        return {student_name: found.outputs[name] for student_name, name in matched.items()}
+
     def _splits(self, target: str) -> tuple[Split, Split | None, bool]:
         """(training rows, validation rows, whether the target output is a softmax)."""
         dataset = self.context.dataset
@@ -199,7 +218,14 @@ class Distillation:
         loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
         search = o.layers == "search" and o.depth < 1.0
         score = self._depth_score(val or train, loss, target, probabilities) if search else None
-        student, description = students.resolve(o.student, current, o.width, o.depth, self.context, score)
+        student, description, matched = students.resolve(o.student, current, o.width, o.depth, self.context, score)
+        if o.match_layers:
+            matched = {student_value: name for student_value, name in matched.items() if student_value != target}
+            if not matched:
+                raise UsageError("match_layers needs a student with encoder layers dropped (depth < 1) whose kept "
+                                 "layers' outputs are not the output distilled on")  # fmt: skip
+            train = replace(train, hidden=self._hidden_states(matched, train.inputs))
+            self.context.stats["matched_states_trained"] = matched
         trainer = self.context.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
         if trainer is None:
             kind = "an ONNX student" if isinstance(student, ir.Model) else type(student).__name__
@@ -209,7 +235,7 @@ class Distillation:
         hyper = DistillHyperparameters(
             epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha,
             temperature=o.temperature, loss=loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
-            max_time=o.max_time, device=o.device, checkpoint=o.checkpoint,
+            max_time=o.max_time, device=o.device, checkpoint=o.checkpoint, layer_weight=o.layer_weight,
         )  # fmt: skip
         job = TrainingJob(
             student=student, train=train, val=val, input_names=[v.name for v in _fed_inputs(self.teacher)],

@@ -18,6 +18,7 @@ class DistillHyperparameters(Hyperparameters):
     max_time: float = 0.0  # seconds of training; 0: no budget. The learning rate decays over the budget.
     device: str = "cpu"  # cpu, cuda (cuda:N), or auto (cuda when torch sees one)
     checkpoint: str = ""  # a file saved after every epoch and resumed from when it exists
+    layer_weight: float = 1.0  # weight of the hidden-state term (Split.hidden) beside the output's
 
 
 def cores() -> int:

@@ -110,6 +110,8 @@ class OnnxModule(torch.nn.Module):
         self._tensor_keys: dict[str, str] = {}  # value name -> parameter or buffer key
         self._statics: dict[str, np.ndarray] = {}  # values known at construction
         self._steps = self._compile(graph)
+        self._capture: tuple[str, ...] = ()
+        self.captured: dict[str, torch.Tensor] = {}  # the values named by capture(), from the last forward
         missing = [name for name in self.output_names if name in self._statics]
         if missing:
             raise UnsupportedOp(f"output(s) {', '.join(missing)} are constants; nothing to train")
@@ -237,6 +239,15 @@ class OnnxModule(torch.nn.Module):
                 return True
         return False
 
+    def capture(self, names: tuple[str, ...]) -> None:
+        """Keep the values ``names`` (computed by the top-level graph) in :attr:`captured` after each forward (a
+        trainer reads hidden states there); ``()`` stops it, as export needs."""
+        computed = {name for step in self._steps for name in step[4]}
+        missing = [name for name in names if name not in computed]
+        if missing:
+            raise UnsupportedOp(f"the student computes no value {missing[0]!r} to train towards the teacher's")
+        self._capture, self.captured = tuple(names), {}
+
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env: dict[str, Any] = dict(self._statics)
         env.update(zip(self.input_names, inputs))
@@ -244,4 +255,6 @@ class OnnxModule(torch.nn.Module):
         for name, key in self._tensor_keys.items():
             env[name] = params[key] if key in params else getattr(self, key)
         self._run(self._steps, env)
+        if self._capture:
+            self.captured = {name: env[name] for name in self._capture}
         return tuple(_tensor(env[n]) if isinstance(env[n], np.ndarray) else env[n] for n in self.output_names)

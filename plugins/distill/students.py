@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import onnx_ir as ir
 
@@ -53,6 +53,13 @@ def narrowed(model: ir.Model, width: float, context: RunContext) -> ir.Model:
     return result.model
 
 
+class Student(NamedTuple):
+    model: Any  # an onnx_ir.Model, or a framework model
+    description: str  # for the report
+    #: {a student value: the teacher's value it may be trained towards} (a depth student's kept layers)
+    matched_states: dict[str, str]
+
+
 def resolve(
     text: str,
     current: ir.Model,
@@ -60,8 +67,8 @@ def resolve(
     depth: float,
     context: RunContext,
     score: Callable[[ir.Model], float] | None = None,
-) -> tuple[Any, str]:
-    """(the student: an onnx_ir.Model or a framework model, a short description for the report).
+) -> Student:
+    """The student: an onnx_ir.Model or a framework model, with a short description for the report.
 
     With ``score`` (how close a candidate's outputs are to the teacher's on held-out rows), a depth < 1 student
     keeps the layers :func:`.depth.searched` finds; without, every other one from the first."""
@@ -70,19 +77,21 @@ def resolve(
             raise UsageError(
                 "width and depth shrink an ONNX student; a module:function student is built at its own size"
             )
-        return from_import_path(text), text
+        return Student(from_import_path(text), text, {})
     if text:
         student = load(text, check=False)
         description = Path(text).name
     else:
         student, description = current, "the model in the pipeline"
+    matched: dict[str, str] = {}
     if depth < 1.0:
         keep, trail = searched(student, depth, score) if score is not None else (None, None)
         student, found = shallower(student, depth, keep)
+        matched = found["matched_states"]
         if trail is not None:
             found["score_after_each_drop"] = [round(value, 4) for value in trail]
         context.stats["shallower"] = found
         description += f", encoder layers {found['kept_layers']} of {found['encoder_layers']} kept"
     if width < 1.0:
-        return narrowed(student, width, context), f"{description} at width {width:g} (structured prune)"
-    return student, description
+        student, description = narrowed(student, width, context), f"{description} at width {width:g} (structured prune)"
+    return Student(student, description, matched)

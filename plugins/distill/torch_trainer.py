@@ -5,7 +5,9 @@ trains as it is. One loop over optimizer steps drives a progress bar (train loss
 loss, best so far); the learning rate decays on a cosine over the planned steps or the time budget
 (``max_time``), whichever ends first; after each epoch (and when the budget runs out) the held-out score
 is measured, the best weights kept, and with ``checkpoint`` the whole run state saved, so an interrupted
-run resumes where its last epoch ended. Deterministic for a seed when no time budget cuts it short. torch
+run resumes where its last epoch ended. Hidden states the job pairs with the teacher's (``Split.hidden``, a depth
+student's ``match_layers``) are read from the ONNX student as it runs (:meth:`.OnnxModule.capture`) and add their
+MSE + cosine, weighted by ``layer_weight``. Deterministic for a seed when no time budget cuts it short. torch
 runs with ``threads`` intra-op threads (0: every core this process may use) on ``device``.
 The student is exported with ``torch.onnx.export`` (the dynamo exporter, torch's default) under the
 teacher's input and output names with a dynamic batch dimension.
@@ -33,7 +35,7 @@ from onnxopt import PluginError, UsageError
 
 from .hyper import DistillHyperparameters, cores
 from .onnx_to_torch import OnnxModule, UnsupportedOp
-from .torch_losses import Score, log_probabilities, objective
+from .torch_losses import Score, log_probabilities, objective, teacher_term
 from .training import Split, TrainingJob, TrainingResult, batches
 
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo")
@@ -87,10 +89,19 @@ class TorchStudent:
         return log_probabilities(out) if self.job.probabilities and not self.log_output else out
 
 
-def _tensors(split: Split) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+_Tensors = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]
+
+
+def _float(array: np.ndarray) -> torch.Tensor:
+    """As float32 torch; a memory-mapped float32 array stays mapped (pages are read when a batch needs them)."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _tensors(split: Split) -> _Tensors:
+    """(inputs, teacher outputs, labels, hidden states) of ``split`` as torch tensors."""
     inputs = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in split.inputs.items()}
     labels = None if split.labels is None else torch.from_numpy(split.labels.astype(np.int64))
-    return inputs, torch.from_numpy(np.ascontiguousarray(split.teacher, dtype=np.float32)), labels
+    return inputs, _float(split.teacher), labels, {name: _float(a) for name, a in split.hidden.items()}
 
 
 def _hyper(job: TrainingJob) -> DistillHyperparameters:
@@ -116,17 +127,28 @@ class _Run:
     def __init__(self, job: TrainingJob, student: TorchStudent, device: torch.device) -> None:
         self.job, self.student, self.device = job, student, device
         self.hyper = _hyper(job)
-        self.inputs, self.teacher, self.labels = _tensors(job.train)
+        self.train = _tensors(job.train)
 
-    def rows(self, split: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None], index: np.ndarray):
-        inputs, teacher, labels = split
+    def rows(self, split: _Tensors, index: np.ndarray) -> _Tensors:
+        inputs, teacher, labels, hidden = split
         rows = torch.from_numpy(index)
         moved = {name: value[rows].to(self.device) for name, value in inputs.items()}
-        return moved, teacher[rows].to(self.device), None if labels is None else labels[rows].to(self.device)
+        hidden = {name: value[rows].to(self.device) for name, value in hidden.items()}
+        return moved, teacher[rows].to(self.device), None if labels is None else labels[rows].to(self.device), hidden
 
-    def loss(self, inputs, teacher, labels) -> torch.Tensor:
+    def loss(self, inputs, teacher, labels, hidden) -> torch.Tensor:
         h = self.hyper
-        return objective(h.loss, h.alpha, h.temperature, self.student.scores(inputs), teacher, labels)
+        loss = objective(h.loss, h.alpha, h.temperature, self.student.scores(inputs), teacher, labels)
+        if not hidden:
+            return loss
+        captured = self.student.module.captured
+        for name, target in hidden.items():
+            if captured[name].shape != target.shape:
+                raise UsageError(f"match_layers: the student's {name!r} is {tuple(captured[name].shape)}, the "
+                                 f"teacher's {tuple(target.shape)}: the kept layers must keep the teacher's "
+                                 "width")  # fmt: skip
+        term = sum(teacher_term("embedding", captured[name], target, 1.0) for name, target in hidden.items())
+        return loss + h.layer_weight * term / len(hidden)
 
     def score(self, split: Split) -> tuple[float, float]:
         """(held-out score of the loss, -loss): the score first, the loss breaks its ties."""
@@ -135,7 +157,7 @@ class _Run:
         self.student.module.eval()
         with torch.no_grad():
             for start in range(0, len(split), self.hyper.batch_size):
-                inputs, teacher, labels = self.rows(
+                inputs, teacher, labels, _ = self.rows(
                     tensors, np.arange(start, min(start + self.hyper.batch_size, len(split)))
                 )
                 scores = self.student.scores(inputs)
@@ -189,7 +211,7 @@ def _train(job: TrainingJob, student: TorchStudent, device: torch.device) -> Tra
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(hyper, step, total, time.monotonic() - started)
         optimizer.zero_grad()
-        loss = run.loss(*run.rows((run.inputs, run.teacher, run.labels), order[within]))
+        loss = run.loss(*run.rows(run.train, order[within]))
         loss.backward()
         optimizer.step()
         running, seen = running + float(loss.detach()) * len(order[within]), seen + len(order[within])
@@ -305,8 +327,17 @@ class TorchTrainer:
         if isinstance(module, OnnxModule) and job.probabilities:  # by position, as scores() reads it
             target = module.output_names[job.target if len(module.output_names) > 1 else 0]
         log_output = target is not None and module.log_softmax_output(target)
+        if job.train.hidden:
+            if not isinstance(module, OnnxModule):
+                raise UsageError("hidden states are matched by name in an ONNX student; this student is a module")
+            try:
+                module.capture(tuple(job.train.hidden))
+            except UnsupportedOp as exc:
+                raise UsageError(f"match_layers: {exc}") from exc
         student = TorchStudent(module, job, log_output)
         result = train(job, student)
+        if job.train.hidden:
+            module.capture(())  # the exported graph computes the outputs only
         if log_output:
             module.log_softmax_output(target, enabled=False)  # the student ships its Softmax
         export(job, student)

@@ -24,18 +24,23 @@ Loss = Literal["kl", "mse"]
 
 @dataclass(frozen=True)
 class Split:
-    """Rows to train or validate on: the model inputs, the teacher's outputs on them, optional labels."""
+    """Rows to train or validate on: the model inputs, the teacher's outputs on them, optional labels, and
+    optional hidden states: the teacher's intermediate values the student's values of these names are trained
+    towards too (MSE + cosine, weighted by ``layer_weight``; a backend that cannot read a student's intermediate
+    values trains on the output alone)."""
 
     inputs: dict[str, np.ndarray]  # input name -> [N, ...]
     teacher: np.ndarray  # [N, classes]: logits, or log-probabilities when the teacher ends in Softmax
     labels: np.ndarray | None = None  # [N] int64 class ids
+    hidden: dict[str, np.ndarray] = field(default_factory=dict)  # student value name -> the teacher's [N, ...]
 
     def __len__(self) -> int:
         return len(self.teacher)
 
     def rows(self, index: np.ndarray) -> Split:
         labels = None if self.labels is None else self.labels[index]
-        return Split({k: v[index] for k, v in self.inputs.items()}, self.teacher[index], labels)
+        hidden = {name: array[index] for name, array in self.hidden.items()}
+        return Split({k: v[index] for k, v in self.inputs.items()}, self.teacher[index], labels, hidden)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,9 @@ def test_every_other_layer_is_dropped_and_the_kept_ones_keep_the_teachers_weight
     teacher = ir.from_proto(model)
     assert len(encoder_layers(teacher)) == 4
     student, found = shallower(teacher, 0.5)
-    assert found == {"encoder_layers": 4, "kept_layers": [0, 2]}
+    # layer 0's output is trained towards what layer 2 reads in the teacher (layer 1's output, h2); layer 2's output
+    # became the graph's output y when layer 3 went, paired with the teacher's y (its last layer's output)
+    assert found == {"encoder_layers": 4, "kept_layers": [0, 2], "matched_states": {"h1": "h2", "y": "y"}}
     path = tmp_path / "student.onnx"
     ir.save(student, path)
     assert [o.name for o in onnx.load(path).graph.output] == ["y"]
@@ -95,7 +97,9 @@ def test_the_search_drops_one_layer_at_a_time_the_one_the_score_minds_least():
 
     keep, trail = searched(teacher, 0.5, score)
     assert keep == [2, 3] and trail == [6.0, 5.0] and len(scored) == 4 + 3
-    assert shallower(teacher, 0.5, keep)[1]["kept_layers"] == [2, 3]
+    found = shallower(teacher, 0.5, keep)[1]
+    assert found["kept_layers"] == [2, 3]
+    assert found["matched_states"] == {"h3": "h3", "y": "y"}  # layer 3 reads layer 2's output in both
 
 
 def test_a_graph_without_repeated_blocks_is_a_clear_error(fixtures_dir):
@@ -126,11 +130,81 @@ def test_distill_depth_student_end_to_end(tmp_path, monkeypatch, layers):
     assert stats["loss"] == "embedding" and stats["held_out_score"] == "cosine"  # on the 10 % held out
     assert stats["student_parameters"] < stats["teacher_parameters"]
     if layers == "spread":
-        assert found == {"encoder_layers": 4, "kept_layers": [0, 2]}
+        assert found["kept_layers"] == [0, 2]
         assert stats["best_score"] > 0.85
     else:  # two layers dropped, one at a time, each drop scored by the held-out cosine
         assert found["kept_layers"] == [1, 2] and len(found["score_after_each_drop"]) == 2
         assert stats["best_score"] > max(0.95, found["score_after_each_drop"][-1] + 0.2)
+
+
+def _states(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The hidden state after ``weights``' layers (float32, as the teacher computes it)."""
+    return _reference(x, weights).astype(np.float32)
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
+
+
+def test_match_layers_trains_a_kept_layer_towards_the_hidden_state_the_next_one_reads(tmp_path):
+    """Layers 0 and 2 kept: layer 0's output h1 is trained towards the teacher's h2, what layer 2 read there. The
+    student's output is already its target, so only the hidden-state term pulls h1 towards h2: the same run without
+    it leaves h1 as far from h2 as it was (Adam still moves the weights on float rounding)."""
+    torch = pytest.importorskip("torch")
+    from onnxopt_plugins.distill.hyper import DistillHyperparameters
+    from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, TorchTrainer, UnsupportedOp, train
+    from onnxopt_plugins.distill.training import Split, TrainingJob
+
+    model, weights = _encoder(4)
+    student, found = shallower(ir.from_proto(model), 0.5)
+    assert found["matched_states"] == {"h1": "h2", "y": "y"}
+    x = RNG.standard_normal((64, WIDTH)).astype(np.float32)
+    own_output, h2 = _states(x, [weights[0], weights[2]]), _states(x, weights[:2])
+    hyper = DistillHyperparameters(epochs=1, batch_size=4, lr=0.05, loss="embedding", threads=1, layer_weight=1.0)
+
+    def h1_cosine_to_h2(module: OnnxModule) -> float:
+        module.capture(("h1",))
+        with torch.no_grad():
+            module(torch.from_numpy(x))
+        return _row_cosine(module.captured["h1"].numpy(), h2)
+
+    before = h1_cosine_to_h2(OnnxModule(student))
+    after = {}
+    for matched in (True, False):
+        job = TrainingJob(student, Split({"x": x}, own_output, None, {"h1": h2} if matched else {}), None, ["x"],
+                          ["y"], 0, False, hyper, tmp_path / "s.onnx")  # fmt: skip
+        module = OnnxModule(student)
+        module.capture(tuple(job.train.hidden))
+        train(job, TorchStudent(module, job))
+        after[matched] = h1_cosine_to_h2(module)
+    assert after[True] > before + 0.1 and after[True] > after[False] + 0.1, (before, after)
+    narrower = TrainingJob(student, Split({"x": x}, own_output, None, {"h1": h2[:, :2]}), None, ["x"], ["y"], 0,
+                           False, hyper, tmp_path / "s.onnx")  # fmt: skip
+    with pytest.raises(UsageError, match="must keep the teacher's width"):
+        TorchTrainer().fit(narrower)
+    with pytest.raises(UnsupportedOp, match="computes no value 'h9'"):
+        OnnxModule(student).capture(("h9",))
+
+
+def test_distill_match_layers_end_to_end_and_its_usage_errors(tmp_path):
+    """match_layers through ``distill``: the teacher's h2 is computed in onnxruntime (and cached) and trained
+    towards; asked of a student with no layer dropped it is a usage error."""
+    pytest.importorskip("torch")
+    model, _ = _encoder(4)
+    teacher = tmp_path / "teacher.onnx"
+    onnx.save(model, teacher)
+    np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
+    common = {"data": tmp_path / "train.npz", "epochs": 20, "lr": 0.01, "threads": 1, "loss": "embedding",
+              "metrics": ["y=embedding>=0.5"], "gates": {"min_cosine": 0.5},
+              "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    report = distill(teacher, tmp_path / "s.onnx", depth=0.5, layers="spread", match_layers=True, **common)
+    assert report.exit_code == 0, report.message
+    stats = report.steps[0].stats
+    assert stats["shallower"]["matched_states"] == {"h1": "h2", "y": "y"}
+    assert stats["matched_states_trained"] == {"h1": "h2"}  # y is the output distilled on: not twice
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # the output y and the hidden state h2
+    report = distill(teacher, tmp_path / "t.onnx", match_layers=True, **common)
+    assert report.exit_code == 2 and "match_layers needs a student with encoder layers dropped" in report.message
 
 
 MINILM = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models")) / (

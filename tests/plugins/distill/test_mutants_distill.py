@@ -42,9 +42,9 @@ def test_training_loss_is_kl_at_the_jobs_temperature(fixtures_dir, tmp_path, tem
                       ["logits"], 0, False, hyper, tmp_path / "x.onnx")  # fmt: skip
     student = TorchStudent(OnnxModule(job.student), job)
     run = _Run(job, student, torch.device("cpu"))
-    inputs, teacher_rows, labels = run.rows(_tensors(job.train), np.arange(16))
+    inputs, teacher_rows, labels, hidden = run.rows(_tensors(job.train), np.arange(16))
     with torch.no_grad():
-        got = float(run.loss(inputs, teacher_rows, labels))
+        got = float(run.loss(inputs, teacher_rows, labels, hidden))
         scores = student.scores(inputs).numpy().astype(np.float64)
     assert got == pytest.approx(_kl(teacher.astype(np.float64), scores, temperature), rel=1e-4)
     assert got != pytest.approx(_kl(teacher.astype(np.float64), scores, 1.0), rel=1e-2)
