@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 #: Options of the pass that the command takes as flags of the same name ("see 'onnxopt passes'").
 _PASS_FLAGS = (("epochs", int), ("batch-size", int), ("lr", float), ("alpha", float), ("temperature", float),
                ("patience", int), ("threads", int), ("backend", str), ("cache-dir", str), ("max-time", float),
-               ("device", str), ("depth", float), ("layers", str), ("checkpoint", str))  # fmt: skip
+               ("device", str), ("depth", float), ("layers", str), ("checkpoint", str),
+               ("layer-weight", float))  # fmt: skip
 
 
 def distill(
@@ -105,6 +106,12 @@ def add_command(add_command: Any) -> None:
     for name, kind in _PASS_FLAGS:
         dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
     dst.add_argument(
+        "--match-layers",
+        action="store_true",
+        default=None,
+        help="with --depth: also train each kept layer's output towards the teacher's hidden state there",
+    )
+    dst.add_argument(
         "--loss",
         choices=["auto", "kl", "bce", "embedding", "mse"],
         help="default auto: from the output's shape and range",
@@ -118,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.output is None and not args.export_logits:
         raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
-    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss"]
+    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss", "match_layers"]
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.output_name:
         options["target"] = args.output_name  # not "output": distill's output is the student's path
