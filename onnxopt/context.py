@@ -3,7 +3,8 @@
 One :class:`RunContext` lives for a whole run. Passes read the dataset, the original (reference / teacher)
 model, the input shapes the user fixed (``--shape``), the gates, a private temporary folder, a seeded RNG,
 a logger and a progress-bar factory from it, and record counters for the report in ``stats`` (the host
-gives each pass a fresh dict). It is deliberately narrow: one pass uses another through :meth:`run_pass`
+gives each pass a fresh dict); a pass that retrains the model names in ``not_class_scores`` the outputs it did not
+train as class scores, so the verdict does not judge them by arg-max. It is deliberately narrow: one pass uses another through :meth:`run_pass`
 (through the ``onnxopt_run_pass`` hook, so wrappers see it), opens data with :meth:`open_dataset`, loads a
 model with :meth:`load`, compares against the run's own reference session through :meth:`reference`, and
 calls hooks a plugin declared itself through :attr:`hook`.
@@ -59,6 +60,10 @@ class RunContext:
     stats: dict[str, Any] = field(default_factory=dict)
     costs: Costs = field(default_factory=Costs)  # time and peak memory per phase of the run
     logger: logging.Logger = logger
+    #: outputs that look like class scores ([batch, k]) but are not, as a pass that retrained the model knows (a
+    #: student distilled as an embedding or a regression head): the retrained verdict judges them by cosine, not by
+    #: arg-max agreement
+    not_class_scores: set[str] = field(default_factory=set)
     #: the run's open reference session (outputs cached per feed), shared by every comparison; None for a large
     #: model, whose outputs are recorded per dataset instead
     live_reference: Reference | None = field(default=None, repr=False)

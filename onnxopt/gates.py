@@ -62,18 +62,23 @@ class DefaultVerdict:
     """What the default verdict asks of the outputs no gate of the user covers.
 
     ``generic`` judges an output no task metric judges, ``class_scores`` (when set) replaces it on a
-    [batch, classes] output, and ``judged`` is the floor under an output a task metric judges.
+    [batch, classes] output — except the outputs named in ``not_class_scores``, which only look like class scores
+    (a student distilled as an embedding or a regression head: its pass said so) — and ``judged`` is the floor
+    under an output a task metric judges.
     """
 
     description: str  # what it asks, for the report
     generic: Gates
     judged: Gates
     class_scores: Gates | None = None
+    not_class_scores: frozenset[str] = frozenset()
 
-    def fallback(self, judged_by_metric: bool, class_scores: bool) -> Gates:
+    def fallback(self, output: str, judged_by_metric: bool, class_scores: bool) -> Gates:
         if judged_by_metric:
             return self.judged
-        return self.class_scores if class_scores and self.class_scores is not None else self.generic
+        if class_scores and self.class_scores is not None and output not in self.not_class_scores:
+            return self.class_scores
+        return self.generic
 
 
 #: The default verdict on an output no task metric judges and no gate of the user covers: its direction kept
@@ -91,7 +96,8 @@ SAME_MODEL = DefaultVerdict(
 #: A retrained model (a distilled student): a different model that should agree with the original, so no
 #: 0.99 cosine — its task metrics, top-1 agreement on class scores (whose logits KL may shift per row, which
 #: moves their cosine but not their arg-max), and the task floor's cosine on everything else. 0.9 is the
-#: agreement the task metrics ask (ctc, neighbours). bench/distill_real.py shows this verdict beside each real
+#: agreement the task metrics ask (ctc, neighbours). A run gives it the outputs its retraining pass declared not
+#: class scores (``RunContext.not_class_scores``). bench/distill_real.py shows this verdict beside each real
 #: student's held-out truth.
 RETRAINED = DefaultVerdict(
     "task metrics where one fits, top-1 agreement >= 0.9 on class scores, cosine >= 0.9 elsewhere",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import onnx_ir as ir
@@ -256,8 +257,9 @@ class Run:
         if index < self.last_retraining:
             report.notes.append(f"pass {step.label!r} not judged on its own: "
                                 f"{self.steps[self.last_retraining].label!r} retrains what it leaves")  # fmt: skip
-        run = self._run_step(staged, context, self._defaults(retrains)) if index >= self.last_retraining else None
-        verdict = None if run is None else self._step_verdict(run, staged, context, self._defaults(retrains))
+        defaults = self._defaults(context, retrains)
+        run = self._run_step(staged, context, defaults) if index >= self.last_retraining else None
+        verdict = None if run is None else self._step_verdict(run, staged, context, defaults)
         entry.validation = verdict
         if verdict is not None and not verdict.passed:
             loads = next((c for c in verdict.checks if c.name == "loads"), None)
@@ -289,16 +291,18 @@ class Run:
             report.notes.append("the verdict was judged on the data the model was retrained on (--data): "
                                 "pass --val for a held-out verdict")  # fmt: skip
 
-    def _defaults(self, retrains: bool = False) -> DefaultVerdict | None:
+    def _defaults(self, context: RunContext, retrains: bool = False) -> DefaultVerdict | None:
         """The default verdict for a model this run made (``retrains``: by the step being judged)."""
         if not self.recipe.default_gates:
             return None
-        return RETRAINED if self.retrained or retrains else SAME_MODEL
+        if self.retrained or retrains:
+            return replace(RETRAINED, not_class_scores=frozenset(context.not_class_scores))
+        return SAME_MODEL
 
     def _compare(self, path: Path, context: RunContext, latency_runs: int) -> ValidationResult:
         return compare(
             context.reference_path, path, self.judge_data, self.recipe.gates, metrics=self.metrics,
-            defaults=self._defaults(), latency_runs=latency_runs, threads=self.recipe.threads, context=context,
+            defaults=self._defaults(context), latency_runs=latency_runs, threads=self.recipe.threads, context=context,
             opened=self.reference,
         )  # fmt: skip
 
@@ -338,7 +342,7 @@ class Run:
             latency_runs = self._final_latency_runs(report)
             if run is not None:
                 report.final = run.verdict(output, self.judge_data, self.recipe.gates,
-                                           defaults=self._defaults(), latency_runs=latency_runs,
+                                           defaults=self._defaults(context), latency_runs=latency_runs,
                                            context=context)  # fmt: skip
             else:
                 report.final = self._compare(output, context, latency_runs)

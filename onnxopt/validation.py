@@ -893,7 +893,7 @@ def _gate_checks(result: ValidationResult, gates: Gates, defaults: DefaultVerdic
             )
         # the generic defaults judge only what no task metric judges; a gate the user set applies everywhere
         class_scores = out.top1_agreement is not None
-        fallback = defaults.fallback(out.name in judged, class_scores) if defaults is not None else Gates()
+        fallback = defaults.fallback(out.name, out.name in judged, class_scores) if defaults is not None else Gates()
         min_cosine = gates.min_cosine if gates.min_cosine is not None else fallback.min_cosine
         min_channel = gates.min_channel_cosine if gates.min_channel_cosine is not None else fallback.min_channel_cosine
         at_least("cosine", f"{label} cosine", out.cosine, min_cosine)

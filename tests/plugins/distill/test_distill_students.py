@@ -122,7 +122,7 @@ def test_distill_depth_student_end_to_end(tmp_path, monkeypatch, layers):
     report = distill(
         teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding",
         layers=layers, metrics=["y=embedding>=0.85"], gates={"min_cosine": 0.85},
-    )  # a [N, 4] output reads as logits to loss=auto, and as class scores to the default verdict  # fmt: skip
+    )  # 2-of-4-layer students of this teacher end near 0.87: below the retrained verdict's 0.9 cosine  # fmt: skip
     assert report.exit_code == 0, report.message
     assert [(m.output, m.metric, m.threshold) for m in report.final.metrics] == [("y", "embedding", 0.85)]
     stats = report.steps[0].stats
@@ -206,6 +206,22 @@ def test_distill_match_layers_end_to_end_and_its_usage_error(tmp_path, run_cli):
     result = run_cli("distill", teacher, "-o", tmp_path / "t.onnx", "--data", tmp_path / "train.npz", "--match-layers")
     assert result.returncode == 2 and "match_layers needs a student with encoder layers dropped" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "t.onnx").exists()
+
+
+@pytest.mark.parametrize(("loss", "judged_by"), [("embedding", "cosine"), ("auto", "top1")])
+def test_the_retrained_verdict_judges_an_output_as_the_student_was_trained_on_it(tmp_path, loss, judged_by):
+    """y [N, 4] reads as class scores. Trained as an embedding (the user's --loss), the retrained verdict judges it by
+    cosine (>= 0.9), not by the arg-max of its four dimensions; trained by KL (loss=auto reads it as logits), by top-1
+    agreement (>= 0.9)."""
+    pytest.importorskip("torch")
+    model, _ = _encoder(4)
+    teacher = tmp_path / "teacher.onnx"
+    onnx.save(model, teacher)
+    np.savez(tmp_path / "train.npz", x=RNG.standard_normal((128, WIDTH)).astype(np.float32))
+    report = distill(teacher, tmp_path / "s.onnx", data=tmp_path / "train.npz", depth=0.5, layers="spread", epochs=2,
+                     threads=1, loss=loss)  # fmt: skip
+    gated = {(c.name, c.threshold) for c in report.final.checks if c.threshold is not None}
+    assert gated == {(judged_by, 0.9)}, report.final.checks
 
 
 MINILM = Path(os.environ.get("ONNXOPT_REAL_MODELS", Path.home() / ".cache" / "onnx-real" / "models")) / (
