@@ -6,6 +6,7 @@ or by onnx.helper below, run for real in onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -388,6 +389,24 @@ def test_a_retrained_classifier_is_judged_by_top1_agreement_both_sides(tmp_path,
     (top1,) = [c for c in result.checks if c.name == "top1"]
     assert top1.value == pytest.approx(agreement) and top1.threshold == 0.9
     assert result.passed is ok and top1.passed is ok
+
+
+@pytest.mark.parametrize(("declared", "judged_by", "ok"), [(False, "top1", True), (True, "cosine", False)])
+def test_an_output_its_pass_declares_not_class_scores_is_judged_by_cosine(tmp_path, declared, judged_by, ok):
+    """[batch, 4] values moved by a constant: as class scores (top-1) a good student; declared not class scores (an
+    embedding distill trained as one, RunContext.not_class_scores), judged by the 0.9 cosine floor, which they fail."""
+    import onnx_ir as ir
+
+    from onnxopt.gates import RETRAINED
+    from onnxopt.validation import compare
+
+    reference = _class_scores(tmp_path / "ref.onnx", [0, 0, 0, 0])
+    student = _class_scores(tmp_path / "student.onnx", [-10, -10, -10, -10])
+    data = onnxopt.from_arrays("rows", dict(np.load(_close_calls(tmp_path / "x.npz"))), ir.load(reference))
+    defaults = dataclasses.replace(RETRAINED, not_class_scores=frozenset({"y"} if declared else ()))
+    result = compare(reference, student, data, None, defaults=defaults, latency_runs=0)
+    assert [(c.name, c.threshold) for c in result.checks if c.threshold is not None] == [(judged_by, 0.9)]
+    assert result.passed is ok
 
 
 def test_shifted_logits_are_a_good_student_but_not_the_same_model(tmp_path, run_cli):
