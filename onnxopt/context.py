@@ -4,10 +4,10 @@ One :class:`RunContext` lives for a whole run. Passes read the dataset, the orig
 model, the input shapes the user fixed (``--shape``), the gates, a private temporary folder, a seeded RNG,
 a logger and a progress-bar factory from it, and record counters for the report in ``stats`` (the host
 gives each pass a fresh dict); a pass that retrains the model names in ``not_class_scores`` the outputs it did not
-train as class scores, so the verdict does not judge them by arg-max. It is deliberately narrow: one pass uses another through :meth:`run_pass`
-(through the ``onnxopt_run_pass`` hook, so wrappers see it), opens data with :meth:`open_dataset`, loads a
-model with :meth:`load`, compares against the run's own reference session through :meth:`reference`, and
-calls hooks a plugin declared itself through :attr:`hook`.
+train as class scores, so the verdict does not judge them by arg-max. It is deliberately narrow: one pass uses
+another through :meth:`run_pass` (through the ``onnxopt_run_pass`` hook, so wrappers see it), opens data with
+:meth:`open_dataset`, loads a model with :meth:`load`, compares against the run's own reference session through
+:meth:`reference`, and calls hooks a plugin declared itself through :attr:`hook`.
 """
 
 from __future__ import annotations
