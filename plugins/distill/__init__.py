@@ -90,6 +90,11 @@ class DistillOptions(PassOptions):
     )
     export_logits: bool = option(False, "only compute (and cache) the teacher's outputs; the model is left unchanged")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.match_layers and self.depth >= 1.0:  # refused before any work, not after the teacher ran
+            raise ValueError("match_layers needs a student with encoder layers dropped (depth < 1)")
+
 
 def _create(options: DistillOptions, context: RunContext) -> DistillPass:
     from .distiller import DistillPass  # numpy, onnx_ir and onnxruntime load when distill runs, not at start-up

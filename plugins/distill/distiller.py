@@ -224,8 +224,7 @@ class Distillation:
         if o.match_layers:
             matched = {student_value: name for student_value, name in matched.items() if student_value != target}
             if not matched:
-                raise UsageError("match_layers needs a student with encoder layers dropped (depth < 1) whose kept "
-                                 "layers' outputs are not the output distilled on")  # fmt: skip
+                raise UsageError("match_layers: the kept layers' only output is the one distilled on")
             train = replace(train, hidden=self._hidden_states(matched, train.inputs))
             self.context.stats["matched_states_trained"] = matched
         trainer = self.context.hook.onnxopt_distill_trainer(backend=o.backend, student=student)
