@@ -22,6 +22,7 @@ _EXPORTS = {
     "apply_passes": "onnxopt.api",
     "load": "onnxopt.model_io",
     "save": "onnxopt.model_io",
+    "save_with_outputs": "onnxopt.model_io",
     "check_writable": "onnxopt.model_io",
     "Recipe": "onnxopt.recipe",
     "Gates": "onnxopt.gates",

@@ -23,7 +23,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -575,6 +575,23 @@ def save(
         external_data,
         before_replace,
     )
+
+
+def save_with_outputs(model: ir.Model, values: Iterable[ir.Value], path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` with ``values`` (intermediate values) as its outputs, to read them in
+    onnxruntime; ``model`` keeps its own outputs. A value with no declared type is declared float: onnxruntime
+    needs a type on every output, and what a pass probes (a layer's activations, a hidden state) is float."""
+    graph_outputs = list(model.graph.outputs)
+    values = list(dict.fromkeys(values))
+    for value in values:
+        value.type = value.type or ir.TensorType(ir.DataType.FLOAT)
+    model.graph.outputs.clear()
+    model.graph.outputs.extend(values)
+    try:  # save writes external data as the model needs it, so this also works past 2 GB
+        return save(model, path)
+    finally:
+        model.graph.outputs.clear()
+        model.graph.outputs.extend(graph_outputs)
 
 
 def writes_external_data(model: ir.Model) -> bool:

@@ -32,6 +32,7 @@ from onnxopt import (
     from_arrays,
     load_arrays,
     save,
+    save_with_outputs,
 )
 
 from . import logits, students
@@ -145,18 +146,14 @@ class Distillation:
     def _hidden_states(self, matched: dict[str, str], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{student value: the teacher's values ``matched`` pairs it with, on ``inputs``}, computed (and cached)
         from a copy of the teacher that lists those values among its outputs."""
-        teacher = self.teacher.clone()
-        values = {value.name: value for node in teacher.graph for value in node.outputs}
+        values = {value.name: value for node in self.teacher.graph for value in node.outputs}
         wanted = sorted(set(matched.values()))
         missing = [name for name in wanted if name not in values]
         if missing:
             raise UsageError(f"match_layers: the teacher has no value {missing[0]!r} (the student's layers were "
                              "found in a graph whose names differ from the teacher's)")  # fmt: skip
-        for value in (values[name] for name in wanted if not values[name].is_graph_output()):
-            if value.type is None:  # a hidden state is float; an output needs a declared type
-                value.type = ir.TensorType(ir.DataType.FLOAT)
-            teacher.graph.outputs.append(value)
-        path = save(teacher, self.context.workdir / "teacher-hidden-states.onnx")
+        probed = [*self.teacher.graph.outputs, *(values[name] for name in wanted)]
+        path = save_with_outputs(self.teacher, probed, self.context.workdir / "teacher-hidden-states.onnx")
         found = logits.teacher_outputs(path, inputs, wanted, cache_dir=self.cache, progress=self.context.progress)
         return {student_name: found.outputs[name] for student_name, name in matched.items()}
 

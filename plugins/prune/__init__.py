@@ -7,7 +7,9 @@
 - ``prune-structured`` (:mod:`.structured`, :mod:`.channels`) removes ``sparsity`` of the output channels of
   Conv / ConvTranspose and output neurons of Gemm / MatMul, propagated through BatchNormalization, depthwise
   Conv, elementwise ops, Concat and Flatten into the next layer's weights; channels coupled through a residual
-  Add are removed together or not at all. Fewer channels are less work: onnxruntime runs faster.
+  Add are removed together or not at all. Fewer channels are less work: onnxruntime runs faster. Given data,
+  ``reconstruct`` (:mod:`.reconstruct`) then re-fits each layer the cut reaches, by least squares, to what the
+  unpruned layer output on that data.
 
 They were one pass with a ``kind`` switch, and all but one option applied to one kind only; as in Olive and Intel
 Neural Compressor each is its own pass now, sharing the ``sparsity`` option. ``PassSpec.replaces`` keeps the old
@@ -65,6 +67,9 @@ class StructuredOptions(_PruneOptions):
     min_channels: int = option(4, "layers with fewer output channels are left alone", ge=1)
     round_to: int = option(8, "round the kept channels to a multiple of this, as onnxruntime's blocked Conv kernels "
                               "need (8; 16 on AVX-512); 1 = exact", ge=1)  # fmt: skip
+    reconstruct: bool = option(False, "re-fit each layer the cut reaches to the unpruned model's output on the data "
+                                      "(least squares, no training): wins back much of what the cut lost")  # fmt: skip
+    reconstruct_samples: int = option(64, "samples of the data the re-fit reads", ge=1)
 
 
 #: What ``onnxopt auto`` tries (stage 20: remove weights before lowering precision): the useful sparsities of each
@@ -95,7 +100,7 @@ def _structured(options: StructuredOptions, context: RunContext) -> StructuredPr
 
 
 def _needs_data(options: StructuredOptions) -> bool:
-    return options.criterion == "activation"
+    return options.criterion == "activation" or options.reconstruct
 
 
 @hookimpl

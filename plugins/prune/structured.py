@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from onnxopt import InPlacePluginPass
 from onnxopt.graph import new_initializer
 
 from .channels import Analysis, analyse, kept_positions
+from .reconstruct import LAYERS, reconstruct
 
 #: Ops between a layer and what its consumers read, for the activation criterion (channels keep their axis).
 _ACTIVATION_CHAIN = frozenset(
@@ -70,20 +72,10 @@ def _activated(value: ir.Value) -> ir.Value:
 
 def _activation_scores(model: ir.Model, analysis: Analysis, context: RunContext) -> dict[int, np.ndarray]:
     """Mean |activation| of every producer's output channels over the dataset, run in onnxruntime."""
-    from onnxopt import open_session, save
+    from onnxopt import open_session, save_with_outputs
 
     outputs = {group: _activated(producer.node.outputs[0]) for group, producer in analysis.producers.items()}
-    graph_outputs = list(model.graph.outputs)
-    extra = [value for value in dict.fromkeys(outputs.values()) if value not in graph_outputs]
-    for value in extra:
-        value.type = value.type or ir.TensorType(ir.DataType.FLOAT)
-    model.graph.outputs.extend(extra)
-    try:  # save writes external data as the model needs it, so this also works past 2 GB
-        path = save(model, context.workdir / "prune_activations.onnx")
-    finally:
-        model.graph.outputs.clear()
-        model.graph.outputs.extend(graph_outputs)
-    session = open_session(path)
+    session = open_session(save_with_outputs(model, outputs.values(), context.workdir / "prune_activations.onnx"))
     names = [value.name for value in outputs.values()]
     sums: dict[int, np.ndarray] = {}
     for feed in context.progress(
@@ -114,7 +106,17 @@ def _cut(array: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:
     return array
 
 
-def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray]) -> None:
+@dataclass
+class Pruned:
+    """What pruning did: the report line of every layer, and for reconstruction the main graph's nodes whose
+    tensors were cut and the channels each cut output value kept (positions in the unpruned value)."""
+
+    layers: dict[str, str] = field(default_factory=dict)
+    cut: set[ir.Node] = field(default_factory=set)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray], pruned: Pruned) -> None:
     """Cut every tensor of the kept groups; tensors other nodes share get a private copy first."""
     cuts: dict[tuple[ir.Node, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
     for cut in analysis.cuts:
@@ -137,45 +139,49 @@ def _apply(graph: ir.Graph, analysis: Analysis, keep: dict[int, np.ndarray]) -> 
         else:
             node.replace_input_with(index, new_initializer(graph, f"{value.name}_pruned", array))
     for node, layout in analysis.depthwise:
-        node.attributes["group"] = ir.AttrInt64("group", int(kept_positions(layout, keep, analysis).size))
+        positions = kept_positions(layout, keep, analysis)
+        node.attributes["group"] = ir.AttrInt64("group", int(positions.size))
+        pruned.kept[node.outputs[0].name] = positions
+    for group, producer in analysis.producers.items():
+        if analysis.root(group) in keep:
+            pruned.kept[producer.node.outputs[0].name] = keep[analysis.root(group)]
+    pruned.cut.update(node for node, _ in cuts)
+    pruned.cut.update(node for node, _ in analysis.depthwise)
     for value in analysis.carriers:
         if not value.is_graph_output():
             value.shape = None
 
 
-def prune_channels(model: ir.Model, options: StructuredOptions, context: RunContext) -> dict[str, str]:
+def prune_channels(model: ir.Model, options: StructuredOptions, context: RunContext) -> Pruned:
     """Remove ``options.sparsity`` of the channels of every unblocked group, in the main graph and in every
     If / Loop / Scan body (a group never crosses a graph's boundary: what a body captures or returns blocks
-    it); the report line of each layer."""
+    it)."""
     try:
         ir.passes.common.ShapeInferencePass()(model)  # ranks and Concat widths; the walk copes without them
     except Exception as exc:  # noqa: BLE001 - shape inference is a help here, not a requirement
         context.logger.info("prune-structured: shape inference failed (%s); fewer layers may be prunable", exc)
-    report: dict[str, str] = {}
+    pruned = Pruned()
     for graph in model.graphs():
         analysis = analyse(graph, options.min_channels)
         if not analysis.producers:
             continue
         if options.criterion != "activation":
-            report.update(
-                _prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm=options.criterion))
-            )
+            scores = partial(_weight_scores, analysis, norm=options.criterion)
+            _prune_graph(graph, analysis, options, scores, pruned)
         elif graph is model.graph:
-            activations = _activation_scores(model, analysis, context)
-            report.update(_prune_graph(graph, analysis, options, activations.__getitem__))
+            _prune_graph(graph, analysis, options, _activation_scores(model, analysis, context).__getitem__, pruned)
         else:  # a body's values cannot be probed as model outputs
-            report.update(_prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm="l1"),
-                                       " (by L1: activations are measured in the main graph only)"))  # fmt: skip
+            _prune_graph(graph, analysis, options, partial(_weight_scores, analysis, norm="l1"), pruned,
+                         " (by L1: activations are measured in the main graph only)")  # fmt: skip
     ir.passes.common.RemoveUnusedNodesPass()(model)
-    return report
+    return pruned
 
 
 def _prune_graph(graph: ir.Graph, analysis: Analysis, options: StructuredOptions, scores: Callable[[int], np.ndarray],
-                 note: str = "") -> dict[str, str]:  # fmt: skip
-    """Rank (``scores`` of a producer's channels) and cut the channels of one graph's groups; each layer's
-    report line."""
+                 pruned: Pruned, note: str = "") -> None:  # fmt: skip
+    """Rank (``scores`` of a producer's channels) and cut the channels of one graph's groups, into ``pruned``."""
     keep: dict[int, np.ndarray] = {}
-    report: dict[str, str] = {}
+    report = pruned.layers
     for root, groups in analysis.members().items():
         names = [analysis.producers[g].node.name or f"#{g}" for g in groups]
         channels = analysis.producers[root].channels
@@ -191,8 +197,7 @@ def _prune_graph(graph: ir.Graph, analysis: Analysis, options: StructuredOptions
                 if root in keep
                 else f"{channels} kept: {reason or 'nothing to remove'}"
             )
-    _apply(graph, analysis, keep)
-    return report
+    _apply(graph, analysis, keep, pruned)
 
 
 def _normalised(scores: np.ndarray) -> np.ndarray:
@@ -203,7 +208,26 @@ class StructuredPrunePass(InPlacePluginPass):
     """``prune-structured``: remove channels / neurons; the report line of every layer."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        layers = prune_channels(model, self.options, self.context)
-        self.stats["layers"] = layers
-        self.stats["layers_pruned"] = sum("->" in line for line in layers.values())
+        from onnxopt import save_with_outputs
+
+        if self.options.reconstruct:  # the unpruned model, every layer's output readable: the re-fit's targets
+            layer_outputs = [node.outputs[0] for node in model.graph if node.op_type in LAYERS]
+            original = save_with_outputs(model, layer_outputs, self.context.workdir / "prune_original.onnx")
+        pruned = prune_channels(model, self.options, self.context)
+        self.stats["layers"] = pruned.layers
+        self.stats["layers_pruned"] = sum("->" in line for line in pruned.layers.values())
+        if self.options.reconstruct and pruned.cut:
+            self._warn_if_synthetic()
+            self.stats["reconstructed"] = reconstruct(
+                model, original, pruned, self.context, self.options.reconstruct_samples
+            )
         return ir.passes.PassResult(model, modified=self.stats["layers_pruned"] > 0)
+
+    def _warn_if_synthetic(self) -> None:
+        dataset = self.context.dataset
+        if dataset.synthetic:
+            self.context.logger.warning(
+                "prune-structured: reconstructing on random inputs (%s): the layers are re-fitted to data the "
+                "model never sees; give --data with real inputs",
+                dataset.name,
+            )

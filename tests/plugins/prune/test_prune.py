@@ -336,7 +336,8 @@ def test_an_option_of_the_other_pass_is_refused_naming_the_valid_ones(tmp_path, 
                                                  r"scope, min_elements, storage\)"):  # fmt: skip
         registry.configure("prune", {"round_to": "8"})
     with pytest.raises(onnxopt.UsageError, match=r"pass 'prune-structured' has no option 'storage' \(valid options: "
-                                                 r"sparsity, criterion, min_channels, round_to\)"):  # fmt: skip
+                                                 r"sparsity, criterion, min_channels, round_to, reconstruct, "
+                                                 r"reconstruct_samples\)"):  # fmt: skip
         registry.configure("prune-structured", {"storage": "bitmask"})
     for name, foreign in [("prune", "criterion"), ("prune", "min_channels"), ("prune-structured", "scope"),
                           ("prune-structured", "min_elements"), ("prune-structured", "kind")]:  # fmt: skip
@@ -365,11 +366,12 @@ def test_declared_option_ranges_hold_on_both_sides(name, option, accepted, refus
     assert f"({bound})" in {info.name: info.help for info in spec.option_fields()}[option]
 
 
-def test_only_structured_pruning_by_activation_needs_data():
+def test_only_structured_pruning_by_activation_or_with_reconstruction_needs_data():
     registry = _registry()
     structured, magnitude = registry.get("prune-structured"), registry.get("prune")
     assert structured.requires_data(structured.parse_options({"criterion": "activation"}))
     assert not any(structured.requires_data(structured.parse_options({"criterion": c})) for c in ("l1", "l2"))
+    assert structured.requires_data(structured.parse_options({"reconstruct": True}))
     assert not magnitude.requires_data(magnitude.parse_options({}))
 
 
