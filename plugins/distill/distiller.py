@@ -251,6 +251,11 @@ class Distillation:
             epochs=result.epochs, best_epoch=result.best_epoch,
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip
+        if result.best_epoch == 0:
+            self.context.logger.warning(
+                "distill: no epoch beat the student it started from on the held-out rows (%s %.4g): it is written "
+                "as given; try a lower --lr or more data", SCORES[loss], result.best_score,
+            )  # fmt: skip
         if val is not None:
             stats["validation"] = self._validate(save(trained, output.with_name(output.stem + "-named.onnx")), val)
         return trained

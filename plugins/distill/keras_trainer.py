@@ -1,7 +1,7 @@
 """The keras backend's trainer: the same objective and early stopping as the torch one, in TensorFlow.
 
 The student is a ``keras.Model`` a user's ``module:function`` built. It trains with a ``tf.GradientTape``
-step (Adam), keeps the weights of the best validation epoch, and is saved as ``.keras`` beside
+step (Adam), keeps the weights of the best validation epoch (0: the student as given), and is saved as ``.keras`` beside
 ``job.output``: the loader plugin for Keras files (tf2onnx) turns it into ONNX when the distill plugin
 loads it through the ``onnxopt_load_model`` hook, and the distill plugin gives it the teacher's input and
 output names. TensorFlow runs with ``hyper.threads`` intra-op threads when it has not started yet.
@@ -93,9 +93,10 @@ class KerasTrainer:
             return loss
 
         rng = np.random.default_rng(hyper.seed)
-        result = TrainingResult(epochs=0, best_epoch=0, best_score=None)
-        best, best_weights = None, model.get_weights()
         train = job.train
+        # the student as given is the one to beat: training that never does hands it back
+        best, best_weights = objective.score(job.val if job.val is not None else train), model.get_weights()
+        result = TrainingResult(epochs=0, best_epoch=0, best_score=best[0])
         for epoch in job.progress(range(1, hyper.epochs + 1), total=hyper.epochs, desc="distill"):
             total = 0.0
             for index in batches(len(train), hyper.batch_size, rng):

@@ -170,7 +170,7 @@ class _Run:
 
 
 def train(job: TrainingJob, student: TorchStudent) -> TrainingResult:
-    """Train ``student`` in place, keeping the weights of the best validation epoch."""
+    """Train ``student`` in place, keeping the weights of the best validation epoch (0: as given)."""
     hyper = _hyper(job)
     with _threads(hyper.threads or cores()):
         return _train(job, student, _device(hyper.device))
@@ -199,6 +199,9 @@ def _train(job: TrainingJob, student: TorchStudent, device: torch.device) -> Tra
     first_epoch = (
         _resume(checkpoint, student, optimizer, rng, result, state) if checkpoint and checkpoint.exists() else 0
     )
+    if first_epoch == 0:  # the student as given is the one to beat: training that never does hands it back
+        state["best"] = run.score(job.val if job.val is not None else job.train)
+        result.best_score = state["best"][0]
     per_epoch = -(-len(job.train) // hyper.batch_size)
     total = hyper.epochs * per_epoch
     bar = job.progress(range(first_epoch * per_epoch, total), total=total, desc="distill")

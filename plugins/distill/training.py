@@ -87,7 +87,7 @@ class TrainingResult:
     agreement still moves towards the teacher."""
 
     epochs: int
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the student as given, which is handed back
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train loss, val score
     #: where the student was written when not as ONNX at ``job.output``: a file a loader plugin reads

@@ -185,13 +185,13 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     for _ in range(2):
         job = TrainingJob(
             ir.load(fixtures_dir / "digits_cnn.onnx"),
-            Split({"input": data["input"]}, teacher, data["labels"]),
+            Split({"input": data["input"]}, teacher * 2.0 + 1.0),  # a target it must train towards
             None,
             ["input"],
             ["logits"],
             0,
             False,
-            Hyperparameters(epochs=2, seed=5),
+            Hyperparameters(epochs=2, seed=5, loss="mse"),
             tmp_path / "x.onnx",
         )
         student = TorchStudent(OnnxModule(job.student), job)
@@ -201,6 +201,33 @@ def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     original = OnnxModule(ir.load(fixtures_dir / "digits_cnn.onnx")).state_dict()
     assert any(not torch.equal(original[k], states[0][k]) for k in original)  # it did train
+
+
+def test_training_that_never_beats_the_student_as_given_hands_it_back(fixtures_dir, tmp_path):
+    """The teacher as its own student, trained with a learning rate that wrecks it: no epoch beats epoch 0, so the
+    weights it was given come back (a reconstructed student must not leave distill worse than it came)."""
+    torch = pytest.importorskip("torch")
+    import onnx_ir as ir
+
+    from onnxopt_plugins.distill.torch_trainer import OnnxModule, TorchStudent, train
+    from onnxopt_plugins.distill.training import Hyperparameters, Split, TrainingJob
+
+    data = np.load(fixtures_dir / "digits_cnn_calib.npz")
+    teacher = ort.InferenceSession(str(fixtures_dir / "digits_cnn.onnx")).run(None, {"input": data["input"]})[0]
+    results = {}
+    for lr in (5.0, 0.01):
+        target = teacher if lr > 1 else teacher * 2.0 + 1.0  # the second: a target the student does not compute yet
+        job = TrainingJob(ir.load(fixtures_dir / "digits_cnn.onnx"), Split({"input": data["input"]}, target), None,
+                          ["input"], ["logits"], 0, False, Hyperparameters(epochs=3, lr=lr, loss="mse", patience=0),
+                          tmp_path / "x.onnx")  # fmt: skip
+        student = TorchStudent(OnnxModule(job.student), job)
+        results[lr] = train(job, student)
+        if lr > 1:
+            original = OnnxModule(ir.load(fixtures_dir / "digits_cnn.onnx")).state_dict()
+            assert all(torch.equal(original[k], v) for k, v in student.module.state_dict().items())
+    wrecked, trained = results[5.0], results[0.01]
+    assert wrecked.best_epoch == 0 and all(e["val_score"] < wrecked.best_score for e in wrecked.history)
+    assert trained.best_epoch > 0 and trained.best_score > trained.history[0]["val_score"] - 1e-9
 
 
 def test_mse_loss_moves_a_regression_style_student_towards_the_teacher_outputs(fixtures_dir, tmp_path):
