@@ -578,20 +578,24 @@ def save(
 
 
 def save_with_outputs(model: ir.Model, values: Iterable[ir.Value], path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` with ``values`` (intermediate values) as its outputs, to read them in
-    onnxruntime; ``model`` keeps its own outputs. A value with no declared type is declared float: onnxruntime
-    needs a type on every output, and what a pass probes (a layer's activations, a hidden state) is float."""
-    graph_outputs = list(model.graph.outputs)
-    values = list(dict.fromkeys(values))
-    for value in values:
+    """Write the part of ``model`` that computes ``values`` (intermediate values, or outputs) to ``path``, with
+    them as its outputs, to read them in onnxruntime, which runs every node of a graph whatever output is asked
+    for: a layer's input early in the graph costs that far only. ``model`` itself is left as it is (a clone is
+    cut; tensors are shared, not copied). A value with no declared type is declared float: onnxruntime needs a
+    type on every output, and what a pass probes (a layer's activations, a hidden state) is float."""
+    import onnx_ir.passes.common
+
+    names = list(dict.fromkeys(value.name for value in values))
+    probe = model.clone()
+    found = {value.name: value for value in probe.graph.inputs}
+    found.update((value.name, value) for node in probe.graph for value in node.outputs)
+    probe.graph.outputs.clear()
+    for name in names:
+        value = found[name]
         value.type = value.type or ir.TensorType(ir.DataType.FLOAT)
-    model.graph.outputs.clear()
-    model.graph.outputs.extend(values)
-    try:  # save writes external data as the model needs it, so this also works past 2 GB
-        return save(model, path)
-    finally:
-        model.graph.outputs.clear()
-        model.graph.outputs.extend(graph_outputs)
+        probe.graph.outputs.append(value)
+    onnx_ir.passes.common.RemoveUnusedNodesPass()(probe)
+    return save(probe, path)  # external data as the model needs it, so this also works past 2 GB
 
 
 def writes_external_data(model: ir.Model) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,13 +33,13 @@ if TYPE_CHECKING:
     from .structured import Pruned
 
 #: The layers re-fitted (with a constant weight; a Conv of any group and spatial rank).
-LAYERS = ("Conv", "Gemm", "MatMul")
+LAYERS = frozenset({"Conv", "Gemm", "MatMul"})
 #: The ridge towards the pruned weights, relative to the mean diagonal of each layer's Gram matrix.
 RIDGE = 1e-3
 #: Output positions sampled per layer: enough rows per unknown (ROWS_PER_UNKNOWN) and never fewer than MIN_ROWS.
 ROWS_PER_UNKNOWN, MIN_ROWS = 8, 16384
-#: Memory for the unpruned model's sampled outputs held at once: the layers share one teacher run per feed in
-#: chunks this size (onnxruntime runs the whole graph whatever output is asked for).
+#: Memory for the unpruned model's sampled outputs held at once: the layers of a chunk this size share one run of
+#: the unpruned model per feed.
 CACHE_BYTES = 256 << 20
 
 
@@ -156,8 +155,7 @@ class _Normal:
 
     def error(self, weights: np.ndarray) -> float:
         """Sum of squared residuals of ``weights`` [groups, unknowns, outputs] on the summed rows."""
-        quadratic = np.einsum("gdo,gde,geo->", weights, self.gram, weights)
-        return float(quadratic - 2 * np.einsum("gdo,gdo->", weights, self.cross) + self.target)
+        return float(np.sum(weights * (self.gram @ weights - 2 * self.cross)) + self.target)
 
     def solve(self, start: np.ndarray) -> np.ndarray:
         """Least squares with a ridge towards ``start``."""
@@ -188,10 +186,11 @@ def _affected(graph: ir.Graph, cut: set[ir.Node]) -> list[ir.Node]:
     return layers
 
 
-def reconstruct(model: ir.Model, original: Path, pruned: Pruned, context: RunContext, samples: int) -> dict[str, str]:
-    """Re-fit every layer of the main graph the cut reaches to the unpruned model saved at ``original`` (every
-    layer's output among its outputs), on ``samples`` samples of the run's dataset; the report line of each layer
-    (its relative squared error on the sampled rows, before -> after)."""
+def reconstruct(model: ir.Model, original: ir.Model, pruned: Pruned, context: RunContext,
+                samples: int) -> dict[str, str]:  # fmt: skip
+    """Re-fit every layer of the main graph the cut reaches to the unpruned model ``original``, on ``samples``
+    samples of the run's dataset; the report line of each layer (its relative squared error on the sampled rows,
+    before -> after)."""
     from onnxopt import open_session, save_with_outputs
 
     report: dict[str, str] = {}
@@ -202,13 +201,14 @@ def reconstruct(model: ir.Model, original: Path, pruned: Pruned, context: RunCon
             report[_name(node)] = f"left as pruned: {found}"
         else:
             layers.append(found)
-    teacher = open_session(original)
     feeds = list(_feeds(context.dataset, samples))
     rng = context.rng(salt=7)
     probe = context.workdir / "prune_reconstruct.onnx"
+    unpruned = {value.name: value for node in original.graph for value in node.outputs}
     progress = context.progress(total=len(layers), desc="prune-structured: reconstruct")
-    for chunk in _chunks(layers, len(feeds)):
-        targets = _teacher_rows(teacher, chunk, feeds, rng)  # one teacher run per feed for the whole chunk
+    for chunk in _chunks(layers, len(feeds)):  # one run of the unpruned model per feed for a whole chunk
+        chunk_outputs = [unpruned[layer.node.outputs[0].name] for layer in chunk]
+        targets = _teacher_rows(open_session(save_with_outputs(original, chunk_outputs, probe)), chunk, feeds, rng)
         for layer, rows in zip(chunk, targets):
             student = open_session(save_with_outputs(model, [layer.node.inputs[0]], probe))
             report[_name(layer.node)] = _refit(layer, student, feeds, rows)

@@ -26,7 +26,7 @@ from onnxopt import InPlacePluginPass
 from onnxopt.graph import new_initializer
 
 from .channels import Analysis, analyse, kept_positions
-from .reconstruct import LAYERS, reconstruct
+from .reconstruct import reconstruct
 
 #: Ops between a layer and what its consumers read, for the activation criterion (channels keep their axis).
 _ACTIVATION_CHAIN = frozenset(
@@ -208,15 +208,11 @@ class StructuredPrunePass(InPlacePluginPass):
     """``prune-structured``: remove channels / neurons; the report line of every layer."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxopt import save_with_outputs
-
-        if self.options.reconstruct:  # the unpruned model, every layer's output readable: the re-fit's targets
-            layer_outputs = [node.outputs[0] for node in model.graph if node.op_type in LAYERS]
-            original = save_with_outputs(model, layer_outputs, self.context.workdir / "prune_original.onnx")
+        original = model.clone() if self.options.reconstruct else None  # the re-fit's targets; tensors shared
         pruned = prune_channels(model, self.options, self.context)
         self.stats["layers"] = pruned.layers
         self.stats["layers_pruned"] = sum("->" in line for line in pruned.layers.values())
-        if self.options.reconstruct and pruned.cut:
+        if original is not None and pruned.cut:
             self._warn_if_synthetic()
             self.stats["reconstructed"] = reconstruct(
                 model, original, pruned, self.context, self.options.reconstruct_samples
