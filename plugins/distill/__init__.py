@@ -45,6 +45,10 @@ class DistillOptions(PassOptions):
         1.0, "narrow the (ONNX) student to this fraction of its channels / hidden units with structured prune",
         gt=0, le=1,
     )  # fmt: skip
+    reconstruct: bool = option(
+        True, "width < 1: re-fit the narrowed student's layers to the model it was cut from on the training data "
+        "before training (prune-structured's least-squares reconstruct): a far better start",
+    )  # fmt: skip
     epochs: int = option(30, "at most this many passes over the training data", ge=1)
     batch_size: int = option(32, "rows per optimizer step", ge=1)
     lr: float = option(1e-3, "Adam learning rate", gt=0)

@@ -102,6 +102,13 @@ def add_command(add_command: Any) -> None:
         default=1.0,
         help="narrow the ONNX student (default: the teacher) to this fraction with structured prune",
     )
+    dst.add_argument(
+        "--no-reconstruct",
+        dest="reconstruct",
+        action="store_false",
+        default=None,
+        help="with --width: train the narrowed student as cut, without re-fitting its layers to the teacher's first",
+    )
     dst.add_argument("--export-logits", action="store_true", help="only compute and cache the teacher's outputs")
     for name, kind in _PASS_FLAGS:
         dst.add_argument(f"--{name}", type=kind, help="see 'onnxopt passes' (distill)")
@@ -125,7 +132,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.output is None and not args.export_logits:
         raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
-    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss", "match_layers"]
+    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss", "match_layers", "reconstruct"]
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.output_name:
         options["target"] = args.output_name  # not "output": distill's output is the student's path

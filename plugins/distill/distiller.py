@@ -217,7 +217,9 @@ class Distillation:
             self.context.not_class_scores.add(target)
         search = o.layers == "search" and o.depth < 1.0
         score = self._depth_score(val or train, loss, target, probabilities) if search else None
-        student, description, matched = students.resolve(o.student, current, o.width, o.depth, self.context, score)
+        student, description, matched = students.resolve(
+            o.student, current, o.width, o.depth, self.context, score, o.reconstruct
+        )
         if o.match_layers:
             matched = {student_value: name for student_value, name in matched.items() if student_value != target}
             if not matched:

@@ -163,6 +163,27 @@ def test_width_derived_iris_student_is_smaller_trained_and_validated(fixtures_di
     assert not any("retrained on" in note for note in report.notes)
 
 
+def test_width_student_is_reconstructed_before_training_unless_told_not_to(fixtures_dir, tmp_path, run_cli):
+    """digits CNN at width 0.5, one epoch at a tiny learning rate, so the start shows: re-fitted to the teacher on
+    the training data it agrees with it; as cut it does not."""
+    pytest.importorskip("torch")
+    teacher, data, val = (fixtures_dir / f"digits_cnn{suffix}" for suffix in (".onnx", "_calib.npz", "_val.npz"))
+    agreement = {}
+    for reconstruct in (True, False):
+        report = distill(teacher, tmp_path / f"s{reconstruct}.onnx", data=data, val=val, width=0.5, epochs=1,
+                         lr=1e-6, threads=1, reconstruct=reconstruct, gates={"min_top1": 0.0})  # fmt: skip
+        assert report.exit_code == 0, report.message
+        stats = report.steps[0].stats
+        assert ("reconstructed" in stats["narrowed_by_prune"]) == reconstruct
+        assert stats["student"].endswith("(structured prune, reconstructed)" if reconstruct else "(structured prune)")
+        agreement[reconstruct] = stats["validation"]["top1_agreement"]
+    assert agreement[True] > 0.8 and agreement[False] < 0.5, agreement
+    result = run_cli("distill", teacher, "-o", tmp_path / "cli.onnx", "--data", data, "--val", val, "--width", "0.5",
+                     "--epochs", "1", "--no-reconstruct", "--json", "--min-top1", "0")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "reconstructed" not in json.loads(result.stdout)["steps"][0]["stats"]["narrowed_by_prune"]
+
+
 def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):
     pytest.importorskip("torch")
     data = fixtures_dir / "iris_mlp_calib.npz"
