@@ -6,9 +6,10 @@ repairs it without training: in topological order, each Conv / Gemm / MatMul the
 and bias that make its output on the data closest, in least squares, to the same layer's output in the unpruned
 graph (its kept channels only), reading the inputs the already re-fitted pruned graph gives it — so each layer
 also absorbs the error left above it. A ridge term pulls towards the layer's pruned weights, so a layer the data
-does not pin down stays where it was. The normal equations are summed over a sample of output positions per
-feed, so memory stays bounded by one feed's activations; both graphs run in onnxruntime. Written here: no
-library re-fits ONNX layers (torch-pruning and NNCF prune torch modules and recover by fine-tuning).
+does not pin down stays where it was; its strength is chosen per layer on a fifth of the sampled rows held out
+of the fit. The normal equations are summed over a sample of output positions per feed, so memory stays bounded
+by one feed's activations; both graphs run in onnxruntime. Written here: no library re-fits ONNX layers
+(torch-pruning and NNCF prune torch modules and recover by fine-tuning).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 #: The layers re-fitted (with a constant weight; a Conv of any group and spatial rank).
 LAYERS = frozenset({"Conv", "Gemm", "MatMul"})
-#: The ridge towards the pruned weights, relative to the mean diagonal of each layer's Gram matrix.
-RIDGE = 1e-3
+#: The ridges towards the pruned weights tried, relative to the mean diagonal of each layer's Gram matrix; the
+#: fraction of the sampled rows held out to choose one.
+RIDGES, HELD_OUT = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), 0.2
 #: Output positions sampled per layer: enough rows per unknown (ROWS_PER_UNKNOWN) and never fewer than MIN_ROWS.
 ROWS_PER_UNKNOWN, MIN_ROWS = 8, 16384
 #: Memory for the unpruned model's sampled outputs held at once: the layers of a chunk this size share one run of
@@ -153,15 +155,44 @@ class _Normal:
         self.cross += inputs.transpose(0, 2, 1) @ targets
         self.target += float((targets * targets).sum())
 
+    def merged(self, other: _Normal) -> _Normal:
+        whole = _Normal(*self.cross.shape)
+        whole.gram, whole.cross, whole.target = (
+            self.gram + other.gram,
+            self.cross + other.cross,
+            self.target + other.target,
+        )
+        return whole
+
     def error(self, weights: np.ndarray) -> float:
         """Sum of squared residuals of ``weights`` [groups, unknowns, outputs] on the summed rows."""
         return float(np.sum(weights * (self.gram @ weights - 2 * self.cross)) + self.target)
 
-    def solve(self, start: np.ndarray) -> np.ndarray:
-        """Least squares with a ridge towards ``start``."""
-        scale = RIDGE * np.maximum(np.diagonal(self.gram, axis1=1, axis2=2).mean(axis=1), 1e-12)
-        ridge = scale[:, None, None] * np.eye(self.gram.shape[-1])
-        return np.linalg.solve(self.gram + ridge, self.cross + ridge @ start)
+    def solve(self, start: np.ndarray, ridge: float) -> np.ndarray:
+        """Least squares with a ridge towards ``start`` (``ridge`` x the Gram matrix's mean diagonal)."""
+        scale = ridge * np.maximum(np.diagonal(self.gram, axis1=1, axis2=2).mean(axis=1), 1e-12)
+        penalty = scale[:, None, None] * np.eye(self.gram.shape[-1])
+        return np.linalg.solve(self.gram + penalty, self.cross + penalty @ start)
+
+
+class _Split:
+    """A layer's sampled rows split at random: most fit the weights at each of :data:`RIDGES`, the rest
+    (:data:`HELD_OUT`) choose the ridge whose fit predicts them best; then all the rows fit at that ridge."""
+
+    def __init__(self, groups: int, unknowns: int, outputs: int, rng: np.random.Generator) -> None:
+        self.fit, self.held = _Normal(groups, unknowns, outputs), _Normal(groups, unknowns, outputs)
+        self.rng = rng
+
+    def add(self, inputs: np.ndarray, targets: np.ndarray) -> None:
+        held = self.rng.random(inputs.shape[1]) < HELD_OUT
+        self.fit.add(inputs[:, ~held], targets[:, ~held])
+        self.held.add(inputs[:, held], targets[:, held])
+
+    def solve(self, start: np.ndarray) -> tuple[np.ndarray, float, _Normal]:
+        """The weights, the ridge chosen, and the normal equations of all the rows."""
+        ridge = min(RIDGES, key=lambda r: self.held.error(self.fit.solve(start, r)))
+        whole = self.fit.merged(self.held)
+        return whole.solve(start, ridge), ridge, whole
 
 
 def _feeds(dataset: Dataset, samples: int) -> Iterator[dict[str, np.ndarray]]:
@@ -211,7 +242,7 @@ def reconstruct(model: ir.Model, original: ir.Model, pruned: Pruned, context: Ru
         targets = _teacher_rows(open_session(save_with_outputs(original, chunk_outputs, probe)), chunk, feeds, rng)
         for layer, rows in zip(chunk, targets):
             student = open_session(save_with_outputs(model, [layer.node.inputs[0]], probe))
-            report[_name(layer.node)] = _refit(layer, student, feeds, rows)
+            report[_name(layer.node)] = _refit(layer, student, feeds, rows, rng)
             progress.update(1)
     progress.close()
     ir.passes.common.RemoveUnusedNodesPass()(model)  # a Constant node whose weight was replaced
@@ -256,21 +287,21 @@ def _teacher_rows(teacher: ort.InferenceSession, chunk: list[Layer], feeds: list
 
 
 def _refit(layer: Layer, student: ort.InferenceSession, feeds: list[dict[str, np.ndarray]],
-           targets: list[tuple[tuple[np.ndarray, ...], np.ndarray]]) -> str:  # fmt: skip
+           targets: list[tuple[tuple[np.ndarray, ...], np.ndarray]], rng: np.random.Generator) -> str:  # fmt: skip
     """Sum the layer's normal equations over the feeds, solve, and write the new weights if they fit better."""
     groups, unknowns, outputs = layer.weight.shape
-    normal = _Normal(groups, unknowns + (layer.bias is not None), outputs)
+    normal = _Split(groups, unknowns + (layer.bias is not None), outputs, rng)
     for feed, (where, target) in zip(feeds, targets):
         (inputs,) = student.run([layer.node.inputs[0].name], feed)
         normal.add(_inputs_at(layer, inputs, where), target)
     start = layer.weight if layer.bias is None else np.concatenate([layer.weight, layer.bias[:, None, :]], axis=1)
-    fitted = normal.solve(start)
-    before, after = normal.error(start), normal.error(fitted)
-    total = max(normal.target, 1e-30)
+    fitted, ridge, whole = normal.solve(start)
+    before, after = whole.error(start), whole.error(fitted)
+    total = max(whole.target, 1e-30)
     if not after < before:
         return f"relative error {before / total:.3g}, kept as pruned"
     _write(layer, fitted)
-    return f"relative error {before / total:.3g} -> {after / total:.3g}"
+    return f"relative error {before / total:.3g} -> {after / total:.3g} (ridge {ridge:g})"
 
 
 def _write(layer: Layer, fitted: np.ndarray) -> None:

@@ -6,7 +6,8 @@ Ranking is by the L1 or L2 norm of each channel's weights, or — given data —
 of each channel over the run's dataset, measured with onnxruntime. Each producer's scores are divided by their
 mean before the producers of a merged group (e.g. both sides of a residual Add) are summed, so no layer
 dominates by scale alone. Written here: no well-kept library prunes ONNX graphs structurally.
-:class:`StructuredPrunePass` is the ``prune-structured`` pass.
+:class:`StructuredPrunePass` is the ``prune-structured`` pass; with ``reconstruct`` it hands what it cut
+(:class:`Pruned`) to :mod:`.reconstruct`, which re-fits the layers the cut reaches on the data.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def _normalised(scores: np.ndarray) -> np.ndarray:
 
 
 class StructuredPrunePass(InPlacePluginPass):
-    """``prune-structured``: remove channels / neurons; the report line of every layer."""
+    """``prune-structured``: remove channels / neurons (and re-fit what reads them); the report line of every layer
+    (and with ``reconstruct``, every re-fitted layer's error before -> after)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         original = model.clone() if self.options.reconstruct else None  # the re-fit's targets; tensors shared
