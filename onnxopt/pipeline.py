@@ -361,9 +361,10 @@ def advice(verdict: ValidationResult) -> str:
     tips = []
     if verdict.synthetic_data:
         tips.append("judge on real inputs (--val) rather than random ones")
+    judged = {c.message.split(":")[0] for c in verdict.checks if c.name.startswith("metric:")}
     generic = {
         c.message.split(":")[0] for c in verdict.checks if not c.passed and c.name in ("cosine", "channel_cosine")
-    }
+    } - judged  # an output a metric already judges failed the floor under it: no other metric to suggest
     if generic:
         tips.append(f"if {', '.join(sorted(generic))} serves a task, judge it by its metric (--metric OUTPUT=NAME)")
     tips.append("the pass's options that trade size for accuracy ('onnxopt passes')")

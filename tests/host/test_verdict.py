@@ -440,3 +440,19 @@ def test_a_pruned_then_distilled_pipeline_judges_the_student_not_the_pruned_step
     assert brief.exit_code == 1 and [s.status for s in brief.steps] == ["kept", "rolled back"]
     assert "top-1 agreement" in brief.steps[1].message and brief.final.checks
     assert not brief.final.passed and {c.name for c in brief.final.checks if not c.passed} >= {"cosine"}
+
+
+def test_advice_suggests_a_metric_only_for_outputs_no_metric_judges():
+    """A text mask judged by mask_iou that also fails the cosine floor under it gets no "judge it by its metric"
+    tip (it is judged by one); an output only the cosine judged does."""
+    from onnxopt.pipeline import advice
+    from onnxopt.validation import Check, ValidationResult
+
+    checks = [
+        Check("cosine", False, "output 'mask': cosine 0.48 < 0.9"),
+        Check("metric:mask_iou", False, "output 'mask': mask_iou (default for this output) 0.66 < 0.85"),
+    ]
+    verdict = ValidationResult("a.onnx", "b.onnx", "val.npz", False, 16, checks=checks)
+    assert "--metric" not in advice(verdict) and "'onnxopt passes'" in advice(verdict)
+    verdict.checks.append(Check("cosine", False, "output 'scores': cosine 0.5 < 0.99"))
+    assert "if output 'scores' serves a task, judge it by its metric" in advice(verdict)
