@@ -10,7 +10,7 @@ and, with ``depth < 1``, that ONNX student with some of its repeated encoder lay
 by default the ones whose absence the teacher's held-out outputs miss least);
 with ``width < 1``, narrowed through the registry's ``prune-structured`` pass (sparsity ``1 - width``), its
 layers re-fitted to the model it was cut from on the training data unless ``reconstruct`` is off (the start
-training needs: PP-OCRv4 rec at 30 % reads no string as cut, half of them re-fitted):
+training needs: PP-OCRv4 rec at 30 % reads no string as cut, two thirds of them re-fitted):
 students derived from the teacher automatically. Plugins never import each
 other (DESIGN 5c), so ``prune`` is looked up by name and its absence is a clear error.
 """
