@@ -56,6 +56,20 @@ def _redundant_pair(kind: str, rng: np.random.Generator) -> tuple[onnx.ModelProt
     return model, {"x": rng.standard_normal(x_shape).astype(np.float32)}
 
 
+def _pruned_both_ways(source: Path, data: Path, tmp_path: Path, sparsity: float) -> dict[bool, tuple[Path, object]]:
+    """``source`` pruned at ``sparsity`` without and with reconstruction on ``data``: {reconstruct: (file, report)}."""
+    made = {}
+    for reconstruct in (False, True):
+        out = tmp_path / f"out_{reconstruct}.onnx"
+        report = onnxopt.optimize(
+            source, out, passes=[f"prune-structured:sparsity={sparsity},round_to=1,reconstruct={reconstruct}"],
+            data=data, gates=LOOSE, latency_runs=0,
+        )  # fmt: skip
+        assert report.exit_code == 0, report.message
+        made[reconstruct] = out, report
+    return made
+
+
 @pytest.mark.parametrize("kind", ["conv", "matmul", "gemm"])
 def test_removed_channels_that_the_kept_ones_span_are_reconstructed_exactly(tmp_path, kind):
     model, feed = _redundant_pair(kind, np.random.default_rng(3))
@@ -63,14 +77,9 @@ def test_removed_channels_that_the_kept_ones_span_are_reconstructed_exactly(tmp_
     onnx.save(model, source)
     np.savez(tmp_path / "data.npz", **feed)
     want = _run(source, feed)
+    made = _pruned_both_ways(source, tmp_path / "data.npz", tmp_path, 0.25)
     errors = {}
-    for reconstruct in (False, True):
-        out = tmp_path / f"out_{reconstruct}.onnx"
-        report = onnxopt.optimize(
-            source, out, passes=[f"prune-structured:sparsity=0.25,round_to=1,reconstruct={reconstruct}"],
-            data=tmp_path / "data.npz", gates=LOOSE, latency_runs=0,
-        )  # fmt: skip
-        assert report.exit_code == 0, report.message
+    for reconstruct, (out, report) in made.items():
         assert report.steps[0].stats["layers"]["first"] == "8 -> 6"
         got = _run(out, feed)
         errors[reconstruct] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
@@ -122,15 +131,10 @@ def test_reconstruction_wins_back_what_pruning_the_trained_cnn_lost(tmp_path, fi
     source, folded = fixtures_dir / "digits_cnn.onnx", tmp_path / "folded.onnx"
     assert onnxopt.optimize(source, folded, passes=["fold"], latency_runs=0).exit_code == 0
     feed = {"input": np.load(fixtures_dir / "digits_cnn_val.npz")["input"]}
-    agreement = {}
-    for reconstruct in (False, True):
-        out = tmp_path / f"out_{reconstruct}.onnx"
-        report = onnxopt.optimize(
-            folded, out, passes=[f"prune-structured:sparsity=0.5,round_to=1,reconstruct={reconstruct}"],
-            data=fixtures_dir / "digits_cnn_calib.npz", gates=LOOSE, latency_runs=0,
-        )  # fmt: skip
-        assert report.exit_code == 0, report.message
-        agreement[reconstruct] = float(np.mean(_run(out, feed).argmax(1) == _run(folded, feed).argmax(1)))
+    made = _pruned_both_ways(folded, fixtures_dir / "digits_cnn_calib.npz", tmp_path, 0.5)
+    agreement = {
+        r: float(np.mean(_run(out, feed).argmax(1) == _run(folded, feed).argmax(1))) for r, (out, _) in made.items()
+    }
     assert agreement[False] < 0.3 and agreement[True] > 0.8, agreement  # measured: 0.16 and 0.87
 
 
