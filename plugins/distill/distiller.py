@@ -250,7 +250,7 @@ class Distillation:
         stats.update(
             student=description, backend=trainer.name, train_rows=len(train), val_rows=len(val) if val else 0,
             loss=loss, held_out_score=SCORES[loss], best_score=result.best_score, train_seconds=round(seconds, 1),
-            epochs=result.epochs, best_epoch=result.best_epoch,
+            epochs=result.epochs, best_epoch=result.best_epoch, history=result.history,
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip
         if result.best_epoch == 0:

@@ -428,13 +428,17 @@ def test_a_student_that_does_not_agree_fails_the_default_verdict_and_a_gate_give
 
 
 def test_cli_time_budget_and_device(fixtures_dir, tmp_path, run_cli):
-    """--max-time ends training early (the report says so); a device torch cannot see is a one-line error."""
+    """--max-time ends training early (the report says so, epoch by epoch); a device torch cannot see is a
+    one-line error."""
     pytest.importorskip("torch")
     base = ["distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz", "--threads", "1"]
     result = run_cli(*base, "-o", tmp_path / "s.onnx", "--epochs", "100000", "--max-time", "2", "--json")
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)["steps"][0]["stats"]
     assert stats["epochs"] < 100000 and stats["train_seconds"] < 30 and stats["loss"] == "kl"
+    history = stats["history"]  # per epoch, for a user asking why a run went flat
+    assert len(history) == stats["epochs"] and history[-1]["stopped"] in ("time budget", "patience")
+    assert {"loss", "val_score", "seconds"} <= set(history[0])
     import torch
 
     if not torch.cuda.is_available():
