@@ -63,6 +63,11 @@ class DistillOptions(PassOptions):
         "auto: from the output's shape and range; kl: class scores / sequence logits (per step); "
         "bce: probability maps; embedding: MSE + cosine; mse: regression heads",
     )
+    batch_norm: Literal["frozen", "train"] = option(
+        "frozen", "BatchNormalization in an ONNX student: frozen normalizes with the running statistics it starts "
+        "from (a student cut from the teacher keeps the teacher's, gathered on its real training data), train with "
+        "each batch's, updating them (a student initialised from scratch)",
+    )  # fmt: skip
     patience: int = option(
         10, "stop after this many epochs without better validation agreement (then loss) (0: never)", ge=0
     )

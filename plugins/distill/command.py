@@ -123,6 +123,12 @@ def add_command(add_command: Any) -> None:
         choices=["auto", "kl", "bce", "embedding", "mse"],
         help="default auto: from the output's shape and range",
     )
+    dst.add_argument(
+        "--batch-norm",
+        choices=["frozen", "train"],
+        help="an ONNX student's BatchNormalization: frozen (default) keeps the running statistics it starts from, "
+        "train normalizes by each batch",
+    )
     dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
     dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")
 
@@ -132,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.output is None and not args.export_logits:
         raise UsageError("distill needs -o STUDENT.onnx (or --export-logits to only compute the teacher's outputs)")
-    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss", "match_layers", "reconstruct"]
+    names = [name.replace("-", "_") for name, _ in _PASS_FLAGS] + ["loss", "match_layers", "reconstruct", "batch_norm"]
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.output_name:
         options["target"] = args.output_name  # not "output": distill's output is the student's path

@@ -236,6 +236,7 @@ class Distillation:
             epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, cosine=o.cosine, alpha=o.alpha,
             temperature=o.temperature, loss=loss, patience=o.patience, seed=self.context.seed, threads=o.threads,
             max_time=o.max_time, device=o.device, checkpoint=o.checkpoint, layer_weight=o.layer_weight,
+            batch_norm=o.batch_norm,
         )  # fmt: skip
         job = TrainingJob(
             student=student, train=train, val=val, input_names=[v.name for v in _fed_inputs(self.teacher)],

@@ -323,7 +323,11 @@ class TorchTrainer:
 
     def fit(self, job: TrainingJob) -> TrainingResult:
         try:
-            module = OnnxModule(job.student) if isinstance(job.student, ir.Model) else job.student
+            module = (
+                OnnxModule(job.student, batch_statistics=_hyper(job).batch_norm == "train")
+                if isinstance(job.student, ir.Model)
+                else job.student
+            )
         except UnsupportedOp as exc:
             raise UsageError(f"the ONNX student cannot be trained: {exc}") from exc
         target = None

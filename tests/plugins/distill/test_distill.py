@@ -184,6 +184,23 @@ def test_width_student_is_reconstructed_before_training_unless_told_not_to(fixtu
     assert "reconstructed" not in json.loads(result.stdout)["steps"][0]["stats"]["narrowed_by_prune"]
 
 
+def test_an_onnx_students_batch_norm_trains_frozen_unless_told(fixtures_dir, tmp_path, run_cli):
+    """The teacher (BatchNormalization after each conv) as its own student at a tiny learning rate: with its running
+    statistics frozen it computes the teacher's outputs while it trains (loss ~0); normalized by batches of 4 it
+    does not — what turned a reconstructed PP-OCRv4 rec into a one-class model in its first epoch."""
+    pytest.importorskip("torch")
+    teacher, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_calib.npz"
+    losses = {}
+    for mode in ("frozen", "train"):
+        result = run_cli("distill", teacher, "-o", tmp_path / f"{mode}.onnx", "--data", data, "--epochs", "1",
+                         "--lr", "1e-7", "--alpha", "1", "--batch-size", "4", "--threads", "1", "--batch-norm", mode,
+                         "--json",
+                         "--min-top1", "0")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        losses[mode] = json.loads(result.stdout)["steps"][0]["stats"]["history"][0]["loss"]
+    assert losses["frozen"] < 1e-4 < 0.01 < losses["train"], losses
+
+
 def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):
     pytest.importorskip("torch")
     data = fixtures_dir / "iris_mlp_calib.npz"

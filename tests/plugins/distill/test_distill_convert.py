@@ -215,6 +215,26 @@ def test_if_runs_the_branch_its_runtime_condition_picks():
     assert len(list(OnnxModule(ir.from_proto(model)).parameters())) == 1  # the captured weight, once
 
 
+def test_batch_norm_trains_with_its_running_statistics_unless_asked_for_batch_ones():
+    """In training, BatchNormalization keeps the statistics the student came with (frozen: what onnxruntime computes,
+    buffers untouched); with batch_statistics it normalizes by the batch and moves its running statistics."""
+    mean, var = np.array([5.0, -3.0], np.float32), np.array([4.0, 0.25], np.float32)
+    model = _model(
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-5)],
+        [_vi("x", shape=[8, 2, 3, 3])], [_vi("y")],
+        [_init("s", np.array([1.5, 0.5], np.float32)), _init("b", np.array([0.1, -0.2], np.float32)),
+         _init("m", mean), _init("v", var)],
+    )  # fmt: skip
+    x = _x(8, 2, 3, 3)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    frozen, batch = OnnxModule(ir.from_proto(model)).train(), OnnxModule(ir.from_proto(model), True).train()
+    np.testing.assert_allclose(frozen(torch.from_numpy(x))[0].detach().numpy(), expected[0], rtol=1e-5, atol=1e-5)
+    assert all(np.array_equal(b.numpy(), mean) or np.array_equal(b.numpy(), var) for b in frozen.buffers())
+    normalized = batch(torch.from_numpy(x))[0].detach().numpy()
+    np.testing.assert_allclose(normalized.mean(axis=(0, 2, 3)), [0.1, -0.2], atol=1e-5)  # the batch's own mean
+    assert not any(np.array_equal(b.numpy(), mean) for b in batch.buffers())
+
+
 def test_softmax_before_opset_13_flattens_from_its_axis():
     node = helper.make_node("Softmax", ["x"], ["y"])  # axis 1 by default, over dims 1.. together
     _parity(_model([node], [_vi("x", shape=[2, 3, 4])], [_vi("y")], opset=11), {"x": _x(2, 3, 4)})
