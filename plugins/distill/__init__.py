@@ -58,9 +58,10 @@ class DistillOptions(PassOptions):
         ge=0, le=1,
     )  # fmt: skip
     temperature: float = option(4.0, "softmax temperature T of the KL term (scaled by T^2)", gt=0)
-    loss: Literal["auto", "kl", "bce", "embedding", "mse"] = option(
+    loss: Literal["auto", "kl", "ctc", "bce", "embedding", "mse"] = option(
         "auto",
-        "auto: from the output's shape and range; kl: class scores / sequence logits (per step); "
+        "auto: from the output's shape and range; kl: class scores / sequence logits (per step); ctc: per-step kl "
+        "plus CTC towards the teacher's greedily decoded sequences (a CTC head, blank 0); "
         "bce: probability maps; embedding: MSE + cosine; mse: regression heads",
     )
     batch_norm: Literal["frozen", "train"] = option(

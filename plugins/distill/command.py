@@ -120,7 +120,7 @@ def add_command(add_command: Any) -> None:
     )
     dst.add_argument(
         "--loss",
-        choices=["auto", "kl", "bce", "embedding", "mse"],
+        choices=["auto", "kl", "ctc", "bce", "embedding", "mse"],
         help="default auto: from the output's shape and range",
     )
     dst.add_argument(

@@ -213,7 +213,7 @@ class Distillation:
         target = self._target()
         train, val, probabilities = self._splits(target)
         loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
-        if loss != "kl":  # trained as an embedding, a map or a regression head: its arg-max means nothing
+        if loss not in ("kl", "ctc"):  # trained as an embedding, a map or a regression head: its arg-max means nothing
             self.context.not_class_scores.add(target)
         search = o.layers == "search" and o.depth < 1.0
         score = self._depth_score(val or train, loss, target, probabilities) if search else None

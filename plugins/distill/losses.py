@@ -5,6 +5,10 @@
   per-step KL). The T^2 factor keeps the gradients the same size whatever the temperature (Hinton et al.,
   2015). A teacher (and student) ending in Softmax is compared through log-probabilities:
   softmax(log p / T) == softmax(z / T), so the objective is unchanged.
+- ``ctc`` (a CTC head's per-step scores ``[N, steps, classes]``, blank 0): the per-step ``kl`` plus the CTC loss
+  of the student towards the teacher's greedily decoded sequences — sequence-level distillation (Kim & Rush,
+  2016): what a text recognizer is read by is the string, which the per-step term weighs no more than the
+  blank steps around it. Asked for only (``loss=ctc``); the epochs are ranked by identical decoded sequences.
 - ``bce`` (probability maps, e.g. a text detector's per-pixel map): binary cross-entropy of the student's
   map against the teacher's probabilities, per element.
 - ``embedding`` (sentence embeddings, hidden states): MSE + (1 - cosine) along the last axis, so both the
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxopt_plugins.metrics.compute import ctc_decode
+
 #: Probabilities are clipped to this before the log, so a saturated softmax gives a finite log-probability.
 MIN_PROBABILITY = 1e-12
 #: A probability map's pixel counts as "on" above this (PP-OCR's DB post-processing threshold).
@@ -27,9 +33,10 @@ MAP_THRESHOLD = 0.3
 #: onnxruntime's vectorized Sigmoid returns 1.0000001 for large inputs: still a probability
 _ROUNDING = 1e-5
 _NORM_FLOOR = 1e-8  # torch's cosine_similarity eps: a zero row has cosine 0, not NaN
-LOSSES = ("auto", "kl", "bce", "embedding", "mse")
-#: What ranks the epochs: top-1 agreement per position, IoU of the thresholded maps, mean cosine, -MSE.
-SCORES = {"kl": "agreement", "bce": "mask IoU", "embedding": "cosine", "mse": "-mse"}
+LOSSES = ("auto", "kl", "ctc", "bce", "embedding", "mse")
+#: What ranks the epochs: top-1 agreement per position, identical decoded sequences, IoU of the thresholded maps,
+#: mean cosine, -MSE.
+SCORES = {"kl": "agreement", "ctc": "sequence agreement", "bce": "mask IoU", "embedding": "cosine", "mse": "-mse"}
 
 
 def weights(alpha: float, has_labels: bool) -> tuple[float, float]:
@@ -62,8 +69,9 @@ def choose(teacher: np.ndarray, probabilities: bool) -> str:
 
 class Score:
     """The held-out figure of :data:`SCORES` for a loss, accumulated over batches of numpy arrays: agreement of the
-    argmax per position (kl), IoU of the maps thresholded at :data:`MAP_THRESHOLD` (bce), mean cosine along the
-    last axis (embedding), -MSE (mse). Backends feed it their outputs; the depth search feeds it onnxruntime's."""
+    argmax per position (kl), identical greedy CTC decodings (ctc), IoU of the maps thresholded at
+    :data:`MAP_THRESHOLD` (bce), mean cosine along the last axis (embedding), -MSE (mse). Backends feed it their
+    outputs; the depth search feeds it onnxruntime's."""
 
     def __init__(self, loss: str) -> None:
         self.loss = loss
@@ -75,6 +83,9 @@ class Score:
             same = student.argmax(-1) == teacher.argmax(-1)
             self.hits += float(same.sum())
             self.total += same.size
+        elif self.loss == "ctc":
+            self.hits += float(sum(s == t for s, t in zip(ctc_decode(student), ctc_decode(teacher))))
+            self.total += len(student)
         elif self.loss == "bce":
             s, t = student > MAP_THRESHOLD, teacher > MAP_THRESHOLD
             self.hits += float((s & t).sum())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from onnxopt_plugins.metrics.compute import ctc_decode
+from onnxopt_plugins.metrics.settings import CTC_BLANK
+
 from . import losses
 from .losses import MIN_PROBABILITY, weights
 
@@ -19,6 +22,8 @@ def teacher_term(loss: str, student: torch.Tensor, teacher: torch.Tensor, temper
         return (
             F.kl_div(F.log_softmax(s / t, -1), F.log_softmax(q / t, -1), log_target=True, reduction="batchmean") * t * t
         )
+    if loss == "ctc":
+        return teacher_term("kl", student, teacher, temperature) + _ctc_towards_greedy(student, teacher)
     if loss == "bce":
         # on the clamped probabilities, not the logits: a pixel the student already puts below the clamp (most
         # of a text map's background) adds no gradient, which mines the hard pixels; on the logits a pruned text
@@ -29,6 +34,17 @@ def teacher_term(loss: str, student: torch.Tensor, teacher: torch.Tensor, temper
     if loss == "mse":
         return F.mse_loss(student, teacher)
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def _ctc_towards_greedy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """CTC loss of the student's steps ``[N, T, C]`` against the teacher's greedy decoding, per target
+    length, averaged over the rows."""
+    sequences = ctc_decode(teacher.detach().float().cpu().numpy())
+    targets = torch.tensor([i for s in sequences for i in s], dtype=torch.long)
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    steps = torch.full((student.shape[0],), student.shape[1], dtype=torch.long)
+    log_probs = F.log_softmax(student.float(), -1).transpose(0, 1)  # [T, N, C], as ctc_loss reads it
+    return F.ctc_loss(log_probs, targets.to(student.device), steps, lengths, blank=CTC_BLANK, zero_infinity=True)
 
 
 def objective(loss: str, alpha: float, temperature: float, student: torch.Tensor, teacher: torch.Tensor,
