@@ -64,10 +64,10 @@ class DistillOptions(PassOptions):
         "plus CTC towards the teacher's greedily decoded sequences (a CTC head, blank 0); "
         "bce: probability maps; embedding: MSE + cosine; mse: regression heads",
     )
-    batch_norm: Literal["frozen", "train"] = option(
-        "frozen", "BatchNormalization in an ONNX student: frozen normalizes with the running statistics it starts "
-        "from (a student cut from the teacher keeps the teacher's, gathered on its real training data), train with "
-        "each batch's, updating them (a student initialised from scratch)",
+    batch_norm: Literal["train", "frozen"] = option(
+        "train", "BatchNormalization in an ONNX student while it trains: train normalizes by each batch and updates "
+        "the running statistics to the data's; frozen keeps the statistics it starts from (when batch statistics "
+        "wreck the student in its first epoch, as they did PP-OCRv4 rec on rendered lines)",
     )  # fmt: skip
     patience: int = option(
         10, "stop after this many epochs without better validation agreement (then loss) (0: never)", ge=0

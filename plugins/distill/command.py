@@ -126,8 +126,8 @@ def add_command(add_command: Any) -> None:
     dst.add_argument(
         "--batch-norm",
         choices=["frozen", "train"],
-        help="an ONNX student's BatchNormalization: frozen (default) keeps the running statistics it starts from, "
-        "train normalizes by each batch",
+        help="an ONNX student's BatchNormalization while it trains: train (default) normalizes by each batch, "
+        "frozen keeps the running statistics it starts from",
     )
     dst.add_argument("--output-name", help="the teacher output to distill on (default: the first)")
     dst.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and shuffling")

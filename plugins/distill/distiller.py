@@ -66,6 +66,11 @@ def _fed_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
+def _has_batch_norm(student: object) -> bool:
+    """An ONNX student with BatchNormalization (whose statistics ``batch_norm`` decides how it trains)."""
+    return isinstance(student, ir.Model) and any(n.op_type == "BatchNormalization" for n in student.graph.all_nodes())
+
+
 def _probabilities(teacher: ir.Model, output: str, outputs: np.ndarray) -> bool:
     """The output is a softmax: made by one, or probabilities along its last axis whatever made them."""
     value = next(v for v in teacher.graph.outputs if v.name == output)
@@ -255,9 +260,11 @@ class Distillation:
             teacher_parameters=count_parameters(self.teacher), student_parameters=count_parameters(trained),
         )  # fmt: skip
         if result.best_epoch == 0:
+            batch_norm = o.batch_norm == "train" and _has_batch_norm(student)
             self.context.logger.warning(
                 "distill: no epoch beat the student it started from on the held-out rows (%s %.4g): it is written "
-                "as given; try a lower --lr or more data", SCORES[loss], result.best_score,
+                "as given; try a lower --lr%s or more data", SCORES[loss], result.best_score,
+                ", --batch-norm frozen (its BatchNormalization trained on batch statistics)" if batch_norm else "",
             )  # fmt: skip
         if val is not None:
             stats["validation"] = self._validate(save(trained, output.with_name(output.stem + "-named.onnx")), val)

@@ -19,7 +19,7 @@ class DistillHyperparameters(Hyperparameters):
     device: str = "cpu"  # cpu, cuda (cuda:N), or auto (cuda when torch sees one)
     checkpoint: str = ""  # a file saved after every epoch and resumed from when it exists
     layer_weight: float = 1.0  # weight of the hidden-state term (Split.hidden) beside the output's
-    batch_norm: str = "frozen"  # an ONNX student's BatchNormalization: running statistics (frozen) or batch ones
+    batch_norm: str = "train"  # an ONNX student's BatchNormalization: batch statistics (train) or running ones
 
 
 def cores() -> int:

@@ -6,11 +6,11 @@ The module interprets the graph node by node; the operators are :mod:`.torch_ops
 :mod:`.shape_ops` (shape arithmetic in numpy), and ``torch.onnx.export`` traces the result back to a plain graph.
 
 - Float weights become ``nn.Parameter`` s, initializers and Constant nodes alike (exporters from Paddle keep
-  every weight in a Constant node). BatchNormalization normalizes with its running statistics in training too
-  unless ``batch_statistics``: a student cut from a trained teacher keeps statistics gathered on the teacher's
-  real data, which a few hundred distillation batches (zero-padded text lines, rendered pages) would replace
-  with worse ones — PP-OCRv4 rec collapsed to one class in its first epoch with batch statistics
-  (bench/README.md, distill_real.py). Fixed: BatchNormalization's running statistics and Sub / Div's
+  every weight in a Constant node). In training, BatchNormalization normalizes by the batch and updates its
+  running statistics, as torch's does; without ``batch_statistics`` it keeps the running statistics it came
+  with (PP-OCRv4 rec, reconstructed, fell to one class in its first epoch on rendered text lines with batch
+  statistics; PP-OCRv4 det trained frozen quantized far worse: bench/README.md, distill_real.py).
+  Fixed: BatchNormalization's running statistics and Sub / Div's
   right operand (buffers: input standardization), scalars that only enter arithmetic (hard-swish's 3 and 6,
   a LayerNorm's epsilon), and anything read as a shape / axes / scales value. Integer constants and
   whatever is computed from fixed values alone are folded at construction.
@@ -104,7 +104,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 class OnnxModule(torch.nn.Module):
     """``forward(*inputs)`` returns the graph's outputs as a tuple, computed by torch ops on trainable weights."""
 
-    def __init__(self, model: ir.Model, batch_statistics: bool = False) -> None:
+    def __init__(self, model: ir.Model, batch_statistics: bool = True) -> None:
         super().__init__()
         graph = model.graph
         self.batch_statistics = batch_statistics

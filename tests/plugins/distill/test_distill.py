@@ -184,13 +184,13 @@ def test_width_student_is_reconstructed_before_training_unless_told_not_to(fixtu
     assert "reconstructed" not in json.loads(result.stdout)["steps"][0]["stats"]["narrowed_by_prune"]
 
 
-def test_an_onnx_students_batch_norm_trains_frozen_unless_told(fixtures_dir, tmp_path, run_cli):
-    """The teacher (BatchNormalization after each conv) as its own student at a tiny learning rate: with its running
-    statistics frozen it computes the teacher's outputs while it trains (loss ~0); normalized by batches of 4 it
-    does not — what turned a reconstructed PP-OCRv4 rec into a one-class model in its first epoch."""
+def test_an_onnx_students_batch_norm_trains_on_batch_statistics_unless_frozen(fixtures_dir, tmp_path, run_cli):
+    """The teacher (BatchNormalization after each conv) as its own student at a tiny learning rate: normalized by
+    batches of 4 it does not compute the teacher's outputs while it trains; with its running statistics frozen it
+    does (loss ~0) — what kept a reconstructed PP-OCRv4 rec from falling to one class in its first epoch."""
     pytest.importorskip("torch")
     teacher, data = fixtures_dir / "digits_cnn.onnx", fixtures_dir / "digits_cnn_calib.npz"
-    losses = {}
+    losses, hinted = {}, {}
     for mode in ("frozen", "train"):
         result = run_cli("distill", teacher, "-o", tmp_path / f"{mode}.onnx", "--data", data, "--epochs", "1",
                          "--lr", "1e-7", "--alpha", "1", "--batch-size", "4", "--threads", "1", "--batch-norm", mode,
@@ -198,7 +198,9 @@ def test_an_onnx_students_batch_norm_trains_frozen_unless_told(fixtures_dir, tmp
                          "--min-top1", "0")  # fmt: skip
         assert result.returncode == 0, result.stderr
         losses[mode] = json.loads(result.stdout)["steps"][0]["stats"]["history"][0]["loss"]
+        hinted[mode] = "--batch-norm frozen" in result.stderr  # where no epoch beat the start
     assert losses["frozen"] < 1e-4 < 0.01 < losses["train"], losses
+    assert hinted == {"train": True, "frozen": False}
 
 
 def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):

@@ -215,9 +215,9 @@ def test_if_runs_the_branch_its_runtime_condition_picks():
     assert len(list(OnnxModule(ir.from_proto(model)).parameters())) == 1  # the captured weight, once
 
 
-def test_batch_norm_trains_with_its_running_statistics_unless_asked_for_batch_ones():
-    """In training, BatchNormalization keeps the statistics the student came with (frozen: what onnxruntime computes,
-    buffers untouched); with batch_statistics it normalizes by the batch and moves its running statistics."""
+def test_batch_norm_trains_with_batch_statistics_unless_frozen():
+    """In training, BatchNormalization normalizes by the batch and moves its running statistics (torch's default);
+    without batch_statistics it keeps the statistics the student came with (what onnxruntime computes)."""
     mean, var = np.array([5.0, -3.0], np.float32), np.array([4.0, 0.25], np.float32)
     model = _model(
         [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-5)],
@@ -227,7 +227,7 @@ def test_batch_norm_trains_with_its_running_statistics_unless_asked_for_batch_on
     )  # fmt: skip
     x = _x(8, 2, 3, 3)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    frozen, batch = OnnxModule(ir.from_proto(model)).train(), OnnxModule(ir.from_proto(model), True).train()
+    frozen, batch = OnnxModule(ir.from_proto(model), False).train(), OnnxModule(ir.from_proto(model)).train()
     np.testing.assert_allclose(frozen(torch.from_numpy(x))[0].detach().numpy(), expected[0], rtol=1e-5, atol=1e-5)
     assert all(np.array_equal(b.numpy(), mean) or np.array_equal(b.numpy(), var) for b in frozen.buffers())
     normalized = batch(torch.from_numpy(x))[0].detach().numpy()
