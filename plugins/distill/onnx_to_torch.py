@@ -10,7 +10,7 @@ The module interprets the graph node by node; the operators are :mod:`.torch_ops
   running statistics, as torch's does; without ``batch_statistics`` it keeps the running statistics it came
   with (PP-OCRv4 rec, reconstructed, fell to one class in its first epoch on rendered text lines with batch
   statistics; PP-OCRv4 det trained frozen quantized far worse: bench/README.md, distill_real.py).
-  Fixed: BatchNormalization's running statistics and Sub / Div's
+  Not trained by the gradient: BatchNormalization's running statistics and Sub / Div's
   right operand (buffers: input standardization), scalars that only enter arithmetic (hard-swish's 3 and 6,
   a LayerNorm's epsilon), and anything read as a shape / axes / scales value. Integer constants and
   whatever is computed from fixed values alone are folded at construction.
