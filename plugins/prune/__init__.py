@@ -70,6 +70,10 @@ class StructuredOptions(_PruneOptions):
     reconstruct: bool = option(False, "re-fit each layer the cut reaches to the unpruned model's output on the data "
                                       "(least squares, no training): wins back much of what the cut lost")  # fmt: skip
     reconstruct_samples: int = option(64, "samples of the data the re-fit reads", ge=1)
+    reconstruct_noise: float = option(
+        0.0, "re-fit as if each layer's input carried noise of this many uint8 steps of its range (the least "
+        "squares expected under the noise; 0: fit the float model): ~20 keeps a re-fit through static int8", ge=0,
+    )  # fmt: skip
 
 
 #: What ``onnxopt auto`` tries (stage 20: remove weights before lowering precision): the useful sparsities of each

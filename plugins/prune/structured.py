@@ -217,7 +217,7 @@ class StructuredPrunePass(InPlacePluginPass):
         if original is not None and pruned.cut:
             self._warn_if_synthetic()
             self.stats["reconstructed"] = reconstruct(
-                model, original, pruned, self.context, self.options.reconstruct_samples
+                model, original, pruned, self.context, self.options.reconstruct_samples, self.options.reconstruct_noise
             )
         return ir.passes.PassResult(model, modified=self.stats["layers_pruned"] > 0)
 

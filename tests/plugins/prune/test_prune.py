@@ -337,7 +337,7 @@ def test_an_option_of_the_other_pass_is_refused_naming_the_valid_ones(tmp_path, 
         registry.configure("prune", {"round_to": "8"})
     with pytest.raises(onnxopt.UsageError, match=r"pass 'prune-structured' has no option 'storage' \(valid options: "
                                                  r"sparsity, criterion, min_channels, round_to, reconstruct, "
-                                                 r"reconstruct_samples\)"):  # fmt: skip
+                                                 r"reconstruct_samples, reconstruct_noise\)"):  # fmt: skip
         registry.configure("prune-structured", {"storage": "bitmask"})
     for name, foreign in [("prune", "criterion"), ("prune", "min_channels"), ("prune-structured", "scope"),
                           ("prune-structured", "min_elements"), ("prune-structured", "kind")]:  # fmt: skip

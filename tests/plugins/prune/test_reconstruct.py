@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxopt
-from onnxopt_plugins.prune.reconstruct import _inputs_at, _layer, _positions, _targets_at
+from onnxopt_plugins.prune.reconstruct import _inputs_at, _layer, _Normal, _positions, _targets_at
 
 LOOSE = {"min_cosine": -1.0, "min_channel_cosine": -1.0}
 
@@ -88,6 +88,46 @@ def test_removed_channels_that_the_kept_ones_span_are_reconstructed_exactly(tmp_
     lines = report.steps[0].stats["reconstructed"]
     before, after = (float(f) for f in re.match(r"relative error (\S+) -> (\S+) \(ridge", lines["second"]).groups())
     assert before > 0.01 and after < 1e-4, lines
+
+
+def test_a_fit_under_input_noise_is_the_least_squares_of_noisy_copies_of_the_rows():
+    """The noise term is the expectation: plain least squares on many copies of the rows, each with fresh uniform
+    noise of that variance on the weights' inputs (not on the bias's constant 1), converges to it."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal((1, 300, 4)), np.ones((1, 300, 1))], axis=2)  # [groups, rows, unknowns]
+    y = x @ rng.standard_normal((1, 5, 3)) + 0.1 * rng.standard_normal((1, 300, 3))
+    half_width = 0.6  # uniform on [-0.6, 0.6]: variance 0.12
+    noise = np.array([half_width**2 / 3] * 4 + [0.0])
+    normal = _Normal(1, 5, 3, noise)
+    normal.add(x, y)
+    fitted = normal.solve(np.zeros((1, 5, 3)), ridge=0.0)
+    copies = 400
+    noisy = np.tile(x, (1, copies, 1))
+    noisy[..., :4] += rng.uniform(-half_width, half_width, noisy[..., :4].shape)
+    expected = np.linalg.lstsq(noisy[0], np.tile(y[0], (copies, 1)), rcond=None)[0]
+    np.testing.assert_allclose(fitted[0], expected, atol=0.02)
+    exact = _Normal(1, 5, 3)
+    exact.add(x, y)
+    shrunk = np.abs(fitted[0, :4]).sum() < 0.9 * np.abs(exact.solve(np.zeros((1, 5, 3)), ridge=0.0)[0, :4]).sum()
+    assert shrunk  # noise on the inputs pulls the weights towards zero: what keeps a re-fit through int8
+
+
+def test_reconstruct_noise_reaches_the_fit(tmp_path):
+    """prune-structured:reconstruct_noise: the re-fitted layer's weights shrink, and the float fit is less exact."""
+    model, feed = _redundant_pair("conv", np.random.default_rng(3))
+    source = tmp_path / "pair.onnx"
+    onnx.save(model, source)
+    np.savez(tmp_path / "data.npz", **feed)
+    made = {}
+    for noise in (0, 20):
+        out = tmp_path / f"out_{noise}.onnx"
+        passes = [f"prune-structured:sparsity=0.25,round_to=1,reconstruct=true,reconstruct_noise={noise}"]
+        report = onnxopt.optimize(source, out, passes=passes, data=tmp_path / "data.npz", gates=LOOSE, latency_runs=0)
+        assert report.exit_code == 0, report.message
+        weight = next(t for t in onnx.load(out).graph.initializer if t.name.startswith("w2"))
+        error = np.linalg.norm(_run(out, feed) - _run(source, feed)) / np.linalg.norm(_run(source, feed))
+        made[noise] = float(np.abs(numpy_helper.to_array(weight)).sum()), float(error)
+    assert made[20][0] < 0.9 * made[0][0] and made[0][1] < 1e-3 < made[20][1], made
 
 
 def _conv_model(rank: int, groups: int, attributes: dict, rng: np.random.Generator) -> onnx.ModelProto:
