@@ -1,8 +1,8 @@
 """Distillation on real models (issue #18): shrink a deployed ONNX model, win its accuracy back from its own outputs.
 
     python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--prune-criterion l1|l2|activation]
-        [--rec-lines 320] [--rec-lr 5e-5] [--minilm-sentences 2300] [--minilm-corpus docstrings|wide]
-        [--minilm-variants spread,search,search+match] [--no-readme]
+        [--reconstruct-noise 0] [--rec-lines 320] [--rec-lr 5e-5] [--minilm-sentences 2300]
+        [--minilm-corpus docstrings|wide] [--minilm-variants spread,search,search+match] [--no-readme]
 
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
 no training step saw (rendered / drawn with other seeds than the training and early-stopping rows):
@@ -283,12 +283,13 @@ def _optimize(source: Path, out: Path, passes: list, data: Path | None = None) -
 
 
 def _prune(source: Path, out: Path, sparsity: float, criterion: str, train: Path,
-           reconstruct: bool = False) -> tuple[Path, float]:  # fmt: skip
+           reconstruct: bool = False, noise: float = 0.0) -> tuple[Path, float]:  # fmt: skip
     """``prune-structured`` at ``sparsity``; channels ranked by ``criterion`` (activation: on the training data);
-    with ``reconstruct``, every layer re-fitted on all the training samples. The file and the wall time."""
+    with ``reconstruct``, every layer re-fitted on all the training samples (under ``noise`` uint8 steps of input
+    noise). The file and the wall time."""
     options = {"sparsity": sparsity, "criterion": criterion}
     if reconstruct:
-        options.update(reconstruct=True, reconstruct_samples=len(np.load(train)["x"]))
+        options.update(reconstruct=True, reconstruct_samples=len(np.load(train)["x"]), reconstruct_noise=noise)
     started = time.monotonic()
     _optimize(source, out, [("prune-structured", options)], data=train if reconstruct or criterion == "activation"
               else None)  # fmt: skip
@@ -296,11 +297,12 @@ def _prune(source: Path, out: Path, sparsity: float, criterion: str, train: Path
 
 
 def _students(source: Path, work: Path, name: str, sparsity: float, criterion: str, train: Path, val: Path,
-              budget: float, **options) -> tuple[dict[str, Path], dict[str, str], dict, str]:  # fmt: skip
+              budget: float, noise: float = 0.0,
+              **options) -> tuple[dict[str, Path], dict[str, str], dict, str]:  # fmt: skip
     """The shrunk variants: pruned, pruned + reconstructed, and that distilled. The paths, the wall time of each
     (reconstruction; reconstruction + training), distill's stats and its verdict."""
     pruned, _ = _prune(source, work / f"{name}_pruned.onnx", sparsity, criterion, train)
-    rebuilt, fitting = _prune(source, work / f"{name}_reconstructed.onnx", sparsity, criterion, train, True)
+    rebuilt, fitting = _prune(source, work / f"{name}_reconstructed.onnx", sparsity, criterion, train, True, noise)
     seconds, stats, judged = _distill(source, work / f"{name}_distilled.onnx", train, val, budget,
                                       student=str(rebuilt), **options)  # fmt: skip
     kept = "" if stats["best_epoch"] else ", no epoch beat the start: handed back"
@@ -310,12 +312,17 @@ def _students(source: Path, work: Path, name: str, sparsity: float, criterion: s
     return paths, times, stats, judged
 
 
-def case_det(work: Path, budget: float, words: list[str], sparsity: float, criterion: str = "l1") -> tuple[str, str]:
+def _under(noise: float) -> str:
+    return f" (under input noise of {noise:g} uint8 steps)" if noise else ""
+
+
+def case_det(work: Path, budget: float, words: list[str], sparsity: float, criterion: str = "l1",
+             noise: float = 0.0) -> tuple[str, str]:  # fmt: skip
     train = _save(work / "det_train.npz", {"x": pages(256, (192, 192), 1, words)})  # small pages: more steps per minute
     val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
-    students, times, stats, judged = _students(DET, work, "det", sparsity, criterion, train, val, budget,
+    students, times, stats, judged = _students(DET, work, "det", sparsity, criterion, train, val, budget, noise,
                                                batch_size=8, lr=5e-4)  # fmt: skip
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
     variants = {}
@@ -331,7 +338,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
         rows.append([name, f"{iou:.3f}", f"{latency[name]:.3f}", times[name.removesuffix(" + int8")],
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x",
                      judged if name == "distilled" else "–"])  # fmt: skip
-    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%} (channels by {criterion}), reconstructed and "
+    title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%} (channels by {criterion}), reconstructed"
+             f"{_under(noise)} and "
              f"distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
              f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
     header = [
@@ -401,11 +409,11 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
 
 
 def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: float = 5e-5, sparsity: float = 0.3,
-             criterion: str = "l1") -> tuple[str, str]:  # fmt: skip
+             criterion: str = "l1", noise: float = 0.0) -> tuple[str, str]:  # fmt: skip
     train = _save(work / "rec_train.npz", {"x": lines(count, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
-    variants, times, stats, judged = _students(REC, work, "rec", sparsity, criterion, train, val, budget,
+    variants, times, stats, judged = _students(REC, work, "rec", sparsity, criterion, train, val, budget, noise,
                                                batch_size=16, lr=lr, temperature=1.0)  # fmt: skip
     teacher_scores = outputs(REC, {"x": test})
     reference = ctc_decode(teacher_scores)
@@ -419,7 +427,8 @@ def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: 
         rows.append([name, f"{same:.3f}", f"{steps:.3f}", f"{latency[name]:.3f}", trained,
                      f"{stats['student_parameters'] / stats['teacher_parameters']:.3f}x",
                      judged if name == "distilled" else "–"])  # fmt: skip
-    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%} (channels by {criterion}), reconstructed and "
+    title = (f"### PP-OCRv4 rec: structured prune {sparsity:.0%} (channels by {criterion}), reconstructed"
+             f"{_under(noise)} and "
              f"distilled on {len(np.load(train)['x'])} rendered text lines "
              f"(loss {stats['loss']} per time step, T = 1); {len(test)} held-out lines")  # fmt: skip
     header = ["variant", "exact string agreement with the teacher (target >= 0.95)",
@@ -439,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         default="l1",
         help="how prune-structured ranks det's and rec's channels (activation: on the training data)",
     )
+    parser.add_argument("--reconstruct-noise", type=float, default=0.0,
+                        help="det's and rec's re-fit: prune-structured's reconstruct_noise (uint8 steps)")  # fmt: skip
     parser.add_argument("--rec-lines", type=int, default=320, help="rendered text lines rec trains on")
     parser.add_argument("--rec-lr", type=float, default=5e-5)
     parser.add_argument("--minilm-sentences", type=int, default=2300, help="sentences MiniLM trains on")
@@ -464,14 +475,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 if case == "det":
-                    title, table = case_det(work, args.budget, words, args.det_sparsity, args.prune_criterion)
+                    title, table = case_det(work, args.budget, words, args.det_sparsity, args.prune_criterion,
+                                            args.reconstruct_noise)  # fmt: skip
                 elif case == "minilm":
                     title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus,
                                                variants=tuple(args.minilm_variants.split(",")))  # fmt: skip
                 else:
-                    title, table = case_rec(
-                        work, args.budget, words, args.rec_lines, args.rec_lr, criterion=args.prune_criterion
-                    )
+                    title, table = case_rec(work, args.budget, words, args.rec_lines, args.rec_lr,
+                                            criterion=args.prune_criterion, noise=args.reconstruct_noise)  # fmt: skip
             except (Exception, SystemExit) as exc:  # one case failing leaves the others' tables
                 skipped.append(f"{case} failed: {' '.join(str(exc).split())[:300]}")
                 print(skipped[-1], file=sys.stderr, flush=True)
