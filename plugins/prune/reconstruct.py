@@ -2,18 +2,17 @@
 
 Cutting channels leaves every later layer reading less than it was trained on, so the error compounds down the
 network (PP-OCRv4 det at 30 %: text-mask IoU 0). Channel pruning with reconstruction (He et al. 2017, ThiNet)
-repairs it without training: in topological order, each Conv / Gemm / MatMul the cut reaches gets the weights
-and bias that make its output on the data closest, in least squares, to the same layer's output in the unpruned
-graph (its kept channels only), reading the inputs the already re-fitted pruned graph gives it — so each layer
-also absorbs the error left above it. A ridge term pulls towards the layer's pruned weights, so a layer the data
-does not pin down stays where it was; its strength is chosen per layer on a fifth of the sampled rows held out
-of the fit. With ``noise_steps``, each layer is fitted to the least squares expected when its input carries
-uniform noise of that many uint8 steps of its range (a ridge towards zero, Bishop 1995's training with noise):
-a fit that is exact in float can lean on nearly collinear channels whose weights cancel, and static int8's
-rounding then no longer cancels (PP-OCRv4 det, reconstructed: IoU 0.66 in float, 0.45 after int8; at 20 steps
-0.65 and 0.65: bench/README.md). The normal equations are summed over a sample of output positions per feed,
-so memory stays bounded by one feed's activations; both graphs run in onnxruntime. Written here: no library
-re-fits ONNX layers (torch-pruning and NNCF prune torch modules and recover by fine-tuning).
+repairs it without training: in topological order, each Conv / Gemm / MatMul the cut reaches gets the weights and
+bias that make its output on the data closest, in least squares, to the same layer's output in the unpruned graph
+(its kept channels only), reading the inputs the already re-fitted pruned graph gives it — so each layer also
+absorbs the error left above it. A ridge term pulls towards the layer's pruned weights, so a layer the data does not
+pin down stays where it was; its strength is chosen per layer on a fifth of the sampled rows held out of the fit.
+With ``noise_steps``, each layer is fitted to the least squares expected when its input carries uniform noise of
+that many uint8 steps of its range (a ridge towards zero, Bishop 1995's training with noise): a fit that is exact in
+float can lean on nearly collinear channels whose weights cancel, and static int8's rounding then no longer cancels
+(PP-OCRv4 det and rec: bench/README.md, distill_real.py). The normal equations are summed over a sample of output
+positions per feed, so memory stays bounded by one feed's activations; both graphs run in onnxruntime. Written here:
+no library re-fits ONNX layers (torch-pruning and NNCF prune torch modules and recover by fine-tuning).
 """
 
 from __future__ import annotations
