@@ -60,6 +60,8 @@ _EXPORTS = {
     "MetricSpec": "onnxopt.metrics",
     "OutputInfo": "onnxopt.metrics",
     "attention_mask": "onnxopt.metrics",
+    "ctc_decode": "onnxopt.metrics",
+    "CTC_BLANK": "onnxopt.metrics",
     "load_function": "onnxopt.user_code",
     "REFERENCE": "onnxopt.user_code",
     "count_nodes": "onnxopt.summary",

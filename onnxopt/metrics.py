@@ -8,7 +8,9 @@ like the rest of validation: ``add`` gets each feed's reference and candidate ar
 always "higher is better" and gated as ``value >= threshold``. A user's own function is a metric too
 (``file.py:function`` or ``module:function``, see :func:`user_function_metric`).
 
-Written here: the contract and the selection; the metrics themselves live in plugins (built-in: ``metrics``).
+Written here: the contract and the selection, and the readings more than one plugin needs (an attention mask,
+greedy CTC decoding: the metrics and distillation's ``ctc`` loss); the metrics themselves live in plugins
+(built-in: ``metrics``).
 """
 
 from __future__ import annotations
@@ -140,6 +142,21 @@ def attention_mask(feed: Mapping[str, np.ndarray], batch: int, length: int) -> n
         if "mask" in name.lower() and array.ndim == 2 and array.shape == (batch, length) and array.dtype.kind in "biu":
             return array.astype(bool)
     return None
+
+
+#: CTC's blank class, 0 in PaddleOCR, ddddocr and torch's CTCLoss default.
+CTC_BLANK = 0
+
+
+def ctc_decode(scores: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
+    """Greedy CTC decoding of [batch, steps, classes]: arg-max per step, repeats collapsed, blanks removed."""
+    import numpy as np  # on use: importing the host stays light
+
+    best = scores.argmax(axis=-1)
+    keep = np.ones_like(best, dtype=bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != blank
+    return [tuple(row[k].tolist()) for row, k in zip(best, keep)]
 
 
 class MetricRegistry:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxopt_plugins.metrics.compute import ctc_decode
+from onnxopt import ctc_decode
 
 #: Probabilities are clipped to this before the log, so a saturated softmax gives a finite log-probability.
 MIN_PROBABILITY = 1e-12

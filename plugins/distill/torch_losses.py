@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from onnxopt_plugins.metrics.compute import ctc_decode
-from onnxopt_plugins.metrics.settings import CTC_BLANK
+from onnxopt import CTC_BLANK, ctc_decode
 
 from . import losses
 from .losses import MIN_PROBABILITY, weights

@@ -4,8 +4,9 @@ Imported when an output is judged, not when the plugin registers (the CLI import
 ``APPLIES`` says, per metric, which outputs it can measure and with which streaming figure; ``CLAIMS`` which
 outputs it claims for the default verdict (a metric missing from it claims none: it is asked for by name).
 
-Written here (numpy): greedy CTC decoding, thresholded-mask IoU, masked mean pooling, nearest neighbours,
-score-threshold + per-class NMS detections matched by IoU.
+Written here (numpy): thresholded-mask IoU, masked mean pooling, nearest neighbours, score-threshold + per-class
+NMS detections matched by IoU; greedy CTC decoding is the host's (:func:`onnxopt.ctc_decode`), which distillation's
+``ctc`` loss reads too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from onnxopt import OutputInfo, attention_mask
+from onnxopt import OutputInfo, attention_mask, ctc_decode
 
-from .settings import CTC_BLANK, MASK_THRESHOLD, MATCH_IOU, MAX_DETECTIONS, MAX_NEIGHBOUR_ROWS, NMS_IOU, SCORE_THRESHOLD
+from .settings import MASK_THRESHOLD, MATCH_IOU, MAX_DETECTIONS, MAX_NEIGHBOUR_ROWS, NMS_IOU, SCORE_THRESHOLD
 
 _EMBEDDING_NAMES = ("embed", "pool", "sentence", "feature", "vector", "hidden")
 
@@ -33,15 +34,6 @@ def _in_unit_range(array: np.ndarray) -> bool:
 
 
 # --------------------------------------------------------------------------- CTC / arg-max sequences
-
-
-def ctc_decode(scores: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
-    """Greedy CTC decoding of [batch, steps, classes]: arg-max per step, repeats collapsed, blanks removed."""
-    best = scores.argmax(axis=-1)
-    keep = np.ones_like(best, dtype=bool)
-    keep[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep &= best != blank
-    return [tuple(row[k].tolist()) for row, k in zip(best, keep)]
 
 
 class SequenceAgreement:

@@ -2,8 +2,6 @@
 
 #: Probability maps are binarised here (PaddleOCR's DB post-processing uses 0.3 on its text maps).
 MASK_THRESHOLD = 0.3
-#: CTC's blank class, 0 in PaddleOCR, ddddocr and torch's CTCLoss default.
-CTC_BLANK = 0
 #: Embeddings kept for nearest-neighbour agreement (each is a row of floats).
 MAX_NEIGHBOUR_ROWS = 4096
 #: A YOLO-style head's detections: class score at least this, greedy NMS at NMS_IOU, matched at MATCH_IOU.
