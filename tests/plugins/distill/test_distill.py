@@ -194,8 +194,7 @@ def test_an_onnx_students_batch_norm_trains_on_batch_statistics_unless_frozen(fi
     for mode in ("frozen", "train"):
         result = run_cli("distill", teacher, "-o", tmp_path / f"{mode}.onnx", "--data", data, "--epochs", "1",
                          "--lr", "1e-7", "--alpha", "1", "--batch-size", "4", "--threads", "1", "--batch-norm", mode,
-                         "--json",
-                         "--min-top1", "0")  # fmt: skip
+                         "--json", "--min-top1", "0")  # fmt: skip
         assert result.returncode == 0, result.stderr
         losses[mode] = json.loads(result.stdout)["steps"][0]["stats"]["history"][0]["loss"]
         hinted[mode] = "--batch-norm frozen" in result.stderr  # where no epoch beat the start
