@@ -218,6 +218,9 @@ class Distillation:
         target = self._target()
         train, val, probabilities = self._splits(target)
         loss = choose(train.teacher, probabilities) if o.loss == "auto" else o.loss
+        if loss == "ctc" and train.teacher.ndim != 3:
+            raise UsageError(f"distill: loss ctc needs per-step scores [batch, steps, classes]; output {target!r} is "
+                             f"{list(train.teacher.shape)}")  # fmt: skip
         if loss not in ("kl", "ctc"):  # trained as an embedding, a map or a regression head: its arg-max means nothing
             self.context.not_class_scores.add(target)
         search = o.layers == "search" and o.depth < 1.0

@@ -276,3 +276,12 @@ def test_ctc_loss_trains_a_recognizer_towards_the_teachers_strings(tmp_path):
     start = np.mean([a == b for a, b in zip(*strings)])
     assert stats["best_epoch"] > 0 and stats["best_score"] >= 0.9 > start, stats["history"]
     assert report.exit_code == 0, report.message  # the default verdict's ctc metric agrees
+
+
+def test_ctc_loss_on_an_output_without_steps_is_a_usage_error(fixtures_dir, tmp_path, run_cli):
+    """iris's [batch, classes] output has no steps to decode: a one-line error, exit 2, nothing written."""
+    out = tmp_path / "s.onnx"
+    result = run_cli("distill", fixtures_dir / "iris_mlp.onnx", "--data", fixtures_dir / "iris_mlp_calib.npz", "-o",
+                     out, "--loss", "ctc", "--epochs", "1", "--threads", "1")  # fmt: skip
+    assert result.returncode == 2 and "loss ctc needs per-step scores" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
