@@ -149,14 +149,14 @@ def _patches(node: ir.Node, inputs: np.ndarray, where: tuple[np.ndarray, ...]) -
 class _Normal:
     """The normal equations of one layer, summed over feeds."""
 
-    def __init__(self, groups: int, unknowns: int, outputs: int, noise: np.ndarray | None = None) -> None:
+    def __init__(self, groups: int, unknowns: int, outputs: int) -> None:
         self.gram = np.zeros((groups, unknowns, unknowns))
         self.cross = np.zeros((groups, unknowns, outputs))
         self.target = 0.0
         self.rows = 0
         #: per unknown, the variance of the noise its input carries (zero: exact); E[(X + E)^T (X + E)] adds
         #: rows x this to the Gram matrix's diagonal, so the fit is the least squares expected under the noise
-        self.noise = np.zeros(unknowns) if noise is None else noise
+        self.noise = np.zeros(unknowns)
 
     def add(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         inputs, targets = inputs.astype(np.float64), targets.astype(np.float64)
@@ -166,12 +166,13 @@ class _Normal:
         self.rows += inputs.shape[1]
 
     def merged(self, other: _Normal) -> _Normal:
-        whole = _Normal(*self.cross.shape, noise=self.noise)
-        whole.gram, whole.cross, whole.target, whole.rows = (
+        whole = _Normal(*self.cross.shape)
+        whole.gram, whole.cross, whole.target, whole.rows, whole.noise = (
             self.gram + other.gram,
             self.cross + other.cross,
             self.target + other.target,
             self.rows + other.rows,
+            self.noise,
         )
         return whole
 

@@ -98,7 +98,8 @@ def test_a_fit_under_input_noise_is_the_least_squares_of_noisy_copies_of_the_row
     y = x @ rng.standard_normal((1, 5, 3)) + 0.1 * rng.standard_normal((1, 300, 3))
     half_width = 0.6  # uniform on [-0.6, 0.6]: variance 0.12
     noise = np.array([half_width**2 / 3] * 4 + [0.0])
-    normal = _Normal(1, 5, 3, noise)
+    normal = _Normal(1, 5, 3)
+    normal.noise = noise
     normal.add(x, y)
     fitted = normal.solve(np.zeros((1, 5, 3)), ridge=0.0)
     copies = 400
