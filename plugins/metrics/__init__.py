@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from onnxopt import MetricSpec, hookimpl
 
-from .settings import MASK_THRESHOLD, MATCH_IOU, SCORE_THRESHOLD
+from .settings import MASK_THRESHOLD, MATCH_IOU, NEIGHBOUR_RANKS, SCORE_THRESHOLD
 
 if TYPE_CHECKING:
     from onnxopt import OutputInfo
@@ -32,7 +32,8 @@ METRICS: tuple[tuple[str, str, float], ...] = (
     ("embedding", "mean cosine of pooled embeddings (attention-masked mean over tokens)", 0.98),
     ("detection", f"detections agreeing (F1; class scores >= {SCORE_THRESHOLD}, NMS, IoU >= {MATCH_IOU}) "
      "of a [batch, 4 + classes, anchors] head", 0.9),
-    ("neighbours", "nearest-neighbour agreement of pooled embeddings across samples", 0.9),
+    ("neighbours", f"the reference's nearest neighbour among the candidate's {NEIGHBOUR_RANKS} nearest "
+     f"(recall@{NEIGHBOUR_RANKS} of pooled embeddings across samples)", 0.9),
 )  # fmt: skip
 
 

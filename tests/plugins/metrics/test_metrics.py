@@ -61,11 +61,30 @@ def test_pooled_cosine_ignores_padding_and_neighbours_compare_rankings():
     unmasked = PooledCosine()
     unmasked.add(reference, candidate, {})
     assert unmasked.value() < 0.9
-    rows = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    same, swapped = NeighbourAgreement(), NeighbourAgreement()
-    same.add(rows, rows * 2, {})
-    swapped.add(rows, rows[[0, 2, 1, 3]], {})
-    assert same.value() == 1.0 and swapped.value() == 0.0
+
+
+def _fan(cosines: list[float]) -> np.ndarray:
+    """Row 0 and one row per cosine, at that cosine to row 0 and nearer to row 0 than to each other."""
+    rows = np.zeros((len(cosines) + 1, len(cosines) + 1))
+    rows[0, 0] = 1.0
+    for i, c in enumerate(cosines, 1):
+        rows[i, 0], rows[i, i] = c, np.sqrt(1.0 - c * c)
+    return rows
+
+
+def test_neighbours_pass_a_sample_whose_nearest_stays_within_the_candidates_three_nearest():
+    reference = _fan([0.9, 0.8, 0.7, 0.6, 0.5])  # row 0's nearest is row 1; every other row's is row 0
+
+    def agreement(candidate: np.ndarray, reference: np.ndarray = reference) -> float:
+        metric = NeighbourAgreement()
+        metric.add(reference[:3], candidate[:3], {})  # streamed in batches
+        metric.add(reference[3:], candidate[3:], {})
+        return metric.value()
+
+    assert agreement(reference * 2) == 1.0
+    assert agreement(_fan([0.7, 0.9, 0.8, 0.6, 0.5])) == 1.0  # row 1 third nearest to row 0: still found
+    assert agreement(_fan([0.6, 0.9, 0.8, 0.7, 0.5])) == 5 / 6 < 0.9  # fourth: row 0 is lost
+    assert np.isnan(agreement(_fan([0.9, 0.8, 0.7]), _fan([0.9, 0.8, 0.7])))  # 4 rows: every row is within 3
 
 
 def test_detection_claims_the_outputs_it_fits_and_no_other():
