@@ -221,6 +221,29 @@ class Dataset:
     def first_feed(self) -> dict[str, np.ndarray]:
         return next(self.feeds())
 
+    def split(self, held: int, rng: np.random.Generator) -> tuple[Dataset, Dataset] | None:
+        """(the other samples, ``held`` samples drawn at random), fed as this dataset is; None when that leaves
+        either side empty or cuts across the batch the model fixes."""
+        chunk = self._rows_per_feed if any(layout.chunk for layout in self._layouts.values()) else 1
+        total = self.num_samples
+        if (
+            held < 1
+            or held >= total
+            or held % chunk
+            or not any(lay.kind != "constant" for lay in self._layouts.values())
+        ):
+            return None
+        order = rng.permutation(total)
+        return self._rows(np.sort(order[held:]), self.name), self._rows(np.sort(order[:held]), f"{self.name}, held out")
+
+    def _rows(self, index: np.ndarray, name: str) -> Dataset:
+        arrays = {n: a if self._layouts[n].kind == "constant" else a[index] for n, a in self._arrays.items()}
+        labels = None if self.labels is None else self.labels[index]
+        batch = self._rows_per_feed if any(layout.kind == "rows" for layout in self._layouts.values()) else None
+        part = Dataset(name, arrays, self.specs, labels=labels, synthetic=self.synthetic, batch_size=batch)
+        part.description = self.description
+        return part
+
 
 def _np_load(path: Path, kind: str):  # noqa: ANN202 - an array or an archive, as numpy gives
     """``np.load`` with pickles refused and every failure turned into a one-line DataError."""

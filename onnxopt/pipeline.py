@@ -56,6 +56,10 @@ from onnxopt.validation import (
 
 #: Samples of random data used to compare each pass's output with the original when no data is given.
 FALLBACK_SYNTHETIC_SAMPLES = 16
+#: A run that retrains with no ``val`` holds out this share of ``data`` for its verdict (:meth:`Run._hold_out`), when
+#: that makes at least VERDICT_MIN_ROWS rows: a verdict on fewer would turn on a row or two.
+VERDICT_FRACTION, VERDICT_MIN_ROWS = 0.1, 16
+_HOLD_OUT_SALT = 11  # the held-out rows' draw: apart from any pass's own
 
 
 def open_dataset(session: Session, source: str, model: ir.Model, recipe: Recipe) -> Dataset:
@@ -89,6 +93,7 @@ class Run:
         self.best_run: CandidateRun | None = None
         self.latency_may_change = False  # whether a kept pass may change how fast onnxruntime runs the model
         self.retrained = False  # whether a kept pass retrained the model (the verdict then judges agreement)
+        self.held_out = False  # whether the verdict's rows were held out of the data the passes read
         self.metrics: list[MetricRequest] = [parse_request(text) for text in recipe.metrics]
         session.metrics.check(self.metrics)  # an unknown metric fails before any work
         self.steps: list[ConfiguredPass] = [session.passes.configure(s.name, s.options) for s in recipe.passes]
@@ -133,7 +138,11 @@ class Run:
             report = Report(str(source), None, _figures(model, context.reference_path))
             with context.costs.phase("data"):
                 context.dataset = self._open(model, self.recipe.data)
-                self.judge_data = self._judge_data(model, context, report)
+                held_out = self._hold_out(context)
+                self.held_out = held_out is not None
+                self.judge_data = held_out or self._judge_data(model, context, report)
+                if held_out is not None:
+                    report.notes.append(f"judged on {describe_data(held_out, role='data')}: rows no pass read")
             if context.dataset is None:  # passes that can use data get what the verdict runs on
                 context.dataset = self.judge_data
             if large and self.judge_data is not None:  # recorded on the judging data, which only exists now
@@ -190,6 +199,20 @@ class Run:
 
     def _open(self, model: ir.Model, source: str | None) -> Dataset | None:
         return open_dataset(self.session, source, model, self.recipe) if source is not None else None
+
+    def _hold_out(self, context: RunContext) -> Dataset | None:
+        """The verdict's rows of a run that retrains with no ``val``: :data:`VERDICT_FRACTION` of ``data``, held out
+        of what the passes read (``context.dataset`` keeps the rest), so the student is never judged on the rows
+        it was trained or early-stopped on. None when there is nothing to hold out."""
+        dataset = context.dataset
+        if self.last_retraining < 0 or self.recipe.val is not None or not self.recipe.validate or dataset is None:
+            return None
+        held = round(dataset.num_samples * VERDICT_FRACTION)
+        parts = dataset.split(held, context.rng(_HOLD_OUT_SALT)) if held >= VERDICT_MIN_ROWS else None
+        if parts is None:
+            return None
+        context.dataset, held = parts
+        return held
 
     def _judge_data(self, model: ir.Model, context: RunContext, report: Report) -> Dataset | None:
         """``val``, else ``data``, else synthetic inputs the original runs on; None when nothing is compared."""
@@ -287,9 +310,10 @@ class Run:
         """Say how a retrained model was judged, and on which rows."""
         if self.recipe.default_gates:
             report.notes.append(f"judged as a retrained model: {RETRAINED.description}, where no gate is given")
-        if self.recipe.val is None and self.recipe.data is not None:
-            report.notes.append("the verdict was judged on the data the model was retrained on (--data): "
-                                "pass --val for a held-out verdict")  # fmt: skip
+        if self.recipe.val is None and self.recipe.data is not None and not self.held_out:
+            report.notes.append(f"the verdict was judged on the data the model was retrained on (--data): a "
+                                f"tenth of it would be fewer than {VERDICT_MIN_ROWS} rows; pass --val for a "
+                                "held-out verdict")  # fmt: skip
 
     def _defaults(self, context: RunContext, retrains: bool = False) -> DefaultVerdict | None:
         """The default verdict for a model this run made (``retrains``: by the step being judged)."""

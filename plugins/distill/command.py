@@ -54,8 +54,8 @@ def distill(
 
     step = ("distill", {"student": str(student), "width": width, "val": "" if val is None else str(val),
                         "export_logits": export_logits, **options})  # fmt: skip
-    # the verdict is judged on the held-out rows when there are some: judged on --data, the student would be
-    # scored on the rows it was trained on (and every one of them run twice more)
+    # the verdict is judged on --val when given; without it the run holds a tenth of --data out of training for
+    # it (pipeline.Run._hold_out): judged on --data, the student would be scored on the rows it was trained on
     run = {"passes": [step], "data": data, "val": None if val is None else str(val), "gates": gates, "seed": seed,
            "metrics": list(metrics), "plugins": plugins, "quiet": quiet, "validate_each_pass": False}  # fmt: skip
     if export_logits or output is None:
@@ -91,7 +91,7 @@ def add_command(add_command: Any) -> None:
     dst.add_argument(
         "--val",
         help="held-out .npz for early stopping, the report and the verdict (default: 10%% of --data held out "
-        "for early stopping; the verdict then runs on --data)",
+        "for the verdict, and 10%% of the rest for early stopping; training reads neither)",
     )
     dst.add_argument(
         "--student", default="", help="student .onnx, or module:function / file.py:function (torch or keras)"

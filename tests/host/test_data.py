@@ -228,6 +228,34 @@ def test_constant_input_is_the_same_in_every_feed() -> None:
     assert all(f["state"] is arrays["state"] for f in feeds)
 
 
+def test_split_holds_out_random_rows_with_their_labels_and_shares_constants() -> None:
+    model = _model(("x", ["batch", 4]), ("state", [2, 3]))
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    arrays = {"x": x, "state": np.ones((2, 3), np.float32), "labels": np.arange(10)}
+    kept, held = data.from_arrays("d", arrays, model, batch_size=3).split(3, np.random.default_rng(0))
+    assert (kept.num_samples, held.num_samples) == (7, 3) and held.name == "d, held out"
+    rows = {name: np.concatenate(_rows(part, "x"))[:, 0] // 4 for name, part in (("kept", kept), ("held", held))}
+    assert sorted([*rows["kept"], *rows["held"]]) == list(range(10))  # disjoint, and every row somewhere
+    assert rows["held"].tolist() != [7, 8, 9]  # drawn, not the tail
+    for name, part in (("kept", kept), ("held", held)):
+        np.testing.assert_array_equal(part.labels, rows[name])
+        assert max(len(f["x"]) for f in part.feeds()) == 3 and all(f["state"] is arrays["state"] for f in part.feeds())
+
+
+@pytest.mark.parametrize("held", [0, 10, 11])
+def test_split_that_leaves_a_side_empty_is_refused(held: int) -> None:
+    dataset = data.from_arrays("d", {"x": np.zeros((10, 4), np.float32)}, _model(("x", ["batch", 4])))
+    assert dataset.split(held, np.random.default_rng(0)) is None
+    assert [p.num_samples for p in dataset.split(9, np.random.default_rng(0))] == [1, 9]
+
+
+def test_split_keeps_the_batch_the_model_fixes() -> None:
+    dataset = data.from_arrays("d", {"x": np.zeros((6, 4), np.float32)}, _model(("x", [2, 4])))
+    assert dataset.split(1, np.random.default_rng(0)) is None  # 5 and 1 rows cannot be fed 2 at a time
+    kept, held = dataset.split(2, np.random.default_rng(0))
+    assert [f["x"].shape for f in held.feeds()] == [(2, 4)] and kept.num_feeds == 2
+
+
 # --- errors ---------------------------------------------------------------------------------------------------
 
 

@@ -202,13 +202,32 @@ def test_an_onnx_students_batch_norm_trains_on_batch_statistics_unless_frozen(fi
     assert hinted == {"train": True, "frozen": False}
 
 
-def test_without_val_the_report_says_the_verdict_saw_the_training_rows(fixtures_dir, tmp_path):
+def test_without_val_the_verdict_runs_on_rows_held_out_of_the_training_data(fixtures_dir, tmp_path):
+    """No --val: a tenth of --data is held out before the pass reads it (the student neither trains nor stops
+    early on those rows), and the verdict runs on them; where a tenth is under 16 rows, the verdict runs on
+    --data and the report says so."""
     pytest.importorskip("torch")
-    data = fixtures_dir / "iris_mlp_calib.npz"
-    report = distill(fixtures_dir / "iris_mlp.onnx", tmp_path / "s.onnx", data=data, epochs=2, threads=1)
-    assert report.exit_code == 0, report.message
-    assert "iris_mlp_calib" in report.final.data
-    assert any("judged on the data the model was retrained on" in note and "--val" in note for note in report.notes)
+    rows = dict(np.load(fixtures_dir / "iris_mlp_calib.npz"))
+    for count in (150, 160):
+        data = tmp_path / f"rows{count}.npz"
+        rng = np.random.default_rng(count)
+        index = rng.integers(0, len(rows["input"]), count)
+        jitter = rng.normal(0, 0.05, (count, 4)).astype(np.float32)
+        np.savez(data, input=rows["input"][index] + jitter, labels=rows["labels"][index])
+        report = distill(fixtures_dir / "iris_mlp.onnx", tmp_path / f"s{count}.onnx", data=data, epochs=1,
+                         threads=1, gates={"min_top1": 0.0})  # fmt: skip
+        assert report.final is not None and report.final.compared, report.message
+        stats = report.steps[0].stats
+        on_training_rows = any("judged on the data the model was retrained on" in note for note in report.notes)
+        if count == 150:  # a tenth is 15 rows
+            assert report.final.samples == 150 and on_training_rows
+            assert "held out" not in report.final.data and stats["train_rows"] + stats["val_rows"] == 150
+        else:
+            assert report.final.samples == 16 and not on_training_rows
+            assert f"rows{count}.npz, held out" in report.final.data and stats["train_rows"] + stats["val_rows"] == 144
+            assert any("rows no pass read" in note for note in report.notes)
+    folded = onnxopt.optimize(fixtures_dir / "iris_mlp.onnx", tmp_path / "f.onnx", passes=["fold"], data=data)
+    assert folded.final.samples == 160  # a run that retrains nothing is judged on all of --data
 
 
 def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):

@@ -111,30 +111,32 @@ def test_a_graph_without_repeated_blocks_is_a_clear_error(fixtures_dir):
 def test_distill_depth_student_end_to_end(tmp_path, monkeypatch, layers):
     """Both layer choices train a 2-of-4-layer student to agree with the teacher on the held-out rows; the search
     reports its score after each drop, and training takes the student well past where the search left it (on this
-    teacher the searched layers also end higher than the spread ones: 0.97 against 0.89; on 7 of 9 seeds tried)."""
+    teacher the searched layers also end higher than the spread ones: 0.95 against 0.88 on --val)."""
     pytest.importorskip("torch")
     monkeypatch.setattr(sys.modules[__name__], "RNG", np.random.default_rng(0))  # one teacher for both choices
     model, _ = _encoder(4)
     teacher = tmp_path / "teacher.onnx"
     onnx.save(model, teacher)
     np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=RNG.standard_normal((64, WIDTH)).astype(np.float32))
     out = tmp_path / "student.onnx"
     report = distill(
-        teacher, out, data=tmp_path / "train.npz", depth=0.5, epochs=20, lr=0.01, threads=1, loss="embedding",
+        teacher, out, data=tmp_path / "train.npz", val=tmp_path / "val.npz", depth=0.5, epochs=20, lr=0.01, threads=1,
+        loss="embedding",
         layers=layers, metrics=["y=embedding>=0.85"], gates={"min_cosine": 0.85},
     )  # 2-of-4-layer students of this teacher end near 0.87: below the retrained verdict's 0.9 cosine  # fmt: skip
     assert report.exit_code == 0, report.message
     assert [(m.output, m.metric, m.threshold) for m in report.final.metrics] == [("y", "embedding", 0.85)]
     stats = report.steps[0].stats
     found = stats["shallower"]
-    assert stats["loss"] == "embedding" and stats["held_out_score"] == "cosine"  # on the 10 % held out
+    assert stats["loss"] == "embedding" and stats["held_out_score"] == "cosine"  # on --val
     assert stats["student_parameters"] < stats["teacher_parameters"]
     if layers == "spread":
         assert found["kept_layers"] == [0, 2]
-        assert stats["best_score"] > 0.85
+        assert stats["best_score"] > 0.85, stats["best_score"]
     else:  # two layers dropped, one at a time, each drop scored by the held-out cosine
         assert found["kept_layers"] == [1, 2] and len(found["score_after_each_drop"]) == 2
-        assert stats["best_score"] > max(0.95, found["score_after_each_drop"][-1] + 0.2)
+        assert stats["best_score"] > max(0.93, found["score_after_each_drop"][-1] + 0.2)
 
 
 def _states(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -194,7 +196,9 @@ def test_distill_match_layers_end_to_end_and_its_usage_error(tmp_path, run_cli):
     model, _ = _encoder(4)
     teacher = tmp_path / "teacher.onnx"
     onnx.save(model, teacher)
-    np.savez(tmp_path / "train.npz", x=RNG.standard_normal((256, WIDTH)).astype(np.float32))
+    np.savez(
+        tmp_path / "train.npz", x=RNG.standard_normal((288, WIDTH)).astype(np.float32)
+    )  # 29 held out for the verdict
     common = {"data": tmp_path / "train.npz", "epochs": 20, "lr": 0.01, "threads": 1, "loss": "embedding",
               "metrics": ["y=embedding>=0.5"], "gates": {"min_cosine": 0.5},
               "cache_dir": str(tmp_path / "cache")}  # fmt: skip
