@@ -65,6 +65,10 @@ class _Int8Options(_CommonOptions):
     per_channel: bool = option(True, "per-channel weight scales (Conv, MatMul, Gemm)")
     weight_type: Literal["int8", "uint8"] = option("int8", "weight type")
     symmetric_weights: bool = option(True, "symmetric weight ranges (zero point 0)")
+    reduce_range: Literal["auto", "on", "off"] = option(
+        "auto", "7-bit int8 weights, which onnxruntime's uint8 x int8 kernels cannot overflow (auto: on where "
+        "this CPU's kernels saturate, x86 without VNNI; off: full-range weights for VNNI / ARM targets)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ Weight-only rewrites Gemm as MatMul (+ Add) first, with onnxruntime's own rewrit
 its blocks are asymmetric by default (more accurate on MiniLM, bench/README.md); ``eight_bit_regex`` keeps
 chosen MatMuls at 8 bits.
 
+The int8 passes take 7-bit weights (``reduce_range``) where this CPU's uint8 x int8 kernels saturate (:mod:`.cpu`).
+
 LSTM / GRU / RNN weights, which onnxruntime's static quantizer does not reach, are stored as int8 for float
 compute (or, ``recurrent=dynamic_lstm``, LSTMs run as onnxruntime's DynamicQuantizeLSTM), and every pass reports
 the weights it left float and why (``weights_left_float``): see :mod:`.coverage`.
@@ -37,7 +39,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import onnx
 import onnx_ir as ir
@@ -45,7 +47,7 @@ import onnx_ir.passes.common  # not loaded by importing onnx_ir
 
 from onnxopt import FunctionalPluginPass, UsageError, load
 
-from . import accuracy, coverage, ort_quantizer, prepare, streaming
+from . import accuracy, coverage, cpu, ort_quantizer, prepare, streaming
 from .coverage import IN_SUBGRAPH
 
 if TYPE_CHECKING:
@@ -137,6 +139,15 @@ def shorten_generated_names(model: ir.Model, original: set[str]) -> int:
                 value.name = next(fresh)
                 renamed += 1
     return renamed
+
+
+def _reduce_range(options: Any, stats: dict[str, Any]) -> bool:
+    """An int8 pass's ``reduce_range`` resolved (auto: on where this CPU's uint8 x int8 kernels saturate, see
+    :mod:`.cpu`; uint8 weights never do), and recorded in the pass's stats."""
+    setting = options.reduce_range
+    reduced = setting == "on" or (setting == "auto" and options.weight_type == "int8" and cpu.int8_saturates())
+    stats["reduce_range"] = reduced
+    return reduced
 
 
 class _QuantizePass(FunctionalPluginPass):
@@ -320,6 +331,7 @@ class StaticQuantizePass(_QuantizePass):
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=o.op_types or None,
             per_channel=o.per_channel,
+            reduce_range=_reduce_range(o, self.stats),
             activation_type=QuantType.QUInt8 if o.activation_type == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
             nodes_to_exclude=excluded,
@@ -383,7 +395,8 @@ class DynamicQuantizePass(_QuantizePass):
     def _quantize(self, source: Path, output: Path, excluded: list[str], large: bool) -> Path:
         o = self.options
         if streaming.wanted(o.streaming, source, o.op_types):  # see streaming's docstring
-            return streaming.quantize_file(source, output, excluded, large, options=o, stats=self.stats)
+            return streaming.quantize_file(source, output, excluded, large, options=o,
+                                           reduce_range=_reduce_range(o, self.stats), stats=self.stats)  # fmt: skip
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         self.stats["path"] = "onnxruntime quantize_dynamic"
@@ -391,6 +404,7 @@ class DynamicQuantizePass(_QuantizePass):
             str(source), str(output),
             op_types_to_quantize=o.op_types or None,
             per_channel=o.per_channel,
+            reduce_range=_reduce_range(o, self.stats),
             weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
             nodes_to_exclude=excluded,
             use_external_data_format=large,

@@ -13,8 +13,8 @@ scale — with its names; Gemm with alpha = beta = 1 and transA = 0 first become
 (transposed when transB = 1) as its ``replace_gemm_with_matmul`` does; a quantized weight that other nodes
 still read reaches them through a ``DequantizeLinear`` of the int8 copy, as in its output. The weight
 arithmetic is onnxruntime's own (``compute_scale_zp``, ``quantize_nparray``, ``get_qmin_qmax_for_qType`` from
-``onnxruntime.quantization.quant_utils``), per output column (its axis -1) or per tensor, no reduced range,
-so weights, scales and zero points come out bit-identical to its, and so do the model's outputs
+``onnxruntime.quantization.quant_utils``), per output column (its axis -1) or per tensor, reduced range as the
+pass resolved it, so weights, scales and zero points come out bit-identical to its, and so do the model's outputs
 (tests/plugins/quantize/test_quantize_streaming.py; the 2.4 GB bench model too, bench/large_model.py). What it does not
 do: the other ops ``quantize_dynamic`` covers (Conv, Gather, Attention, LSTM, EmbedLayerNormalization) stay
 float, as do MatMuls whose weight is not a 2-D float32 initializer, and subgraphs; the report counts them.
@@ -58,7 +58,7 @@ def wanted(setting: str, source: Path, op_types: Collection[str]) -> bool:
 
 
 def quantize_weight(
-    weight: np.ndarray, weight_type: str, symmetric: bool, per_channel: bool
+    weight: np.ndarray, weight_type: str, symmetric: bool, per_channel: bool, reduce_range: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(quantized, scale, zero point) of a 2-D float32 weight, exactly as onnxruntime's quantizer computes them.
 
@@ -69,7 +69,7 @@ def quantize_weight(
     from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType, quantize_nparray
 
     qtype = TensorProto.INT8 if weight_type == "int8" else TensorProto.UINT8
-    qmin, qmax = get_qmin_qmax_for_qType(qtype, reduce_range=False, symmetric=symmetric)
+    qmin, qmax = get_qmin_qmax_for_qType(qtype, reduce_range=reduce_range, symmetric=symmetric)
     if per_channel:
         lows, highs = weight.min(axis=0), weight.max(axis=0)
     else:
@@ -91,9 +91,10 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
     """Rewrites MatMuls with a constant 2-D float32 weight into onnxruntime's dynamic int8 pattern, in place."""
 
     def __init__(self, *, weight_type: str = "int8", symmetric: bool = True, per_channel: bool = True,
-                 excluded: Collection[str] = ()) -> None:  # fmt: skip
+                 reduce_range: bool = False, excluded: Collection[str] = ()) -> None:  # fmt: skip
         super().__init__()
         self.weight_type, self.symmetric, self.per_channel = weight_type, symmetric, per_channel
+        self.reduce_range = reduce_range
         self.excluded = set(excluded)
         self.stats: dict[str, Any] = {}
 
@@ -201,7 +202,7 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
         assert tensor is not None
         array = tensor.numpy()
         q, scale, zero = quantize_weight(
-            array.T if transposed else array, self.weight_type, self.symmetric, self.per_channel
+            array.T if transposed else array, self.weight_type, self.symmetric, self.per_channel, self.reduce_range
         )
         del array
         if isinstance(tensor, ir.ExternalTensor):
@@ -239,14 +240,23 @@ class StreamingDynamicQuantizePass(ir.passes.InPlacePass):
 
 
 def quantize_file(
-    source: Path, output: Path, excluded: list[str], large: bool, *, options: Any, stats: dict[str, Any]
+    source: Path,
+    output: Path,
+    excluded: list[str],
+    large: bool,
+    *,
+    options: Any,
+    reduce_range: bool,
+    stats: dict[str, Any],
 ) -> Path:
     """quantize-dynamic's step for this path: ``source`` read lazily, ``output`` written (as its onnxruntime
-    step). ``options``: the pass's DynamicOptions (weight_type, symmetric_weights, per_channel)."""
+    step). ``options``: the pass's DynamicOptions (weight_type, symmetric_weights, per_channel); ``reduce_range``
+    as resolved for this CPU."""
     model = load(source, check=False)
     rewrite = StreamingDynamicQuantizePass(weight_type=options.weight_type,
                                            symmetric=options.symmetric_weights is not False,
-                                           per_channel=options.per_channel, excluded=excluded)  # fmt: skip
+                                           per_channel=options.per_channel, reduce_range=reduce_range,
+                                           excluded=excluded)  # fmt: skip
     rewrite(model)
     stats.update(rewrite.stats)
     save(model, output, external_data=large)

@@ -25,12 +25,13 @@ sys.path.insert(0, str(FIXTURES))
 import build_large_model  # noqa: E402
 
 
-def _ort_dynamic(source: Path, out: Path, per_channel: bool, weight_type: str, symmetric: bool, excluded=()) -> Path:
+def _ort_dynamic(source: Path, out: Path, per_channel: bool, weight_type: str, symmetric: bool, excluded=(),
+                 reduce_range: bool = False) -> Path:  # fmt: skip
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(out), per_channel=per_channel, nodes_to_exclude=list(excluded),
                      weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-                     extra_options={"WeightSymmetric": symmetric})  # fmt: skip
+                     reduce_range=reduce_range, extra_options={"WeightSymmetric": symmetric})  # fmt: skip
     return out
 
 
@@ -80,15 +81,19 @@ def _shared_model(path: Path) -> Path:
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("weight_type", ["int8", "uint8"])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_streamed_file_is_onnxruntimes(tmp_path: Path, per_channel: bool, weight_type: str, symmetric: bool) -> None:
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_streamed_file_is_onnxruntimes(
+    tmp_path: Path, per_channel: bool, weight_type: str, symmetric: bool, reduce_range: bool
+) -> None:
     """External-data model, every weight option: onnxruntime's nodes, names and weight bytes, its outputs exactly."""
     source = build_large_model.build(tmp_path / "m.onnx", layers=3, hidden=64)
-    expected = _ort_dynamic(source, tmp_path / "ort.onnx", per_channel, weight_type, symmetric)
+    expected = _ort_dynamic(source, tmp_path / "ort.onnx", per_channel, weight_type, symmetric, (), reduce_range)
     options = type(
         "Options", (), {"weight_type": weight_type, "symmetric_weights": symmetric, "per_channel": per_channel}
     )
     stats: dict = {}
-    streamed = streaming.quantize_file(source, tmp_path / "s.onnx", [], True, options=options, stats=stats)
+    streamed = streaming.quantize_file(source, tmp_path / "s.onnx", [], True, options=options,
+                                       reduce_range=reduce_range, stats=stats)  # fmt: skip
 
     assert _graph(streamed) == _graph(expected)
     assert stats["quantized"] == {"MatMul": 3} and stats["path"].startswith("streaming")
@@ -103,7 +108,7 @@ def test_shared_values_exclusions_and_what_stays_float(tmp_path: Path) -> None:
     options = type("Options", (), {"weight_type": "int8", "symmetric_weights": True, "per_channel": True})
     stats: dict = {}
     streamed = streaming.quantize_file(
-        source, tmp_path / "s.onnx", ["mm_excluded"], False, options=options, stats=stats
+        source, tmp_path / "s.onnx", ["mm_excluded"], False, options=options, reduce_range=False, stats=stats
     )
 
     nodes, inits = _graph(streamed)
