@@ -181,4 +181,5 @@ def test_a_synthetic_trial_leaves_onnxruntime_s_arena_as_it_found_it(fixtures_di
         (reference.probe if how == "probe" else lambda feed: reference.outputs(0, feed))(big)  # noqa: B023
         del big
         growth[how] = _resident_mib() - before
-    assert growth["probe"] < 40 < 80 < growth["outputs"], growth
+    # the arena's growth itself varies by machine and run (68 to over 80 MiB seen on one AMD EPYC): the gap is the point
+    assert growth["probe"] < 40 < growth["outputs"] - growth["probe"], growth
