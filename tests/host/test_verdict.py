@@ -456,3 +456,53 @@ def test_advice_suggests_a_metric_only_for_outputs_no_metric_judges():
     assert "--metric" not in advice(verdict) and "'onnxopt passes'" in advice(verdict)
     verdict.checks.append(Check("cosine", False, "output 'scores': cosine 0.5 < 0.99"))
     assert "if output 'scores' serves a task, judge it by its metric" in advice(verdict)
+
+
+class _Retrainer:
+    """A pass that says it retrains (as distill does) and leaves the model as it is, noting how many rows it read."""
+
+    def __init__(self, retrains: bool) -> None:
+        self.retrains, self.seen = retrains, []
+
+    @onnxopt.hookimpl
+    def onnxopt_register_passes(self, register):
+        import onnx_ir as ir
+
+        def create(options, context):
+            seen = self.seen
+
+            class Read(ir.passes.InPlacePass):
+                def call(self, model):
+                    seen.append(context.dataset.num_samples)
+                    return ir.passes.PassResult(model, modified=True)  # kept: a retrained model is judged as one
+
+            return Read()
+
+        register(onnxopt.PassSpec(name="retrainer", summary="reads its data", create=create,
+                                  retrains=self.retrains))  # fmt: skip
+
+
+@pytest.mark.parametrize(("rows", "retrains", "val", "passes", "judged"),
+                         [(400, True, False, 360, 40), (150, True, False, 150, 150), (400, True, True, 400, 400),
+                          (400, False, False, 400, 400), (160, True, False, 144, 16)])  # fmt: skip
+def test_a_retraining_run_is_judged_on_rows_held_out_of_what_its_pass_reads(tmp_path, rows, retrains, val, passes,
+                                                                           judged):  # fmt: skip
+    """A tenth of --data, when that is 16 rows or more, is held out of a retraining pass's data and judges it; not
+    with --val, nor for a pass that does not retrain."""
+    from onnxopt.pipeline import Run
+    from onnxopt.recipe import PassStep, Recipe
+    from onnxopt.session import Session
+
+    data = tmp_path / "data.npz"
+    np.savez(data, input=np.load(FIXTURES / "digits_cnn_val.npz")["input"][:rows])
+    plugin, session = _Retrainer(retrains), Session()
+    session.plugin_manager.register(plugin, name="retrainer")
+    recipe = Recipe(passes=[PassStep("retrainer")], data=str(data), val=str(data) if val else None, latency_runs=0)
+    report = Run(recipe, session)(FIXTURES / "digits_cnn.onnx", tmp_path / "out.onnx")
+    assert report.exit_code == 0, report.message
+    assert plugin.seen == [passes] and report.final.samples == judged
+    held = passes + judged == rows
+    assert ("held out" in report.final.data) is held
+    assert any("rows no pass read" in note for note in report.notes) is held
+    on_training_rows = any("judged on the data the model was retrained on" in n for n in report.notes)
+    assert on_training_rows is (retrains and not held and not val)
