@@ -181,5 +181,6 @@ def test_a_synthetic_trial_leaves_onnxruntime_s_arena_as_it_found_it(fixtures_di
         (reference.probe if how == "probe" else lambda feed: reference.outputs(0, feed))(big)  # noqa: B023
         del big
         growth[how] = _resident_mib() - before
-    # the arena's growth itself varies by machine and run (68 to over 80 MiB seen on one AMD EPYC): the gap is the point
-    assert growth["probe"] < 40 < growth["outputs"] - growth["probe"], growth
+    # how much RSS the kept arena adds varies with what the process freed before (30, 68 and 80 MiB seen on one
+    # machine: under mutmut, in the whole suite, alone); that probe() adds far less is the point
+    assert growth["probe"] < 40 and 2 * growth["probe"] < growth["outputs"], growth
