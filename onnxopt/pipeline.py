@@ -311,9 +311,9 @@ class Run:
         if self.recipe.default_gates:
             report.notes.append(f"judged as a retrained model: {RETRAINED.description}, where no gate is given")
         if self.recipe.val is None and self.recipe.data is not None and not self.held_out:
-            report.notes.append(f"the verdict was judged on the data the model was retrained on (--data): a "
-                                f"tenth of it would be fewer than {VERDICT_MIN_ROWS} rows; pass --val for a "
-                                "held-out verdict")  # fmt: skip
+            report.notes.append(f"the verdict was judged on the data the model was retrained on (--data): none "
+                                f"could be held out (a tenth would be under {VERDICT_MIN_ROWS} rows, or cut the "
+                                "batch the model fixes); pass --val for a held-out verdict")  # fmt: skip
 
     def _defaults(self, context: RunContext, retrains: bool = False) -> DefaultVerdict | None:
         """The default verdict for a model this run made (``retrains``: by the step being judged)."""
