@@ -36,7 +36,7 @@ VERDICT = [
     "onnxopt.pipeline.xǁRunǁ_final_validation*",
     "onnxopt.pipeline.xǁRunǁ_hold_out*",  # which rows judge a retrained model
     "onnxopt.data.xǁDatasetǁsplit*",
-    "onnxopt.data.xǁDatasetǁ_rows*",
+    "onnxopt.data.xǁDatasetǁ_rows__mutmut*",  # not _rows_that_fit
     "onnxopt.model_io.x_external_data_files*",
 ]
 

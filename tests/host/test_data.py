@@ -233,7 +233,7 @@ def test_split_holds_out_random_rows_with_their_labels_and_shares_constants() ->
     x = np.arange(40, dtype=np.float32).reshape(10, 4)
     arrays = {"x": x, "state": np.ones((2, 3), np.float32), "labels": np.arange(10)}
     kept, held = data.from_arrays("d", arrays, model, batch_size=3).split(3, np.random.default_rng(0))
-    assert (kept.num_samples, held.num_samples) == (7, 3) and held.name == "d, held out"
+    assert (kept.num_samples, held.num_samples) == (7, 3) and (kept.name, held.name) == ("d", "d, held out")
     rows = {name: np.concatenate(_rows(part, "x"))[:, 0] // 4 for name, part in (("kept", kept), ("held", held))}
     assert sorted([*rows["kept"], *rows["held"]]) == list(range(10))  # disjoint, and every row somewhere
     assert rows["held"].tolist() != [7, 8, 9]  # drawn, not the tail
@@ -247,6 +247,13 @@ def test_split_that_leaves_a_side_empty_is_refused(held: int) -> None:
     dataset = data.from_arrays("d", {"x": np.zeros((10, 4), np.float32)}, _model(("x", ["batch", 4])))
     assert dataset.split(held, np.random.default_rng(0)) is None
     assert [p.num_samples for p in dataset.split(9, np.random.default_rng(0))] == [1, 9]
+    assert [p.num_samples for p in dataset.split(1, np.random.default_rng(0))] == [9, 1]
+
+
+def test_split_of_random_inputs_stays_random_inputs() -> None:
+    model = _model(("x", ["batch", 4]))
+    dataset = data.Dataset("r", {"x": np.zeros((10, 4), np.float32)}, data.input_specs(model), synthetic=True)
+    assert [part.synthetic for part in dataset.split(5, np.random.default_rng(0))] == [True, True]
 
 
 def test_split_keeps_the_batch_the_model_fixes() -> None:

@@ -506,3 +506,15 @@ def test_a_retraining_run_is_judged_on_rows_held_out_of_what_its_pass_reads(tmp_
     assert any("rows no pass read" in note for note in report.notes) is held
     on_training_rows = any("judged on the data the model was retrained on" in n for n in report.notes)
     assert on_training_rows is (retrains and not held and not val)
+
+
+def test_a_retraining_run_without_validation_holds_nothing_out(tmp_path):
+    from onnxopt.pipeline import Run
+    from onnxopt.recipe import PassStep, Recipe
+    from onnxopt.session import Session
+
+    plugin, session = _Retrainer(True), Session()
+    session.plugin_manager.register(plugin, name="retrainer")
+    recipe = Recipe(passes=[PassStep("retrainer")], data=str(FIXTURES / "digits_cnn_val.npz"), validate=False)
+    report = Run(recipe, session)(FIXTURES / "digits_cnn.onnx", tmp_path / "out.onnx")
+    assert plugin.seen == [400] and report.exit_code == EXIT_NOT_VALIDATED, report.message
