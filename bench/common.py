@@ -504,9 +504,24 @@ STACK = ("onnxopt", "onnx", "onnxruntime", "onnx-ir", "onnxscript", "numpy", "to
 
 
 def environment(dists: Sequence[str] = STACK) -> str:
-    """The distributions' versions, Python's and the CPU count, for a README's "Last run" line."""
+    """The distributions' versions, Python's and the CPU, for a README's "Last run" line."""
     parts = [f"{d} {version(d)}" for d in dists]
-    return ", ".join(parts) + f", Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    return ", ".join(parts) + f", Python {platform.python_version()}, {cpu()}"
+
+
+def cpu() -> str:
+    """This machine's CPU model, core count and whether its int8 kernels saturate (x86 without VNNI): int8 latency
+    and accuracy figures differ by that (quantize's ``reduce_range=auto`` follows it)."""
+    from onnxopt_plugins.quantize.cpu import int8_saturates
+
+    model = platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.partition(":")[2].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    kernels = "int8 without VNNI (7-bit weights)" if int8_saturates() else "int8 with VNNI or not x86"
+    return f"{model}, {os.cpu_count()} cores, {kernels}"
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:

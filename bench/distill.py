@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -164,7 +163,7 @@ def main() -> None:
     text = table(HEADERS, bench.rows)
     elapsed = time.perf_counter() - start
     footer = (f"`{command}` — {datetime.date.today()}, {elapsed:.0f} s, torch {torch.__version__}, onnxruntime "
-              f"{ort.__version__}, {platform.machine()} ({os.cpu_count()} cores); accuracy in onnxruntime on rows no "
+              f"{ort.__version__}, {common.cpu()}; accuracy in onnxruntime on rows no "
               f"training step saw (digits val 400, iris calib + val 60); "
               f"'before' is the pruned model as pruned.")  # fmt: skip
     print("\n" + text + "\n\n" + footer)

@@ -47,7 +47,6 @@ import argparse
 import ast
 import math
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -510,9 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(title, table, "", sep="\n", flush=True)
             tables.append("\n".join([title, "", table]))
-    environment = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), onnxruntime {ort.__version__}"
-    )
+    environment = f"{common.cpu()} (shared), onnxruntime {ort.__version__}"
     if not args.no_readme:
         lines = [
             f"Command and cases: see the script's docstring. Training budget per case: {args.budget:.0f} s.",
