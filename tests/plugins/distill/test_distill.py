@@ -230,6 +230,26 @@ def test_without_val_the_verdict_runs_on_rows_held_out_of_the_training_data(fixt
     assert folded.final.samples == 160  # a run that retrains nothing is judged on all of --data
 
 
+def test_test_rows_judge_the_student_and_val_rows_judging_it_are_flagged(fixtures_dir, tmp_path, run_cli):
+    """--val picks the best epoch; --test, when given, is what the verdict runs on, and the early-stopping rows
+    stay --val's. Judged on --val itself (no --test, or the same file) the report says the figure flatters."""
+    pytest.importorskip("torch")
+    rows = dict(np.load(fixtures_dir / "iris_mlp_val.npz"))
+    halves = {name: tmp_path / f"{name}.npz" for name in ("early", "final")}
+    for path, part in zip(halves.values(), (slice(0, 15), slice(15, None))):
+        np.savez(path, **{key: value[part] for key, value in rows.items()})
+    flattered = "the rows that also chose the best epoch"
+    for extra, judged, flagged in (((), "early.npz", True), (("--test", halves["final"]), "final.npz", False),
+                                   (("--test", halves["early"]), "early.npz", True)):  # fmt: skip
+        result = run_cli("distill", fixtures_dir / "iris_mlp.onnx", "-o", tmp_path / "s.onnx", "--data",
+                         fixtures_dir / "iris_mlp_calib.npz", "--val", halves["early"], *extra, "--epochs", "2",
+                         "--threads", "1", "--json", "--min-top1", "0")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert judged in report["final"]["data"] and report["steps"][0]["stats"]["val_rows"] == 15, report["final"]
+        assert any(flattered in note for note in report["notes"]) == flagged, report["notes"]
+
+
 def test_training_is_deterministic_for_a_seed(fixtures_dir, tmp_path):
     torch = pytest.importorskip("torch")
     import onnx_ir as ir
