@@ -32,8 +32,8 @@ pages, as its students ship; MiniLM: dynamic int8): how much of a target quantiz
 table also reads ``--metric neighbours`` (recall@3) beside the issue's literal nearest-neighbour agreement.
 
 Each distilled row also shows onnxopt's own verdict on it: the exit code of ``distill`` with no gate given (the
-default verdict for a retrained model, judged on the early-stopping rows) and the checks that decided it — to be
-read against the truth columns, which are measured on the held-out inputs.
+default verdict for a retrained model, judged with ``test`` on the held-out inputs) and the checks that decided it —
+to be read against the truth columns, measured on the same inputs.
 
 Training: ``onnxopt_plugins.distill.distill`` with the loss it picks from the output (det: per-pixel bce, rec: per-step
 KL, minilm: embedding MSE + cosine), ``--max-time`` = the budget, threads = the cores. Latency: onnxruntime,
@@ -82,7 +82,7 @@ NO_GATES = {"min_cosine": -1.0, "min_channel_cosine": -1.0}
 #: other jobs and torch's spinning thread pools slow down when contended; distill's own default is every core
 THREADS = int(os.environ.get("DISTILL_THREADS", "1"))
 #: The distilled student as onnxopt's default verdict for a retrained model judged it (exit code, deciding checks).
-VERDICT = "onnxopt distill's verdict (no gate given; on the early-stopping rows)"
+VERDICT = "onnxopt distill's verdict (no gate given; on the held-out rows)"
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
@@ -270,12 +270,13 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def _distill(teacher: Path, out: Path, train: Path, val: Path, budget: float, **options) -> tuple[float, dict, str]:
-    """Train, and say what onnxopt's own default verdict (no gate given, judged on ``val``) made of the student."""
+def _distill(teacher: Path, out: Path, train: Path, val: Path, test: Path, budget: float,
+             **options) -> tuple[float, dict, str]:  # fmt: skip
+    """Train (early stopping on ``val``), and say what onnxopt's own default verdict (no gate given, judged on
+    ``test``) made of the student."""
     started = time.monotonic()
-    report = distill(
-        teacher, out, data=train, val=val, epochs=100_000, max_time=budget, patience=0, threads=THREADS, **options
-    )
+    report = distill(teacher, out, data=train, val=val, test=test, epochs=100_000, max_time=budget, patience=0,
+                     threads=THREADS, **options)  # fmt: skip
     if report.exit_code not in (0, 1) or not out.exists():  # 1: the student was written and failed a gate
         raise SystemExit(f"distill {teacher.name}: {report.message}")
     return time.monotonic() - started, report.steps[0].stats, verdict(report)
@@ -312,13 +313,13 @@ def _prune(source: Path, out: Path, sparsity: float, criterion: str, train: Path
 
 
 def _students(source: Path, work: Path, name: str, sparsity: float, criterion: str, train: Path, val: Path,
-              budget: float, noise: float = 0.0,
+              test: Path, budget: float, noise: float = 0.0,
               **options) -> tuple[dict[str, Path], dict[str, str], dict, str]:  # fmt: skip
     """The shrunk variants: pruned, pruned + reconstructed, and that distilled. The paths, the wall time of each
     (reconstruction; reconstruction + training), distill's stats and its verdict."""
     pruned, _ = _prune(source, work / f"{name}_pruned.onnx", sparsity, criterion, train)
     rebuilt, fitting = _prune(source, work / f"{name}_reconstructed.onnx", sparsity, criterion, train, True, noise)
-    seconds, stats, judged = _distill(source, work / f"{name}_distilled.onnx", train, val, budget,
+    seconds, stats, judged = _distill(source, work / f"{name}_distilled.onnx", train, val, test, budget,
                                       student=str(rebuilt), **options)  # fmt: skip
     kept = "" if stats["best_epoch"] else ", no epoch beat the start: handed back"
     paths = {"pruned": pruned, "reconstructed": rebuilt, "distilled": work / f"{name}_distilled.onnx"}
@@ -337,7 +338,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
     val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
     test = pages(24, (320, 320), 3, words)
     calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
-    students, times, stats, judged = _students(DET, work, "det", sparsity, criterion, train, val, budget, noise,
+    students, times, stats, judged = _students(DET, work, "det", sparsity, criterion, train, val,
+                                               _save(work / "det_test.npz", {"x": test}), budget, noise,
                                                batch_size=8, lr=5e-4)  # fmt: skip
     shipped = [("fold", {}), ("quantize", {"mode": "static"})]
     variants = {}
@@ -384,6 +386,7 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
     train = _save(work / "minilm_train.npz", tokenized(train_texts, length))
     val = _save(work / "minilm_val.npz", tokenized(val_texts, length))
     test = tokenized(test_texts, length)
+    test_file = _save(work / "minilm_test.npz", test)
     import onnx_ir as ir
 
     from onnxopt_plugins.distill.depth import shallower  # the students the distill pass makes, kept as baselines
@@ -392,7 +395,7 @@ def case_minilm(work: Path, budget: float, count: int = 2300, corpus: str = "doc
     for variant in variants:
         layers, _, match = variant.partition("+")
         out = work / f"minilm_distilled_{layers}{'_matched' if match else ''}.onnx"
-        seconds, stats, decided = _distill(MINILM, out, train, val, budget, depth=0.5, layers=layers,
+        seconds, stats, decided = _distill(MINILM, out, train, val, test_file, budget, depth=0.5, layers=layers,
                                            target="sentence_embedding", batch_size=32, lr=5e-4,
                                            match_layers=bool(match))  # fmt: skip
         keep = stats["shallower"]["kept_layers"]
@@ -433,7 +436,8 @@ def case_rec(work: Path, budget: float, words: list[str], count: int = 320, lr: 
     train = _save(work / "rec_train.npz", {"x": lines(count, 11, words)})
     val = _save(work / "rec_val.npz", {"x": lines(48, 12, words)})
     test = lines(200, 13, words)
-    variants, times, stats, judged = _students(REC, work, "rec", sparsity, criterion, train, val, budget, noise,
+    variants, times, stats, judged = _students(REC, work, "rec", sparsity, criterion, train, val,
+                                               _save(work / "rec_test.npz", {"x": test}), budget, noise,
                                                batch_size=16, lr=lr, temperature=1.0)  # fmt: skip
     teacher_scores = outputs(REC, {"x": test})
     reference = ctc_decode(teacher_scores)
