@@ -6,7 +6,8 @@ folder (external data kept external, never a >2 GB protobuf in memory); per-chan
 opset-11/12 model first upgrades the opset to 13 (its DequantizeLinear ``axis`` does not exist before 13 and
 the result silently fails to load); ``quant_pre_process`` is tried and, when its symbolic shape inference
 fails as it did on every real model tried, retried without it and then skipped, saying which; calibration
-data is read from the pipeline's dataset with a sample cap and a progress bar.
+data is read from the pipeline's dataset with a sample cap and a progress bar; the histogram calibrators
+(entropy, percentile, distribution) take feeds of different shapes (:func:`histograms_of_any_shape`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,31 @@ def preprocess(path: Path, out: Path, stats: dict[str, Any]) -> Path:
             stats["preprocess"] = f"skipped: quant_pre_process failed ({type(exc).__name__}: {str(exc)[:120]})"
             logger.info("quant_pre_process failed (skip_symbolic_shape=%s): %s", skip_symbolic, exc)
     return path
+
+
+@contextlib.contextmanager
+def histograms_of_any_shape() -> Iterator[None]:
+    """While it lasts, onnxruntime's histogram calibrators accept feeds of different shapes.
+
+    Its ``HistogramCollector`` stacks each tensor's outputs over the calibration feeds with ``np.asarray``, which
+    raises on a last batch smaller than the others, on images of other sizes and on other sequence lengths
+    (onnxruntime issue 18792; a fix, flattening first, is proposed upstream in pull request 32514). A histogram
+    only reads the values, so each tensor's outputs are flattened into one array before the collector sees them:
+    the same histogram where the shapes agree."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    collect = HistogramCollector.collect
+
+    def flattened(self: Any, name_to_arr: dict[str, Any]) -> Any:
+        flat = {name: np.concatenate([np.ravel(a) for a in arrays]) if isinstance(arrays, list) and arrays else arrays
+                for name, arrays in name_to_arr.items()}  # fmt: skip
+        return collect(self, flat)
+
+    HistogramCollector.collect = flattened
+    try:
+        yield
+    finally:
+        HistogramCollector.collect = collect
 
 
 class DatasetReader:

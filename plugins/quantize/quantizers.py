@@ -326,23 +326,24 @@ class StaticQuantizePass(_QuantizePass):
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile,
                    "distribution": CalibrationMethod.Distribution}  # fmt: skip
-        quantize_static(
-            str(source), str(output), reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=o.op_types or None,
-            per_channel=o.per_channel,
-            reduce_range=_reduce_range(o, self.stats),
-            activation_type=QuantType.QUInt8 if o.activation_type == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
-            nodes_to_exclude=excluded,
-            use_external_data_format=large,
-            calibrate_method=methods[o.method],
-            # no CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator empties each full group of
-            # collected outputs without merging its ranges (16k feeds: "No data is collected"); the sample cap
-            # bounds memory instead
-            extra_options={"WeightSymmetric": o.symmetric_weights, "QuantizeBias": o.int32_bias,
-                           **self._per_tensor_matmuls(source)},
-        )  # fmt: skip
+        with ort_quantizer.histograms_of_any_shape():  # entropy / percentile / distribution: feeds of any shape
+            quantize_static(
+                str(source), str(output), reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=o.op_types or None,
+                per_channel=o.per_channel,
+                reduce_range=_reduce_range(o, self.stats),
+                activation_type=QuantType.QUInt8 if o.activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8 if o.weight_type == "int8" else QuantType.QUInt8,
+                nodes_to_exclude=excluded,
+                use_external_data_format=large,
+                calibrate_method=methods[o.method],
+                # no CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator empties each full group of
+                # collected outputs without merging its ranges (16k feeds: "No data is collected"); the sample cap
+                # bounds memory instead
+                extra_options={"WeightSymmetric": o.symmetric_weights, "QuantizeBias": o.int32_bias,
+                               **self._per_tensor_matmuls(source)},
+            )  # fmt: skip
 
     def _per_tensor_matmuls(self, source: Path) -> dict:
         """onnxruntime's per_channel covers every op; per-tensor overrides take MatMul / Gemm weights back out."""
