@@ -1,7 +1,8 @@
 """Distillation on real models (issue #18): shrink a deployed ONNX model, win its accuracy back from its own outputs.
 
     python bench/distill_real.py [--cases det,minilm,rec] [--budget 240] [--prune-criterion l1|l2|activation]
-        [--reconstruct-noise 0] [--rec-lines 320] [--rec-lr 5e-5] [--minilm-sentences 2300]
+        [--reconstruct-noise 0] [--det-pages 256] [--det-size 192] [--det-calibration 16]
+        [--rec-lines 320] [--rec-lr 5e-5] [--minilm-sentences 2300]
         [--minilm-corpus docstrings|wide] [--minilm-variants spread,search,search+match] [--no-readme]
 
 Cases, each against the same model shrunk but not distilled (the baseline it must beat), on held-out inputs
@@ -332,12 +333,22 @@ def _under(noise: float) -> str:
     return f" (under input noise of {noise:g} uint8 steps)" if noise else ""
 
 
-def case_det(work: Path, budget: float, words: list[str], sparsity: float, criterion: str = "l1",
-             noise: float = 0.0) -> tuple[str, str]:  # fmt: skip
-    train = _save(work / "det_train.npz", {"x": pages(256, (192, 192), 1, words)})  # small pages: more steps per minute
-    val = _save(work / "det_val.npz", {"x": pages(16, (192, 192), 2, words)})
+def case_det(
+    work: Path,
+    budget: float,
+    words: list[str],
+    sparsity: float,
+    criterion: str = "l1",
+    noise: float = 0.0,
+    count: int = 256,
+    size: int = 192,
+    calibration: int = 16,
+) -> tuple[str, str]:
+    """``count`` training pages of ``size`` (small pages: more steps per minute), ``calibration`` pages for int8."""
+    train = _save(work / "det_train.npz", {"x": pages(count, (size, size), 1, words)})
+    val = _save(work / "det_val.npz", {"x": pages(16, (size, size), 2, words)})
     test = pages(24, (320, 320), 3, words)
-    calib = _save(work / "det_calib.npz", {"x": pages(16, (320, 320), 5, words)})
+    calib = _save(work / "det_calib.npz", {"x": pages(calibration, (320, 320), 5, words)})
     students, times, stats, judged = _students(DET, work, "det", sparsity, criterion, train, val,
                                                _save(work / "det_test.npz", {"x": test}), budget, noise,
                                                batch_size=8, lr=5e-4)  # fmt: skip
@@ -360,8 +371,8 @@ def case_det(work: Path, budget: float, words: list[str], sparsity: float, crite
                      judged if name == "distilled" else "–"])  # fmt: skip
     title = (f"### PP-OCRv4 det: structured prune {sparsity:.0%} (channels by {criterion}), reconstructed"
              f"{_under(noise)} and "
-             f"distilled on {len(np.load(train)['x'])} rendered 192x192 pages "
-             f"(loss {stats['loss']}), then fold + static int8; {len(test)} held-out 320x320 pages")  # fmt: skip
+             f"distilled on {count} rendered {size}x{size} pages (loss {stats['loss']}), then fold + static int8 "
+             f"calibrated on {calibration} pages; {len(test)} held-out 320x320 pages")  # fmt: skip
     header = [
         "variant",
         "text-mask IoU vs fp32 teacher (target >= 0.90)",
@@ -466,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="det,minilm,rec")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of training per case")
     parser.add_argument("--det-sparsity", type=float, default=0.3)
+    parser.add_argument("--det-pages", type=int, default=256, help="rendered pages det trains on")
+    parser.add_argument("--det-size", type=int, default=192, help="their side in pixels (a multiple of 32)")
+    parser.add_argument("--det-calibration", type=int, default=16, help="320x320 pages static int8 calibrates on")
     parser.add_argument(
         "--prune-criterion",
         choices=["l1", "l2", "activation"],
@@ -500,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if case == "det":
                     title, table = case_det(work, args.budget, words, args.det_sparsity, args.prune_criterion,
-                                            args.reconstruct_noise)  # fmt: skip
+                                            args.reconstruct_noise, args.det_pages, args.det_size,
+                                            args.det_calibration)  # fmt: skip
                 elif case == "minilm":
                     title, table = case_minilm(work, args.budget, args.minilm_sentences, args.minilm_corpus,
                                                variants=tuple(args.minilm_variants.split(",")))  # fmt: skip
