@@ -53,7 +53,7 @@ from .coverage import IN_SUBGRAPH
 if TYPE_CHECKING:
     from onnxopt import Dataset
 
-    from . import AccuracyAwareOptions, DynamicOptions, StaticOptions, WeightOnlyOptions
+    from . import AccuracyAwareOptions, DynamicOptions, StaticOptions, WeightOnlyOptions, _Int8Options
 
 logger = logging.getLogger("onnxopt.quantize")
 
@@ -141,7 +141,7 @@ def shorten_generated_names(model: ir.Model, original: set[str]) -> int:
     return renamed
 
 
-def _reduce_range(options: Any, stats: dict[str, Any]) -> bool:
+def _reduce_range(options: _Int8Options, stats: dict[str, Any]) -> bool:
     """An int8 pass's ``reduce_range`` resolved (auto: on where this CPU's uint8 x int8 kernels saturate, see
     :mod:`.cpu`; uint8 weights never do), and recorded in the pass's stats."""
     setting = options.reduce_range
